@@ -1,0 +1,76 @@
+//! Typed ids: a task id can never be passed where an endpoint id is expected.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, format = Uuid))]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A fresh random (v4) id.
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A person, a client application or an agent known to the service.
+    IdentityId
+);
+id_type!(
+    /// An access or refresh token (not the secret itself).
+    TokenId
+);
+id_type!(
+    /// A client application registered for client-credentials login.
+    ClientId
+);
+id_type!(
+    /// A pending federated login started by `lattice login`.
+    LoginId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_json_and_text() {
+        let id = IdentityId::new();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        let back: IdentityId = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, id);
+        assert_eq!(id.to_string().parse::<IdentityId>().unwrap(), id);
+        assert!("not-a-uuid".parse::<IdentityId>().is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! Wire types shared by every Lattice party.
+//!
+//! This crate owns the shapes that cross a process boundary: typed ids, the
+//! JSON bodies of the REST API (`api`), the error body every endpoint returns
+//! (`error`), and the MessagePack frames of the agent channel and the worker
+//! channel (`frames`, `framing`).
+//!
+//! It must not know how anything is stored, queued, executed or served: no
+//! I/O, no async runtime, no database types. It depends on serde (plus uuid,
+//! chrono and rmp-serde for the encodings); the optional `openapi` feature
+//! derives OpenAPI schemas for the service's generated document.
+
+pub mod api;
+pub mod error;
+pub mod ids;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use ids::*;
+
+/// Version of this build, reported by the service's health route and by agents.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

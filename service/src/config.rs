@@ -1,0 +1,368 @@
+//! Service configuration: command-line flags, then `LATTICE_*` environment
+//! variables, then a TOML file, then defaults, in that precedence. Flags and
+//! env are parsed by clap ([`ServiceArgs`]); [`ServiceConfig::from_layers`]
+//! merges them with the file and validates the result.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// Default listen address of the service.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
+/// Default largest accepted request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Default lifetime of access tokens from interactive logins and client credentials.
+pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: i64 = 3600;
+/// Default lifetime of refresh tokens.
+pub const DEFAULT_REFRESH_TOKEN_TTL_SECS: i64 = 30 * 24 * 3600;
+
+/// How logs are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Flags of `lattice service` (each also read from its `LATTICE_*` variable).
+#[derive(Args, Clone, Debug, Default)]
+pub struct ServiceArgs {
+    /// TOML file with any of the keys below (snake_case, e.g. `database_url`;
+    /// OpenID Connect keys under `[oidc]`). Flags and LATTICE_* variables override it.
+    #[arg(long, env = "LATTICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:8470].
+    #[arg(long, env = "LATTICE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// URL clients and the identity provider use to reach this service
+    /// [default: http://LISTEN]. Needed behind a proxy or load balancer.
+    #[arg(long, env = "LATTICE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<url::Url>,
+
+    /// Directory for the SQLite store and other state [default: the user's
+    /// data dir, e.g. ~/.local/share/lattice].
+    #[arg(long, env = "LATTICE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Store location: `sqlite://PATH` or `postgres://USER@HOST/DB`
+    /// [default: sqlite://DATA_DIR/lattice.db].
+    #[arg(long, env = "LATTICE_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Log format on stderr [default: text].
+    #[arg(long, env = "LATTICE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Largest accepted request body in bytes; larger ones get 413 [default: 16 MiB].
+    #[arg(long, env = "LATTICE_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Lifetime of access tokens in seconds [default: 3600].
+    #[arg(long, env = "LATTICE_ACCESS_TOKEN_TTL", value_name = "SECS")]
+    pub access_token_ttl: Option<i64>,
+
+    /// Lifetime of refresh tokens in seconds [default: 2592000 (30 days)].
+    #[arg(long, env = "LATTICE_REFRESH_TOKEN_TTL", value_name = "SECS")]
+    pub refresh_token_ttl: Option<i64>,
+
+    /// Issuer URL of the OpenID Connect provider for `lattice login`
+    /// (discovery at ISSUER/.well-known/openid-configuration).
+    #[arg(long, env = "LATTICE_OIDC_ISSUER", value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+
+    /// Client id registered for this service at the OpenID Connect provider.
+    #[arg(long, env = "LATTICE_OIDC_CLIENT_ID", value_name = "ID")]
+    pub oidc_client_id: Option<String>,
+
+    /// Client secret at the OpenID Connect provider (prefer the env variable
+    /// or the file over the flag, which other users can see in `ps`).
+    #[arg(long, env = "LATTICE_OIDC_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+}
+
+/// The TOML file's shape; unknown keys are an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub public_url: Option<url::Url>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub max_body_bytes: Option<usize>,
+    pub access_token_ttl: Option<i64>,
+    pub refresh_token_ttl: Option<i64>,
+    pub oidc: Option<OidcFileConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFileConfig {
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+/// A configured OpenID Connect provider.
+#[derive(Clone, Debug)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// The resolved configuration the service runs with.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub listen: SocketAddr,
+    pub public_url: url::Url,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub log_format: LogFormat,
+    pub max_body_bytes: usize,
+    pub access_token_ttl: i64,
+    pub refresh_token_ttl: i64,
+    pub oidc: Option<OidcConfig>,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl ServiceConfig {
+    /// Reads the file named by `--config` (if any) and merges.
+    pub fn load(args: ServiceArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                parse_file(path, &text)?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_layers(args, file, default_data_dir())
+    }
+
+    /// Merges flags/env over the file over defaults. Pure, for tests.
+    pub fn from_layers(
+        args: ServiceArgs,
+        file: FileConfig,
+        default_data_dir: PathBuf,
+    ) -> Result<Self, ConfigError> {
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+        let public_url = match args.public_url.or(file.public_url) {
+            Some(url) => url,
+            None => url::Url::parse(&format!("http://{listen}")).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "public_url",
+                    message: e.to_string(),
+                }
+            })?,
+        };
+        let data_dir = args.data_dir.or(file.data_dir).unwrap_or(default_data_dir);
+        let database_url = args
+            .database_url
+            .or(file.database_url)
+            .unwrap_or_else(|| crate::store::sqlite_url_in(&data_dir));
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "database_url",
+                message: "expected sqlite://PATH or postgres://...".into(),
+            });
+        }
+        let max_body_bytes = args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "max_body_bytes",
+                message: format!("{max_body_bytes} is too small; use at least 1024"),
+            });
+        }
+        let access_token_ttl = positive(
+            "access_token_ttl",
+            args.access_token_ttl.or(file.access_token_ttl),
+            DEFAULT_ACCESS_TOKEN_TTL_SECS,
+        )?;
+        let refresh_token_ttl = positive(
+            "refresh_token_ttl",
+            args.refresh_token_ttl.or(file.refresh_token_ttl),
+            DEFAULT_REFRESH_TOKEN_TTL_SECS,
+        )?;
+        let file_oidc = file.oidc.unwrap_or_default();
+        let issuer = args.oidc_issuer.or(file_oidc.issuer);
+        let client_id = args.oidc_client_id.or(file_oidc.client_id);
+        let client_secret = args.oidc_client_secret.or(file_oidc.client_secret);
+        let oidc = match (issuer, client_id, client_secret) {
+            (None, None, None) => None,
+            (Some(issuer), Some(client_id), Some(client_secret)) => {
+                url::Url::parse(&issuer).map_err(|e| ConfigError::Invalid {
+                    key: "oidc.issuer",
+                    message: e.to_string(),
+                })?;
+                Some(OidcConfig {
+                    issuer,
+                    client_id,
+                    client_secret,
+                })
+            }
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "oidc",
+                    message: "set all of issuer, client_id and client_secret, or none".into(),
+                })
+            }
+        };
+        Ok(Self {
+            listen,
+            public_url,
+            data_dir,
+            database_url,
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            max_body_bytes,
+            access_token_ttl,
+            refresh_token_ttl,
+            oidc,
+        })
+    }
+
+    /// A configuration for tests and `lattice dev`: SQLite in `data_dir`.
+    pub fn for_data_dir(data_dir: &Path) -> Self {
+        Self::from_layers(
+            ServiceArgs {
+                data_dir: Some(data_dir.to_owned()),
+                ..Default::default()
+            },
+            FileConfig::default(),
+            data_dir.to_owned(),
+        )
+        .expect("defaults are valid")
+    }
+}
+
+fn positive(key: &'static str, value: Option<i64>, default: i64) -> Result<i64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v > 0 => Ok(v),
+        Some(v) => Err(ConfigError::Invalid {
+            key,
+            message: format!("{v} must be a positive number of seconds"),
+        }),
+    }
+}
+
+/// Parses the TOML file (pure, for tests).
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// `~/.local/share/lattice` (or the platform's equivalent).
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("lattice")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> FileConfig {
+        parse_file(Path::new("lattice.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let args = ServiceArgs {
+            listen: Some("127.0.0.1:9000".parse().unwrap()),
+            ..Default::default()
+        };
+        let config = ServiceConfig::from_layers(
+            args,
+            file("listen = \"127.0.0.1:8000\"\nmax_body_bytes = 2048\n"),
+            PathBuf::from("/data"),
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.max_body_bytes, 2048);
+        assert_eq!(config.database_url, "sqlite:///data/lattice.db");
+        assert_eq!(config.public_url.as_str(), "http://127.0.0.1:9000/");
+        assert_eq!(config.access_token_ttl, DEFAULT_ACCESS_TOKEN_TTL_SECS);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = parse_file(Path::new("x.toml"), "lisen = \"1\"").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = ServiceConfig::from_layers(
+            ServiceArgs::default(),
+            file("database_url = \"mysql://x\""),
+            PathBuf::from("/d"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("database_url"), "{err}");
+        let err = ServiceConfig::from_layers(
+            ServiceArgs::default(),
+            file("[oidc]\nissuer = \"http://idp\"\n"),
+            PathBuf::from("/d"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("oidc"), "{err}");
+        let err = ServiceConfig::from_layers(
+            ServiceArgs {
+                access_token_ttl: Some(0),
+                ..Default::default()
+            },
+            FileConfig::default(),
+            PathBuf::from("/d"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("access_token_ttl"), "{err}");
+    }
+
+    #[test]
+    fn oidc_section_is_complete_or_absent() {
+        let config = ServiceConfig::from_layers(
+            ServiceArgs {
+                oidc_client_secret: Some("from-env".into()),
+                ..Default::default()
+            },
+            file("[oidc]\nissuer = \"http://127.0.0.1:3000\"\nclient_id = \"lattice\"\nclient_secret = \"file\"\n"),
+            PathBuf::from("/d"),
+        )
+        .unwrap();
+        let oidc = config.oidc.unwrap();
+        assert_eq!(oidc.client_secret, "from-env");
+        assert_eq!(oidc.client_id, "lattice");
+    }
+}

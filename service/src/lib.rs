@@ -1,0 +1,114 @@
+//! The Lattice service: the REST API under `/v1`, authentication (federated
+//! OpenID Connect login and Lattice's own opaque tokens), and the store.
+//!
+//! It owns all persistent state of the platform. It must not run user code,
+//! touch an endpoint's files, or depend on `endpoint-agent`: agents and the
+//! service meet only in `protocol`.
+//!
+//! Entry points: [`app`] builds the router (tests call it without a socket),
+//! [`serve`] runs it on a listener until a shutdown signal.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod store;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testing;
+
+use std::future::Future;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use lattice_protocol::ErrorCode;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+pub use config::{ServiceArgs, ServiceConfig};
+pub use error::ApiError;
+pub use state::AppState;
+
+/// The whole HTTP API.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let v1 = Router::new()
+        .route("/health", get(routes::health::health))
+        .route("/openapi.json", get(openapi_json))
+        .route("/auth/login", post(routes::auth::login_start))
+        .route("/auth/oidc/callback", get(routes::auth::login_callback))
+        .route("/auth/token", post(routes::auth::token))
+        .route("/auth/revoke", post(routes::auth::revoke))
+        .route("/auth/whoami", get(routes::auth::whoami))
+        .route("/identities/link", post(routes::identities::link))
+        .route("/identities/{id}", get(routes::identities::show))
+        .route("/clients", post(routes::clients::create).get(routes::clients::list));
+    Router::new()
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(with_request_id))
+        .layer(
+            // Log method and path only: query strings may carry login codes.
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .with_state(state)
+}
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(openapi::ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; the API is described at /v1/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+}
+
+/// Gives each request an id (the client's `x-request-id` if sane) that
+/// internal-error responses and logs carry.
+async fn with_request_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut response = error::REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    if let Ok(value) = id.parse() {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Opens the store named in `config` and returns the state to serve.
+pub async fn open(config: ServiceConfig) -> Result<AppState, store::StoreError> {
+    if config.database_url.starts_with("sqlite:") {
+        if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+            tracing::warn!(data_dir = %config.data_dir.display(), error = %e, "cannot create data dir");
+        }
+    }
+    let store = store::open(&config.database_url).await?;
+    Ok(AppState::new(store, config))
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

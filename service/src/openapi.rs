@@ -1,0 +1,43 @@
+//! The OpenAPI document, generated from the route annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Lattice API", description = "Federated research computing: identities, functions, endpoints, tasks, collections and transfers."),
+    paths(
+        routes::health::health,
+        routes::auth::login_start,
+        routes::auth::login_callback,
+        routes::auth::token,
+        routes::auth::revoke,
+        routes::auth::whoami,
+        routes::identities::show,
+        routes::identities::link,
+        routes::clients::create,
+        routes::clients::list,
+    ),
+    components(schemas(lattice_protocol::ErrorBody, lattice_protocol::ErrorCode)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A Lattice access token; the scopes each route needs are listed on it"))
+                    .build(),
+            ),
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! The REST API under `/v1`: one module per resource.
+
+pub mod auth;
+pub mod clients;
+pub mod health;
+pub mod identities;

@@ -1,0 +1,199 @@
+//! One test suite for every store back end: each `async fn` below takes a
+//! store and is instantiated for SQLite and for PostgreSQL by `store_suite!`.
+
+use chrono::{Duration, Utc};
+use lattice_protocol::api::{Identity, Scope};
+use lattice_protocol::{ClientId, IdentityId, LoginId, TokenId};
+
+use super::testing::TestStore;
+use super::*;
+
+fn identity(provider: &str, subject: &str) -> Identity {
+    Identity {
+        id: IdentityId::new(),
+        username: format!("{subject}@example.org"),
+        display_name: Some("Ada Lovelace".into()),
+        email: Some("ada@example.org".into()),
+        identity_provider: provider.into(),
+        subject: subject.into(),
+        // Stored with millisecond precision.
+        created_at: from_millis(to_millis(Utc::now())),
+    }
+}
+
+fn token(identity_id: IdentityId, kind: TokenKind, family: TokenId) -> TokenRecord {
+    let now = from_millis(to_millis(Utc::now()));
+    TokenRecord {
+        id: TokenId::new(),
+        token_hash: format!("hash-{}", uuid::Uuid::new_v4()),
+        kind,
+        identity_id,
+        scopes: vec![Scope::Compute, Scope::Manage],
+        family_id: family,
+        client_id: None,
+        created_at: now,
+        expires_at: now + Duration::hours(1),
+        used_at: None,
+        revoked_at: None,
+    }
+}
+
+async fn identities_are_keyed_by_provider_and_subject(store: SharedStore) {
+    let ada = identity("https://idp.example.org", "ada");
+    store.insert_identity(&ada).await.unwrap();
+    assert_eq!(store.identity(ada.id).await.unwrap(), Some(ada.clone()));
+    assert_eq!(
+        store
+            .identity_by_subject("https://idp.example.org", "ada")
+            .await
+            .unwrap(),
+        Some(ada.clone())
+    );
+    // Same subject at another provider is another identity; same email too.
+    let other = identity("https://other.example.org", "ada");
+    store.insert_identity(&other).await.unwrap();
+    assert_eq!(
+        store
+            .identity_by_subject("https://other.example.org", "ada")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        other.id
+    );
+    // A second row for the same (provider, subject) is a conflict.
+    let duplicate = identity("https://idp.example.org", "ada");
+    assert!(matches!(
+        store.insert_identity(&duplicate).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.identity(IdentityId::new()).await.unwrap(), None);
+}
+
+async fn linked_identities_share_a_primary(store: SharedStore) {
+    let a = identity("idp-a", "a");
+    let b = identity("idp-b", "b");
+    let c = identity("idp-c", "c");
+    for i in [&a, &b, &c] {
+        store.insert_identity(i).await.unwrap();
+    }
+    store.link_identity(c.id, b.id).await.unwrap();
+    store.link_identity(b.id, a.id).await.unwrap();
+    assert_eq!(store.primary_identity(c.id).await.unwrap(), a.id);
+    let mut linked: Vec<_> = store
+        .linked_identities(a.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    linked.sort();
+    let mut expected = vec![a.id, b.id, c.id];
+    expected.sort();
+    assert_eq!(linked, expected);
+}
+
+async fn refresh_tokens_can_be_used_once(store: SharedStore) {
+    let ada = identity("idp", "ada");
+    store.insert_identity(&ada).await.unwrap();
+    let family = TokenId::new();
+    let refresh = token(ada.id, TokenKind::Refresh, family);
+    let access = token(ada.id, TokenKind::Access, family);
+    store.insert_token(&refresh).await.unwrap();
+    store.insert_token(&access).await.unwrap();
+    assert_eq!(
+        store.token_by_hash(&refresh.token_hash).await.unwrap(),
+        Some(refresh.clone())
+    );
+    assert!(store.mark_token_used(refresh.id, Utc::now()).await.unwrap());
+    assert!(!store.mark_token_used(refresh.id, Utc::now()).await.unwrap());
+    assert_eq!(store.revoke_token_family(family, Utc::now()).await.unwrap(), 2);
+    let revoked = store.token_by_hash(&access.token_hash).await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(store.token_by_hash("no-such-hash").await.unwrap(), None);
+}
+
+async fn clients_are_listed_by_owner(store: SharedStore) {
+    let owner = identity("idp", "owner");
+    let client_identity = identity("client", "robot");
+    store.insert_identity(&owner).await.unwrap();
+    store.insert_identity(&client_identity).await.unwrap();
+    let client = ClientRecord {
+        id: ClientId::new(),
+        name: "pipeline".into(),
+        secret_hash: "h".into(),
+        identity_id: client_identity.id,
+        owner_id: owner.id,
+        scopes: vec![Scope::Compute],
+        created_at: from_millis(to_millis(Utc::now())),
+    };
+    store.insert_client(&client).await.unwrap();
+    assert_eq!(store.client(client.id).await.unwrap(), Some(client.clone()));
+    assert_eq!(store.clients_owned_by(owner.id).await.unwrap(), vec![client]);
+    assert!(store.clients_owned_by(client_identity.id).await.unwrap().is_empty());
+}
+
+async fn login_callbacks_and_redemptions_happen_once(store: SharedStore) {
+    let ada = identity("idp", "ada");
+    store.insert_identity(&ada).await.unwrap();
+    let now = from_millis(to_millis(Utc::now()));
+    let login = LoginRecord {
+        id: LoginId::new(),
+        csrf_state: "state-1".into(),
+        nonce: "nonce".into(),
+        pkce_verifier: "verifier".into(),
+        redirect_uri: Some("http://127.0.0.1:9/cb".into()),
+        device_code_hash: "device-hash".into(),
+        created_at: now,
+        expires_at: now + Duration::minutes(10),
+        callback_at: None,
+        identity_id: None,
+        error: None,
+        redeemed_at: None,
+    };
+    store.insert_login(&login).await.unwrap();
+    assert_eq!(store.login_by_state("state-1").await.unwrap(), Some(login.clone()));
+    // Not redeemable before the callback completed.
+    assert!(!store.redeem_login(login.id, now).await.unwrap());
+    assert!(store.claim_login_callback(login.id, now).await.unwrap());
+    assert!(!store.claim_login_callback(login.id, now).await.unwrap());
+    store.finish_login(login.id, Ok(ada.id)).await.unwrap();
+    let found = store.login_by_device_code("device-hash").await.unwrap().unwrap();
+    assert_eq!(found.identity_id, Some(ada.id));
+    assert!(store.redeem_login(login.id, now).await.unwrap());
+    assert!(!store.redeem_login(login.id, now).await.unwrap());
+}
+
+macro_rules! store_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let test_store = super::TestStore::sqlite().await;
+                    super::$name(test_store.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(test_store) = super::TestStore::postgres(concat!("store::postgres::", stringify!($name))).await else {
+                        return;
+                    };
+                    super::$name(test_store.store.clone()).await;
+                    test_store.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+store_suite!(
+    identities_are_keyed_by_provider_and_subject,
+    linked_identities_share_a_primary,
+    refresh_tokens_can_be_used_once,
+    clients_are_listed_by_owner,
+    login_callbacks_and_redemptions_happen_once,
+);
