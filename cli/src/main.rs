@@ -1,1 +1,147 @@
-fn main() {}
+//! The one `lattice` binary: the platform's processes (`dev`, `service`,
+//! later `agent` and `worker`) and every user command.
+//!
+//! It owns argument parsing, output formatting (`--format`, `--jmespath`),
+//! exit codes and log setup. It must not hold domain logic: commands call the
+//! client, service or agent crates and render what they return.
+
+mod commands;
+mod context;
+mod logging;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lattice_client::ClientError;
+
+use crate::context::Context;
+use crate::output::{Format, Output, UsageError};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  other failure
+  2  usage error (bad arguments or options)
+  3  authentication or permission error (not logged in, expired or revoked token, missing scope)
+  4  the request was refused (not found, invalid, conflict, too large)
+  5  the service is unreachable or failed
+
+Environment:
+  LATTICE_URL    service URL (overrides the saved profile)
+  LATTICE_TOKEN  access token (overrides the saved profile)
+  LATTICE_LOG    log filter, e.g. `debug` or `lattice_service=debug`";
+
+/// Lattice: federated research computing. Run functions and move data on
+/// laptops, lab servers and supercomputers.
+#[derive(Parser, Debug)]
+#[command(name = "lattice", version, after_help = EXIT_CODES, propagate_version = true)]
+struct Cli {
+    /// Output format; JSON is stable for scripts.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    format: Format,
+
+    /// Filter JSON output with a JMESPath expression (implies JSON).
+    #[arg(long, global = true, value_name = "EXPR")]
+    jmespath: Option<String>,
+
+    /// Service URL [default: the saved profile's, else http://127.0.0.1:8470].
+    #[arg(long, global = true, env = "LATTICE_URL", value_name = "URL")]
+    url: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the whole platform on this machine: service on SQLite, a local
+    /// identity and token, written to your profile.
+    Dev(commands::dev::DevArgs),
+    /// Run the service (REST API, auth, store) for production.
+    Service(lattice_service::ServiceArgs),
+    /// Log in through the service's identity provider and save the tokens.
+    Login(commands::auth::LoginArgs),
+    /// Revoke the saved tokens and delete the profile.
+    Logout,
+    /// Show who the current token belongs to.
+    Whoami,
+    /// Manage client applications (client-credentials login for automation).
+    #[command(subcommand)]
+    Client(commands::clients::ClientCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Context {
+        output: Output {
+            format: cli.format,
+            jmespath: cli.jmespath,
+        },
+        url: cli.url,
+        token: std::env::var("LATTICE_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+    };
+    match cli.command {
+        Command::Dev(args) => commands::dev::run(args).await,
+        Command::Service(args) => commands::service::run(args).await,
+        Command::Login(args) => {
+            logging::init(Default::default(), "warn");
+            commands::auth::login(&ctx, args).await
+        }
+        Command::Logout => {
+            logging::init(Default::default(), "warn");
+            commands::auth::logout(&ctx).await
+        }
+        Command::Whoami => {
+            logging::init(Default::default(), "warn");
+            commands::auth::whoami(&ctx).await
+        }
+        Command::Client(command) => {
+            logging::init(Default::default(), "warn");
+            commands::clients::run(&ctx, command).await
+        }
+    }
+}
+
+/// Maps an error to the documented exit codes.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return 2;
+        }
+        if let Some(client_error) = cause.downcast_ref::<ClientError>() {
+            return match client_error {
+                ClientError::Api {
+                    status: 401 | 403, ..
+                } => 3,
+                ClientError::Api { status, .. } if *status < 500 => 4,
+                ClientError::Api { .. } | ClientError::Transport { .. } => 5,
+                ClientError::NotConfigured(_) => 3,
+                ClientError::Profile { .. } => 1,
+            };
+        }
+    }
+    1
+}

@@ -1,1 +1,299 @@
-//! placeholder
+//! Typed Rust client of the Lattice REST API, and the saved login profile the
+//! CLI and SDK share.
+//!
+//! It owns: turning API calls into HTTP requests and JSON bodies into
+//! `protocol` types, mapping error bodies to [`ClientError`], and reading and
+//! writing the profile file (mode 0600). It must not print, prompt or decide
+//! exit codes; that is the CLI's job.
+
+pub mod profile;
+
+use lattice_protocol::api::{
+    ClientCreateRequest, ClientCreated, ClientInfo, Health, LoginStartRequest, LoginStartResponse,
+    RevokeRequest, TokenRequest, TokenResponse, WhoAmI,
+};
+use lattice_protocol::compute::{
+    BatchStatus, BatchSubmit, BatchSubmitted, EndpointInfo, EndpointRegister, EndpointRegistered,
+    FunctionInfo, FunctionRegister, TaskInfo, TaskStatusRequest, TaskSubmit,
+};
+use lattice_protocol::{BatchId, EndpointId, ErrorBody, ErrorCode, FunctionId, TaskId};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use profile::Profile;
+
+/// What went wrong talking to the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The service answered with an error body.
+    #[error("{} ({status}): {}", body.code.as_str(), body.message)]
+    Api { status: u16, body: ErrorBody },
+    /// The service could not be reached or answered something that is not the API.
+    #[error("cannot reach the Lattice service at {url}: {detail}")]
+    Transport { url: String, detail: String },
+    /// No URL or token configured.
+    #[error("{0}")]
+    NotConfigured(String),
+    #[error("profile {path}: {detail}")]
+    Profile { path: String, detail: String },
+}
+
+impl ClientError {
+    /// The API error code, if the service answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { body, .. } => Some(body.code),
+            _ => None,
+        }
+    }
+}
+
+pub type ClientResult<T> = Result<T, ClientError>;
+
+/// A connection to one service, optionally with a bearer token.
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: url::Url,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `base` is the service URL, e.g. `http://127.0.0.1:8470`.
+    pub fn new(base: &str, token: Option<String>) -> ClientResult<Self> {
+        let mut base = url::Url::parse(base).map_err(|e| {
+            ClientError::NotConfigured(format!("invalid service URL `{base}`: {e}"))
+        })?;
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ClientError::Transport {
+                url: base.to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(Self { base, token, http })
+    }
+
+    pub fn base_url(&self) -> &url::Url {
+        &self.base
+    }
+
+    pub fn bearer(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    pub fn with_token(&self, token: Option<String>) -> Self {
+        Self {
+            token,
+            ..self.clone()
+        }
+    }
+
+    fn url(&self, path: &str) -> url::Url {
+        self.base
+            .join(path.trim_start_matches('/'))
+            .expect("API paths are valid relative URLs")
+    }
+
+    /// Sends a request and decodes a JSON answer (or `()` for 204).
+    pub async fn request<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> ClientResult<T> {
+        let url = self.url(path);
+        let mut request = self.http.request(method, url.clone());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Transport {
+            url: self.base.to_string(),
+            detail: error_chain(&e),
+        })?;
+        decode(response, &self.base).await
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
+        self.request::<(), T>(Method::GET, path, None).await
+    }
+
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> ClientResult<T> {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn health(&self) -> ClientResult<Health> {
+        self.get("v1/health").await
+    }
+
+    pub async fn whoami(&self) -> ClientResult<WhoAmI> {
+        self.get("v1/auth/whoami").await
+    }
+
+    pub async fn login_start(
+        &self,
+        redirect_uri: Option<String>,
+    ) -> ClientResult<LoginStartResponse> {
+        self.post("v1/auth/login", &LoginStartRequest { redirect_uri })
+            .await
+    }
+
+    pub async fn token(&self, request: &TokenRequest) -> ClientResult<TokenResponse> {
+        self.post("v1/auth/token", request).await
+    }
+
+    pub async fn revoke(&self, token: &str) -> ClientResult<()> {
+        self.post(
+            "v1/auth/revoke",
+            &RevokeRequest {
+                token: token.to_owned(),
+            },
+        )
+        .await
+    }
+
+    pub async fn create_client(
+        &self,
+        request: &ClientCreateRequest,
+    ) -> ClientResult<ClientCreated> {
+        self.post("v1/clients", request).await
+    }
+
+    pub async fn list_clients(&self) -> ClientResult<Vec<ClientInfo>> {
+        self.get("v1/clients").await
+    }
+
+    /// Registers an endpoint; the answer carries the agent's secret (once).
+    pub async fn register_endpoint(&self, name: &str) -> ClientResult<EndpointRegistered> {
+        self.post(
+            "v1/endpoints",
+            &EndpointRegister {
+                name: name.to_owned(),
+            },
+        )
+        .await
+    }
+
+    pub async fn endpoint(&self, id: EndpointId) -> ClientResult<EndpointInfo> {
+        self.get(&format!("v1/endpoints/{id}")).await
+    }
+
+    pub async fn endpoints(&self) -> ClientResult<Vec<EndpointInfo>> {
+        self.get("v1/endpoints").await
+    }
+
+    pub async fn register_function(
+        &self,
+        request: &FunctionRegister,
+    ) -> ClientResult<FunctionInfo> {
+        self.post("v1/functions", request).await
+    }
+
+    pub async fn function(&self, id: FunctionId) -> ClientResult<FunctionInfo> {
+        self.get(&format!("v1/functions/{id}")).await
+    }
+
+    pub async fn functions(&self) -> ClientResult<Vec<FunctionInfo>> {
+        self.get("v1/functions").await
+    }
+
+    pub async fn submit_task(&self, request: &TaskSubmit) -> ClientResult<BatchSubmitted> {
+        self.post("v1/tasks", request).await
+    }
+
+    pub async fn submit_batch(&self, request: &BatchSubmit) -> ClientResult<BatchSubmitted> {
+        self.post("v1/batches", request).await
+    }
+
+    pub async fn task(&self, id: TaskId) -> ClientResult<TaskInfo> {
+        self.get(&format!("v1/tasks/{id}")).await
+    }
+
+    pub async fn tasks_status(&self, ids: &[TaskId]) -> ClientResult<Vec<TaskInfo>> {
+        self.post(
+            "v1/tasks/status",
+            &TaskStatusRequest {
+                task_ids: ids.to_vec(),
+            },
+        )
+        .await
+    }
+
+    pub async fn batch_status(&self, id: BatchId) -> ClientResult<BatchStatus> {
+        self.get(&format!("v1/batches/{id}")).await
+    }
+
+    /// The WebSocket URL of a batch's result stream.
+    pub fn batch_stream_url(&self, id: BatchId) -> url::Url {
+        let mut url = self.url(&format!("v1/batches/{id}/stream"));
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        let _ = url.set_scheme(scheme);
+        url
+    }
+
+    /// The WebSocket URL agents connect to.
+    pub fn agent_channel_url(&self) -> url::Url {
+        let mut url = self.url("v1/agent/connect");
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        let _ = url.set_scheme(scheme);
+        url
+    }
+}
+
+async fn decode<T: DeserializeOwned>(
+    response: reqwest::Response,
+    base: &url::Url,
+) -> ClientResult<T> {
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| ClientError::Transport {
+        url: base.to_string(),
+        detail: error_chain(&e),
+    })?;
+    if status.is_success() {
+        let body: &[u8] = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
+            b"null"
+        } else {
+            &bytes
+        };
+        return serde_json::from_slice(body).map_err(|e| ClientError::Transport {
+            url: base.to_string(),
+            detail: format!("unexpected response body: {e}"),
+        });
+    }
+    match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(body) => Err(ClientError::Api {
+            status: status.as_u16(),
+            body,
+        }),
+        Err(_) => Err(ClientError::Transport {
+            url: base.to_string(),
+            detail: format!(
+                "HTTP {status} without a Lattice error body (is this a Lattice service?): {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ),
+        }),
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut current = err.source();
+    while let Some(e) = current {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        current = e.source();
+    }
+    text
+}

@@ -247,7 +247,9 @@ mod tests {
         let req: TokenRequest =
             serde_json::from_str(r#"{"grant_type":"refresh_token","refresh_token":"abc"}"#)
                 .unwrap();
-        assert!(matches!(req, TokenRequest::RefreshToken { refresh_token } if refresh_token == "abc"));
+        assert!(
+            matches!(req, TokenRequest::RefreshToken { refresh_token } if refresh_token == "abc")
+        );
         let req: TokenRequest = serde_json::from_str(
             r#"{"grant_type":"urn:ietf:params:oauth:grant-type:device_code","device_code":"d"}"#,
         )

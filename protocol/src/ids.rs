@@ -59,6 +59,27 @@ id_type!(
     LoginId
 );
 
+id_type!(
+    /// A registered function (immutable once registered).
+    FunctionId
+);
+id_type!(
+    /// An endpoint: where an agent runs functions.
+    EndpointId
+);
+id_type!(
+    /// One function invocation.
+    TaskId
+);
+id_type!(
+    /// A group of tasks submitted together; results stream per batch.
+    BatchId
+);
+id_type!(
+    /// One worker process connected to an agent's dispatcher.
+    WorkerId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

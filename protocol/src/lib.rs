@@ -11,8 +11,12 @@
 //! derives OpenAPI schemas for the service's generated document.
 
 pub mod api;
+pub mod compute;
 pub mod error;
+pub mod frames;
+pub mod framing;
 pub mod ids;
+pub mod template;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::*;

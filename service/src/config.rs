@@ -18,6 +18,13 @@ pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: i64 = 3600;
 /// Default lifetime of refresh tokens.
 pub const DEFAULT_REFRESH_TOKEN_TTL_SECS: i64 = 30 * 24 * 3600;
 
+/// Default walltime of a task.
+pub const DEFAULT_WALLTIME_SECS: u32 = 600;
+/// Default largest batch.
+pub const DEFAULT_MAX_BATCH_TASKS: usize = 10_000;
+/// Default largest inline result.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 10_000_000;
+
 /// How logs are written to stderr.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,6 +79,29 @@ pub struct ServiceArgs {
     #[arg(long, env = "LATTICE_REFRESH_TOKEN_TTL", value_name = "SECS")]
     pub refresh_token_ttl: Option<i64>,
 
+    /// RabbitMQ for the task queues, e.g. `amqp://user:pass@host:5672/%2f`
+    /// [default: the embedded queue, persisted in the store; one service process only].
+    #[arg(
+        long,
+        env = "LATTICE_AMQP_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub amqp_url: Option<String>,
+
+    /// Walltime of a task that names none, in seconds [default: 600].
+    #[arg(long, env = "LATTICE_DEFAULT_WALLTIME", value_name = "SECS")]
+    pub default_walltime: Option<u32>,
+
+    /// Most tasks accepted in one batch; larger batches get 413 [default: 10000].
+    #[arg(long, env = "LATTICE_MAX_BATCH_TASKS", value_name = "N")]
+    pub max_batch_tasks: Option<usize>,
+
+    /// Largest result stored inline (stdout + stderr + value); larger results
+    /// fail the task with a clear error [default: 10000000].
+    #[arg(long, env = "LATTICE_MAX_RESULT_BYTES", value_name = "BYTES")]
+    pub max_result_bytes: Option<usize>,
+
     /// Issuer URL of the OpenID Connect provider for `lattice login`
     /// (discovery at ISSUER/.well-known/openid-configuration).
     #[arg(long, env = "LATTICE_OIDC_ISSUER", value_name = "URL")]
@@ -83,7 +113,12 @@ pub struct ServiceArgs {
 
     /// Client secret at the OpenID Connect provider (prefer the env variable
     /// or the file over the flag, which other users can see in `ps`).
-    #[arg(long, env = "LATTICE_OIDC_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LATTICE_OIDC_CLIENT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     pub oidc_client_secret: Option<String>,
 }
 
@@ -99,6 +134,10 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub access_token_ttl: Option<i64>,
     pub refresh_token_ttl: Option<i64>,
+    pub amqp_url: Option<String>,
+    pub default_walltime: Option<u32>,
+    pub max_batch_tasks: Option<usize>,
+    pub max_result_bytes: Option<usize>,
     pub oidc: Option<OidcFileConfig>,
 }
 
@@ -129,6 +168,10 @@ pub struct ServiceConfig {
     pub max_body_bytes: usize,
     pub access_token_ttl: i64,
     pub refresh_token_ttl: i64,
+    pub amqp_url: Option<String>,
+    pub default_walltime: u32,
+    pub max_batch_tasks: usize,
+    pub max_result_bytes: usize,
     pub oidc: Option<OidcConfig>,
 }
 
@@ -175,12 +218,12 @@ impl ServiceConfig {
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
         let public_url = match args.public_url.or(file.public_url) {
             Some(url) => url,
-            None => url::Url::parse(&format!("http://{listen}")).map_err(|e| {
-                ConfigError::Invalid {
+            None => {
+                url::Url::parse(&format!("http://{listen}")).map_err(|e| ConfigError::Invalid {
                     key: "public_url",
                     message: e.to_string(),
-                }
-            })?,
+                })?
+            }
         };
         let data_dir = args.data_dir.or(file.data_dir).unwrap_or(default_data_dir);
         let database_url = args
@@ -216,6 +259,34 @@ impl ServiceConfig {
             args.refresh_token_ttl.or(file.refresh_token_ttl),
             DEFAULT_REFRESH_TOKEN_TTL_SECS,
         )?;
+        let amqp_url = args.amqp_url.or(file.amqp_url);
+        if let Some(url) = &amqp_url {
+            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                return Err(ConfigError::Invalid {
+                    key: "amqp_url",
+                    message: "expected amqp://USER:PASS@HOST:PORT/VHOST".into(),
+                });
+            }
+        }
+        let default_walltime = args
+            .default_walltime
+            .or(file.default_walltime)
+            .unwrap_or(DEFAULT_WALLTIME_SECS);
+        if default_walltime == 0 {
+            return Err(ConfigError::Invalid {
+                key: "default_walltime",
+                message: "must be at least 1 second".into(),
+            });
+        }
+        let max_batch_tasks = args
+            .max_batch_tasks
+            .or(file.max_batch_tasks)
+            .unwrap_or(DEFAULT_MAX_BATCH_TASKS)
+            .max(1);
+        let max_result_bytes = args
+            .max_result_bytes
+            .or(file.max_result_bytes)
+            .unwrap_or(DEFAULT_MAX_RESULT_BYTES);
         let file_oidc = file.oidc.unwrap_or_default();
         let issuer = args.oidc_issuer.or(file_oidc.issuer);
         let client_id = args.oidc_client_id.or(file_oidc.client_id);
@@ -249,6 +320,10 @@ impl ServiceConfig {
             max_body_bytes,
             access_token_ttl,
             refresh_token_ttl,
+            amqp_url,
+            default_walltime,
+            max_batch_tasks,
+            max_result_bytes,
             oidc,
         })
     }

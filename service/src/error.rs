@@ -83,8 +83,8 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let request_id = REQUEST_ID.try_with(Clone::clone).ok();
         let mut body = ErrorBody {
             code: self.code,
@@ -127,7 +127,10 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(ErrorCode::PayloadTooLarge, "request body is larger than the configured limit");
+        return ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "request body is larger than the configured limit",
+        );
     }
     let message = match &rejection {
         JsonRejection::JsonDataError(e) => format!("invalid request body: {}", source_text(e)),
@@ -203,9 +206,9 @@ where
     ) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Path(value)),
-            Err(PathRejection::FailedToDeserializePathParams(e)) => {
-                Err(ApiError::bad_request(format!("invalid path parameter: {}", e.body_text())))
-            }
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::bad_request(
+                format!("invalid path parameter: {}", e.body_text()),
+            )),
             Err(other) => Err(ApiError::internal(other.body_text())),
         }
     }

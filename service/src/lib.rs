@@ -9,9 +9,11 @@
 //! [`serve`] runs it on a listener until a shutdown signal.
 
 pub mod auth;
+pub mod broker;
 pub mod config;
 pub mod error;
 pub mod openapi;
+pub mod relay;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -46,7 +48,34 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/whoami", get(routes::auth::whoami))
         .route("/identities/link", post(routes::identities::link))
         .route("/identities/{id}", get(routes::identities::show))
-        .route("/clients", post(routes::clients::create).get(routes::clients::list));
+        .route(
+            "/clients",
+            post(routes::clients::create).get(routes::clients::list),
+        )
+        .route(
+            "/functions",
+            post(routes::functions::register).get(routes::functions::list),
+        )
+        .route(
+            "/functions/{id}",
+            get(routes::functions::show).delete(routes::functions::delete),
+        )
+        .route(
+            "/endpoints",
+            post(routes::endpoints::register).get(routes::endpoints::list),
+        )
+        .route("/endpoints/{id}", get(routes::endpoints::show))
+        .route(
+            "/tasks",
+            post(routes::tasks::submit_one).get(routes::tasks::list),
+        )
+        .route("/tasks/status", post(routes::tasks::status))
+        .route("/tasks/{id}", get(routes::tasks::show))
+        .route("/tasks/{id}/cancel", post(routes::tasks::cancel))
+        .route("/batches", post(routes::tasks::submit_batch))
+        .route("/batches/{id}", get(routes::tasks::batch_status))
+        .route("/batches/{id}/stream", get(routes::tasks::stream))
+        .route("/agent/connect", get(relay::connect));
     Router::new()
         .nest("/v1", v1)
         .fallback(not_found)
@@ -71,7 +100,10 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    )
 }
 
 /// Gives each request an id (the client's `x-request-id` if sane) that
@@ -92,14 +124,27 @@ async fn with_request_id(req: Request, next: Next) -> Response {
 }
 
 /// Opens the store named in `config` and returns the state to serve.
-pub async fn open(config: ServiceConfig) -> Result<AppState, store::StoreError> {
+pub async fn open(config: ServiceConfig) -> Result<AppState, OpenError> {
     if config.database_url.starts_with("sqlite:") {
         if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
             tracing::warn!(data_dir = %config.data_dir.display(), error = %e, "cannot create data dir");
         }
     }
     let store = store::open(&config.database_url).await?;
-    Ok(AppState::new(store, config))
+    let broker: broker::SharedBroker = match &config.amqp_url {
+        Some(url) => broker::rabbitmq::RabbitBroker::connect(url).await?,
+        None => broker::embedded::EmbeddedBroker::open(store.clone()).await?,
+    };
+    Ok(AppState::new(store, broker, config))
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
 }
 
 /// Serves the API on `listener` until `shutdown` completes.

@@ -19,8 +19,24 @@ use crate::routes;
         routes::identities::link,
         routes::clients::create,
         routes::clients::list,
+        routes::functions::register,
+        routes::functions::list,
+        routes::functions::show,
+        routes::functions::delete,
+        routes::endpoints::register,
+        routes::endpoints::list,
+        routes::endpoints::show,
+        routes::tasks::submit_one,
+        routes::tasks::submit_batch,
+        routes::tasks::show,
+        routes::tasks::status,
+        routes::tasks::list,
+        routes::tasks::cancel,
+        routes::tasks::batch_status,
+        routes::tasks::stream,
+        crate::relay::connect,
     ),
-    components(schemas(lattice_protocol::ErrorBody, lattice_protocol::ErrorCode)),
+    components(schemas(lattice_protocol::ErrorBody, lattice_protocol::ErrorCode, lattice_protocol::compute::StreamEvent)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
@@ -35,7 +51,9 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A Lattice access token; the scopes each route needs are listed on it"))
+                    .description(Some(
+                        "A Lattice access token; the scopes each route needs are listed on it",
+                    ))
                     .build(),
             ),
         );

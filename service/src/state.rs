@@ -1,26 +1,43 @@
 //! State shared by every request handler.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use lattice_protocol::compute::FunctionSpec;
+use lattice_protocol::frames::ServiceFrame;
+use lattice_protocol::{EndpointId, FunctionId};
+use tokio::sync::{mpsc, watch};
 
 use crate::auth::oidc::OidcLogin;
+use crate::broker::SharedBroker;
 use crate::config::ServiceConfig;
-use crate::store::SharedStore;
+use crate::store::{SharedStore, StoreResult};
 
 /// Cheap to clone: everything behind `Arc`s.
 #[derive(Clone)]
 pub struct AppState {
     pub store: SharedStore,
+    pub broker: SharedBroker,
     pub config: Arc<ServiceConfig>,
     pub oidc: Arc<OidcLogin>,
+    /// Agents connected to this replica.
+    pub agents: Arc<AgentRegistry>,
+    /// Bumped whenever final results are recorded, to wake result streams.
+    pub results: Arc<watch::Sender<u64>>,
+    functions: Arc<FunctionCache>,
 }
 
 impl AppState {
-    pub fn new(store: SharedStore, config: ServiceConfig) -> Self {
+    pub fn new(store: SharedStore, broker: SharedBroker, config: ServiceConfig) -> Self {
         let oidc = OidcLogin::new(config.oidc.clone(), &config.public_url);
         Self {
             store,
+            broker,
             config: Arc::new(config),
             oidc: Arc::new(oidc),
+            agents: Arc::new(AgentRegistry::default()),
+            results: Arc::new(watch::channel(0).0),
+            functions: Arc::new(FunctionCache::default()),
         }
     }
 
@@ -30,5 +47,90 @@ impl AppState {
 
     pub fn refresh_ttl(&self) -> chrono::Duration {
         chrono::Duration::seconds(self.config.refresh_token_ttl)
+    }
+
+    /// A function's spec; functions are immutable, so it is cached forever.
+    pub async fn function_spec(&self, id: FunctionId) -> StoreResult<Option<Arc<FunctionSpec>>> {
+        if let Some(spec) = self.functions.get(id) {
+            return Ok(Some(spec));
+        }
+        let Some(function) = self.store.function(id).await? else {
+            return Ok(None);
+        };
+        let spec = Arc::new(function.spec);
+        self.functions.insert(id, spec.clone());
+        Ok(Some(spec))
+    }
+
+    pub fn notify_results(&self) {
+        self.results.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Most specs kept; beyond it the cache starts over (specs are cheap to reload).
+const FUNCTION_CACHE_ENTRIES: usize = 10_000;
+
+#[derive(Default)]
+struct FunctionCache {
+    specs: Mutex<HashMap<FunctionId, Arc<FunctionSpec>>>,
+}
+
+impl FunctionCache {
+    fn get(&self, id: FunctionId) -> Option<Arc<FunctionSpec>> {
+        self.specs.lock().expect("cache lock").get(&id).cloned()
+    }
+
+    fn insert(&self, id: FunctionId, spec: Arc<FunctionSpec>) {
+        let mut specs = self.specs.lock().expect("cache lock");
+        if specs.len() >= FUNCTION_CACHE_ENTRIES {
+            specs.clear();
+        }
+        specs.insert(id, spec);
+    }
+}
+
+/// Control channels of the agents connected to this replica, by endpoint.
+#[derive(Default)]
+pub struct AgentRegistry {
+    sessions: Mutex<HashMap<EndpointId, Vec<(u64, mpsc::UnboundedSender<ServiceFrame>)>>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl AgentRegistry {
+    /// Registers a session; returns its id for [`AgentRegistry::remove`].
+    pub fn add(&self, endpoint: EndpointId, control: mpsc::UnboundedSender<ServiceFrame>) -> u64 {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sessions
+            .lock()
+            .expect("registry lock")
+            .entry(endpoint)
+            .or_default()
+            .push((id, control));
+        id
+    }
+
+    pub fn remove(&self, endpoint: EndpointId, session: u64) {
+        let mut sessions = self.sessions.lock().expect("registry lock");
+        if let Some(list) = sessions.get_mut(&endpoint) {
+            list.retain(|(id, _)| *id != session);
+            if list.is_empty() {
+                sessions.remove(&endpoint);
+            }
+        }
+    }
+
+    /// Sends a frame to every session of an endpoint on this replica.
+    pub fn send(&self, endpoint: EndpointId, frame: ServiceFrame) -> usize {
+        let sessions = self.sessions.lock().expect("registry lock");
+        sessions
+            .get(&endpoint)
+            .map(|list| {
+                list.iter()
+                    .filter(|(_, tx)| tx.send(frame.clone()).is_ok())
+                    .count()
+            })
+            .unwrap_or(0)
     }
 }

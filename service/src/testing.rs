@@ -14,6 +14,25 @@ pub fn test_database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// Where the RabbitMQ that tests use lives (override with `LATTICE_TEST_AMQP_URL`).
+pub fn test_amqp_url() -> String {
+    std::env::var("LATTICE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// Host and port of the test RabbitMQ, from its URL.
+pub fn amqp_addr() -> String {
+    let url = url::Url::parse(&test_amqp_url()).expect("LATTICE_TEST_AMQP_URL is a URL");
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    let default_port = if url.scheme() == "amqps" { 5671 } else { 5672 };
+    format!("{}:{}", host, url.port().unwrap_or(default_port))
+}
+
 /// True when `LATTICE_REQUIRE_SERVICES=1`: missing services fail tests.
 pub fn services_required() -> bool {
     std::env::var("LATTICE_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
@@ -36,7 +55,9 @@ pub fn require_service(test: &str, available: Result<(), String>) -> bool {
 
 /// Whether something accepts TCP connections at `addr`.
 pub fn tcp_reachable(addr: &str) -> Result<(), String> {
-    let parsed: SocketAddr = addr.parse().map_err(|e| format!("bad address {addr}: {e}"))?;
+    let parsed: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
     TcpStream::connect_timeout(&parsed, Duration::from_secs(2))
         .map(|_| ())
         .map_err(|e| format!("nothing listening on {addr}: {e}"))
@@ -46,7 +67,11 @@ pub fn tcp_reachable(addr: &str) -> Result<(), String> {
 pub fn postgres_addr() -> String {
     let url = url::Url::parse(&test_database_url()).expect("LATTICE_TEST_DATABASE_URL is a URL");
     let host = url.host_str().unwrap_or("127.0.0.1");
-    let host = if host == "localhost" { "127.0.0.1" } else { host };
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
     format!("{}:{}", host, url.port().unwrap_or(5432))
 }
 

@@ -130,7 +130,9 @@ pub async fn authenticate(state: &AppState, secret: &str) -> Result<Caller, ApiE
         ));
     }
     if record.revoked_at.is_some() {
-        return Err(ApiError::unauthorized("token revoked: run `lattice login` again"));
+        return Err(ApiError::unauthorized(
+            "token revoked: run `lattice login` again",
+        ));
     }
     if record.expires_at <= Utc::now() {
         return Err(ApiError::unauthorized(format!(

@@ -109,11 +109,13 @@ impl OidcLogin {
                     issuer: config.issuer.clone(),
                     detail,
                 };
-                let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| discovery(e.to_string()))?;
+                let issuer =
+                    IssuerUrl::new(config.issuer.clone()).map_err(|e| discovery(e.to_string()))?;
                 let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
                     .await
                     .map_err(|e| discovery(error_chain(&e)))?;
-                let redirect = RedirectUrl::new(self.redirect_url.clone()).map_err(|e| discovery(e.to_string()))?;
+                let redirect = RedirectUrl::new(self.redirect_url.clone())
+                    .map_err(|e| discovery(e.to_string()))?;
                 Ok(CoreClient::from_provider_metadata(
                     metadata,
                     ClientId::new(config.client_id.clone()),
@@ -182,12 +184,13 @@ impl OidcLogin {
         code: Option<&str>,
         provider_error: Option<&str>,
     ) -> Result<(LoginRecord, Result<IdentityId, String>), ApiError> {
-        let login = store
-            .login_by_state(state)
-            .await?
-            .ok_or_else(|| ApiError::bad_request("unknown login state: start again with `lattice login`"))?;
+        let login = store.login_by_state(state).await?.ok_or_else(|| {
+            ApiError::bad_request("unknown login state: start again with `lattice login`")
+        })?;
         if login.expires_at <= Utc::now() {
-            return Err(ApiError::bad_request("this login has expired: start again with `lattice login`"));
+            return Err(ApiError::bad_request(
+                "this login has expired: start again with `lattice login`",
+            ));
         }
         if !store.claim_login_callback(login.id, Utc::now()).await? {
             tracing::warn!(login_id = %login.id, "replayed login callback refused");
@@ -230,9 +233,9 @@ impl OidcLogin {
             .map_err(|e| LoginError::Exchange(error_chain(&e)))?;
         let id_token = response.id_token().ok_or(LoginError::MissingIdToken)?;
         let verified = verify_id_token(&client.id_token_verifier(), id_token, &login.nonce)?;
-        upsert_identity(store, verified)
-            .await
-            .map_err(|e| LoginError::Exchange(format!("storing the identity failed: {}", e.message)))
+        upsert_identity(store, verified).await.map_err(|e| {
+            LoginError::Exchange(format!("storing the identity failed: {}", e.message))
+        })
     }
 }
 
@@ -243,7 +246,8 @@ pub fn verify_id_token(
     id_token: &CoreIdToken,
     expected_nonce: &str,
 ) -> Result<VerifiedLogin, LoginError> {
-    let claims: &CoreIdTokenClaims = id_token.claims(verifier, &Nonce::new(expected_nonce.to_owned()))?;
+    let claims: &CoreIdTokenClaims =
+        id_token.claims(verifier, &Nonce::new(expected_nonce.to_owned()))?;
     let subject = claims.subject().as_str().to_owned();
     let email = claims.email().map(|e| e.as_str().to_owned());
     let display_name = claims
@@ -265,8 +269,14 @@ pub fn verify_id_token(
 }
 
 /// First login creates the identity; later ones refresh its profile.
-pub async fn upsert_identity(store: &SharedStore, login: VerifiedLogin) -> Result<Identity, ApiError> {
-    if let Some(mut existing) = store.identity_by_subject(&login.issuer, &login.subject).await? {
+pub async fn upsert_identity(
+    store: &SharedStore,
+    login: VerifiedLogin,
+) -> Result<Identity, ApiError> {
+    if let Some(mut existing) = store
+        .identity_by_subject(&login.issuer, &login.subject)
+        .await?
+    {
         existing.username = login.username;
         existing.display_name = login.display_name;
         existing.email = login.email;
@@ -313,7 +323,9 @@ pub fn validate_loopback_redirect(uri: &str) -> Result<(), ApiError> {
 
 fn login_api_error(err: LoginError) -> ApiError {
     match err {
-        LoginError::NotConfigured => ApiError::new(lattice_protocol::ErrorCode::NotFound, err.to_string()),
+        LoginError::NotConfigured => {
+            ApiError::new(lattice_protocol::ErrorCode::NotFound, err.to_string())
+        }
         LoginError::Discovery { .. } => {
             tracing::error!(error = %err, "identity provider discovery failed");
             ApiError::unavailable(err.to_string())
@@ -336,8 +348,13 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreRsaPrivateSigningKey};
-    use openidconnect::{Audience, EmptyAdditionalClaims, JsonWebKeyId, PrivateSigningKey, StandardClaims, SubjectIdentifier};
+    use openidconnect::core::{
+        CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreRsaPrivateSigningKey,
+    };
+    use openidconnect::{
+        Audience, EmptyAdditionalClaims, JsonWebKeyId, PrivateSigningKey, StandardClaims,
+        SubjectIdentifier,
+    };
 
     const ISSUER: &str = "https://idp.example.org";
     const KEY_A: &str = include_str!("../../tests/fixtures/rsa-a.pem");
@@ -347,7 +364,11 @@ mod tests {
         CoreRsaPrivateSigningKey::from_pem(pem, Some(JsonWebKeyId::new("k1".into()))).unwrap()
     }
 
-    fn signed_token(signing: &CoreRsaPrivateSigningKey, audience: &str, nonce: &str) -> CoreIdToken {
+    fn signed_token(
+        signing: &CoreRsaPrivateSigningKey,
+        audience: &str,
+        nonce: &str,
+    ) -> CoreIdToken {
         let now = Utc::now();
         let claims = CoreIdTokenClaims::new(
             IssuerUrl::new(ISSUER.into()).unwrap(),
@@ -358,7 +379,14 @@ mod tests {
             EmptyAdditionalClaims {},
         )
         .set_nonce(Some(Nonce::new(nonce.into())));
-        CoreIdToken::new(claims, signing, CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256, None, None).unwrap()
+        CoreIdToken::new(
+            claims,
+            signing,
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+            None,
+            None,
+        )
+        .unwrap()
     }
 
     fn verifier_trusting(key: &CoreRsaPrivateSigningKey) -> CoreIdTokenVerifier<'static> {
@@ -388,29 +416,40 @@ mod tests {
         let forged = signed_token(&key_b, "lattice", "n-1");
         assert!(matches!(
             verify_id_token(&verifier, &forged, "n-1"),
-            Err(LoginError::InvalidIdToken(openidconnect::ClaimsVerificationError::SignatureVerification(_)))
+            Err(LoginError::InvalidIdToken(
+                openidconnect::ClaimsVerificationError::SignatureVerification(_)
+            ))
         ));
         // Issued for another client.
         let other_audience = signed_token(&key_a, "someone-else", "n-1");
         assert!(matches!(
             verify_id_token(&verifier, &other_audience, "n-1"),
-            Err(LoginError::InvalidIdToken(openidconnect::ClaimsVerificationError::InvalidAudience(_)))
+            Err(LoginError::InvalidIdToken(
+                openidconnect::ClaimsVerificationError::InvalidAudience(_)
+            ))
         ));
         // A token from another login (replayed nonce).
         let replayed = signed_token(&key_a, "lattice", "n-old");
         assert!(matches!(
             verify_id_token(&verifier, &replayed, "n-1"),
-            Err(LoginError::InvalidIdToken(openidconnect::ClaimsVerificationError::InvalidNonce(_)))
+            Err(LoginError::InvalidIdToken(
+                openidconnect::ClaimsVerificationError::InvalidNonce(_)
+            ))
         ));
         // Payload edited after signing.
         let good = signed_token(&key_a, "lattice", "n-1");
-        let text = serde_json::to_value(&good).unwrap().as_str().unwrap().to_owned();
+        let text = serde_json::to_value(&good)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
         let mut parts: Vec<String> = text.split('.').map(str::to_owned).collect();
         use base64::Engine;
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let payload = String::from_utf8(engine.decode(&parts[1]).unwrap()).unwrap();
         parts[1] = engine.encode(payload.replace("alice-sub", "mallory"));
-        let edited: CoreIdToken = serde_json::from_value(serde_json::Value::String(parts.join("."))).unwrap();
+        let edited: CoreIdToken =
+            serde_json::from_value(serde_json::Value::String(parts.join("."))).unwrap();
         assert!(verify_id_token(&verifier, &edited, "n-1").is_err());
     }
 

@@ -101,7 +101,9 @@ pub async fn rotate(
         .token_by_hash(&hash_secret(refresh_secret))
         .await?
         .filter(|t| t.kind == TokenKind::Refresh)
-        .ok_or_else(|| ApiError::unauthorized("unknown refresh token: run `lattice login` again"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("unknown refresh token: run `lattice login` again")
+        })?;
     if record.revoked_at.is_some() {
         return Err(ApiError::unauthorized(
             "refresh token revoked: run `lattice login` again",
@@ -113,7 +115,9 @@ pub async fn rotate(
         ));
     }
     if !store.mark_token_used(record.id, Utc::now()).await? {
-        let revoked = store.revoke_token_family(record.family_id, Utc::now()).await?;
+        let revoked = store
+            .revoke_token_family(record.family_id, Utc::now())
+            .await?;
         tracing::warn!(
             identity_id = %record.identity_id,
             family_id = %record.family_id,
@@ -146,7 +150,9 @@ pub async fn revoke(store: &SharedStore, secret: &str) -> Result<bool, ApiError>
     };
     match record.kind {
         TokenKind::Refresh => {
-            store.revoke_token_family(record.family_id, Utc::now()).await?;
+            store
+                .revoke_token_family(record.family_id, Utc::now())
+                .await?;
         }
         TokenKind::Access => store.revoke_token(record.id, Utc::now()).await?,
     }

@@ -48,13 +48,21 @@ pub async fn login_callback(
         .state
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("missing `state` parameter"))?;
-    let provider_error = params.error.as_deref().map(|e| match &params.error_description {
-        Some(d) => format!("{e}: {d}"),
-        None => e.to_owned(),
-    });
+    let provider_error = params
+        .error
+        .as_deref()
+        .map(|e| match &params.error_description {
+            Some(d) => format!("{e}: {d}"),
+            None => e.to_owned(),
+        });
     let (login, outcome) = state
         .oidc
-        .callback(&state.store, csrf_state, params.code.as_deref(), provider_error.as_deref())
+        .callback(
+            &state.store,
+            csrf_state,
+            params.code.as_deref(),
+            provider_error.as_deref(),
+        )
         .await?;
     if let Some(redirect) = login.redirect_uri {
         let mut target = url::Url::parse(&redirect).map_err(ApiError::internal)?;
@@ -93,7 +101,13 @@ pub async fn token(
 ) -> Result<Json<TokenResponse>, ApiError> {
     let response = match request {
         TokenRequest::RefreshToken { refresh_token } => {
-            tokens::rotate(&state.store, &refresh_token, state.access_ttl(), state.refresh_ttl()).await?
+            tokens::rotate(
+                &state.store,
+                &refresh_token,
+                state.access_ttl(),
+                state.refresh_ttl(),
+            )
+            .await?
         }
         TokenRequest::ClientCredentials {
             client_id,
@@ -106,10 +120,11 @@ pub async fn token(
                 .await?
                 .filter(|c| c.secret_hash == hash_secret(&client_secret))
                 .ok_or_else(|| ApiError::unauthorized("invalid client id or secret"))?;
-            let scopes = match scope {
+            let scopes = match scope.filter(|s| !s.trim().is_empty()) {
                 None => client.scopes.clone(),
                 Some(text) => {
-                    let requested = Scope::parse_list(&text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                    let requested = Scope::parse_list(&text)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?;
                     if let Some(extra) = requested.iter().find(|s| !client.scopes.contains(s)) {
                         return Err(ApiError::forbidden(format!(
                             "client {} may not request the `{extra}` scope",
@@ -142,17 +157,21 @@ async fn redeem_login(state: &AppState, device_code: &str) -> Result<TokenRespon
         .store
         .login_by_device_code(&hash_secret(device_code))
         .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown device code: start again with `lattice login`"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("unknown device code: start again with `lattice login`")
+        })?;
     if login.redeemed_at.is_some() {
         return Err(ApiError::unauthorized("this login was already redeemed"));
+    }
+    if login.expires_at <= Utc::now() {
+        return Err(ApiError::unauthorized(
+            "this login expired: start again with `lattice login`",
+        ));
     }
     if let Some(error) = login.error {
         return Err(ApiError::unauthorized(format!("login failed: {error}")));
     }
     let Some(identity_id) = login.identity_id else {
-        if login.expires_at <= Utc::now() {
-            return Err(ApiError::unauthorized("this login expired before it was completed: start again with `lattice login`"));
-        }
         return Err(ApiError::new(
             ErrorCode::AuthorizationPending,
             "waiting for the login to be completed in the browser",

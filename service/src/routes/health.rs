@@ -8,14 +8,10 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/v1/health", tag = "service",
     responses((status = 200, body = Health), (status = 503, body = lattice_protocol::ErrorBody)))]
 pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state
-        .store
-        .ping()
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "health check: store unreachable");
-            ApiError::unavailable("the store is unreachable")
-        })?;
+    state.store.ping().await.map_err(|e| {
+        tracing::error!(error = %e, "health check: store unreachable");
+        ApiError::unavailable("the store is unreachable")
+    })?;
     Ok(Json(Health {
         status: "ok".into(),
         version: lattice_protocol::VERSION.into(),

@@ -2,5 +2,8 @@
 
 pub mod auth;
 pub mod clients;
+pub mod endpoints;
+pub mod functions;
 pub mod health;
 pub mod identities;
+pub mod tasks;

@@ -5,6 +5,7 @@
 //! ids as their canonical text. Database errors are translated to
 //! [`StoreError`] in one place ([`StoreError::from`]).
 
+pub mod compute;
 mod sql;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testing;
@@ -19,6 +20,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use lattice_protocol::api::{Identity, Scope};
 use lattice_protocol::{ClientId, IdentityId, LoginId, TokenId};
 
+pub use compute::{ComputeStore, DispatchedTask, EndpointRecord, LeasedMessage, Recorded};
 pub use sql::{PostgresStore, SqliteStore};
 
 /// Errors of the store. Callers can act on `NotFound` and `Conflict`; the
@@ -125,7 +127,7 @@ pub struct LoginRecord {
 /// own invariants (e.g. [`Store::mark_token_used`] succeeds once only), so
 /// concurrent replicas can share one database.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ComputeStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
     /// A round trip to the database.
@@ -161,8 +163,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_login(&self, login: &LoginRecord) -> StoreResult<()>;
     async fn login_by_state(&self, csrf_state: &str) -> StoreResult<Option<LoginRecord>>;
-    async fn login_by_device_code(&self, device_code_hash: &str)
-        -> StoreResult<Option<LoginRecord>>;
+    async fn login_by_device_code(
+        &self,
+        device_code_hash: &str,
+    ) -> StoreResult<Option<LoginRecord>>;
     /// Claims the provider's callback for a login; false if it was already
     /// claimed (a replayed callback).
     async fn claim_login_callback(&self, id: LoginId, at: DateTime<Utc>) -> StoreResult<bool>;

@@ -12,12 +12,14 @@ use chrono::{DateTime, Utc};
 use lattice_protocol::api::{Identity, Scope};
 use lattice_protocol::{ClientId, IdentityId, LoginId, TokenId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use uuid::Uuid;
 
 use super::{
-    from_millis, to_millis, ClientRecord, LoginRecord, Store, StoreError, StoreResult,
-    TokenKind, TokenRecord,
+    from_millis, to_millis, ClientRecord, LoginRecord, Store, StoreError, StoreResult, TokenKind,
+    TokenRecord,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -26,7 +28,7 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// The SQLite back end: one file in WAL mode.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -60,7 +62,7 @@ impl SqliteStore {
 /// The PostgreSQL back end.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 impl PostgresStore {

@@ -22,7 +22,8 @@ mod tempfile_dir {
 
     impl TempDir {
         pub(crate) fn new() -> std::io::Result<Self> {
-            let path = std::env::temp_dir().join(format!("lattice-store-{}", uuid::Uuid::new_v4().simple()));
+            let path = std::env::temp_dir()
+                .join(format!("lattice-store-{}", uuid::Uuid::new_v4().simple()));
             std::fs::create_dir_all(&path)?;
             Ok(Self(path))
         }

@@ -107,8 +107,15 @@ async fn refresh_tokens_can_be_used_once(store: SharedStore) {
     );
     assert!(store.mark_token_used(refresh.id, Utc::now()).await.unwrap());
     assert!(!store.mark_token_used(refresh.id, Utc::now()).await.unwrap());
-    assert_eq!(store.revoke_token_family(family, Utc::now()).await.unwrap(), 2);
-    let revoked = store.token_by_hash(&access.token_hash).await.unwrap().unwrap();
+    assert_eq!(
+        store.revoke_token_family(family, Utc::now()).await.unwrap(),
+        2
+    );
+    let revoked = store
+        .token_by_hash(&access.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(revoked.revoked_at.is_some());
     assert_eq!(store.token_by_hash("no-such-hash").await.unwrap(), None);
 }
@@ -129,8 +136,15 @@ async fn clients_are_listed_by_owner(store: SharedStore) {
     };
     store.insert_client(&client).await.unwrap();
     assert_eq!(store.client(client.id).await.unwrap(), Some(client.clone()));
-    assert_eq!(store.clients_owned_by(owner.id).await.unwrap(), vec![client]);
-    assert!(store.clients_owned_by(client_identity.id).await.unwrap().is_empty());
+    assert_eq!(
+        store.clients_owned_by(owner.id).await.unwrap(),
+        vec![client]
+    );
+    assert!(store
+        .clients_owned_by(client_identity.id)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn login_callbacks_and_redemptions_happen_once(store: SharedStore) {
@@ -152,13 +166,20 @@ async fn login_callbacks_and_redemptions_happen_once(store: SharedStore) {
         redeemed_at: None,
     };
     store.insert_login(&login).await.unwrap();
-    assert_eq!(store.login_by_state("state-1").await.unwrap(), Some(login.clone()));
+    assert_eq!(
+        store.login_by_state("state-1").await.unwrap(),
+        Some(login.clone())
+    );
     // Not redeemable before the callback completed.
     assert!(!store.redeem_login(login.id, now).await.unwrap());
     assert!(store.claim_login_callback(login.id, now).await.unwrap());
     assert!(!store.claim_login_callback(login.id, now).await.unwrap());
     store.finish_login(login.id, Ok(ada.id)).await.unwrap();
-    let found = store.login_by_device_code("device-hash").await.unwrap().unwrap();
+    let found = store
+        .login_by_device_code("device-hash")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found.identity_id, Some(ada.id));
     assert!(store.redeem_login(login.id, now).await.unwrap());
     assert!(!store.redeem_login(login.id, now).await.unwrap());

@@ -1,0 +1,48 @@
+//! `lattice service`: run the service in production or staging.
+
+use anyhow::Context as _;
+use lattice_service::{ServiceArgs, ServiceConfig};
+
+use crate::logging;
+
+pub(crate) async fn run(args: ServiceArgs) -> anyhow::Result<()> {
+    let config = ServiceConfig::load(args)?;
+    logging::init(config.log_format, "info");
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let state = lattice_service::open(config.clone())
+        .await
+        .context("opening the store")?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        store = state.store.kind(),
+        oidc = state.oidc.is_configured(),
+        "lattice service ready"
+    );
+    lattice_service::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("lattice service stopped");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

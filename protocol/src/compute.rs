@@ -1,0 +1,296 @@
+//! REST bodies of the compute API: functions, endpoints, tasks and batches.
+//! An API boundary: fields may be added, never renamed or removed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{BatchId, EndpointId, FunctionId, IdentityId, TaskId};
+
+/// Arguments of one task: template parameter name -> value. Strings are
+/// used as they are; other JSON values in their JSON text.
+pub type TaskArgs = BTreeMap<String, serde_json::Value>;
+
+/// What a function runs. Immutable once registered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum FunctionSpec {
+    /// A command line run by `/bin/sh -c`; `{name}` placeholders are replaced
+    /// by shell-quoted argument values (`{{` and `}}` are literal braces).
+    Shell { command: String },
+    /// A WASI (preview 1) command module, base64-encoded.
+    Wasm { module: String },
+    /// A Python callable serialized by the SDK.
+    Python {
+        /// base64 of the serialized callable.
+        payload: String,
+        /// How `payload` was made: `source`, `dill` or `cloudpickle`.
+        serializer: String,
+        /// `major.minor` of the submitting interpreter.
+        python_version: String,
+        /// Name of the callable, for messages.
+        #[serde(default)]
+        entry_point: Option<String>,
+    },
+    /// A container image and a command template (same placeholders as shell).
+    Container { image: String, command: String },
+}
+
+impl FunctionSpec {
+    /// `shell`, `wasm`, `python` or `container`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FunctionSpec::Shell { .. } => "shell",
+            FunctionSpec::Wasm { .. } => "wasm",
+            FunctionSpec::Python { .. } => "python",
+            FunctionSpec::Container { .. } => "container",
+        }
+    }
+}
+
+/// `POST /v1/functions`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FunctionRegister {
+    /// A name to recognise it by [default: derived from the spec].
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub spec: FunctionSpec,
+}
+
+/// A registered function.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FunctionInfo {
+    pub id: FunctionId,
+    pub name: String,
+    pub description: Option<String>,
+    pub owner_id: IdentityId,
+    /// `shell`, `wasm`, `python` or `container`.
+    pub kind: String,
+    /// SHA-256 (hex) of the canonical JSON of `spec`.
+    pub content_hash: String,
+    /// Template parameters a task must supply.
+    pub parameters: Vec<String>,
+    pub spec: FunctionSpec,
+    pub created_at: DateTime<Utc>,
+    /// Set when the owner deleted it; tasks can no longer be submitted.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// Whether an agent is connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum EndpointStatus {
+    Online,
+    Offline,
+}
+
+/// `POST /v1/endpoints`: register an endpoint (done by `lattice agent` on first start).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EndpointRegister {
+    pub name: String,
+}
+
+/// An endpoint as users see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EndpointInfo {
+    pub id: EndpointId,
+    pub name: String,
+    pub owner_id: IdentityId,
+    pub status: EndpointStatus,
+    pub created_at: DateTime<Utc>,
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Agent version and host, from its last connection.
+    pub agent_version: Option<String>,
+    pub hostname: Option<String>,
+    /// Workers connected to the agent's dispatcher, and idle task slots.
+    pub workers: u32,
+    pub idle_slots: u32,
+    /// Tasks held by the agent, not yet running.
+    pub agent_queue_depth: u32,
+    /// Tasks waiting in the service's queue for this endpoint.
+    pub waiting_tasks: u64,
+}
+
+/// Answer to `POST /v1/endpoints`: the agent's credential, shown once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EndpointRegistered {
+    pub endpoint: EndpointInfo,
+    /// The agent authenticates its channel with this secret.
+    pub agent_secret: String,
+}
+
+/// States of a task: `waiting -> dispatched -> running -> success | failed | cancelled`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum TaskState {
+    Waiting,
+    Dispatched,
+    Running,
+    Success,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Success | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Waiting => "waiting",
+            TaskState::Dispatched => "dispatched",
+            TaskState::Running => "running",
+            TaskState::Success => "success",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "waiting" => TaskState::Waiting,
+            "dispatched" => TaskState::Dispatched,
+            "running" => TaskState::Running,
+            "success" => TaskState::Success,
+            "failed" => TaskState::Failed,
+            "cancelled" => TaskState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// What a finished invocation produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskResult {
+    /// Tail of standard output (the whole output when small).
+    pub stdout: String,
+    /// Tail of standard error.
+    pub stderr: String,
+    /// Exit status; `None` when killed by a signal or not a process.
+    pub returncode: Option<i32>,
+    /// A serialized return value (Python functions), base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// `POST /v1/tasks`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskSubmit {
+    pub function_id: FunctionId,
+    pub endpoint_id: EndpointId,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub args: TaskArgs,
+    /// Seconds the invocation may run [default: the service's default walltime].
+    #[serde(default)]
+    pub walltime_secs: Option<u32>,
+    /// Times a task is retried when its worker or agent dies [default: 2].
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+}
+
+/// `POST /v1/batches`: many tasks of one function in one request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchSubmit {
+    pub function_id: FunctionId,
+    pub endpoint_id: EndpointId,
+    /// One argument map per task.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub tasks: Vec<TaskArgs>,
+    #[serde(default)]
+    pub walltime_secs: Option<u32>,
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+}
+
+/// Answer to `POST /v1/batches` (and `POST /v1/tasks`, with one task).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchSubmitted {
+    pub batch_id: BatchId,
+    pub task_ids: Vec<TaskId>,
+}
+
+/// A task as users see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskInfo {
+    pub id: TaskId,
+    pub state: TaskState,
+    pub function_id: FunctionId,
+    pub endpoint_id: EndpointId,
+    pub batch_id: BatchId,
+    pub owner_id: IdentityId,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub args: TaskArgs,
+    pub result: Option<TaskResult>,
+    pub error: Option<String>,
+    pub submitted_at: DateTime<Utc>,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The worker that ran the final attempt.
+    pub worker: Option<String>,
+    /// Deliveries to an agent so far.
+    pub attempts: u32,
+    pub max_retries: u32,
+    pub walltime_secs: u32,
+    /// Final results that arrived after the first one and were dropped.
+    pub duplicate_results: u32,
+}
+
+/// `POST /v1/tasks/status`: many tasks in one round trip.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskStatusRequest {
+    pub task_ids: Vec<TaskId>,
+}
+
+/// Counts of a batch's tasks per state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchStatus {
+    pub batch_id: BatchId,
+    pub total: u64,
+    pub waiting: u64,
+    pub dispatched: u64,
+    pub running: u64,
+    pub success: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl BatchStatus {
+    pub fn finished(&self) -> u64 {
+        self.success + self.failed + self.cancelled
+    }
+}
+
+/// A message on the result stream (`GET /v1/batches/{id}/stream`, a WebSocket of JSON text frames).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum StreamEvent {
+    /// A task reached its final state.
+    Task { task: Box<TaskInfo> },
+    /// Every task of the batch is final; the stream closes after this.
+    Done { status: BatchStatus },
+}

@@ -1,0 +1,150 @@
+//! Frames of the two binary channels, each MessagePack-encoded by
+//! [`crate::framing`]:
+//!
+//! - the agent channel: one WebSocket from an endpoint agent to the service
+//!   ([`AgentFrame`] up, [`ServiceFrame`] down);
+//! - the worker channel: one TCP connection from a worker process to its
+//!   agent's dispatcher ([`WorkerFrame`] up, [`DispatcherFrame`] down).
+//!
+//! Results travel in batches so that ten thousand small tasks are not ten
+//! thousand round trips. Delivery is at-least-once; the service records the
+//! first final result of a task and counts later ones as duplicates.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::compute::{FunctionSpec, TaskArgs, TaskResult};
+use crate::ids::{EndpointId, FunctionId, TaskId, WorkerId};
+
+/// One task handed to an agent, and by it to a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskAssignment {
+    pub task_id: TaskId,
+    pub function_id: FunctionId,
+    pub spec: FunctionSpec,
+    pub args: TaskArgs,
+    pub walltime_secs: u32,
+    /// 1 for the first delivery.
+    pub attempt: u32,
+    pub max_retries: u32,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    Success,
+    Failed,
+}
+
+/// The final result of one task attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskOutcome {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub status: OutcomeStatus,
+    pub result: Option<TaskResult>,
+    /// Why it failed, in one sentence (`timeout`, `worker lost`, ...).
+    pub error: Option<String>,
+    /// `host:pid` (or the worker id) of the worker that ran it.
+    pub worker: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A task a worker started.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskStarted {
+    pub task_id: TaskId,
+    pub worker: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Agent -> service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentFrame {
+    /// First frame on a connection.
+    Hello {
+        endpoint_id: EndpointId,
+        agent_version: String,
+        hostname: String,
+    },
+    /// Permission to send `credits` more tasks (cumulative with earlier grants).
+    Credit {
+        credits: u32,
+    },
+    /// Periodic liveness and load report.
+    Heartbeat {
+        workers: u32,
+        idle_slots: u32,
+        queue_depth: u32,
+    },
+    Started {
+        tasks: Vec<TaskStarted>,
+    },
+    Results {
+        results: Vec<TaskOutcome>,
+    },
+}
+
+/// Service -> agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServiceFrame {
+    /// Answer to `Hello`.
+    Welcome {
+        endpoint_id: EndpointId,
+    },
+    Tasks {
+        tasks: Vec<TaskAssignment>,
+    },
+    /// Stop these tasks if they are queued or running; report nothing for them.
+    Cancel {
+        task_ids: Vec<TaskId>,
+    },
+    /// These results are recorded; the agent may forget them.
+    ResultsAck {
+        task_ids: Vec<TaskId>,
+    },
+    /// The service is closing the channel; `message` says why.
+    Error {
+        message: String,
+    },
+}
+
+/// Worker -> dispatcher.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerFrame {
+    Hello {
+        worker_id: WorkerId,
+        /// Tasks this worker runs at once.
+        capacity: u32,
+        hostname: String,
+        pid: u32,
+        /// The scheduler block that started this worker, if any.
+        block_id: Option<String>,
+    },
+    Started {
+        task_id: TaskId,
+        at: DateTime<Utc>,
+    },
+    Result {
+        outcome: TaskOutcome,
+    },
+}
+
+/// Dispatcher -> worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DispatcherFrame {
+    Run {
+        task: TaskAssignment,
+    },
+    Cancel {
+        task_id: TaskId,
+    },
+    /// Finish running tasks, then exit.
+    Shutdown,
+}

@@ -1,0 +1,422 @@
+//! The agent channel: one WebSocket per connected agent. The service relays
+//! the endpoint's queue to the agent within the credits the agent grants,
+//! records what the agent reports, and settles queue deliveries once a
+//! task's final state is recorded (so a lost agent's tasks are redelivered).
+//!
+//! A frame that cannot be decoded ends the session with a logged error; the
+//! service and other agents carry on.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use chrono::Utc;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use lattice_protocol::frames::{
+    AgentFrame, OutcomeStatus, ServiceFrame, TaskAssignment, TaskOutcome,
+};
+use lattice_protocol::framing::{self, MAX_FRAME_BYTES};
+use lattice_protocol::{ErrorBody, TaskId};
+use tokio::sync::mpsc;
+
+use crate::auth::hash_secret;
+use crate::broker::{Delivery, Settle, Subscription};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{EndpointRecord, Recorded};
+
+/// Unsettled deliveries per agent session.
+const PREFETCH: u16 = 2048;
+/// Most tasks in one `Tasks` frame.
+const MAX_TASKS_PER_FRAME: usize = 256;
+/// An agent silent for this long is considered gone.
+const AGENT_SILENCE: Duration = Duration::from_secs(30);
+/// Time an agent has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET /v1/agent/connect`: the agent channel (WebSocket, binary MessagePack
+/// frames), authenticated by the endpoint's agent secret.
+#[utoipa::path(get, path = "/v1/agent/connect", tag = "agents", security(("bearer" = [])),
+    responses((status = 101, description = "agent channel"), (status = 401, body = ErrorBody)))]
+pub async fn connect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let secret = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::unauthorized("the agent channel needs `Authorization: Bearer AGENT_SECRET`")
+        })?;
+    let endpoint = state
+        .store
+        .endpoint_by_secret(&hash_secret(secret.trim()))
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown agent secret: re-register the endpoint (`lattice agent --name NAME` with a fresh state dir)"))?;
+    Ok(ws
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            let endpoint_id = endpoint.id;
+            match Session::run(state, endpoint, socket).await {
+                Ok(()) => tracing::info!(endpoint_id = %endpoint_id, "agent disconnected"),
+                Err(e) => {
+                    tracing::warn!(endpoint_id = %endpoint_id, error = %e, "agent session ended")
+                }
+            }
+        }))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("websocket: {0}")]
+    Socket(#[from] axum::Error),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("queue: {0}")]
+    Broker(#[from] crate::broker::BrokerError),
+}
+
+struct Session {
+    state: AppState,
+    endpoint: EndpointRecord,
+    sink: SplitSink<WebSocket, Message>,
+    credits: u64,
+    /// Delivery tag of every task handed to this agent and not yet final.
+    in_flight: HashMap<TaskId, u64>,
+}
+
+impl Session {
+    async fn run(
+        state: AppState,
+        endpoint: EndpointRecord,
+        socket: WebSocket,
+    ) -> Result<(), SessionError> {
+        let (sink, mut stream) = socket.split();
+        let mut session = Session {
+            state,
+            endpoint,
+            sink,
+            credits: 0,
+            in_flight: HashMap::new(),
+        };
+        let (hostname, version) = session.hello(&mut stream).await?;
+        let endpoint_id = session.endpoint.id;
+        session
+            .state
+            .store
+            .set_endpoint_connected(
+                endpoint_id,
+                Some((hostname.clone(), version.clone())),
+                Utc::now(),
+            )
+            .await?;
+        tracing::info!(endpoint_id = %endpoint_id, hostname, version, "agent connected");
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let registration = session.state.agents.add(endpoint_id, control_tx);
+        let result = match session.state.broker.subscribe(endpoint_id, PREFETCH).await {
+            Ok(subscription) => session.serve(&mut stream, subscription, control_rx).await,
+            Err(e) => Err(e.into()),
+        };
+        session.state.agents.remove(endpoint_id, registration);
+        if let Err(e) = session
+            .state
+            .store
+            .set_endpoint_connected(endpoint_id, None, Utc::now())
+            .await
+        {
+            tracing::error!(endpoint_id = %endpoint_id, error = %e, "recording agent disconnect failed");
+        }
+        if let Err(SessionError::Protocol(message)) = &result {
+            let _ = session
+                .send(&ServiceFrame::Error {
+                    message: message.clone(),
+                })
+                .await;
+        }
+        let _ = session.sink.send(Message::Close(None)).await;
+        result
+    }
+
+    async fn hello(
+        &mut self,
+        stream: &mut SplitStream<WebSocket>,
+    ) -> Result<(String, String), SessionError> {
+        let frame = tokio::time::timeout(HELLO_TIMEOUT, next_frame(stream))
+            .await
+            .map_err(|_| SessionError::Protocol("no hello within 10 s".into()))??
+            .ok_or_else(|| SessionError::Protocol("closed before hello".into()))?;
+        match frame {
+            AgentFrame::Hello {
+                endpoint_id,
+                agent_version,
+                hostname,
+            } => {
+                if endpoint_id != self.endpoint.id {
+                    return Err(SessionError::Protocol(format!(
+                        "hello names endpoint {endpoint_id} but the secret belongs to {}",
+                        self.endpoint.id
+                    )));
+                }
+                self.send(&ServiceFrame::Welcome { endpoint_id }).await?;
+                Ok((truncate(&hostname, 255), truncate(&agent_version, 64)))
+            }
+            other => Err(SessionError::Protocol(format!(
+                "expected hello, got {}",
+                frame_name(&other)
+            ))),
+        }
+    }
+
+    async fn send(&mut self, frame: &ServiceFrame) -> Result<(), SessionError> {
+        let bytes = framing::encode(frame).map_err(|e| SessionError::Protocol(e.to_string()))?;
+        self.sink.send(Message::Binary(bytes.into())).await?;
+        Ok(())
+    }
+
+    async fn serve(
+        &mut self,
+        stream: &mut SplitStream<WebSocket>,
+        mut subscription: Subscription,
+        mut control: mpsc::UnboundedReceiver<ServiceFrame>,
+    ) -> Result<(), SessionError> {
+        loop {
+            let silence = tokio::time::sleep(AGENT_SILENCE);
+            tokio::select! {
+                frame = next_frame(stream) => {
+                    let Some(frame) = frame? else { return Ok(()) };
+                    self.handle(frame, &subscription).await?;
+                }
+                delivery = subscription.deliveries.recv(), if self.credits > 0 => {
+                    let Some(first) = delivery else {
+                        return Err(SessionError::Protocol("the task queue subscription ended".into()));
+                    };
+                    let mut batch = vec![first];
+                    let room = (self.credits as usize).min(MAX_TASKS_PER_FRAME);
+                    while batch.len() < room {
+                        match subscription.deliveries.try_recv() {
+                            Ok(d) => batch.push(d),
+                            Err(_) => break,
+                        }
+                    }
+                    self.dispatch(batch, &subscription).await?;
+                }
+                frame = control.recv() => {
+                    if let Some(frame) = frame {
+                        if let ServiceFrame::Cancel { task_ids } = &frame {
+                            for id in task_ids {
+                                if let Some(tag) = self.in_flight.remove(id) {
+                                    let _ = subscription.settle.send(Settle::Ack(tag));
+                                }
+                            }
+                        }
+                        self.send(&frame).await?;
+                    }
+                }
+                _ = silence => {
+                    return Err(SessionError::Protocol(format!("agent silent for {} s", AGENT_SILENCE.as_secs())));
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        frame: AgentFrame,
+        subscription: &Subscription,
+    ) -> Result<(), SessionError> {
+        let store = &self.state.store;
+        match frame {
+            AgentFrame::Credit { credits } => {
+                self.credits = self.credits.saturating_add(u64::from(credits))
+            }
+            AgentFrame::Heartbeat {
+                workers,
+                idle_slots,
+                queue_depth,
+            } => {
+                store
+                    .update_endpoint_load(
+                        self.endpoint.id,
+                        workers,
+                        idle_slots,
+                        queue_depth,
+                        Utc::now(),
+                    )
+                    .await?;
+            }
+            AgentFrame::Started { tasks } => {
+                let ours: Vec<_> = tasks
+                    .into_iter()
+                    .filter(|t| self.in_flight.contains_key(&t.task_id))
+                    .collect();
+                if !ours.is_empty() {
+                    store.mark_started(&ours).await?;
+                }
+            }
+            AgentFrame::Results { results } => {
+                let task_ids: Vec<TaskId> = results.iter().map(|r| r.task_id).collect();
+                let results: Vec<TaskOutcome> = results
+                    .into_iter()
+                    .map(|r| self.enforce_result_limit(r))
+                    .collect();
+                let recorded = store.record_outcomes(&results).await?;
+                let mut duplicates = 0;
+                for (outcome, recorded) in results.iter().zip(&recorded) {
+                    if *recorded == Recorded::Duplicate {
+                        duplicates += 1;
+                    }
+                    if *recorded == Recorded::Unknown {
+                        tracing::warn!(endpoint_id = %self.endpoint.id, task_id = %outcome.task_id, "result for an unknown task dropped");
+                    }
+                    if let Some(tag) = self.in_flight.remove(&outcome.task_id) {
+                        let _ = subscription.settle.send(Settle::Ack(tag));
+                    }
+                }
+                if duplicates > 0 {
+                    tracing::debug!(endpoint_id = %self.endpoint.id, duplicates, "duplicate results dropped");
+                }
+                self.state.notify_results();
+                self.send(&ServiceFrame::ResultsAck { task_ids }).await?;
+            }
+            AgentFrame::Hello { .. } => {
+                return Err(SessionError::Protocol("second hello on one channel".into()))
+            }
+        }
+        Ok(())
+    }
+
+    /// Results over the inline limit fail the task with a clear error.
+    fn enforce_result_limit(&self, mut outcome: TaskOutcome) -> TaskOutcome {
+        let limit = self.state.config.max_result_bytes;
+        let size = outcome
+            .result
+            .as_ref()
+            .map(|r| r.stdout.len() + r.stderr.len() + r.value.as_ref().map_or(0, String::len))
+            .unwrap_or(0);
+        if size > limit {
+            outcome.status = OutcomeStatus::Failed;
+            outcome.result = None;
+            outcome.error = Some(format!(
+                "result too large: {size} bytes exceed the inline limit of {limit} bytes; write large outputs to a file or collection instead"
+            ));
+        }
+        outcome
+    }
+
+    async fn dispatch(
+        &mut self,
+        batch: Vec<Delivery>,
+        subscription: &Subscription,
+    ) -> Result<(), SessionError> {
+        let ids: Vec<TaskId> = batch.iter().map(|d| d.task_id).collect();
+        let dispatched = self.state.store.dispatch_tasks(&ids, Utc::now()).await?;
+        let mut by_id: HashMap<TaskId, _> =
+            dispatched.into_iter().map(|d| (d.task_id, d)).collect();
+        let mut assignments = Vec::with_capacity(batch.len());
+        let mut exhausted = Vec::new();
+        for delivery in batch {
+            let Some(task) = by_id.remove(&delivery.task_id) else {
+                // Final already (cancelled, or a stale redelivery): drop the message.
+                let _ = subscription.settle.send(Settle::Ack(delivery.tag));
+                continue;
+            };
+            if task.attempts > task.max_retries + 1 {
+                exhausted.push((task, delivery.tag));
+                continue;
+            }
+            let Some(spec) = self.state.function_spec(task.function_id).await? else {
+                exhausted.push((task, delivery.tag));
+                continue;
+            };
+            if let Some(previous) = self.in_flight.insert(task.task_id, delivery.tag) {
+                // Redelivered while this agent holds it: keep one delivery.
+                let _ = subscription.settle.send(Settle::Ack(previous));
+            }
+            assignments.push(TaskAssignment {
+                task_id: task.task_id,
+                function_id: task.function_id,
+                spec: (*spec).clone(),
+                args: task.args,
+                walltime_secs: task.walltime_secs,
+                attempt: task.attempts,
+                max_retries: task.max_retries,
+            });
+        }
+        if !exhausted.is_empty() {
+            let outcomes: Vec<TaskOutcome> = exhausted
+                .iter()
+                .map(|(task, _)| TaskOutcome {
+                    task_id: task.task_id,
+                    attempt: task.attempts,
+                    status: OutcomeStatus::Failed,
+                    result: None,
+                    error: Some(format!(
+                        "worker lost: the task was delivered {} times and its agent or worker was lost each time (max_retries = {})",
+                        task.attempts - 1,
+                        task.max_retries
+                    )),
+                    worker: None,
+                    started_at: None,
+                    finished_at: Utc::now(),
+                })
+                .collect();
+            self.state.store.record_outcomes(&outcomes).await?;
+            for (_, tag) in exhausted {
+                let _ = subscription.settle.send(Settle::DeadLetter(tag));
+            }
+            self.state.notify_results();
+        }
+        if assignments.is_empty() {
+            return Ok(());
+        }
+        self.credits = self.credits.saturating_sub(assignments.len() as u64);
+        self.send(&ServiceFrame::Tasks { tasks: assignments }).await
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+fn frame_name(frame: &AgentFrame) -> &'static str {
+    match frame {
+        AgentFrame::Hello { .. } => "hello",
+        AgentFrame::Credit { .. } => "credit",
+        AgentFrame::Heartbeat { .. } => "heartbeat",
+        AgentFrame::Started { .. } => "started",
+        AgentFrame::Results { .. } => "results",
+    }
+}
+
+/// The next agent frame; `None` when the agent closed the channel.
+async fn next_frame(
+    stream: &mut SplitStream<WebSocket>,
+) -> Result<Option<AgentFrame>, SessionError> {
+    loop {
+        match stream.next().await {
+            None | Some(Ok(Message::Close(_))) => return Ok(None),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(Message::Binary(bytes))) => {
+                return framing::decode::<AgentFrame>(&bytes)
+                    .map(Some)
+                    .map_err(|e| SessionError::Protocol(e.to_string()));
+            }
+            Some(Ok(Message::Text(_))) => {
+                return Err(SessionError::Protocol(
+                    "text frame on the agent channel; frames are binary MessagePack".into(),
+                ))
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+        }
+    }
+}

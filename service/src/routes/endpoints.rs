@@ -1,0 +1,158 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{Duration, Utc};
+use lattice_protocol::compute::{
+    EndpointInfo, EndpointRegister, EndpointRegistered, EndpointStatus,
+};
+use lattice_protocol::{EndpointId, ErrorBody};
+
+use crate::auth::{hash_secret, new_secret, Authorized, Caller, Compute};
+use crate::error::{ApiError, Json, Path};
+use crate::state::AppState;
+use crate::store::EndpointRecord;
+
+/// An agent that has not sent anything for this long is shown offline
+/// (it heartbeats every few seconds).
+pub const OFFLINE_AFTER_SECS: i64 = 20;
+
+pub async fn info(state: &AppState, record: EndpointRecord) -> Result<EndpointInfo, ApiError> {
+    let online = record.connected_at.is_some()
+        && record
+            .last_seen
+            .is_some_and(|seen| Utc::now() - seen < Duration::seconds(OFFLINE_AFTER_SECS));
+    let waiting_tasks = state.store.waiting_tasks(record.id).await?;
+    Ok(EndpointInfo {
+        id: record.id,
+        name: record.name,
+        owner_id: record.owner_id,
+        status: if online {
+            EndpointStatus::Online
+        } else {
+            EndpointStatus::Offline
+        },
+        created_at: record.created_at,
+        last_seen: record.last_seen,
+        agent_version: record.agent_version,
+        hostname: record.hostname,
+        workers: if online { record.workers } else { 0 },
+        idle_slots: if online { record.idle_slots } else { 0 },
+        agent_queue_depth: if online { record.queue_depth } else { 0 },
+        waiting_tasks,
+    })
+}
+
+/// Loads an endpoint the caller may use: 404 if unknown, 403 if not theirs.
+pub async fn usable_endpoint(
+    state: &AppState,
+    caller: &Caller,
+    id: EndpointId,
+) -> Result<EndpointRecord, ApiError> {
+    let endpoint = state
+        .store
+        .endpoint(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("endpoint {id} does not exist")))?;
+    if endpoint.owner_id != caller.identity_id {
+        return Err(ApiError::forbidden(format!(
+            "endpoint {id} belongs to another identity; you may not use it"
+        )));
+    }
+    Ok(endpoint)
+}
+
+/// Creates an endpoint record and its agent secret (also used by `lattice dev`).
+pub async fn create_endpoint(
+    state: &AppState,
+    owner: lattice_protocol::IdentityId,
+    name: &str,
+) -> Result<(EndpointRecord, String), ApiError> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.len() > 100
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ApiError::bad_request(
+            "name: use 1-100 letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    let secret = new_secret("lat_ep_");
+    if let Some(existing) = state.store.endpoint_by_name(owner, name).await? {
+        state
+            .store
+            .rotate_endpoint_secret(existing.id, &hash_secret(&secret))
+            .await?;
+        tracing::info!(endpoint_id = %existing.id, "endpoint re-registered; agent secret rotated");
+        let record = state
+            .store
+            .endpoint(existing.id)
+            .await?
+            .ok_or_else(|| ApiError::internal("endpoint vanished"))?;
+        return Ok((record, secret));
+    }
+    let record = EndpointRecord {
+        id: EndpointId::new(),
+        owner_id: owner,
+        name: name.to_owned(),
+        secret_hash: hash_secret(&secret),
+        created_at: Utc::now(),
+        connected_at: None,
+        last_seen: None,
+        agent_version: None,
+        hostname: None,
+        workers: 0,
+        idle_slots: 0,
+        queue_depth: 0,
+    };
+    state.store.insert_endpoint(&record).await?;
+    tracing::info!(endpoint_id = %record.id, name, "endpoint registered");
+    Ok((record, secret))
+}
+
+/// Register an endpoint (done by `lattice agent` on first start). Registering
+/// a name the caller already uses returns that endpoint with a new agent
+/// secret (the old one stops working).
+#[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", security(("bearer" = ["compute"])),
+    request_body = EndpointRegister,
+    responses((status = 201, body = EndpointRegistered), (status = 400, body = ErrorBody)))]
+pub async fn register(
+    State(state): State<AppState>,
+    auth: Authorized<Compute>,
+    Json(request): Json<EndpointRegister>,
+) -> Result<(StatusCode, Json<EndpointRegistered>), ApiError> {
+    let (record, agent_secret) = create_endpoint(&state, auth.identity_id, &request.name).await?;
+    let endpoint = info(&state, record).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(EndpointRegistered {
+            endpoint,
+            agent_secret,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints", security(("bearer" = ["compute"])),
+    responses((status = 200, body = Vec<EndpointInfo>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authorized<Compute>,
+) -> Result<Json<Vec<EndpointInfo>>, ApiError> {
+    let mut out = Vec::new();
+    for record in state.store.endpoints_owned_by(auth.identity_id).await? {
+        out.push(info(&state, record).await?);
+    }
+    Ok(Json(out))
+}
+
+#[utoipa::path(get, path = "/v1/endpoints/{id}", tag = "endpoints", security(("bearer" = ["compute"])),
+    params(("id" = EndpointId, Path)),
+    responses((status = 200, body = EndpointInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    auth: Authorized<Compute>,
+    Path(id): Path<EndpointId>,
+) -> Result<Json<EndpointInfo>, ApiError> {
+    let record = usable_endpoint(&state, &auth, id).await?;
+    Ok(Json(info(&state, record).await?))
+}

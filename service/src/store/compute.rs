@@ -1,0 +1,812 @@
+//! Persistent state of the compute core: functions, endpoints, tasks and the
+//! embedded queue. Same pattern as the account tables: SQL written once,
+//! instantiated for both back ends by `impl_compute_store!`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lattice_protocol::compute::{
+    BatchStatus, FunctionInfo, FunctionSpec, TaskArgs, TaskInfo, TaskResult, TaskState,
+};
+use lattice_protocol::frames::{OutcomeStatus, TaskOutcome, TaskStarted};
+use lattice_protocol::{BatchId, EndpointId, FunctionId, IdentityId, TaskId};
+use sqlx::QueryBuilder;
+use uuid::Uuid;
+
+use super::sql::{PostgresStore, SqliteStore};
+use super::{from_millis, to_millis, StoreError, StoreResult};
+
+/// An endpoint as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointRecord {
+    pub id: EndpointId,
+    pub owner_id: IdentityId,
+    pub name: String,
+    pub secret_hash: String,
+    pub created_at: DateTime<Utc>,
+    /// Set while an agent is connected.
+    pub connected_at: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub agent_version: Option<String>,
+    pub hostname: Option<String>,
+    pub workers: u32,
+    pub idle_slots: u32,
+    pub queue_depth: u32,
+}
+
+/// What the relay needs to hand a task to an agent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DispatchedTask {
+    pub task_id: TaskId,
+    pub function_id: FunctionId,
+    pub args: TaskArgs,
+    pub walltime_secs: u32,
+    /// Including this delivery.
+    pub attempts: u32,
+    pub max_retries: u32,
+}
+
+/// A leased message of the embedded queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeasedMessage {
+    pub seq: i64,
+    pub task_id: TaskId,
+    pub deliveries: u32,
+}
+
+/// Whether a reported final result was the first for its task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    First,
+    Duplicate,
+    /// No such task (a confused or malicious agent).
+    Unknown,
+}
+
+#[async_trait]
+pub trait ComputeStore: Send + Sync + 'static {
+    async fn insert_function(&self, function: &FunctionInfo) -> StoreResult<()>;
+    async fn function(&self, id: FunctionId) -> StoreResult<Option<FunctionInfo>>;
+    async fn functions_owned_by(&self, owner: IdentityId) -> StoreResult<Vec<FunctionInfo>>;
+    /// A live function of `owner` with this content hash and name.
+    async fn function_by_hash(
+        &self,
+        owner: IdentityId,
+        content_hash: &str,
+        name: &str,
+    ) -> StoreResult<Option<FunctionInfo>>;
+    async fn delete_function(&self, id: FunctionId, at: DateTime<Utc>) -> StoreResult<bool>;
+
+    async fn insert_endpoint(&self, endpoint: &EndpointRecord) -> StoreResult<()>;
+    async fn endpoint(&self, id: EndpointId) -> StoreResult<Option<EndpointRecord>>;
+    async fn endpoint_by_secret(&self, secret_hash: &str) -> StoreResult<Option<EndpointRecord>>;
+    async fn endpoint_by_name(
+        &self,
+        owner: IdentityId,
+        name: &str,
+    ) -> StoreResult<Option<EndpointRecord>>;
+    async fn endpoints_owned_by(&self, owner: IdentityId) -> StoreResult<Vec<EndpointRecord>>;
+    async fn rotate_endpoint_secret(&self, id: EndpointId, secret_hash: &str) -> StoreResult<()>;
+    /// Records an agent connecting (`hostname`/`version` set) or leaving.
+    async fn set_endpoint_connected(
+        &self,
+        id: EndpointId,
+        connected: Option<(String, String)>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn update_endpoint_load(
+        &self,
+        id: EndpointId,
+        workers: u32,
+        idle_slots: u32,
+        queue_depth: u32,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Inserts tasks in one transaction.
+    async fn insert_tasks(&self, tasks: &[TaskInfo]) -> StoreResult<()>;
+    async fn task(&self, id: TaskId) -> StoreResult<Option<TaskInfo>>;
+    async fn tasks(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskInfo>>;
+    async fn list_tasks(
+        &self,
+        owner: IdentityId,
+        state: Option<TaskState>,
+        batch: Option<BatchId>,
+        limit: u32,
+    ) -> StoreResult<Vec<TaskInfo>>;
+    async fn batch_status(&self, batch: BatchId) -> StoreResult<BatchStatus>;
+    /// Final tasks of a batch that finished at or after `since`.
+    async fn batch_finished_since(
+        &self,
+        batch: BatchId,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<TaskInfo>>;
+    async fn waiting_tasks(&self, endpoint: EndpointId) -> StoreResult<u64>;
+    /// Marks non-final tasks dispatched and counts the attempt; final tasks
+    /// are left out of the answer (their deliveries are stale).
+    async fn dispatch_tasks(
+        &self,
+        ids: &[TaskId],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<DispatchedTask>>;
+    async fn mark_started(&self, started: &[TaskStarted]) -> StoreResult<()>;
+    /// Records final outcomes; the first final result of a task wins.
+    async fn record_outcomes(&self, outcomes: &[TaskOutcome]) -> StoreResult<Vec<Recorded>>;
+    /// Cancels a task unless it is already final; true if it was cancelled.
+    async fn cancel_task(&self, id: TaskId, at: DateTime<Utc>) -> StoreResult<bool>;
+
+    async fn queue_push(
+        &self,
+        endpoint: EndpointId,
+        tasks: &[TaskId],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn queue_lease(
+        &self,
+        endpoint: EndpointId,
+        consumer: &str,
+        max: u32,
+    ) -> StoreResult<Vec<LeasedMessage>>;
+    async fn queue_ack(&self, seqs: &[i64]) -> StoreResult<()>;
+    async fn queue_release(&self, seqs: &[i64]) -> StoreResult<()>;
+    async fn queue_dead_letter(&self, seqs: &[i64], at: DateTime<Utc>) -> StoreResult<()>;
+    /// Returns the leases of one consumer (`Some`) or of all (`None`, at startup).
+    async fn queue_release_consumer(&self, consumer: Option<&str>) -> StoreResult<u64>;
+}
+
+fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        detail: detail.to_string(),
+    }
+}
+
+fn uuid_of(table: &'static str, text: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(text).map_err(|e| corrupt(table, format!("bad id `{text}`: {e}")))
+}
+
+#[derive(sqlx::FromRow)]
+struct FunctionRow {
+    id: String,
+    owner_id: String,
+    name: String,
+    description: Option<String>,
+    kind: String,
+    content_hash: String,
+    parameters: String,
+    spec: String,
+    created_at: i64,
+    deleted_at: Option<i64>,
+}
+
+impl FunctionRow {
+    fn into_info(self) -> StoreResult<FunctionInfo> {
+        const T: &str = "functions";
+        let spec: FunctionSpec = serde_json::from_str(&self.spec).map_err(|e| corrupt(T, e))?;
+        Ok(FunctionInfo {
+            id: FunctionId(uuid_of(T, &self.id)?),
+            name: self.name,
+            description: self.description,
+            owner_id: IdentityId(uuid_of(T, &self.owner_id)?),
+            kind: self.kind,
+            content_hash: self.content_hash,
+            parameters: serde_json::from_str(&self.parameters).map_err(|e| corrupt(T, e))?,
+            spec,
+            created_at: from_millis(self.created_at),
+            deleted_at: self.deleted_at.map(from_millis),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    id: String,
+    owner_id: String,
+    name: String,
+    secret_hash: String,
+    created_at: i64,
+    connected_at: Option<i64>,
+    last_seen: Option<i64>,
+    agent_version: Option<String>,
+    hostname: Option<String>,
+    workers: i64,
+    idle_slots: i64,
+    queue_depth: i64,
+}
+
+impl EndpointRow {
+    fn into_record(self) -> StoreResult<EndpointRecord> {
+        const T: &str = "endpoints";
+        Ok(EndpointRecord {
+            id: EndpointId(uuid_of(T, &self.id)?),
+            owner_id: IdentityId(uuid_of(T, &self.owner_id)?),
+            name: self.name,
+            secret_hash: self.secret_hash,
+            created_at: from_millis(self.created_at),
+            connected_at: self.connected_at.map(from_millis),
+            last_seen: self.last_seen.map(from_millis),
+            agent_version: self.agent_version,
+            hostname: self.hostname,
+            workers: self.workers.max(0) as u32,
+            idle_slots: self.idle_slots.max(0) as u32,
+            queue_depth: self.queue_depth.max(0) as u32,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TaskRow {
+    id: String,
+    batch_id: String,
+    function_id: String,
+    endpoint_id: String,
+    owner_id: String,
+    state: String,
+    args: String,
+    walltime_secs: i64,
+    max_retries: i64,
+    attempts: i64,
+    submitted_at: i64,
+    dispatched_at: Option<i64>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    worker: Option<String>,
+    result: Option<String>,
+    error: Option<String>,
+    duplicate_results: i64,
+}
+
+impl TaskRow {
+    fn into_info(self) -> StoreResult<TaskInfo> {
+        const T: &str = "tasks";
+        Ok(TaskInfo {
+            id: TaskId(uuid_of(T, &self.id)?),
+            state: TaskState::parse(&self.state)
+                .ok_or_else(|| corrupt(T, format!("unknown state `{}`", self.state)))?,
+            function_id: FunctionId(uuid_of(T, &self.function_id)?),
+            endpoint_id: EndpointId(uuid_of(T, &self.endpoint_id)?),
+            batch_id: BatchId(uuid_of(T, &self.batch_id)?),
+            owner_id: IdentityId(uuid_of(T, &self.owner_id)?),
+            args: serde_json::from_str(&self.args).map_err(|e| corrupt(T, e))?,
+            result: self
+                .result
+                .as_deref()
+                .map(serde_json::from_str::<TaskResult>)
+                .transpose()
+                .map_err(|e| corrupt(T, e))?,
+            error: self.error,
+            submitted_at: from_millis(self.submitted_at),
+            dispatched_at: self.dispatched_at.map(from_millis),
+            started_at: self.started_at.map(from_millis),
+            finished_at: self.finished_at.map(from_millis),
+            worker: self.worker,
+            attempts: self.attempts.max(0) as u32,
+            max_retries: self.max_retries.max(0) as u32,
+            walltime_secs: self.walltime_secs.max(0) as u32,
+            duplicate_results: self.duplicate_results.max(0) as u32,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct DispatchRow {
+    id: String,
+    function_id: String,
+    args: String,
+    walltime_secs: i64,
+    attempts: i64,
+    max_retries: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct LeaseRow {
+    seq: i64,
+    task_id: String,
+    deliveries: i64,
+}
+
+const FUNCTION_COLUMNS: &str =
+    "id, owner_id, name, description, kind, content_hash, parameters, spec, created_at, deleted_at";
+const ENDPOINT_COLUMNS: &str = "id, owner_id, name, secret_hash, created_at, connected_at, last_seen, agent_version, hostname, workers, idle_slots, queue_depth";
+const TASK_COLUMNS: &str = "id, batch_id, function_id, endpoint_id, owner_id, state, args, walltime_secs, max_retries, attempts, submitted_at, dispatched_at, started_at, finished_at, worker, result, error, duplicate_results";
+const FINAL_STATES: &str = "('success', 'failed', 'cancelled')";
+/// Rows per multi-row INSERT (well under SQLite's parameter limit).
+const INSERT_CHUNK: usize = 500;
+
+macro_rules! impl_compute_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait]
+        impl ComputeStore for $store {
+            async fn insert_function(&self, f: &FunctionInfo) -> StoreResult<()> {
+                sqlx::query(&format!(
+                    "INSERT INTO functions ({FUNCTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                ))
+                .bind(f.id.to_string())
+                .bind(f.owner_id.to_string())
+                .bind(&f.name)
+                .bind(&f.description)
+                .bind(&f.kind)
+                .bind(&f.content_hash)
+                .bind(serde_json::to_string(&f.parameters).expect("strings serialize"))
+                .bind(serde_json::to_string(&f.spec).expect("spec serializes"))
+                .bind(to_millis(f.created_at))
+                .bind(f.deleted_at.map(to_millis))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn function(&self, id: FunctionId) -> StoreResult<Option<FunctionInfo>> {
+                let row: Option<FunctionRow> = sqlx::query_as(&format!(
+                    "SELECT {FUNCTION_COLUMNS} FROM functions WHERE id = $1"
+                ))
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(FunctionRow::into_info).transpose()
+            }
+
+            async fn functions_owned_by(&self, owner: IdentityId) -> StoreResult<Vec<FunctionInfo>> {
+                let rows: Vec<FunctionRow> = sqlx::query_as(&format!(
+                    "SELECT {FUNCTION_COLUMNS} FROM functions WHERE owner_id = $1 AND deleted_at IS NULL ORDER BY created_at, id"
+                ))
+                .bind(owner.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(FunctionRow::into_info).collect()
+            }
+
+            async fn function_by_hash(
+                &self,
+                owner: IdentityId,
+                content_hash: &str,
+                name: &str,
+            ) -> StoreResult<Option<FunctionInfo>> {
+                let row: Option<FunctionRow> = sqlx::query_as(&format!(
+                    "SELECT {FUNCTION_COLUMNS} FROM functions WHERE owner_id = $1 AND content_hash = $2 AND name = $3 AND deleted_at IS NULL ORDER BY created_at LIMIT 1"
+                ))
+                .bind(owner.to_string())
+                .bind(content_hash)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(FunctionRow::into_info).transpose()
+            }
+
+            async fn delete_function(&self, id: FunctionId, at: DateTime<Utc>) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE functions SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL")
+                    .bind(id.to_string())
+                    .bind(to_millis(at))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_endpoint(&self, e: &EndpointRecord) -> StoreResult<()> {
+                sqlx::query(&format!(
+                    "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                ))
+                .bind(e.id.to_string())
+                .bind(e.owner_id.to_string())
+                .bind(&e.name)
+                .bind(&e.secret_hash)
+                .bind(to_millis(e.created_at))
+                .bind(e.connected_at.map(to_millis))
+                .bind(e.last_seen.map(to_millis))
+                .bind(&e.agent_version)
+                .bind(&e.hostname)
+                .bind(i64::from(e.workers))
+                .bind(i64::from(e.idle_slots))
+                .bind(i64::from(e.queue_depth))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn endpoint(&self, id: EndpointId) -> StoreResult<Option<EndpointRecord>> {
+                let row: Option<EndpointRow> = sqlx::query_as(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1"
+                ))
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(EndpointRow::into_record).transpose()
+            }
+
+            async fn endpoint_by_secret(&self, secret_hash: &str) -> StoreResult<Option<EndpointRecord>> {
+                let row: Option<EndpointRow> = sqlx::query_as(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE secret_hash = $1"
+                ))
+                .bind(secret_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(EndpointRow::into_record).transpose()
+            }
+
+            async fn endpoint_by_name(&self, owner: IdentityId, name: &str) -> StoreResult<Option<EndpointRecord>> {
+                let row: Option<EndpointRow> = sqlx::query_as(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE owner_id = $1 AND name = $2"
+                ))
+                .bind(owner.to_string())
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(EndpointRow::into_record).transpose()
+            }
+
+            async fn endpoints_owned_by(&self, owner: IdentityId) -> StoreResult<Vec<EndpointRecord>> {
+                let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE owner_id = $1 ORDER BY created_at, id"
+                ))
+                .bind(owner.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(EndpointRow::into_record).collect()
+            }
+
+            async fn rotate_endpoint_secret(&self, id: EndpointId, secret_hash: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE endpoints SET secret_hash = $2 WHERE id = $1")
+                    .bind(id.to_string())
+                    .bind(secret_hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn set_endpoint_connected(
+                &self,
+                id: EndpointId,
+                connected: Option<(String, String)>,
+                at: DateTime<Utc>,
+            ) -> StoreResult<()> {
+                match connected {
+                    Some((hostname, version)) => {
+                        sqlx::query("UPDATE endpoints SET connected_at = $2, last_seen = $2, hostname = $3, agent_version = $4 WHERE id = $1")
+                            .bind(id.to_string())
+                            .bind(to_millis(at))
+                            .bind(hostname)
+                            .bind(version)
+                            .execute(&self.pool)
+                            .await?;
+                    }
+                    None => {
+                        sqlx::query("UPDATE endpoints SET connected_at = NULL, last_seen = $2, workers = 0, idle_slots = 0 WHERE id = $1")
+                            .bind(id.to_string())
+                            .bind(to_millis(at))
+                            .execute(&self.pool)
+                            .await?;
+                    }
+                }
+                Ok(())
+            }
+
+            async fn update_endpoint_load(
+                &self,
+                id: EndpointId,
+                workers: u32,
+                idle_slots: u32,
+                queue_depth: u32,
+                at: DateTime<Utc>,
+            ) -> StoreResult<()> {
+                sqlx::query("UPDATE endpoints SET workers = $2, idle_slots = $3, queue_depth = $4, last_seen = $5 WHERE id = $1")
+                    .bind(id.to_string())
+                    .bind(i64::from(workers))
+                    .bind(i64::from(idle_slots))
+                    .bind(i64::from(queue_depth))
+                    .bind(to_millis(at))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn insert_tasks(&self, tasks: &[TaskInfo]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for chunk in tasks.chunks(INSERT_CHUNK) {
+                    let mut query: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO tasks (id, batch_id, function_id, endpoint_id, owner_id, state, args, walltime_secs, max_retries, attempts, submitted_at) ",
+                    );
+                    query.push_values(chunk, |mut row, t| {
+                        row.push_bind(t.id.to_string())
+                            .push_bind(t.batch_id.to_string())
+                            .push_bind(t.function_id.to_string())
+                            .push_bind(t.endpoint_id.to_string())
+                            .push_bind(t.owner_id.to_string())
+                            .push_bind(t.state.as_str())
+                            .push_bind(serde_json::to_string(&t.args).expect("args serialize"))
+                            .push_bind(i64::from(t.walltime_secs))
+                            .push_bind(i64::from(t.max_retries))
+                            .push_bind(i64::from(t.attempts))
+                            .push_bind(to_millis(t.submitted_at));
+                    });
+                    query.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn task(&self, id: TaskId) -> StoreResult<Option<TaskInfo>> {
+                let row: Option<TaskRow> = sqlx::query_as(&format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"
+                ))
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TaskRow::into_info).transpose()
+            }
+
+            async fn tasks(&self, ids: &[TaskId]) -> StoreResult<Vec<TaskInfo>> {
+                let mut out = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(INSERT_CHUNK) {
+                    let mut query: QueryBuilder<$db> =
+                        QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ("));
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.to_string());
+                    }
+                    query.push(")");
+                    let rows: Vec<TaskRow> = query.build_query_as().fetch_all(&self.pool).await?;
+                    for row in rows {
+                        out.push(row.into_info()?);
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn list_tasks(
+                &self,
+                owner: IdentityId,
+                state: Option<TaskState>,
+                batch: Option<BatchId>,
+                limit: u32,
+            ) -> StoreResult<Vec<TaskInfo>> {
+                let mut query: QueryBuilder<$db> =
+                    QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE owner_id = "));
+                query.push_bind(owner.to_string());
+                if let Some(state) = state {
+                    query.push(" AND state = ").push_bind(state.as_str());
+                }
+                if let Some(batch) = batch {
+                    query.push(" AND batch_id = ").push_bind(batch.to_string());
+                }
+                query.push(" ORDER BY submitted_at DESC, id LIMIT ").push_bind(i64::from(limit));
+                let rows: Vec<TaskRow> = query.build_query_as().fetch_all(&self.pool).await?;
+                rows.into_iter().map(TaskRow::into_info).collect()
+            }
+
+            async fn batch_status(&self, batch: BatchId) -> StoreResult<BatchStatus> {
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT state, COUNT(*) FROM tasks WHERE batch_id = $1 GROUP BY state")
+                        .bind(batch.to_string())
+                        .fetch_all(&self.pool)
+                        .await?;
+                let mut status = BatchStatus {
+                    batch_id: batch,
+                    ..Default::default()
+                };
+                for (state, count) in rows {
+                    let count = count.max(0) as u64;
+                    status.total += count;
+                    match TaskState::parse(&state) {
+                        Some(TaskState::Waiting) => status.waiting += count,
+                        Some(TaskState::Dispatched) => status.dispatched += count,
+                        Some(TaskState::Running) => status.running += count,
+                        Some(TaskState::Success) => status.success += count,
+                        Some(TaskState::Failed) => status.failed += count,
+                        Some(TaskState::Cancelled) => status.cancelled += count,
+                        None => return Err(corrupt("tasks", format!("unknown state `{state}`"))),
+                    }
+                }
+                Ok(status)
+            }
+
+            async fn batch_finished_since(&self, batch: BatchId, since: DateTime<Utc>) -> StoreResult<Vec<TaskInfo>> {
+                let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE batch_id = $1 AND state IN {FINAL_STATES} AND finished_at >= $2 ORDER BY finished_at, id"
+                ))
+                .bind(batch.to_string())
+                .bind(to_millis(since))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TaskRow::into_info).collect()
+            }
+
+            async fn waiting_tasks(&self, endpoint: EndpointId) -> StoreResult<u64> {
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE endpoint_id = $1 AND state = 'waiting'")
+                    .bind(endpoint.to_string())
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(count.max(0) as u64)
+            }
+
+            async fn dispatch_tasks(&self, ids: &[TaskId], at: DateTime<Utc>) -> StoreResult<Vec<DispatchedTask>> {
+                let mut out = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(INSERT_CHUNK) {
+                    let mut query: QueryBuilder<$db> = QueryBuilder::new(
+                        "UPDATE tasks SET state = 'dispatched', attempts = attempts + 1, dispatched_at = ",
+                    );
+                    query.push_bind(to_millis(at));
+                    query.push(format!(" WHERE state NOT IN {FINAL_STATES} AND id IN ("));
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.to_string());
+                    }
+                    query.push(") RETURNING id, function_id, args, walltime_secs, attempts, max_retries");
+                    let rows: Vec<DispatchRow> = query.build_query_as().fetch_all(&self.pool).await?;
+                    for row in rows {
+                        out.push(DispatchedTask {
+                            task_id: TaskId(uuid_of("tasks", &row.id)?),
+                            function_id: FunctionId(uuid_of("tasks", &row.function_id)?),
+                            args: serde_json::from_str(&row.args).map_err(|e| corrupt("tasks", e))?,
+                            walltime_secs: row.walltime_secs.max(0) as u32,
+                            attempts: row.attempts.max(0) as u32,
+                            max_retries: row.max_retries.max(0) as u32,
+                        });
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn mark_started(&self, started: &[TaskStarted]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for s in started {
+                    sqlx::query("UPDATE tasks SET state = 'running', started_at = $2, worker = $3 WHERE id = $1 AND state IN ('waiting', 'dispatched')")
+                        .bind(s.task_id.to_string())
+                        .bind(to_millis(s.at))
+                        .bind(&s.worker)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn record_outcomes(&self, outcomes: &[TaskOutcome]) -> StoreResult<Vec<Recorded>> {
+                let mut tx = self.pool.begin().await?;
+                let mut recorded = Vec::with_capacity(outcomes.len());
+                for o in outcomes {
+                    let state = match o.status {
+                        OutcomeStatus::Success => TaskState::Success,
+                        OutcomeStatus::Failed => TaskState::Failed,
+                    };
+                    let result = o
+                        .result
+                        .as_ref()
+                        .map(|r| serde_json::to_string(r).expect("result serializes"));
+                    let done = sqlx::query(&format!(
+                        "UPDATE tasks SET state = $2, result = $3, error = $4, worker = COALESCE($5, worker), started_at = COALESCE(started_at, $6), finished_at = $7 WHERE id = $1 AND state NOT IN {FINAL_STATES}"
+                    ))
+                    .bind(o.task_id.to_string())
+                    .bind(state.as_str())
+                    .bind(result)
+                    .bind(&o.error)
+                    .bind(&o.worker)
+                    .bind(o.started_at.map(to_millis))
+                    .bind(to_millis(o.finished_at))
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 1 {
+                        recorded.push(Recorded::First);
+                        continue;
+                    }
+                    let dup = sqlx::query("UPDATE tasks SET duplicate_results = duplicate_results + 1 WHERE id = $1")
+                        .bind(o.task_id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    recorded.push(if dup.rows_affected() == 1 { Recorded::Duplicate } else { Recorded::Unknown });
+                }
+                tx.commit().await?;
+                Ok(recorded)
+            }
+
+            async fn cancel_task(&self, id: TaskId, at: DateTime<Utc>) -> StoreResult<bool> {
+                let done = sqlx::query(&format!(
+                    "UPDATE tasks SET state = 'cancelled', finished_at = $2, error = 'cancelled by the owner' WHERE id = $1 AND state NOT IN {FINAL_STATES}"
+                ))
+                .bind(id.to_string())
+                .bind(to_millis(at))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn queue_push(&self, endpoint: EndpointId, tasks: &[TaskId], at: DateTime<Utc>) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for chunk in tasks.chunks(INSERT_CHUNK) {
+                    let mut query: QueryBuilder<$db> =
+                        QueryBuilder::new("INSERT INTO queue_messages (endpoint_id, task_id, enqueued_at) ");
+                    query.push_values(chunk, |mut row, id| {
+                        row.push_bind(endpoint.to_string())
+                            .push_bind(id.to_string())
+                            .push_bind(to_millis(at));
+                    });
+                    query.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn queue_lease(&self, endpoint: EndpointId, consumer: &str, max: u32) -> StoreResult<Vec<LeasedMessage>> {
+                let rows: Vec<LeaseRow> = sqlx::query_as(
+                    "UPDATE queue_messages SET lease_owner = $1, deliveries = deliveries + 1 \
+                     WHERE lease_owner IS NULL AND seq IN (SELECT seq FROM queue_messages \
+                       WHERE endpoint_id = $2 AND lease_owner IS NULL AND dead_at IS NULL ORDER BY seq LIMIT $3) \
+                     RETURNING seq, task_id, deliveries",
+                )
+                .bind(consumer)
+                .bind(endpoint.to_string())
+                .bind(i64::from(max))
+                .fetch_all(&self.pool)
+                .await?;
+                let mut leased = rows
+                    .into_iter()
+                    .map(|r| {
+                        Ok(LeasedMessage {
+                            seq: r.seq,
+                            task_id: TaskId(uuid_of("queue_messages", &r.task_id)?),
+                            deliveries: r.deliveries.max(0) as u32,
+                        })
+                    })
+                    .collect::<StoreResult<Vec<_>>>()?;
+                leased.sort_by_key(|m| m.seq);
+                Ok(leased)
+            }
+
+            async fn queue_ack(&self, seqs: &[i64]) -> StoreResult<()> {
+                for chunk in seqs.chunks(INSERT_CHUNK) {
+                    let mut query: QueryBuilder<$db> = QueryBuilder::new("DELETE FROM queue_messages WHERE seq IN (");
+                    let mut list = query.separated(", ");
+                    for seq in chunk {
+                        list.push_bind(*seq);
+                    }
+                    query.push(")");
+                    query.build().execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            async fn queue_release(&self, seqs: &[i64]) -> StoreResult<()> {
+                for chunk in seqs.chunks(INSERT_CHUNK) {
+                    let mut query: QueryBuilder<$db> =
+                        QueryBuilder::new("UPDATE queue_messages SET lease_owner = NULL WHERE seq IN (");
+                    let mut list = query.separated(", ");
+                    for seq in chunk {
+                        list.push_bind(*seq);
+                    }
+                    query.push(")");
+                    query.build().execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            async fn queue_dead_letter(&self, seqs: &[i64], at: DateTime<Utc>) -> StoreResult<()> {
+                for chunk in seqs.chunks(INSERT_CHUNK) {
+                    let mut query: QueryBuilder<$db> = QueryBuilder::new("UPDATE queue_messages SET lease_owner = NULL, dead_at = ");
+                    query.push_bind(to_millis(at));
+                    query.push(" WHERE seq IN (");
+                    let mut list = query.separated(", ");
+                    for seq in chunk {
+                        list.push_bind(*seq);
+                    }
+                    query.push(")");
+                    query.build().execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            async fn queue_release_consumer(&self, consumer: Option<&str>) -> StoreResult<u64> {
+                let done = match consumer {
+                    Some(c) => sqlx::query("UPDATE queue_messages SET lease_owner = NULL WHERE lease_owner = $1")
+                        .bind(c)
+                        .execute(&self.pool)
+                        .await?,
+                    None => sqlx::query("UPDATE queue_messages SET lease_owner = NULL WHERE lease_owner IS NOT NULL")
+                        .execute(&self.pool)
+                        .await?,
+                };
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+impl_compute_store!(SqliteStore, sqlx::Sqlite);
+impl_compute_store!(PostgresStore, sqlx::Postgres);

@@ -1,0 +1,919 @@
+//! The REST API through the router, without a socket: statuses, the
+//! `{"code", "message"}` error shape, tokens, scopes, clients and identities.
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use chrono::Duration;
+use http_body_util::BodyExt;
+use lattice_protocol::api::{Identity, Scope, TokenResponse};
+use lattice_protocol::LoginId;
+use lattice_service::auth::oidc::LOGIN_TTL_SECS;
+use lattice_service::auth::tokens::{self, Issue};
+use lattice_service::store::LoginRecord;
+use lattice_service::{AppState, ServiceConfig};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+// ---- harness -------------------------------------------------------------
+
+/// A service on SQLite in a temporary directory (removed on drop).
+struct TestService {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+/// An HTTP answer: status and body (JSON, or the raw text as a JSON string).
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    body: Value,
+}
+
+async fn service() -> TestService {
+    service_with(|_| {}).await
+}
+
+async fn service_with(adjust: impl FnOnce(&mut ServiceConfig)) -> TestService {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = ServiceConfig::for_data_dir(dir.path());
+    adjust(&mut config);
+    let state = lattice_service::open(config).await.expect("open the store");
+    TestService { state, _dir: dir }
+}
+
+impl TestService {
+    fn app(&self) -> Router {
+        lattice_service::app(self.state.clone())
+    }
+
+    async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self
+            .app()
+            .oneshot(request)
+            .await
+            .expect("router is infallible");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("read the body")
+            .to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Answer { status, body }
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Answer {
+        self.send(
+            request(Method::GET, path, token)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
+        self.post_raw(path, token, Some("application/json"), body.to_string())
+            .await
+    }
+
+    async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let encoded = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        self.post_raw(
+            path,
+            None,
+            Some("application/x-www-form-urlencoded"),
+            encoded,
+        )
+        .await
+    }
+
+    async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Answer {
+        let mut builder = request(Method::POST, path, token);
+        if let Some(content_type) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, content_type);
+        }
+        self.send(builder.body(body.into()).unwrap()).await
+    }
+
+    async fn whoami(&self, token: &str) -> Answer {
+        self.get("/v1/auth/whoami", Some(token)).await
+    }
+
+    /// A local identity `username` and an access token with every scope.
+    async fn user(&self, username: &str) -> (Identity, String) {
+        let (identity, token) =
+            tokens::bootstrap_local_identity(&self.state.store, username, Duration::hours(1))
+                .await
+                .expect("bootstrap identity");
+        (identity, token.access_token)
+    }
+
+    /// A new token for `identity` with `scopes`, lifetime `access_ttl` and
+    /// optionally a refresh token.
+    async fn issue(
+        &self,
+        identity: &Identity,
+        scopes: &[Scope],
+        access_ttl: Duration,
+        refresh_ttl: Option<Duration>,
+    ) -> TokenResponse {
+        tokens::issue(
+            &self.state.store,
+            Issue {
+                identity_id: identity.id,
+                scopes: scopes.to_vec(),
+                access_ttl,
+                refresh_ttl,
+                family_id: None,
+                client_id: None,
+            },
+        )
+        .await
+        .expect("issue a token")
+    }
+
+    /// Registers a client with `scopes` (owned by a fresh user); returns the
+    /// creation answer's body.
+    async fn client(&self, scopes: &[&str]) -> Value {
+        let (_, token) = self.user("client-owner").await;
+        let answer = self
+            .post_json(
+                "/v1/clients",
+                Some(&token),
+                json!({"name": "ci bot", "scopes": scopes}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        answer.body
+    }
+}
+
+fn request(method: Method, path: &str, token: Option<&str>) -> axum::http::request::Builder {
+    let builder = Request::builder().method(method).uri(path);
+    match token {
+        Some(token) => builder.header(header::AUTHORIZATION, format!("Bearer {token}")),
+        None => builder,
+    }
+}
+
+/// Asserts an error answer: `status`, and a body that is exactly
+/// `{"code": code, "message": non-empty}`. Returns the message.
+#[track_caller]
+fn assert_error(answer: &Answer, status: StatusCode, code: &str) -> String {
+    assert_eq!(answer.status, status, "{answer:?}");
+    let body = answer
+        .body
+        .as_object()
+        .unwrap_or_else(|| panic!("error body is not a JSON object: {answer:?}"));
+    assert_eq!(body.get("code"), Some(&json!(code)), "{answer:?}");
+    let message = body
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("error body has no string message: {answer:?}"));
+    assert!(!message.is_empty(), "empty message: {answer:?}");
+    let unexpected: Vec<&String> = body
+        .keys()
+        .filter(|k| *k != "code" && *k != "message")
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected keys {unexpected:?}: {answer:?}"
+    );
+    message.to_owned()
+}
+
+fn str_field<'a>(body: &'a Value, field: &str) -> &'a str {
+    body[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string `{field}` in {body}"))
+}
+
+// ---- service routes ------------------------------------------------------
+
+#[tokio::test]
+async fn health_answers_ok() {
+    let service = service().await;
+    let answer = service.get("/v1/health", None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.body["status"], "ok");
+    assert_eq!(answer.body["store"], "sqlite");
+    assert!(answer.body["version"].is_string(), "{answer:?}");
+}
+
+#[tokio::test]
+async fn openapi_document_lists_whoami_and_bearer_scheme() {
+    let service = service().await;
+    let answer = service.get("/v1/openapi.json", None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let doc = &answer.body;
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')),
+        "{doc}"
+    );
+    assert!(doc["paths"]["/v1/auth/whoami"]["get"].is_object(), "{doc}");
+    let bearer = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(bearer["type"], "http", "{bearer}");
+    assert_eq!(bearer["scheme"], "bearer", "{bearer}");
+}
+
+#[tokio::test]
+async fn unknown_route_is_404_json() {
+    let service = service().await;
+    for path in ["/v1/no-such-route", "/elsewhere"] {
+        let answer = service.get(path, None).await;
+        assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
+    }
+}
+
+#[tokio::test]
+async fn wrong_method_is_405_json() {
+    let service = service().await;
+    let answer = service.get("/v1/auth/token", None).await;
+    assert_error(
+        &answer,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    let answer = service.post_json("/v1/health", None, json!({})).await;
+    assert_error(
+        &answer,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+}
+
+// ---- whoami and token validity -------------------------------------------
+
+#[tokio::test]
+async fn whoami_without_token_is_401() {
+    let service = service().await;
+    let answer = service.get("/v1/auth/whoami", None).await;
+    let message = assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(message.contains("Bearer"), "{message}");
+}
+
+#[tokio::test]
+async fn whoami_with_non_bearer_authorization_is_401() {
+    let service = service().await;
+    let req = Request::get("/v1/auth/whoami")
+        .header(header::AUTHORIZATION, "Basic YWxpY2U6eA==")
+        .body(Body::empty())
+        .unwrap();
+    let answer = service.send(req).await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn whoami_with_unknown_token_is_401() {
+    let service = service().await;
+    let answer = service.whoami("lat_at_not-a-real-token").await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn whoami_with_expired_token_is_401() {
+    let service = service().await;
+    let (alice, _) = service.user("alice").await;
+    let expired = service
+        .issue(&alice, &Scope::ALL, Duration::seconds(-1), None)
+        .await;
+    let answer = service.whoami(&expired.access_token).await;
+    let message = assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(message.contains("expired"), "{message}");
+}
+
+#[tokio::test]
+async fn whoami_with_revoked_token_is_401() {
+    let service = service().await;
+    let (_, token) = service.user("alice").await;
+    let answer = service
+        .post_json("/v1/auth/revoke", None, json!({ "token": token }))
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{answer:?}");
+    let answer = service.whoami(&token).await;
+    let message = assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(message.contains("revoked"), "{message}");
+}
+
+#[tokio::test]
+async fn revoking_an_unknown_token_is_accepted() {
+    let service = service().await;
+    let answer = service
+        .post_json(
+            "/v1/auth/revoke",
+            None,
+            json!({ "token": "lat_at_unknown" }),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{answer:?}");
+}
+
+#[tokio::test]
+async fn refresh_token_as_bearer_is_401() {
+    let service = service().await;
+    let (alice, _) = service.user("alice").await;
+    let pair = service
+        .issue(
+            &alice,
+            &Scope::ALL,
+            Duration::hours(1),
+            Some(Duration::days(1)),
+        )
+        .await;
+    let refresh = pair.refresh_token.expect("a refresh token");
+    let answer = service.whoami(&refresh).await;
+    let message = assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(message.contains("refresh"), "{message}");
+}
+
+#[tokio::test]
+async fn whoami_with_valid_token_shows_the_identity() {
+    let service = service().await;
+    let (alice, token) = service.user("alice").await;
+    let answer = service.whoami(&token).await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let body = &answer.body;
+    assert_eq!(body["identity"]["id"], json!(alice.id), "{body}");
+    assert_eq!(body["identity"]["username"], "alice");
+    assert_eq!(body["identity"]["identity_provider"], "local");
+    assert_eq!(body["linked_identities"], json!([]));
+    assert_eq!(body["scopes"], json!(["compute", "transfer", "manage"]));
+    assert!(body["token_expires_at"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn missing_scope_is_403() {
+    let service = service().await;
+    let (alice, _) = service.user("alice").await;
+    let compute_only = service
+        .issue(&alice, &[Scope::Compute], Duration::hours(1), None)
+        .await;
+    let answer = service
+        .post_json(
+            "/v1/clients",
+            Some(&compute_only.access_token),
+            json!({"name": "bot"}),
+        )
+        .await;
+    let message = assert_error(&answer, StatusCode::FORBIDDEN, "forbidden");
+    assert!(message.contains("manage"), "{message}");
+}
+
+// ---- request bodies ------------------------------------------------------
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let service = service().await;
+    let (_, token) = service.user("alice").await;
+    let answer = service
+        .post_raw(
+            "/v1/clients",
+            Some(&token),
+            Some("application/json"),
+            "{\"name\": ",
+        )
+        .await;
+    let message = assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.contains("JSON"), "{message}");
+}
+
+#[tokio::test]
+async fn wrong_field_type_is_400_naming_the_field() {
+    let service = service().await;
+    let (_, token) = service.user("alice").await;
+    let answer = service
+        .post_json("/v1/clients", Some(&token), json!({"name": 5}))
+        .await;
+    let message = assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.contains("name"), "{message}");
+}
+
+#[tokio::test]
+async fn missing_content_type_is_400() {
+    let service = service().await;
+    let (_, token) = service.user("alice").await;
+    let answer = service
+        .post_raw("/v1/clients", Some(&token), None, r#"{"name": "bot"}"#)
+        .await;
+    let message = assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.contains("Content-Type"), "{message}");
+}
+
+#[tokio::test]
+async fn json_body_over_the_limit_is_413() {
+    let service = service_with(|config| config.max_body_bytes = 2048).await;
+    let (_, token) = service.user("alice").await;
+    let answer = service
+        .post_json(
+            "/v1/clients",
+            Some(&token),
+            json!({"name": "x".repeat(4096)}),
+        )
+        .await;
+    assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+}
+
+#[tokio::test]
+async fn form_body_over_the_limit_is_413() {
+    let service = service_with(|config| config.max_body_bytes = 2048).await;
+    let big = "x".repeat(4096);
+    let answer = service
+        .post_form(
+            "/v1/auth/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", &big)],
+        )
+        .await;
+    assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+}
+
+#[tokio::test]
+async fn unknown_grant_type_is_400() {
+    let service = service().await;
+    let answer = service
+        .post_json("/v1/auth/token", None, json!({"grant_type": "password"}))
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+}
+
+// ---- client credentials --------------------------------------------------
+
+#[tokio::test]
+async fn creating_a_client_returns_its_secret_once() {
+    let service = service().await;
+    let created = service.client(&["compute"]).await;
+    assert!(
+        str_field(&created, "client_secret").starts_with("lat_cs_"),
+        "{created}"
+    );
+    assert_eq!(created["name"], "ci bot");
+    assert_eq!(created["scopes"], json!(["compute"]));
+    assert!(created["client_id"].is_string() && created["identity_id"].is_string());
+}
+
+#[tokio::test]
+async fn client_credentials_as_json_give_a_token_of_the_client_identity() {
+    let service = service().await;
+    let created = service.client(&["compute", "transfer"]).await;
+    let answer = service
+        .post_json(
+            "/v1/auth/token",
+            None,
+            json!({
+                "grant_type": "client_credentials",
+                "client_id": created["client_id"],
+                "client_secret": created["client_secret"],
+            }),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.body["token_type"], "Bearer");
+    assert_eq!(answer.body["scope"], "compute transfer");
+    assert!(answer.body.get("refresh_token").is_none(), "{answer:?}");
+    let whoami = service
+        .whoami(str_field(&answer.body, "access_token"))
+        .await;
+    assert_eq!(whoami.status, StatusCode::OK, "{whoami:?}");
+    assert_eq!(whoami.body["identity"]["id"], created["identity_id"]);
+    assert_eq!(whoami.body["identity"]["identity_provider"], "client");
+}
+
+#[tokio::test]
+async fn client_credentials_as_form_give_a_token_of_the_client_identity() {
+    let service = service().await;
+    let created = service.client(&["compute", "transfer"]).await;
+    let answer = service
+        .post_form(
+            "/v1/auth/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", str_field(&created, "client_id")),
+                ("client_secret", str_field(&created, "client_secret")),
+                ("scope", "compute"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.body["scope"], "compute");
+    let whoami = service
+        .whoami(str_field(&answer.body, "access_token"))
+        .await;
+    assert_eq!(whoami.status, StatusCode::OK, "{whoami:?}");
+    assert_eq!(whoami.body["identity"]["id"], created["identity_id"]);
+    assert_eq!(whoami.body["scopes"], json!(["compute"]));
+}
+
+#[tokio::test]
+async fn client_credentials_with_wrong_secret_are_401() {
+    let service = service().await;
+    let created = service.client(&["compute"]).await;
+    let answer = service
+        .post_json(
+            "/v1/auth/token",
+            None,
+            json!({
+                "grant_type": "client_credentials",
+                "client_id": created["client_id"],
+                "client_secret": "lat_cs_wrong",
+            }),
+        )
+        .await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn client_credentials_for_a_scope_the_client_lacks_are_403() {
+    let service = service().await;
+    let created = service.client(&["compute"]).await;
+    let answer = service
+        .post_json(
+            "/v1/auth/token",
+            None,
+            json!({
+                "grant_type": "client_credentials",
+                "client_id": created["client_id"],
+                "client_secret": created["client_secret"],
+                "scope": "compute manage",
+            }),
+        )
+        .await;
+    let message = assert_error(&answer, StatusCode::FORBIDDEN, "forbidden");
+    assert!(message.contains("manage"), "{message}");
+}
+
+// ---- refresh rotation ----------------------------------------------------
+
+async fn refresh(service: &TestService, refresh_token: &str) -> Answer {
+    service
+        .post_json(
+            "/v1/auth/token",
+            None,
+            json!({"grant_type": "refresh_token", "refresh_token": refresh_token}),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn refresh_token_rotates_to_a_new_pair() {
+    let service = service().await;
+    let (alice, _) = service.user("alice").await;
+    let first = service
+        .issue(
+            &alice,
+            &Scope::ALL,
+            Duration::hours(1),
+            Some(Duration::days(1)),
+        )
+        .await;
+    let old_refresh = first.refresh_token.expect("a refresh token");
+    let answer = refresh(&service, &old_refresh).await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let new_access = str_field(&answer.body, "access_token");
+    let new_refresh = str_field(&answer.body, "refresh_token");
+    assert_ne!(new_access, first.access_token);
+    assert_ne!(new_refresh, old_refresh);
+    assert_eq!(answer.body["scope"], "compute transfer manage");
+    let whoami = service.whoami(new_access).await;
+    assert_eq!(whoami.status, StatusCode::OK, "{whoami:?}");
+    assert_eq!(whoami.body["identity"]["id"], json!(alice.id));
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_the_family() {
+    let service = service().await;
+    let (alice, _) = service.user("alice").await;
+    let first = service
+        .issue(
+            &alice,
+            &Scope::ALL,
+            Duration::hours(1),
+            Some(Duration::days(1)),
+        )
+        .await;
+    let old_refresh = first.refresh_token.expect("a refresh token");
+    let rotated = refresh(&service, &old_refresh).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{rotated:?}");
+
+    let replay = refresh(&service, &old_refresh).await;
+    assert_error(&replay, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let new_access = str_field(&rotated.body, "access_token");
+    assert_error(
+        &service.whoami(new_access).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    assert_error(
+        &service.whoami(&first.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let new_refresh = str_field(&rotated.body, "refresh_token");
+    assert_error(
+        &refresh(&service, new_refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_ends_the_login() {
+    let service = service().await;
+    let (alice, _) = service.user("alice").await;
+    let pair = service
+        .issue(
+            &alice,
+            &Scope::ALL,
+            Duration::hours(1),
+            Some(Duration::days(1)),
+        )
+        .await;
+    let refresh_token = pair.refresh_token.expect("a refresh token");
+    let answer = service
+        .post_form("/v1/auth/revoke", &[("token", &refresh_token)])
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{answer:?}");
+    assert_error(
+        &service.whoami(&pair.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    assert_error(
+        &refresh(&service, &refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+}
+
+#[tokio::test]
+async fn unknown_refresh_token_is_401() {
+    let service = service().await;
+    let answer = refresh(&service, "lat_rt_unknown").await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+// ---- identities ----------------------------------------------------------
+
+#[tokio::test]
+async fn linking_an_identity_shows_in_whoami() {
+    let service = service().await;
+    let (alice, alice_token) = service.user("alice").await;
+    let (laptop, laptop_token) = service.user("alice-laptop").await;
+    let answer = service
+        .post_json(
+            "/v1/identities/link",
+            Some(&alice_token),
+            json!({"other_token": laptop_token}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.body["linked_identities"][0]["id"], json!(laptop.id));
+
+    let whoami = service.whoami(&alice_token).await;
+    assert_eq!(whoami.status, StatusCode::OK, "{whoami:?}");
+    let linked = whoami.body["linked_identities"].as_array().unwrap();
+    assert_eq!(linked.len(), 1, "{whoami:?}");
+    assert_eq!(linked[0]["id"], json!(laptop.id));
+
+    let whoami = service.whoami(&laptop_token).await;
+    let linked = whoami.body["linked_identities"].as_array().unwrap();
+    assert_eq!(linked.len(), 1, "{whoami:?}");
+    assert_eq!(linked[0]["id"], json!(alice.id));
+}
+
+#[tokio::test]
+async fn linking_with_an_invalid_other_token_is_400() {
+    let service = service().await;
+    let (_, alice_token) = service.user("alice").await;
+    let answer = service
+        .post_json(
+            "/v1/identities/link",
+            Some(&alice_token),
+            json!({"other_token": "lat_at_unknown"}),
+        )
+        .await;
+    let message = assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.contains("other_token"), "{message}");
+}
+
+#[tokio::test]
+async fn identity_by_id_is_shown() {
+    let service = service().await;
+    let (alice, token) = service.user("alice").await;
+    let answer = service
+        .get(&format!("/v1/identities/{}", alice.id), Some(&token))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.body["id"], json!(alice.id));
+    assert_eq!(answer.body["username"], "alice");
+}
+
+#[tokio::test]
+async fn identity_with_malformed_id_is_400() {
+    let service = service().await;
+    let (_, token) = service.user("alice").await;
+    let answer = service.get("/v1/identities/not-a-uuid", Some(&token)).await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+}
+
+#[tokio::test]
+async fn unknown_identity_is_404() {
+    let service = service().await;
+    let (_, token) = service.user("alice").await;
+    let unknown = lattice_protocol::IdentityId::new();
+    let answer = service
+        .get(&format!("/v1/identities/{unknown}"), Some(&token))
+        .await;
+    let message = assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
+    assert!(message.contains(&unknown.to_string()), "{message}");
+}
+
+// ---- federated login without a provider ----------------------------------
+
+#[tokio::test]
+async fn login_without_a_configured_provider_is_404() {
+    let service = service().await;
+    let answer = service.post_json("/v1/auth/login", None, json!({})).await;
+    let message = assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
+    assert!(message.contains("oidc"), "{message}");
+}
+
+#[tokio::test]
+async fn login_callback_with_unknown_state_is_400() {
+    let service = service().await;
+    let answer = service
+        .get("/v1/auth/oidc/callback?state=nope&code=x", None)
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+}
+
+#[tokio::test]
+async fn device_code_unknown_is_401() {
+    let service = service().await;
+    let answer = service
+        .post_json(
+            "/v1/auth/token",
+            None,
+            json!({"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": "lat_dc_x"}),
+        )
+        .await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+/// A login record as `POST /v1/auth/login` would store it, with device code
+/// `device_code`, started `age` ago (logins live `LOGIN_TTL_SECS`).
+async fn stored_login(service: &TestService, device_code: &str, age: Duration) -> LoginId {
+    let created_at = chrono::Utc::now() - age;
+    let login = LoginRecord {
+        id: LoginId::new(),
+        csrf_state: lattice_service::auth::new_secret("state_"),
+        nonce: "nonce".into(),
+        pkce_verifier: "verifier".into(),
+        redirect_uri: None,
+        device_code_hash: lattice_service::auth::hash_secret(device_code),
+        created_at,
+        expires_at: created_at + Duration::seconds(LOGIN_TTL_SECS),
+        callback_at: None,
+        identity_id: None,
+        error: None,
+        redeemed_at: None,
+    };
+    service
+        .state
+        .store
+        .insert_login(&login)
+        .await
+        .expect("insert login");
+    login.id
+}
+
+async fn redeem(service: &TestService, device_code: &str) -> Answer {
+    service
+        .post_json(
+            "/v1/auth/token",
+            None,
+            json!({"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": device_code}),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn device_code_of_an_unfinished_login_is_pending() {
+    let service = service().await;
+    stored_login(&service, "lat_dc_pending", Duration::zero()).await;
+    let answer = redeem(&service, "lat_dc_pending").await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "authorization_pending");
+}
+
+#[tokio::test]
+async fn device_code_of_an_expired_unfinished_login_is_401() {
+    let service = service().await;
+    stored_login(
+        &service,
+        "lat_dc_old",
+        Duration::seconds(LOGIN_TTL_SECS + 60),
+    )
+    .await;
+    let answer = redeem(&service, "lat_dc_old").await;
+    let message = assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(message.contains("expired"), "{message}");
+}
+
+#[tokio::test]
+async fn device_code_of_a_completed_login_redeems_once() {
+    let service = service().await;
+    let (alice, _) = service.user("alice").await;
+    let login = stored_login(&service, "lat_dc_done", Duration::zero()).await;
+    let store = &service.state.store;
+    assert!(store
+        .claim_login_callback(login, chrono::Utc::now())
+        .await
+        .unwrap());
+    store.finish_login(login, Ok(alice.id)).await.unwrap();
+
+    let answer = redeem(&service, "lat_dc_done").await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert!(answer.body["refresh_token"].is_string(), "{answer:?}");
+    let whoami = service
+        .whoami(str_field(&answer.body, "access_token"))
+        .await;
+    assert_eq!(whoami.body["identity"]["id"], json!(alice.id), "{whoami:?}");
+
+    let again = redeem(&service, "lat_dc_done").await;
+    assert_error(&again, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn device_code_of_a_failed_login_is_401_with_the_reason() {
+    let service = service().await;
+    let login = stored_login(&service, "lat_dc_failed", Duration::zero()).await;
+    let store = &service.state.store;
+    assert!(store
+        .claim_login_callback(login, chrono::Utc::now())
+        .await
+        .unwrap());
+    store
+        .finish_login(
+            login,
+            Err("the identity provider reported: access_denied".into()),
+        )
+        .await
+        .unwrap();
+    let answer = redeem(&service, "lat_dc_failed").await;
+    let message = assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(message.contains("access_denied"), "{message}");
+}
+
+/// The device code is valid for `expires_in` seconds (LoginStartResponse):
+/// a completed login must not stay redeemable after that.
+#[tokio::test]
+async fn device_code_of_a_completed_login_expires() {
+    let service = service().await;
+    let (alice, _) = service.user("alice").await;
+    let login = stored_login(
+        &service,
+        "lat_dc_stale",
+        Duration::seconds(LOGIN_TTL_SECS + 60),
+    )
+    .await;
+    let store = &service.state.store;
+    assert!(store
+        .claim_login_callback(login, chrono::Utc::now())
+        .await
+        .unwrap());
+    store.finish_login(login, Ok(alice.id)).await.unwrap();
+    let answer = redeem(&service, "lat_dc_stale").await;
+    let message = assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(message.contains("expired"), "{message}");
+}
+
+#[tokio::test]
+async fn expired_refresh_token_is_401() {
+    let service = service().await;
+    let (alice, _) = service.user("alice").await;
+    let pair = service
+        .issue(
+            &alice,
+            &Scope::ALL,
+            Duration::hours(1),
+            Some(Duration::seconds(-1)),
+        )
+        .await;
+    let answer = refresh(&service, &pair.refresh_token.expect("a refresh token")).await;
+    let message = assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(message.contains("expired"), "{message}");
+}
