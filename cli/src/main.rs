@@ -26,6 +26,8 @@ Exit codes:
   3  authentication or permission error (not logged in, expired or revoked token, missing scope)
   4  the request was refused (not found, invalid, conflict, too large)
   5  the service is unreachable or failed
+  6  a waited-for task failed or was cancelled (`lattice run`: the task's own exit code when it has one)
+  7  waiting timed out (the tasks keep running)
 
 Environment:
   LATTICE_URL    service URL (overrides the saved profile)
@@ -53,6 +55,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at startup; the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the whole platform on this machine: service on SQLite, a local
@@ -69,6 +73,34 @@ enum Command {
     /// Manage client applications (client-credentials login for automation).
     #[command(subcommand)]
     Client(commands::clients::ClientCommand),
+    /// Register and inspect functions.
+    #[command(subcommand)]
+    Function(commands::functions::FunctionCommand),
+    /// Inspect endpoints.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+    /// Submit, inspect, cancel and wait for tasks.
+    #[command(subcommand)]
+    Task(commands::tasks::TaskCommand),
+    /// Run an endpoint agent: registers the endpoint on first start, then
+    /// pulls tasks from the service and runs them on local workers.
+    Agent(commands::agent::AgentArgs),
+    /// Run a worker that connects to an agent's dispatcher (started by the
+    /// agent's providers; rarely run by hand).
+    Worker(commands::worker::WorkerArgs),
+    /// Run a command on an endpoint and wait: prints its stdout and stderr and
+    /// exits with its return code. Example: `lattice run --endpoint local -- hostname`
+    Run(commands::tasks::RunArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum EndpointCommand {
+    /// List your endpoints with status, workers and waiting tasks.
+    List,
+    /// Show one endpoint (id or name).
+    Show { endpoint: String },
+    #[command(flatten)]
+    Agent(commands::agent::EndpointCommand),
 }
 
 fn main() -> ExitCode {
@@ -122,12 +154,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             logging::init(Default::default(), "warn");
             commands::clients::run(&ctx, command).await
         }
+        Command::Function(command) => {
+            logging::init(Default::default(), "warn");
+            commands::functions::run(&ctx, command).await
+        }
+        Command::Endpoint(command) => {
+            let starts_agent = matches!(
+                command,
+                EndpointCommand::Agent(commands::agent::EndpointCommand::Start { .. })
+            );
+            logging::init(Default::default(), if starts_agent { "info" } else { "warn" });
+            endpoint(&ctx, command).await
+        }
+        Command::Task(command) => {
+            logging::init(Default::default(), "warn");
+            commands::tasks::run(&ctx, command).await
+        }
+        Command::Agent(args) => {
+            logging::init(Default::default(), "info");
+            commands::agent::run(&ctx, args).await
+        }
+        Command::Worker(args) => {
+            logging::init(Default::default(), "warn");
+            commands::worker::run(args).await
+        }
+        Command::Run(args) => {
+            logging::init(Default::default(), "warn");
+            commands::tasks::run_command(&ctx, args).await
+        }
+    }
+}
+
+async fn endpoint(ctx: &Context, command: EndpointCommand) -> anyhow::Result<()> {
+    if let EndpointCommand::Agent(command) = command {
+        return commands::agent::endpoint(ctx, command).await;
+    }
+    let client = ctx.client().await?;
+    match command {
+        EndpointCommand::List => {
+            let endpoints = client.endpoints().await?;
+            ctx.output
+                .emit(&endpoints, |list| commands::endpoints::table(list))
+        }
+        EndpointCommand::Show { endpoint } => {
+            let id = commands::endpoints::resolve(&client, &endpoint).await?;
+            let info = client.endpoint(id).await?;
+            ctx.output.emit(&info, commands::endpoints::describe)
+        }
+        EndpointCommand::Agent(_) => unreachable!("handled above"),
     }
 }
 
 /// Maps an error to the documented exit codes.
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if let Some(exit) = cause.downcast_ref::<commands::tasks::ExitWith>() {
+            return exit.code;
+        }
         if cause.downcast_ref::<UsageError>().is_some() {
             return 2;
         }

@@ -7,6 +7,7 @@
 //! exit codes; that is the CLI's job.
 
 pub mod profile;
+pub mod stream;
 
 use lattice_protocol::api::{
     ClientCreateRequest, ClientCreated, ClientInfo, Health, LoginStartRequest, LoginStartResponse,
@@ -22,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use profile::Profile;
+pub use stream::BatchStream;
 
 /// What went wrong talking to the service.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +207,11 @@ impl Client {
         self.get(&format!("v1/functions/{id}")).await
     }
 
+    pub async fn delete_function(&self, id: FunctionId) -> ClientResult<()> {
+        self.request::<(), ()>(Method::DELETE, &format!("v1/functions/{id}"), None)
+            .await
+    }
+
     pub async fn functions(&self) -> ClientResult<Vec<FunctionInfo>> {
         self.get("v1/functions").await
     }
@@ -241,6 +248,39 @@ impl Client {
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         let _ = url.set_scheme(scheme);
         url
+    }
+
+    /// Opens the result stream of a batch.
+    pub async fn stream_batch(&self, id: BatchId) -> ClientResult<BatchStream> {
+        BatchStream::open(self, id).await
+    }
+
+    pub async fn cancel_task(&self, id: TaskId) -> ClientResult<TaskInfo> {
+        self.post(&format!("v1/tasks/{id}/cancel"), &serde_json::json!({}))
+            .await
+    }
+
+    pub async fn list_tasks(
+        &self,
+        state: Option<&str>,
+        batch: Option<BatchId>,
+        limit: Option<u32>,
+    ) -> ClientResult<Vec<TaskInfo>> {
+        let mut url = self.url("v1/tasks");
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(state) = state {
+                query.append_pair("state", state);
+            }
+            if let Some(batch) = batch {
+                query.append_pair("batch_id", &batch.to_string());
+            }
+            if let Some(limit) = limit {
+                query.append_pair("limit", &limit.to_string());
+            }
+        }
+        let path = format!("v1/tasks?{}", url.query().unwrap_or(""));
+        self.get(&path).await
     }
 
     /// The WebSocket URL agents connect to.

@@ -89,10 +89,13 @@ impl FunctionCache {
     }
 }
 
+/// One agent session's control channel, with the session's id.
+type ControlChannel = (u64, mpsc::UnboundedSender<ServiceFrame>);
+
 /// Control channels of the agents connected to this replica, by endpoint.
 #[derive(Default)]
 pub struct AgentRegistry {
-    sessions: Mutex<HashMap<EndpointId, Vec<(u64, mpsc::UnboundedSender<ServiceFrame>)>>>,
+    sessions: Mutex<HashMap<EndpointId, Vec<ControlChannel>>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 

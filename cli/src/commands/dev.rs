@@ -9,6 +9,8 @@ use lattice_client::Profile;
 use lattice_service::config::{default_data_dir, LogFormat};
 use lattice_service::ServiceConfig;
 
+use lattice_endpoint_agent::{run_agent, AgentConfig, Credentials, EndpointCredential};
+
 use crate::commands::service::shutdown_signal;
 use crate::logging;
 
@@ -34,7 +36,31 @@ pub(crate) struct DevArgs {
     /// Do not write the client profile (then use LATTICE_URL and LATTICE_TOKEN).
     #[arg(long)]
     no_profile: bool,
+
+    /// Local worker processes of the `local` endpoint.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    workers: u32,
+
+    /// Do not start the `local` endpoint (run agents yourself with `lattice agent`).
+    #[arg(long)]
+    no_endpoint: bool,
+
+    /// Use this store instead of SQLite in the data dir (e.g. postgres://...).
+    #[arg(long, env = "LATTICE_DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
+
+    /// Use RabbitMQ instead of the embedded queue (amqp://...).
+    #[arg(
+        long,
+        env = "LATTICE_AMQP_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    amqp_url: Option<String>,
 }
+
+/// Name of the endpoint `lattice dev` runs.
+pub(crate) const LOCAL_ENDPOINT: &str = "local";
 
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     logging::init(args.log_format, "info,sqlx=warn");
@@ -53,6 +79,10 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         })?;
     let address = listener.local_addr()?;
     let mut config = ServiceConfig::for_data_dir(&data_dir);
+    if let Some(url) = args.database_url {
+        config.database_url = url;
+    }
+    config.amqp_url = args.amqp_url;
     config.listen = address;
     config.public_url = url::Url::parse(&format!("http://{address}"))?;
     let state = lattice_service::open(config)
@@ -83,6 +113,36 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         .save(&path)?;
         tracing::info!(profile = %path.display(), "client profile written; `lattice whoami` works in any shell of this user");
     }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let service_stopped = {
+        let mut stop = stop_rx.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            lattice_service::serve(listener, state, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        })
+    };
+    let agent = if args.no_endpoint {
+        None
+    } else {
+        let credential = local_endpoint(&state, identity.id, &data_dir, &url).await?;
+        let endpoint_id = credential.endpoint_id;
+        let mut config = AgentConfig::new(
+            Credentials::Preset(credential),
+            data_dir.join("endpoints").join(LOCAL_ENDPOINT),
+        );
+        config.workers = args.workers;
+        let mut stop = stop_rx.clone();
+        tracing::info!(endpoint_id = %endpoint_id, workers = args.workers, "starting the `local` endpoint");
+        Some(tokio::spawn(async move {
+            run_agent(config, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        }))
+    };
     tracing::info!(
         url = %url,
         data_dir = %data_dir.display(),
@@ -90,7 +150,50 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         identity_id = %identity.id,
         "lattice dev platform ready (Ctrl-C stops it)"
     );
-    lattice_service::serve(listener, state, shutdown_signal()).await?;
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    if let Some(agent) = agent {
+        match agent.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "local endpoint failed"),
+            Err(e) => tracing::error!(error = %e, "local endpoint panicked"),
+        }
+    }
+    service_stopped.await??;
     tracing::info!("lattice dev stopped");
     Ok(())
+}
+
+/// The `local` endpoint's credential: reused from the data dir while the
+/// store still knows it, else registered anew.
+async fn local_endpoint(
+    state: &lattice_service::AppState,
+    owner: lattice_protocol::IdentityId,
+    data_dir: &std::path::Path,
+    url: &str,
+) -> anyhow::Result<EndpointCredential> {
+    let state_dir = data_dir.join("endpoints").join(LOCAL_ENDPOINT);
+    if let Some(mut saved) = EndpointCredential::load(&state_dir)? {
+        let known = state
+            .store
+            .endpoint_by_secret(&lattice_service::auth::hash_secret(&saved.agent_secret))
+            .await?
+            .is_some_and(|e| e.id == saved.endpoint_id && e.owner_id == owner);
+        if known {
+            saved.service_url = url.to_owned();
+            return Ok(saved);
+        }
+    }
+    let (record, agent_secret) =
+        lattice_service::routes::endpoints::create_endpoint(state, owner, LOCAL_ENDPOINT)
+            .await
+            .map_err(|e| anyhow::anyhow!("registering the local endpoint: {}", e.message))?;
+    let credential = EndpointCredential {
+        endpoint_id: record.id,
+        agent_secret,
+        service_url: url.to_owned(),
+    };
+    credential.save(&state_dir)?;
+    Ok(credential)
 }

@@ -1,4 +1,9 @@
+pub(crate) mod agent;
 pub(crate) mod auth;
 pub(crate) mod clients;
 pub(crate) mod dev;
+pub(crate) mod endpoints;
+pub(crate) mod functions;
 pub(crate) mod service;
+pub(crate) mod tasks;
+pub(crate) mod worker;

@@ -21,11 +21,12 @@
 //!   already sent are applied and the channel is closed, which makes RabbitMQ requeue
 //!   every unacknowledged delivery (they come back with `redelivered` set).
 //! - **Dead-lettering**: every endpoint queue has `x-dead-letter-exchange` =
-//!   [`DEAD_LETTER_EXCHANGE`] (`lattice.dlx`, a durable direct exchange). Dead letters keep
-//!   their routing key (the endpoint queue's name), and the durable queue
-//!   [`DEAD_LETTER_QUEUE`] (`lattice.dead-letter`) is bound to the exchange once per
-//!   endpoint queue with that name as binding key, so each dead letter lands there once
-//!   (RabbitMQ's `x-death` header says where it came from and why).
+//!   [`DEAD_LETTER_EXCHANGE`] (`lattice.dlx`, a durable **fanout** exchange), bound once to
+//!   the durable queue [`DEAD_LETTER_QUEUE`] (`lattice.dead-letter`). Fanout rather than
+//!   direct so that no per-endpoint binding exists to outlive a deleted endpoint queue;
+//!   a dead letter keeps its routing key (the endpoint queue's name) and RabbitMQ's
+//!   `x-death` header says where it came from and why. (Changing the exchange's type
+//!   later means deleting it first: RabbitMQ refuses a re-declaration with another type.)
 //!
 //! What it must not do: keep any task state (the store owns tasks; a message is only a
 //! pointer), acknowledge anything the relay did not settle, purge or delete queues, or
@@ -41,6 +42,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -68,6 +70,8 @@ pub fn endpoint_queue(endpoint: EndpointId) -> String {
     format!("lattice.endpoint.{}", endpoint.0.hyphenated())
 }
 
+/// How long (re)connecting may take before `publish` or `subscribe` fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// AMQP `delivery_mode` of a persistent message.
 const PERSISTENT: u8 = 2;
 
@@ -123,9 +127,13 @@ impl RabbitBroker {
         }
         *slot = None;
         self.declared.lock().expect("declared lock").clear();
-        let connection = Connection::connect(&self.url, ConnectionProperties::default())
-            .await
-            .map_err(|e| unavailable("connecting", e))?;
+        let properties =
+            ConnectionProperties::default().with_connection_name("lattice-service".into());
+        let connection =
+            tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.url, properties))
+                .await
+                .map_err(|_| unavailable("connecting", "timed out"))?
+                .map_err(|e| unavailable("connecting", e))?;
         let publisher = publishing_channel(&connection).await?;
         declare_dead_letter_topology(&publisher).await?;
         let link = Arc::new(Link {
@@ -136,8 +144,7 @@ impl RabbitBroker {
         Ok(link)
     }
 
-    /// Declares an endpoint's queue (and its dead-letter binding) unless this
-    /// connection already did.
+    /// Declares an endpoint's queue unless this connection already did.
     async fn ensure_queue(
         &self,
         channel: &Channel,
@@ -168,21 +175,22 @@ impl RabbitBroker {
             )
             .await
             .map_err(|e| unavailable(&format!("declaring queue {queue}"), e))?;
-        channel
-            .queue_bind(
-                DEAD_LETTER_QUEUE.into(),
-                DEAD_LETTER_EXCHANGE.into(),
-                queue.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| unavailable(&format!("binding {DEAD_LETTER_QUEUE} for {queue}"), e))?;
         self.declared
             .lock()
             .expect("declared lock")
             .insert(endpoint);
         Ok(queue)
+    }
+
+    /// Closes the connection under the broker, as a lost connection would.
+    #[cfg(test)]
+    pub(crate) async fn close_connection(&self) {
+        if let Some(link) = self.link.lock().await.as_ref() {
+            link.connection
+                .close(320, "closed by a test".into())
+                .await
+                .expect("closing the connection");
+        }
     }
 
     /// Endpoints whose queues this broker declared (on its current connection).
@@ -213,7 +221,7 @@ async fn declare_dead_letter_topology(channel: &Channel) -> Result<(), BrokerErr
     channel
         .exchange_declare(
             DEAD_LETTER_EXCHANGE.into(),
-            ExchangeKind::Direct,
+            ExchangeKind::Fanout,
             ExchangeDeclareOptions {
                 durable: true,
                 ..ExchangeDeclareOptions::default()
@@ -233,6 +241,21 @@ async fn declare_dead_letter_topology(channel: &Channel) -> Result<(), BrokerErr
         )
         .await
         .map_err(|e| unavailable(&format!("declaring queue {DEAD_LETTER_QUEUE}"), e))?;
+    channel
+        .queue_bind(
+            DEAD_LETTER_QUEUE.into(),
+            DEAD_LETTER_EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            unavailable(
+                &format!("binding {DEAD_LETTER_QUEUE} to {DEAD_LETTER_EXCHANGE}"),
+                e,
+            )
+        })?;
     Ok(())
 }
 

@@ -53,7 +53,7 @@ pub(super) async fn unsettled_deliveries_return_when_the_consumer_leaves(broker:
     drop(sub);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut again = broker.subscribe(endpoint, 10).await.unwrap();
-    let mut redelivered = vec![next(&mut again).await, next(&mut again).await];
+    let mut redelivered = [next(&mut again).await, next(&mut again).await];
     redelivered.sort_by_key(|d| d.task_id);
     let mut expected = [tasks[1], tasks[2]];
     expected.sort();
@@ -292,4 +292,57 @@ async fn rabbitmq_dead_letters_reach_the_dead_letter_queue() {
         rabbitmq::endpoint_queue(endpoint)
     );
     assert_eq!(found.properties.delivery_mode(), &Some(2));
+}
+
+/// RabbitMQ only: a lost connection ends live subscriptions (their deliveries
+/// go back to the queue) and the next call reconnects.
+#[tokio::test]
+async fn rabbitmq_reconnects_after_losing_the_connection() {
+    let Some(broker) =
+        connect_rabbitmq("broker::rabbitmq_reconnects_after_losing_the_connection").await
+    else {
+        return;
+    };
+    let _cleanup = RabbitCleanup(broker.clone());
+    let endpoint = EndpointId::new();
+    let task = TaskId::new();
+    broker.publish(endpoint, &[task]).await.unwrap();
+    let mut sub = broker.subscribe(endpoint, 10).await.unwrap();
+    assert_eq!(next(&mut sub).await.task_id, task);
+
+    broker.close_connection().await;
+    let end = tokio::time::timeout(Duration::from_secs(10), sub.deliveries.recv())
+        .await
+        .expect("the subscription ends within 10 s");
+    assert!(end.is_none(), "unexpected delivery {end:?}");
+
+    let later = TaskId::new();
+    broker.publish(endpoint, &[later]).await.unwrap();
+    let mut again = broker.subscribe(endpoint, 10).await.unwrap();
+    let first = next(&mut again).await;
+    assert_eq!((first.task_id, first.redelivered), (task, true));
+    let second = next(&mut again).await;
+    assert_eq!((second.task_id, second.redelivered), (later, false));
+}
+
+/// RabbitMQ only: a queue deleted behind the broker's back (which remembers
+/// having declared it) is declared again, and the publish still lands.
+#[tokio::test]
+async fn rabbitmq_redeclares_a_deleted_queue_on_publish() {
+    let Some(broker) =
+        connect_rabbitmq("broker::rabbitmq_redeclares_a_deleted_queue_on_publish").await
+    else {
+        return;
+    };
+    let _cleanup = RabbitCleanup(broker.clone());
+    let endpoint = EndpointId::new();
+    broker.publish(endpoint, &[TaskId::new()]).await.unwrap();
+    delete_rabbitmq_queues(&[rabbitmq::endpoint_queue(endpoint)])
+        .await
+        .unwrap();
+    let task = TaskId::new();
+    broker.publish(endpoint, &[task]).await.unwrap();
+    let mut sub = broker.subscribe(endpoint, 10).await.unwrap();
+    assert_eq!(next(&mut sub).await.task_id, task);
+    nothing_within(&mut sub, Duration::from_millis(300)).await;
 }

@@ -1,0 +1,215 @@
+//! `lattice agent` and `lattice endpoint configure|start`: run an endpoint
+//! agent on this machine. The agent itself lives in `lattice-endpoint-agent`;
+//! this module only turns flags and files into its `AgentConfig`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use lattice_client::Profile;
+use lattice_endpoint_agent::{
+    endpoint_dir, run_agent, AgentConfig, Credentials, EndpointCredential, EndpointFileConfig,
+    WorkerLaunch, CONFIG_FILE,
+};
+use serde::Serialize;
+
+use crate::commands::service::shutdown_signal;
+use crate::context::Context;
+
+#[derive(Args, Debug)]
+pub(crate) struct AgentArgs {
+    /// Endpoint name; the endpoint is registered under it on first start
+    /// (that needs a login), later starts reuse the saved credential.
+    #[arg(long, value_name = "NAME")]
+    name: String,
+
+    /// Worker processes to start on this machine (0: only workers that
+    /// connect with `lattice worker --dispatcher ADDR`).
+    #[arg(long, default_value_t = 2)]
+    workers: u32,
+
+    /// Tasks each worker runs at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    worker_capacity: u32,
+
+    /// Where the endpoint's credential and scratch dirs live
+    /// [default: CONFIG_DIR/endpoints/NAME].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Address the dispatcher listens on for workers (port 0: a free port).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    dispatcher_listen: SocketAddr,
+
+    /// Walltime in seconds for tasks submitted without one [default: none].
+    #[arg(long, value_name = "SECS")]
+    default_walltime: Option<u32>,
+
+    /// The `lattice` binary that runs workers [default: this one].
+    #[arg(long, env = "LATTICE_WORKER_COMMAND", value_name = "PATH")]
+    worker_command: Option<PathBuf>,
+}
+
+/// Runs an agent until Ctrl-C / SIGTERM.
+pub(crate) async fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
+    let state_dir = match args.state_dir {
+        Some(dir) => dir,
+        None => endpoint_dir(&Profile::config_dir()?, &args.name)?,
+    };
+    let credentials = credentials(ctx, &args.name, &state_dir, None).await?;
+    let mut config = AgentConfig::new(credentials, state_dir);
+    config.workers = args.workers;
+    config.worker_capacity = args.worker_capacity;
+    config.dispatcher_listen = args.dispatcher_listen;
+    config.default_walltime_secs = args.default_walltime;
+    config.launch = WorkerLaunch::Processes {
+        command: args.worker_command,
+    };
+    run_agent(config, shutdown_signal())
+        .await
+        .with_context(|| format!("endpoint `{}`", args.name))
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum EndpointCommand {
+    /// Write (or update) the endpoint's annotated config file,
+    /// CONFIG_DIR/endpoints/NAME/config.toml.
+    Configure {
+        /// Endpoint name (letters, digits, `-`, `_`, `.`).
+        name: String,
+        /// Worker processes to start on this machine.
+        #[arg(long)]
+        workers: Option<u32>,
+        /// Tasks each worker runs at once.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        worker_capacity: Option<u32>,
+        /// Walltime in seconds for tasks submitted without one.
+        #[arg(long, value_name = "SECS")]
+        default_walltime: Option<u32>,
+        /// Address the dispatcher listens on for workers.
+        #[arg(long, value_name = "ADDR")]
+        dispatcher_listen: Option<SocketAddr>,
+    },
+    /// Run the endpoint's agent from its config file (registering the
+    /// endpoint on first start) until Ctrl-C / SIGTERM.
+    Start {
+        /// Endpoint name, as given to `configure`.
+        name: String,
+    },
+}
+
+#[derive(Serialize)]
+struct Configured {
+    name: String,
+    config_file: PathBuf,
+    config: EndpointFileConfig,
+}
+
+pub(crate) async fn endpoint(ctx: &Context, command: EndpointCommand) -> anyhow::Result<()> {
+    match command {
+        EndpointCommand::Configure {
+            name,
+            workers,
+            worker_capacity,
+            default_walltime,
+            dispatcher_listen,
+        } => {
+            let dir = endpoint_dir(&Profile::config_dir()?, &name)?;
+            let path = dir.join(CONFIG_FILE);
+            let existing = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    path.exists()
+                        .then(|| EndpointFileConfig::load(&path))
+                        .transpose()
+                })
+                .await??
+            };
+            let mut config = match existing {
+                Some(config) => config,
+                None => EndpointFileConfig::new(ctx.service_url()?),
+            };
+            if let Some(workers) = workers {
+                config.workers = workers;
+            }
+            if let Some(capacity) = worker_capacity {
+                config.worker_capacity = capacity;
+            }
+            if default_walltime.is_some() {
+                config.default_walltime_secs = default_walltime;
+            }
+            if dispatcher_listen.is_some() {
+                config.dispatcher_listen = dispatcher_listen;
+            }
+            {
+                let (config, path, name) = (config.clone(), path.clone(), name.clone());
+                tokio::task::spawn_blocking(move || config.save(&path, &name)).await??;
+            }
+            let configured = Configured {
+                name,
+                config_file: path,
+                config,
+            };
+            ctx.output.emit(&configured, |c| {
+                format!(
+                    "Wrote {}\nStart the endpoint with: lattice endpoint start {}",
+                    c.config_file.display(),
+                    c.name
+                )
+            })
+        }
+        EndpointCommand::Start { name } => {
+            let dir = endpoint_dir(&Profile::config_dir()?, &name)?;
+            let path = dir.join(CONFIG_FILE);
+            let file = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    path.exists()
+                        .then(|| EndpointFileConfig::load(&path))
+                        .transpose()
+                })
+                .await??
+            };
+            let Some(file) = file else {
+                anyhow::bail!(
+                    "endpoint `{name}` is not configured ({} does not exist): run `lattice endpoint configure {name}` first",
+                    path.display()
+                );
+            };
+            let credentials = credentials(ctx, &name, &dir, Some(&file.service_url)).await?;
+            let mut config = AgentConfig::new(credentials, dir);
+            config.apply_file(&file);
+            run_agent(config, shutdown_signal())
+                .await
+                .with_context(|| format!("endpoint `{name}`"))
+        }
+    }
+}
+
+/// The saved credential if there is one; else what registering needs (the
+/// user's token, for `service_url` when given).
+async fn credentials(
+    ctx: &Context,
+    name: &str,
+    state_dir: &Path,
+    service_url: Option<&str>,
+) -> anyhow::Result<Credentials> {
+    let dir = state_dir.to_owned();
+    if let Some(saved) =
+        tokio::task::spawn_blocking(move || EndpointCredential::load(&dir)).await??
+    {
+        return Ok(Credentials::Preset(saved));
+    }
+    let client = ctx.client().await.with_context(|| {
+        format!("endpoint `{name}` is not registered yet, and registering it needs a login")
+    })?;
+    let client = match service_url {
+        Some(url) => lattice_client::Client::new(url, client.bearer().map(str::to_owned))?,
+        None => client,
+    };
+    Ok(Credentials::Register {
+        name: name.to_owned(),
+        client,
+    })
+}

@@ -1,0 +1,87 @@
+//! `lattice endpoint list|show` (configure/start live with the agent).
+
+use lattice_client::Client;
+use lattice_protocol::compute::{EndpointInfo, EndpointStatus};
+use lattice_protocol::EndpointId;
+
+use crate::output::UsageError;
+
+/// Resolves an endpoint given by id or by name (among the caller's endpoints).
+pub(crate) async fn resolve(client: &Client, given: &str) -> anyhow::Result<EndpointId> {
+    if let Ok(id) = given.parse::<EndpointId>() {
+        return Ok(id);
+    }
+    let endpoints = client.endpoints().await?;
+    let matching: Vec<&EndpointInfo> = endpoints.iter().filter(|e| e.name == given).collect();
+    match matching.as_slice() {
+        [one] => Ok(one.id),
+        [] => Err(UsageError(format!(
+            "no endpoint named `{given}` (yours: {}); give an endpoint id or name",
+            endpoints
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into()),
+        _ => Err(UsageError(format!(
+            "several endpoints are named `{given}`; give the id"
+        ))
+        .into()),
+    }
+}
+
+pub(crate) fn status_word(e: &EndpointInfo) -> &'static str {
+    match e.status {
+        EndpointStatus::Online => "online",
+        EndpointStatus::Offline => "offline",
+    }
+}
+
+pub(crate) fn describe(e: &EndpointInfo) -> String {
+    let mut text = format!(
+        "{}\n  name:          {}\n  status:        {}\n  workers:       {} ({} idle slots)\n  waiting tasks: {}\n  agent queue:   {}",
+        e.id,
+        e.name,
+        status_word(e),
+        e.workers,
+        e.idle_slots,
+        e.waiting_tasks,
+        e.agent_queue_depth
+    );
+    if let Some(host) = &e.hostname {
+        text.push_str(&format!("\n  host:          {host}"));
+    }
+    if let Some(version) = &e.agent_version {
+        text.push_str(&format!("\n  agent version: {version}"));
+    }
+    if let Some(seen) = &e.last_seen {
+        text.push_str(&format!("\n  last seen:     {}", seen.to_rfc3339()));
+    }
+    if e.status == EndpointStatus::Offline && e.waiting_tasks > 0 {
+        text.push_str(&format!(
+            "\n\nThe endpoint is offline: {} tasks are queued and will run when its agent reconnects.",
+            e.waiting_tasks
+        ));
+    }
+    text
+}
+
+pub(crate) fn table(list: &[EndpointInfo]) -> String {
+    if list.is_empty() {
+        return "no endpoints (start one with `lattice agent --name NAME` or `lattice dev`)".into();
+    }
+    list.iter()
+        .map(|e| {
+            format!(
+                "{}  {:<7}  {:>3} workers  {:>6} waiting  {}",
+                e.id,
+                status_word(e),
+                e.workers,
+                e.waiting_tasks,
+                e.name
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

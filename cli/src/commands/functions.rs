@@ -1,0 +1,118 @@
+//! `lattice function register|list|show|delete`.
+
+use clap::{ArgGroup, Subcommand};
+use lattice_protocol::compute::{FunctionInfo, FunctionRegister, FunctionSpec};
+use lattice_protocol::FunctionId;
+
+use crate::context::Context;
+use crate::output::UsageError;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FunctionCommand {
+    /// Register a function and print its id. Registering the same command
+    /// under the same name again returns the existing id.
+    #[command(group(ArgGroup::new("kind").required(true).args(["shell", "container"])))]
+    Register {
+        /// A shell command template; `{name}` placeholders are filled with
+        /// shell-quoted task arguments (`{{`/`}}` for literal braces).
+        #[arg(long, value_name = "CMD")]
+        shell: Option<String>,
+        /// A container image (run with `--command`).
+        #[arg(long, value_name = "IMAGE", requires = "command")]
+        container: Option<String>,
+        /// Command template for `--container`.
+        #[arg(long, value_name = "CMD")]
+        command: Option<String>,
+        /// A name to recognise it by [default: the command's first word].
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List your functions.
+    List,
+    /// Show one function.
+    Show { id: FunctionId },
+    /// Delete a function: new tasks are refused, running ones finish.
+    Delete { id: FunctionId },
+}
+
+pub(crate) async fn run(ctx: &Context, command: FunctionCommand) -> anyhow::Result<()> {
+    let client = ctx.client().await?;
+    match command {
+        FunctionCommand::Register {
+            shell,
+            container,
+            command,
+            name,
+            description,
+        } => {
+            let spec = match (shell, container) {
+                (Some(command), None) => FunctionSpec::Shell { command },
+                (None, Some(image)) => FunctionSpec::Container {
+                    image,
+                    command: command.unwrap_or_default(),
+                },
+                _ => {
+                    return Err(
+                        UsageError("give exactly one of --shell, --container".into()).into(),
+                    )
+                }
+            };
+            let function = client
+                .register_function(&FunctionRegister {
+                    name,
+                    description,
+                    spec,
+                })
+                .await?;
+            ctx.output.emit(&function, |f| f.id.to_string())
+        }
+        FunctionCommand::List => {
+            let functions = client.functions().await?;
+            ctx.output.emit(&functions, |list| {
+                if list.is_empty() {
+                    return "no functions".into();
+                }
+                list.iter()
+                    .map(|f| format!("{}  {:<9}  {}", f.id, f.kind, f.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        FunctionCommand::Show { id } => {
+            let function = client.function(id).await?;
+            ctx.output.emit(&function, describe)
+        }
+        FunctionCommand::Delete { id } => {
+            client.delete_function(id).await?;
+            eprintln!("Deleted function {id}.");
+            Ok(())
+        }
+    }
+}
+
+fn describe(f: &FunctionInfo) -> String {
+    let what = match &f.spec {
+        FunctionSpec::Shell { command } => format!("shell: {command}"),
+        FunctionSpec::Container { image, command } => format!("container: {image} {command}"),
+        FunctionSpec::Wasm { module } => format!("wasm module ({} base64 bytes)", module.len()),
+        FunctionSpec::Python {
+            python_version,
+            entry_point,
+            ..
+        } => format!(
+            "python {python_version}: {}",
+            entry_point.as_deref().unwrap_or("<callable>")
+        ),
+    };
+    format!(
+        "{}\n  name:        {}\n  kind:        {}\n  runs:        {what}\n  parameters:  {}\n  hash:        {}\n  created:     {}",
+        f.id,
+        f.name,
+        f.kind,
+        if f.parameters.is_empty() { "(none)".into() } else { f.parameters.join(", ") },
+        f.content_hash,
+        f.created_at.to_rfc3339()
+    )
+}

@@ -1,0 +1,486 @@
+//! `lattice task ...` and `lattice run`.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use lattice_client::Client;
+use lattice_protocol::compute::{
+    BatchStatus, BatchSubmit, FunctionRegister, FunctionSpec, StreamEvent, TaskArgs, TaskInfo,
+    TaskState, TaskSubmit,
+};
+use lattice_protocol::{template, BatchId, FunctionId, TaskId};
+use serde::Serialize;
+
+use crate::commands::endpoints::resolve;
+use crate::context::Context;
+use crate::output::UsageError;
+
+/// Exit code when a waited-for task failed or was cancelled.
+pub(crate) const EXIT_TASK_FAILED: u8 = 6;
+/// Exit code when waiting timed out.
+pub(crate) const EXIT_TIMEOUT: u8 = 7;
+
+/// A non-error exit with a specific code (task failed, timeout, the task's return code).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct ExitWith {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TaskCommand {
+    /// Submit one task; prints its id. Tasks for an offline endpoint wait until it returns.
+    Submit {
+        function_id: FunctionId,
+        /// Endpoint id or name.
+        #[arg(long)]
+        endpoint: String,
+        /// A template argument (repeatable); VALUE is used as a string.
+        #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = parse_arg)]
+        args: Vec<(String, String)>,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Submit many tasks from a JSON-lines file (one object of arguments per line);
+    /// prints the batch id and the task ids.
+    SubmitBatch {
+        function_id: FunctionId,
+        #[arg(long)]
+        endpoint: String,
+        /// JSON lines; `-` reads standard input.
+        #[arg(long, value_name = "FILE")]
+        args_file: PathBuf,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Show a task: state, result, error, timestamps.
+    Show { id: TaskId },
+    /// List your tasks, newest first.
+    List {
+        /// waiting, dispatched, running, success, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        batch: Option<BatchId>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Cancel a task that has not finished.
+    Cancel { id: TaskId },
+    /// Wait for a task or a batch. Exit code 0 when all succeeded, 6 when any
+    /// failed or was cancelled, 7 on timeout.
+    Wait {
+        #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+        id: Option<TaskId>,
+        #[arg(long)]
+        batch: Option<BatchId>,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct Limits {
+    /// Seconds the task may run [default: the service's default].
+    #[arg(long, value_name = "SECS")]
+    walltime: Option<u32>,
+    /// Retries when the task's worker or agent is lost [default: 2].
+    #[arg(long, value_name = "N")]
+    max_retries: Option<u32>,
+}
+
+fn parse_arg(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+#[derive(Serialize)]
+struct Submitted {
+    task_id: TaskId,
+    batch_id: BatchId,
+}
+
+pub(crate) async fn run(ctx: &Context, command: TaskCommand) -> anyhow::Result<()> {
+    let client = ctx.client().await?;
+    match command {
+        TaskCommand::Submit {
+            function_id,
+            endpoint,
+            args,
+            limits,
+        } => {
+            let endpoint_id = resolve(&client, &endpoint).await?;
+            let args: TaskArgs = args
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            let submitted = client
+                .submit_task(&TaskSubmit {
+                    function_id,
+                    endpoint_id,
+                    args,
+                    walltime_secs: limits.walltime,
+                    max_retries: limits.max_retries,
+                })
+                .await?;
+            let out = Submitted {
+                task_id: submitted.task_ids[0],
+                batch_id: submitted.batch_id,
+            };
+            ctx.output.emit(&out, |s| s.task_id.to_string())
+        }
+        TaskCommand::SubmitBatch {
+            function_id,
+            endpoint,
+            args_file,
+            limits,
+        } => {
+            let endpoint_id = resolve(&client, &endpoint).await?;
+            let tasks = read_args_file(&args_file)?;
+            let submitted = client
+                .submit_batch(&BatchSubmit {
+                    function_id,
+                    endpoint_id,
+                    tasks,
+                    walltime_secs: limits.walltime,
+                    max_retries: limits.max_retries,
+                })
+                .await?;
+            ctx.output.emit(&submitted, |s| {
+                let mut text = format!("batch {}", s.batch_id);
+                for id in &s.task_ids {
+                    text.push('\n');
+                    text.push_str(&id.to_string());
+                }
+                text
+            })
+        }
+        TaskCommand::Show { id } => {
+            let task = client.task(id).await?;
+            ctx.output.emit(&task, describe)
+        }
+        TaskCommand::List {
+            state,
+            batch,
+            limit,
+        } => {
+            let tasks = client
+                .list_tasks(state.as_deref(), batch, Some(limit))
+                .await?;
+            ctx.output.emit(&tasks, |list| {
+                if list.is_empty() {
+                    return "no tasks".into();
+                }
+                list.iter()
+                    .map(|t| {
+                        format!(
+                            "{}  {:<10}  {}",
+                            t.id,
+                            t.state.as_str(),
+                            t.submitted_at.to_rfc3339()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        TaskCommand::Cancel { id } => {
+            let task = client.cancel_task(id).await?;
+            ctx.output
+                .emit(&task, |t| format!("task {} {}", t.id, t.state.as_str()))
+        }
+        TaskCommand::Wait { id, batch, timeout } => {
+            let timeout = timeout.map(Duration::from_secs);
+            match (id, batch) {
+                (Some(id), _) => {
+                    let task = wait_task(&client, id, timeout).await?;
+                    ctx.output.emit(&task, describe)?;
+                    if task.state != TaskState::Success {
+                        return Err(ExitWith {
+                            code: EXIT_TASK_FAILED,
+                            message: format!("task {} {}", task.id, task.state.as_str()),
+                        }
+                        .into());
+                    }
+                    Ok(())
+                }
+                (None, Some(batch)) => {
+                    let status = wait_batch(&client, batch, timeout).await?;
+                    ctx.output.emit(&status, |s| {
+                        format!(
+                            "batch {}: {} tasks, {} succeeded, {} failed, {} cancelled",
+                            s.batch_id, s.total, s.success, s.failed, s.cancelled
+                        )
+                    })?;
+                    if status.failed + status.cancelled > 0 {
+                        return Err(ExitWith {
+                            code: EXIT_TASK_FAILED,
+                            message: format!(
+                                "{} of {} tasks did not succeed",
+                                status.failed + status.cancelled,
+                                status.total
+                            ),
+                        }
+                        .into());
+                    }
+                    Ok(())
+                }
+                (None, None) => Err(UsageError("give a task id or --batch".into()).into()),
+            }
+        }
+    }
+}
+
+fn read_args_file(path: &PathBuf) -> anyhow::Result<Vec<TaskArgs>> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        ))
+    };
+    let mut tasks = Vec::new();
+    for (number, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let args: TaskArgs = serde_json::from_str(&line).map_err(|e| {
+            UsageError(format!(
+                "{}:{}: not a JSON object of arguments: {e}",
+                path.display(),
+                number + 1
+            ))
+        })?;
+        tasks.push(args);
+    }
+    if tasks.is_empty() {
+        return Err(UsageError(format!("{} holds no tasks", path.display())).into());
+    }
+    Ok(tasks)
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tasks {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Waits for every task of a batch over the result stream.
+pub(crate) async fn wait_batch(
+    client: &Client,
+    batch: BatchId,
+    timeout: Option<Duration>,
+) -> anyhow::Result<BatchStatus> {
+    let status = client.batch_status(batch).await?;
+    let bar = progress_bar(status.total);
+    let waiting = async {
+        let mut stream = client.stream_batch(batch).await?;
+        let mut failed = 0u64;
+        while let Some(event) = stream.next().await? {
+            match event {
+                StreamEvent::Task { task } => {
+                    if task.state != TaskState::Success {
+                        failed += 1;
+                        bar.set_message(format!("({failed} failed)"));
+                    }
+                    bar.inc(1);
+                }
+                StreamEvent::Done { status } => return Ok::<_, anyhow::Error>(status),
+            }
+        }
+        // Stream closed early (service restart): fall back to the status.
+        Ok(client.batch_status(batch).await?)
+    };
+    let result = with_timeout(timeout, waiting).await;
+    bar.finish_and_clear();
+    result
+}
+
+/// Waits for one task (over its batch's stream).
+pub(crate) async fn wait_task(
+    client: &Client,
+    id: TaskId,
+    timeout: Option<Duration>,
+) -> anyhow::Result<TaskInfo> {
+    let task = client.task(id).await?;
+    if task.state.is_final() {
+        return Ok(task);
+    }
+    let waiting = async {
+        let mut stream = client.stream_batch(task.batch_id).await?;
+        while let Some(event) = stream.next().await? {
+            if let StreamEvent::Task { task } = event {
+                if task.id == id {
+                    return Ok::<_, anyhow::Error>(*task);
+                }
+            }
+        }
+        Ok(client.task(id).await?)
+    };
+    with_timeout(timeout, waiting).await
+}
+
+async fn with_timeout<T>(
+    timeout: Option<Duration>,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    match timeout {
+        None => work.await,
+        Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| {
+            anyhow::Error::new(ExitWith {
+                code: EXIT_TIMEOUT,
+                message: format!(
+                    "timed out after {} s; the tasks keep running",
+                    limit.as_secs()
+                ),
+            })
+        })?,
+    }
+}
+
+pub(crate) fn describe(t: &TaskInfo) -> String {
+    let mut text = format!(
+        "{}\n  state:     {}\n  function:  {}\n  endpoint:  {}\n  batch:     {}\n  submitted: {}",
+        t.id,
+        t.state.as_str(),
+        t.function_id,
+        t.endpoint_id,
+        t.batch_id,
+        t.submitted_at.to_rfc3339()
+    );
+    for (label, at) in [
+        ("dispatched", t.dispatched_at),
+        ("started", t.started_at),
+        ("finished", t.finished_at),
+    ] {
+        if let Some(at) = at {
+            text.push_str(&format!("\n  {label:<10} {}", at.to_rfc3339()));
+        }
+    }
+    if let Some(worker) = &t.worker {
+        text.push_str(&format!("\n  worker:    {worker}"));
+    }
+    text.push_str(&format!("\n  attempts:  {}", t.attempts));
+    if let Some(error) = &t.error {
+        text.push_str(&format!("\n  error:     {error}"));
+    }
+    if let Some(result) = &t.result {
+        if let Some(code) = result.returncode {
+            text.push_str(&format!("\n  exit code: {code}"));
+        }
+        if !result.stdout.is_empty() {
+            text.push_str(&format!("\n  stdout:\n{}", indent(&result.stdout)));
+        }
+        if !result.stderr.is_empty() {
+            text.push_str(&format!("\n  stderr:\n{}", indent(&result.stderr)));
+        }
+    }
+    text
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// Endpoint id or name.
+    #[arg(long)]
+    endpoint: String,
+    #[command(flatten)]
+    limits: Limits,
+    /// Give up waiting after this many seconds (exit code 7; the task keeps running).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// `lattice run`: register if needed, submit, wait, print stdout and stderr,
+/// exit with the task's return code.
+pub(crate) async fn run_command(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
+    let client = ctx.client().await?;
+    let endpoint_id = resolve(&client, &args.endpoint).await?;
+    // Each word is quoted, and braces are escaped so they are not placeholders.
+    let command = args
+        .command
+        .iter()
+        .map(|w| {
+            template::shell_quote(w)
+                .replace('{', "{{")
+                .replace('}', "}}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let function = client
+        .register_function(&FunctionRegister {
+            name: None,
+            description: Some("registered by `lattice run`".into()),
+            spec: FunctionSpec::Shell { command },
+        })
+        .await?;
+    let submitted = client
+        .submit_task(&TaskSubmit {
+            function_id: function.id,
+            endpoint_id,
+            args: HashMap::<String, serde_json::Value>::new()
+                .into_iter()
+                .collect(),
+            walltime_secs: args.limits.walltime,
+            max_retries: args.limits.max_retries,
+        })
+        .await?;
+    let task = wait_task(
+        &client,
+        submitted.task_ids[0],
+        args.timeout.map(Duration::from_secs),
+    )
+    .await?;
+    if ctx.output.format == crate::output::Format::Json || ctx.output.jmespath.is_some() {
+        ctx.output.emit(&task, describe)?;
+    } else if let Some(result) = &task.result {
+        use std::io::Write;
+        std::io::stdout().write_all(result.stdout.as_bytes())?;
+        std::io::stderr().write_all(result.stderr.as_bytes())?;
+    }
+    if task.state == TaskState::Success {
+        return Ok(());
+    }
+    let code = task
+        .result
+        .as_ref()
+        .and_then(|r| r.returncode)
+        .filter(|c| (1..=255).contains(c))
+        .map(|c| c as u8)
+        .unwrap_or(EXIT_TASK_FAILED);
+    Err(ExitWith {
+        code,
+        message: format!(
+            "task {} {}: {}",
+            task.id,
+            task.state.as_str(),
+            task.error.as_deref().unwrap_or("no error recorded")
+        ),
+    }
+    .into())
+}

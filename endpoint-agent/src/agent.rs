@@ -1,0 +1,420 @@
+//! The agent's event loop. Every trigger is one variant of [`Event`]; the
+//! loop waits for the next one in [`Agent::next_event`] and applies it in
+//! [`Agent::handle`], so what can happen is visible in one place.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lattice_protocol::frames::{AgentFrame, ServiceFrame, TaskOutcome, TaskStarted, WorkerFrame};
+use lattice_protocol::{EndpointId, TaskId};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval};
+
+use crate::channel::{self, ChannelEvent, ChannelParams};
+use crate::config::{AgentConfig, Credentials, EndpointCredential};
+use crate::credits::{Credits, PREFETCH};
+use crate::dispatcher::{self, Dispatcher, WorkerEvent};
+use crate::provider::{LocalProvider, LocalWorkers};
+use crate::AgentError;
+
+/// Started/Results frames go out when this many are pending...
+const BATCH_MAX: usize = 256;
+/// ...or this long after the first one was queued.
+const BATCH_DELAY: Duration = Duration::from_millis(2);
+
+/// Told once the agent is up (before it has reached the service).
+#[derive(Clone, Debug)]
+pub struct AgentReady {
+    pub endpoint_id: EndpointId,
+    /// Where workers connect (`lattice worker --dispatcher ADDR`).
+    pub dispatcher: SocketAddr,
+}
+
+/// Runs the agent until `shutdown` completes: then it takes no more tasks,
+/// tells workers to finish, waits up to the grace period for running tasks
+/// and their acknowledgements, stops its local workers and returns.
+pub async fn run_agent(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let credential = resolve_credential(&config).await?;
+    let channel_url = lattice_client::Client::new(&credential.service_url, None)
+        .map_err(|e| AgentError::Config(e.to_string()))?
+        .agent_channel_url();
+    let (dispatcher_addr, worker_events, acceptor) = dispatcher::listen(config.dispatcher_listen)
+        .await
+        .map_err(|source| AgentError::Listen {
+            address: config.dispatcher_listen,
+            source,
+        })?;
+    let scratch_root = config
+        .scratch_dir
+        .clone()
+        .unwrap_or_else(|| config.state_dir.join("scratch"));
+    tracing::info!(endpoint_id = %credential.endpoint_id, dispatcher = %dispatcher_addr, service = %channel_url, workers = config.workers, "agent starting");
+
+    let provider = LocalProvider::start(LocalWorkers {
+        launch: config.launch.clone(),
+        count: config.workers,
+        capacity: config.worker_capacity,
+        dispatcher: dispatcher_addr,
+        scratch_root,
+        grace: config.shutdown_grace,
+    })?;
+    let (channel_tx, channel_events) = mpsc::unbounded_channel();
+    let channel = channel::spawn(
+        ChannelParams {
+            url: channel_url,
+            agent_secret: credential.agent_secret.clone(),
+            endpoint_id: credential.endpoint_id,
+            hostname: crate::hostname(),
+            backoff: config.backoff,
+        },
+        channel_tx,
+    );
+    if let Some(ready) = config.ready {
+        let _ = ready.send(AgentReady {
+            endpoint_id: credential.endpoint_id,
+            dispatcher: dispatcher_addr,
+        });
+    }
+
+    let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut agent = Agent {
+        dispatcher: Dispatcher::default(),
+        link: None,
+        credits: Credits::default(),
+        expected_slots: config.workers.saturating_mul(config.worker_capacity),
+        default_walltime_secs: config.default_walltime_secs,
+        pending_started: Vec::new(),
+        pending_results: Vec::new(),
+        unacked: HashMap::new(),
+        flush_at: None,
+        stopping: None,
+        shutdown_grace: config.shutdown_grace,
+    };
+    let mut inputs = Inputs {
+        channel: channel_events,
+        workers: worker_events,
+        heartbeat: &mut heartbeat,
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let event = agent.next_event(&mut inputs, &mut shutdown).await;
+        if agent.handle(event) == Flow::Exit {
+            break;
+        }
+    }
+    agent.flush();
+    // Closing the worker connections makes workers exit (killing any task
+    // still running); then the provider reaps or kills them.
+    acceptor.abort();
+    drop(agent);
+    drop(inputs);
+    provider.stop().await;
+    channel.abort();
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+async fn resolve_credential(config: &AgentConfig) -> Result<EndpointCredential, AgentError> {
+    match &config.credentials {
+        Credentials::Preset(credential) => Ok(credential.clone()),
+        Credentials::Register { name, client } => {
+            let state_dir = config.state_dir.clone();
+            let saved = tokio::task::spawn_blocking(move || EndpointCredential::load(&state_dir))
+                .await
+                .map_err(|e| AgentError::Config(e.to_string()))??;
+            if let Some(saved) = saved {
+                tracing::info!(endpoint_id = %saved.endpoint_id, "using the saved endpoint credential");
+                return Ok(saved);
+            }
+            let registered =
+                client
+                    .register_endpoint(name)
+                    .await
+                    .map_err(|source| AgentError::Register {
+                        name: name.clone(),
+                        source,
+                    })?;
+            let credential = EndpointCredential {
+                endpoint_id: registered.endpoint.id,
+                agent_secret: registered.agent_secret,
+                service_url: client.base_url().to_string(),
+            };
+            let state_dir = config.state_dir.clone();
+            let to_save = credential.clone();
+            tokio::task::spawn_blocking(move || to_save.save(&state_dir))
+                .await
+                .map_err(|e| AgentError::Config(e.to_string()))??;
+            tracing::info!(endpoint_id = %credential.endpoint_id, name, "registered the endpoint");
+            Ok(credential)
+        }
+    }
+}
+
+/// Everything that can happen to the agent.
+#[derive(Debug)]
+enum Event {
+    /// The control channel came up, went down, or brought a frame.
+    Channel(ChannelEvent),
+    /// A worker connected, sent a frame or disconnected.
+    Worker(WorkerEvent),
+    /// Time to send the pending Started/Results batch.
+    Flush,
+    /// Time to report load.
+    Heartbeat,
+    /// Ctrl-C, SIGTERM, or the embedding program asked to stop.
+    Shutdown,
+    /// The shutdown grace period is over.
+    GraceOver,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Exit,
+}
+
+struct Inputs<'a> {
+    channel: mpsc::UnboundedReceiver<ChannelEvent>,
+    workers: mpsc::UnboundedReceiver<WorkerEvent>,
+    heartbeat: &'a mut Interval,
+}
+
+struct Agent {
+    dispatcher: Dispatcher,
+    /// Outgoing frames of the current connection, if connected.
+    link: Option<mpsc::UnboundedSender<AgentFrame>>,
+    credits: Credits,
+    /// Slots of the local workers the agent starts.
+    expected_slots: u32,
+    default_walltime_secs: Option<u32>,
+    pending_started: Vec<TaskStarted>,
+    pending_results: Vec<TaskOutcome>,
+    /// Results sent (or to send) and not yet acknowledged.
+    unacked: HashMap<TaskId, TaskOutcome>,
+    flush_at: Option<Instant>,
+    /// When shutting down: the end of the grace period.
+    stopping: Option<Instant>,
+    shutdown_grace: Duration,
+}
+
+impl Agent {
+    async fn next_event(
+        &self,
+        inputs: &mut Inputs<'_>,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Event {
+        let flush_at = self.flush_at.unwrap_or_else(Instant::now);
+        let grace_over = self.stopping.unwrap_or_else(Instant::now);
+        tokio::select! {
+            Some(event) = inputs.channel.recv() => Event::Channel(event),
+            Some(event) = inputs.workers.recv() => Event::Worker(event),
+            () = tokio::time::sleep_until(flush_at), if self.flush_at.is_some() => Event::Flush,
+            _ = inputs.heartbeat.tick() => Event::Heartbeat,
+            () = shutdown.as_mut(), if self.stopping.is_none() => Event::Shutdown,
+            () = tokio::time::sleep_until(grace_over), if self.stopping.is_some() => Event::GraceOver,
+        }
+    }
+
+    fn handle(&mut self, event: Event) -> Flow {
+        match event {
+            Event::Channel(ChannelEvent::Up { sender }) => self.connected(sender),
+            Event::Channel(ChannelEvent::Frame(frame)) => self.service_frame(frame),
+            Event::Channel(ChannelEvent::Down { reason }) => {
+                tracing::debug!("channel down: {reason}");
+                self.link = None;
+                // Results stay in `unacked` and go again on the next connection.
+                self.pending_results.clear();
+                self.pending_started.clear();
+                self.flush_at = None;
+            }
+            Event::Worker(event) => self.worker_event(event),
+            Event::Flush => self.flush(),
+            Event::Heartbeat => self.send_heartbeat(),
+            Event::Shutdown => {
+                tracing::info!(
+                    running = self.dispatcher.running(),
+                    grace = ?self.shutdown_grace,
+                    "shutting down: taking no more tasks, letting running ones finish"
+                );
+                self.stopping = Some(Instant::now() + self.shutdown_grace);
+                self.dispatcher.shutdown_workers();
+            }
+            Event::GraceOver => {
+                tracing::warn!(
+                    running = self.dispatcher.running(),
+                    unacknowledged = self.unacked.len(),
+                    "shutdown grace period over; stopping anyway"
+                );
+                return Flow::Exit;
+            }
+        }
+        self.dispatcher.assign();
+        self.grant_credits();
+        self.schedule_flush();
+        if self.stopping.is_some() && self.dispatcher.running() == 0 && self.unacked.is_empty() {
+            return Flow::Exit;
+        }
+        Flow::Continue
+    }
+
+    fn connected(&mut self, sender: mpsc::UnboundedSender<AgentFrame>) {
+        self.link = Some(sender);
+        self.credits.reset();
+        self.pending_results.clear();
+        self.pending_started.clear();
+        if !self.unacked.is_empty() {
+            tracing::info!(
+                results = self.unacked.len(),
+                "re-sending unacknowledged results"
+            );
+            let mut results: Vec<TaskOutcome> = self.unacked.values().cloned().collect();
+            results.sort_by_key(|r| r.finished_at);
+            for chunk in results.chunks(BATCH_MAX) {
+                self.send(AgentFrame::Results {
+                    results: chunk.to_vec(),
+                });
+            }
+        }
+        self.send_heartbeat();
+    }
+
+    fn service_frame(&mut self, frame: ServiceFrame) {
+        match frame {
+            ServiceFrame::Welcome { .. } => {}
+            ServiceFrame::Tasks { tasks } => {
+                self.credits.received(tasks.len() as u32);
+                for mut task in tasks {
+                    if self.stopping.is_some() {
+                        tracing::debug!(task_id = %task.task_id, "not taking a task while shutting down");
+                        continue;
+                    }
+                    if self.unacked.contains_key(&task.task_id)
+                        || self.dispatcher.holds(task.task_id)
+                    {
+                        tracing::debug!(task_id = %task.task_id, "ignoring a redelivered task already here");
+                        continue;
+                    }
+                    if task.walltime_secs == 0 {
+                        task.walltime_secs = self.default_walltime_secs.unwrap_or(0);
+                    }
+                    self.dispatcher.enqueue(task);
+                }
+            }
+            ServiceFrame::Cancel { task_ids } => self.dispatcher.cancel(&task_ids),
+            ServiceFrame::ResultsAck { task_ids } => {
+                for id in task_ids {
+                    self.unacked.remove(&id);
+                }
+            }
+            ServiceFrame::Error { message } => tracing::warn!("the service reported: {message}"),
+        }
+    }
+
+    fn worker_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Connected {
+                conn,
+                hello,
+                sender,
+            } => {
+                self.dispatcher.connect(conn, hello, sender);
+                if self.stopping.is_some() {
+                    self.dispatcher.shutdown_worker(conn);
+                }
+            }
+            WorkerEvent::Frame { conn, frame } => match frame {
+                WorkerFrame::Hello { .. } => {
+                    tracing::warn!("ignoring a second hello from a worker")
+                }
+                WorkerFrame::Started { task_id, at } => {
+                    if let Some(started) = self.dispatcher.started(conn, task_id, at) {
+                        if self.link.is_some() {
+                            self.pending_started.push(started);
+                        }
+                    }
+                }
+                WorkerFrame::Result { outcome } => {
+                    if let Some(outcome) = self.dispatcher.finished(conn, outcome) {
+                        self.record(outcome);
+                    }
+                }
+            },
+            WorkerEvent::Disconnected { conn, reason } => {
+                for failure in self.dispatcher.disconnect(conn, &reason) {
+                    self.record(failure);
+                }
+            }
+        }
+    }
+
+    /// A final outcome: kept until acknowledged, sent when connected.
+    fn record(&mut self, outcome: TaskOutcome) {
+        self.unacked.insert(outcome.task_id, outcome.clone());
+        if self.link.is_some() {
+            self.pending_results.push(outcome);
+        }
+    }
+
+    fn window(&self) -> u32 {
+        if self.stopping.is_some() {
+            return 0;
+        }
+        PREFETCH.saturating_mul(self.expected_slots.max(self.dispatcher.slots()))
+    }
+
+    fn grant_credits(&mut self) {
+        if self.link.is_none() {
+            return;
+        }
+        if let Some(credits) = self.credits.top_up(self.window(), self.dispatcher.held()) {
+            self.send(AgentFrame::Credit { credits });
+        }
+    }
+
+    fn schedule_flush(&mut self) {
+        let pending = self.pending_results.len().max(self.pending_started.len());
+        if pending >= BATCH_MAX {
+            self.flush();
+        } else if pending > 0 && self.flush_at.is_none() {
+            self.flush_at = Some(Instant::now() + BATCH_DELAY);
+        }
+    }
+
+    fn flush(&mut self) {
+        self.flush_at = None;
+        if !self.pending_started.is_empty() {
+            let tasks = std::mem::take(&mut self.pending_started);
+            self.send(AgentFrame::Started { tasks });
+        }
+        if !self.pending_results.is_empty() {
+            let results = std::mem::take(&mut self.pending_results);
+            self.send(AgentFrame::Results { results });
+        }
+    }
+
+    fn send_heartbeat(&mut self) {
+        self.send(AgentFrame::Heartbeat {
+            workers: self.dispatcher.workers(),
+            idle_slots: self.dispatcher.idle_slots(),
+            queue_depth: self.dispatcher.queue_depth(),
+        });
+    }
+
+    fn send(&mut self, frame: AgentFrame) {
+        if let Some(link) = &self.link {
+            if link.send(frame).is_err() {
+                // The connection is going; its Down event follows.
+                self.link = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,369 @@
+//! The agent's settings: [`AgentConfig`] (what `run_agent` needs), the saved
+//! credential `endpoint.json` and the annotated `config.toml` written by
+//! `lattice endpoint configure`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lattice_protocol::EndpointId;
+use serde::{Deserialize, Serialize};
+
+use crate::channel::BackoffPolicy;
+use crate::provider::WorkerLaunch;
+use crate::AgentError;
+
+/// The credential file in an endpoint's state dir.
+pub const CREDENTIAL_FILE: &str = "endpoint.json";
+/// The config file in an endpoint's dir.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// What the agent authenticates with; saved as `endpoint.json` (mode 0600).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointCredential {
+    pub endpoint_id: EndpointId,
+    pub agent_secret: String,
+    pub service_url: String,
+}
+
+impl std::fmt::Debug for EndpointCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointCredential")
+            .field("endpoint_id", &self.endpoint_id)
+            .field("agent_secret", &"<redacted>")
+            .field("service_url", &self.service_url)
+            .finish()
+    }
+}
+
+impl EndpointCredential {
+    /// Reads `STATE_DIR/endpoint.json`; `Ok(None)` if there is none.
+    /// Blocking: call it from `spawn_blocking` in async code.
+    pub fn load(state_dir: &Path) -> Result<Option<Self>, AgentError> {
+        let path = state_dir.join(CREDENTIAL_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(file_error(&path, e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| file_error(&path, e))
+    }
+
+    /// Writes `STATE_DIR/endpoint.json`, readable by the owner only.
+    /// Blocking: call it from `spawn_blocking` in async code.
+    pub fn save(&self, state_dir: &Path) -> Result<(), AgentError> {
+        let path = state_dir.join(CREDENTIAL_FILE);
+        let text = serde_json::to_string_pretty(self).map_err(|e| file_error(&path, e))?;
+        write_private(&path, text.as_bytes())
+    }
+}
+
+/// How the agent gets its credential.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    /// Already known (`lattice dev` registers through the store directly).
+    Preset(EndpointCredential),
+    /// Reuse `STATE_DIR/endpoint.json` if it exists; else register `name`
+    /// with the client (a user's token) and save the answer there.
+    Register {
+        name: String,
+        client: lattice_client::Client,
+    },
+}
+
+/// Everything `run_agent` needs.
+#[derive(Debug)]
+pub struct AgentConfig {
+    pub credentials: Credentials,
+    /// Holds `endpoint.json` and, by default, the scratch dir.
+    pub state_dir: PathBuf,
+    /// Local workers the agent starts (0: only workers that connect on their own).
+    pub workers: u32,
+    /// Tasks each local worker runs at once.
+    pub worker_capacity: u32,
+    pub launch: WorkerLaunch,
+    /// Where the dispatcher listens for workers.
+    pub dispatcher_listen: SocketAddr,
+    /// Parent of per-task scratch dirs [default: STATE_DIR/scratch].
+    pub scratch_dir: Option<PathBuf>,
+    /// Walltime for tasks assigned with `walltime_secs == 0` [default: none].
+    pub default_walltime_secs: Option<u32>,
+    pub heartbeat_interval: Duration,
+    /// On shutdown, how long running tasks may finish and results be
+    /// acknowledged before workers are stopped.
+    pub shutdown_grace: Duration,
+    pub(crate) backoff: BackoffPolicy,
+    /// Told once the agent listens for workers.
+    pub ready: Option<tokio::sync::oneshot::Sender<crate::AgentReady>>,
+}
+
+impl AgentConfig {
+    /// Defaults: 2 local worker processes of capacity 1, dispatcher on
+    /// 127.0.0.1:0, heartbeat every 5 s, 10 s shutdown grace.
+    pub fn new(credentials: Credentials, state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            credentials,
+            state_dir: state_dir.into(),
+            workers: 2,
+            worker_capacity: 1,
+            launch: WorkerLaunch::Processes { command: None },
+            dispatcher_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            scratch_dir: None,
+            default_walltime_secs: None,
+            heartbeat_interval: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
+            backoff: BackoffPolicy::default(),
+            ready: None,
+        }
+    }
+
+    /// Applies an endpoint's `config.toml` (the service URL is used by the
+    /// caller to build the client for `Credentials::Register`).
+    pub fn apply_file(&mut self, file: &EndpointFileConfig) {
+        self.workers = file.workers;
+        self.worker_capacity = file.worker_capacity;
+        if let Some(listen) = file.dispatcher_listen {
+            self.dispatcher_listen = listen;
+        }
+        if file.scratch_dir.is_some() {
+            self.scratch_dir = file.scratch_dir.clone();
+        }
+        self.default_walltime_secs = file.default_walltime_secs;
+        if let Some(command) = &file.worker_command {
+            self.launch = WorkerLaunch::Processes {
+                command: Some(command.clone()),
+            };
+        }
+    }
+}
+
+/// `ENDPOINTS_DIR/NAME/config.toml`, as written by `lattice endpoint configure`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointFileConfig {
+    pub service_url: String,
+    #[serde(default = "default_workers")]
+    pub workers: u32,
+    #[serde(default = "default_capacity")]
+    pub worker_capacity: u32,
+    #[serde(default)]
+    pub dispatcher_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub default_walltime_secs: Option<u32>,
+    #[serde(default)]
+    pub scratch_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub worker_command: Option<PathBuf>,
+}
+
+fn default_workers() -> u32 {
+    2
+}
+
+fn default_capacity() -> u32 {
+    1
+}
+
+impl EndpointFileConfig {
+    pub fn new(service_url: impl Into<String>) -> Self {
+        Self {
+            service_url: service_url.into(),
+            workers: default_workers(),
+            worker_capacity: default_capacity(),
+            dispatcher_listen: None,
+            default_walltime_secs: None,
+            scratch_dir: None,
+            worker_command: None,
+        }
+    }
+
+    /// Reads and checks a config file. Blocking.
+    pub fn load(path: &Path) -> Result<Self, AgentError> {
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
+        let config: Self = toml::from_str(&text).map_err(|e| file_error(path, e))?;
+        config.check().map_err(|detail| AgentError::File {
+            path: path.display().to_string(),
+            detail,
+        })?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        url::Url::parse(&self.service_url)
+            .map_err(|e| format!("service_url `{}`: {e}", self.service_url))?;
+        if self.worker_capacity == 0 {
+            return Err("worker_capacity must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The file's text, every setting explained (unset ones commented out).
+    pub fn render(&self, name: &str) -> String {
+        fn quoted(value: &str) -> String {
+            toml::Value::String(value.to_owned()).to_string()
+        }
+        let mut out = String::new();
+        out.push_str(&format!(
+            "# Lattice endpoint `{name}`. Start it with `lattice endpoint start {name}`.\n\n"
+        ));
+        out.push_str("# The service this endpoint registers with and connects to.\n");
+        out.push_str(&format!("service_url = {}\n\n", quoted(&self.service_url)));
+        out.push_str("# Worker processes the agent starts on this machine (0: only workers\n");
+        out.push_str("# started elsewhere with `lattice worker --dispatcher ADDR`).\n");
+        out.push_str(&format!("workers = {}\n\n", self.workers));
+        out.push_str("# Tasks each worker runs at once.\n");
+        out.push_str(&format!("worker_capacity = {}\n\n", self.worker_capacity));
+        out.push_str("# Address the dispatcher listens on for workers (port 0: any free port).\n");
+        match self.dispatcher_listen {
+            Some(listen) => out.push_str(&format!("dispatcher_listen = \"{listen}\"\n\n")),
+            None => out.push_str("# dispatcher_listen = \"127.0.0.1:0\"\n\n"),
+        }
+        out.push_str("# Walltime in seconds for tasks submitted without one (unset: no limit).\n");
+        match self.default_walltime_secs {
+            Some(secs) => out.push_str(&format!("default_walltime_secs = {secs}\n\n")),
+            None => out.push_str("# default_walltime_secs = 3600\n\n"),
+        }
+        out.push_str("# Parent of the per-task scratch directories (default: the endpoint dir + /scratch).\n");
+        match &self.scratch_dir {
+            Some(dir) => out.push_str(&format!(
+                "scratch_dir = {}\n\n",
+                quoted(&dir.display().to_string())
+            )),
+            None => out.push_str("# scratch_dir = \"/scratch/lattice\"\n\n"),
+        }
+        out.push_str(
+            "# The `lattice` binary that runs workers (default: this agent's own binary).\n",
+        );
+        match &self.worker_command {
+            Some(cmd) => out.push_str(&format!(
+                "worker_command = {}\n",
+                quoted(&cmd.display().to_string())
+            )),
+            None => out.push_str("# worker_command = \"/usr/local/bin/lattice\"\n"),
+        }
+        out
+    }
+
+    /// Writes the annotated file (creating its dir). Blocking.
+    pub fn save(&self, path: &Path, name: &str) -> Result<(), AgentError> {
+        write_private(path, self.render(name).as_bytes())
+    }
+}
+
+/// `CONFIG_DIR/endpoints/NAME`.
+pub fn endpoint_dir(config_dir: &Path, name: &str) -> Result<PathBuf, AgentError> {
+    validate_endpoint_name(name)?;
+    Ok(config_dir.join("endpoints").join(name))
+}
+
+/// Endpoint names become directory names: letters, digits, `-`, `_`, `.`,
+/// not starting with `.`, at most 64 bytes.
+pub fn validate_endpoint_name(name: &str) -> Result<(), AgentError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(AgentError::Config(format!(
+            "invalid endpoint name `{name}`: use letters, digits, `-`, `_` and `.` (not first), at most 64 characters"
+        )))
+    }
+}
+
+fn file_error(path: &Path, error: impl std::fmt::Display) -> AgentError {
+    AgentError::File {
+        path: path.display().to_string(),
+        detail: error.to_string(),
+    }
+}
+
+/// Writes a file readable by its owner only, atomically (temp file + rename).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        file_error(path, e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn credential_is_saved_private_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(EndpointCredential::load(dir.path()).unwrap().is_none());
+        let credential = EndpointCredential {
+            endpoint_id: EndpointId::new(),
+            agent_secret: "lat_agent_secret".into(),
+            service_url: "http://127.0.0.1:8470/".into(),
+        };
+        credential.save(&dir.path().join("nested")).unwrap();
+        let path = dir.path().join("nested").join(CREDENTIAL_FILE);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            EndpointCredential::load(&dir.path().join("nested")).unwrap(),
+            Some(credential.clone())
+        );
+        assert!(!format!("{credential:?}").contains("lat_agent_secret"));
+    }
+
+    #[test]
+    fn rendered_config_round_trips_and_unknown_fields_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        let mut config = EndpointFileConfig::new("http://127.0.0.1:8470");
+        config.save(&path, "laptop").unwrap();
+        assert_eq!(EndpointFileConfig::load(&path).unwrap(), config);
+        config.workers = 4;
+        config.default_walltime_secs = Some(60);
+        config.dispatcher_listen = Some("0.0.0.0:9000".parse().unwrap());
+        config.scratch_dir = Some("/tmp/x \"y\"".into());
+        config.save(&path, "laptop").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("# Tasks each worker runs at once."));
+        assert_eq!(EndpointFileConfig::load(&path).unwrap(), config);
+
+        std::fs::write(&path, "service_url = \"http://x\"\nworkerz = 3\n").unwrap();
+        let err = EndpointFileConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("workerz"), "{err}");
+        std::fs::write(&path, "service_url = \"http://x\"\nworker_capacity = 0\n").unwrap();
+        assert!(EndpointFileConfig::load(&path).is_err());
+    }
+
+    #[test]
+    fn endpoint_names_are_safe_directory_names() {
+        assert!(validate_endpoint_name("laptop-1.lab_a").is_ok());
+        for bad in ["", "..", ".hidden", "a/b", "a b", &"x".repeat(65)] {
+            assert!(validate_endpoint_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            endpoint_dir(Path::new("/c"), "ep").unwrap(),
+            PathBuf::from("/c/endpoints/ep")
+        );
+    }
+}
