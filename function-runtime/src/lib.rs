@@ -13,6 +13,8 @@
 //! task. Only the last [`ShellRuntime::output_tail_bytes`] of stdout and
 //! stderr are kept, however much the command writes.
 
+pub mod python;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
