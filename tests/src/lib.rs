@@ -9,6 +9,8 @@
 //! `LATTICE_REQUIRE_SERVICES=1`. Everything started here stops when its
 //! handle is dropped.
 
+pub mod platform;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,272 @@
+//! The real `lattice` binary as a platform: `lattice dev` (service, local
+//! identity, optionally the `local` endpoint) and separate `lattice agent`
+//! processes, each in its own temporary config and data dirs, so a test can
+//! kill -9 and restart any of them.
+//!
+//! The binary is passed in by the test (`env!("CARGO_BIN_EXE_lattice")` in
+//! `cli/tests/`, where cargo guarantees it is freshly built).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lattice_client::{Client, Profile};
+
+/// How long a started process gets to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `lattice dev` is started with.
+#[derive(Clone, Debug, Default)]
+pub struct DevOptions {
+    /// Start the `local` endpoint with this many workers (None: `--no-endpoint`).
+    pub local_workers: Option<u32>,
+    pub database_url: Option<String>,
+    pub amqp_url: Option<String>,
+}
+
+/// A `lattice dev` process and the directories it uses.
+pub struct DevPlatform {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    options: DevOptions,
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`, fixed after the first start so agents can reconnect.
+    listen: String,
+    pub url: String,
+    pub token: String,
+}
+
+impl DevPlatform {
+    pub fn start(bin: &Path, options: DevOptions) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut platform = Self {
+            bin: bin.to_owned(),
+            dir,
+            options,
+            child: None,
+            listen: "127.0.0.1:0".into(),
+            url: String::new(),
+            token: String::new(),
+        };
+        platform.spawn();
+        platform
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn profile_path(&self) -> PathBuf {
+        self.config_dir().join("lattice").join("profile.json")
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.profile_path());
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("dev")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen")
+            .arg(&self.listen)
+            .env("XDG_CONFIG_HOME", self.config_dir())
+            .env("LATTICE_LOG", "warn")
+            .env_remove("LATTICE_URL")
+            .env_remove("LATTICE_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        match self.options.local_workers {
+            Some(workers) => {
+                command.arg("--workers").arg(workers.to_string());
+            }
+            None => {
+                command.arg("--no-endpoint");
+            }
+        }
+        if let Some(url) = &self.options.database_url {
+            command.arg("--database-url").arg(url);
+        }
+        if let Some(url) = &self.options.amqp_url {
+            command.arg("--amqp-url").arg(url);
+        }
+        let child = command.spawn().expect("start `lattice dev`");
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(profile)) = Profile::load(&self.profile_path()) {
+                self.url = profile.url;
+                self.token = profile.access_token;
+                break;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("`lattice dev` exited early with {status}");
+            }
+            assert!(Instant::now() < deadline, "`lattice dev` did not write its profile within {READY_TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.listen = self.url.trim_start_matches("http://").to_owned();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while std::net::TcpStream::connect(&self.listen).is_err() {
+            assert!(Instant::now() < deadline, "`lattice dev` is not listening on {}", self.listen);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A REST client with the dev identity's token.
+    pub fn client(&self) -> Client {
+        Client::new(&self.url, Some(self.token.clone())).expect("client")
+    }
+
+    /// Runs the CLI against this platform.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .env("XDG_CONFIG_HOME", self.config_dir())
+            .env("LATTICE_LOG", "warn")
+            .env_remove("LATTICE_URL")
+            .env_remove("LATTICE_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the lattice CLI")
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same address and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Starts an agent process for endpoint `name` using this platform's profile.
+    pub fn agent(&self, name: &str, workers: u32) -> AgentProcess {
+        AgentProcess::start(self, name, workers)
+    }
+}
+
+impl Drop for DevPlatform {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // SIGINT first so the local endpoint stops its workers.
+            send_signal(child.id(), Signal::Interrupt);
+        }
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A `lattice agent` process.
+pub struct AgentProcess {
+    bin: PathBuf,
+    config_dir: PathBuf,
+    state_dir: PathBuf,
+    name: String,
+    workers: u32,
+    child: Option<Child>,
+}
+
+impl AgentProcess {
+    fn start(platform: &DevPlatform, name: &str, workers: u32) -> Self {
+        let mut agent = Self {
+            bin: platform.bin.clone(),
+            config_dir: platform.config_dir(),
+            state_dir: platform.dir.path().join("agents").join(name),
+            name: name.to_owned(),
+            workers,
+            child: None,
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(&self.bin)
+            .arg("agent")
+            .arg("--name")
+            .arg(&self.name)
+            .arg("--workers")
+            .arg(self.workers.to_string())
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .env("XDG_CONFIG_HOME", &self.config_dir)
+            .env("LATTICE_LOG", "warn")
+            .env_remove("LATTICE_URL")
+            .env_remove("LATTICE_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start `lattice agent`");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL the agent (its workers lose their dispatcher and exit).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGINT: a clean stop.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            send_signal(child.id(), Signal::Interrupt);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+enum Signal {
+    Interrupt,
+}
+
+fn send_signal(pid: u32, signal: Signal) {
+    let signal = match signal {
+        Signal::Interrupt => "-INT",
+    };
+    let _ = Command::new("kill").arg(signal).arg(pid.to_string()).status();
+}
