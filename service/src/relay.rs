@@ -6,7 +6,7 @@
 //! A frame that cannot be decoded ends the session with a logged error; the
 //! service and other agents carry on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -109,7 +109,15 @@ impl Session {
             credits: 0,
             in_flight: HashMap::new(),
         };
-        let (hostname, version) = session.hello(&mut stream).await?;
+        let (hostname, version) = match session.hello(&mut stream).await {
+            Ok(hello) => hello,
+            Err(e) => {
+                // Tell the agent why (e.g. a hello naming another endpoint).
+                let result = Err(e);
+                session.goodbye(&result).await;
+                return result;
+            }
+        };
         let endpoint_id = session.endpoint.id;
         session
             .state
@@ -136,15 +144,20 @@ impl Session {
         {
             tracing::error!(endpoint_id = %endpoint_id, error = %e, "recording agent disconnect failed");
         }
-        if let Err(SessionError::Protocol(message)) = &result {
-            let _ = session
+        session.goodbye(&result).await;
+        result
+    }
+
+    /// Closes the channel, first saying why if the agent broke the protocol.
+    async fn goodbye(&mut self, result: &Result<(), SessionError>) {
+        if let Err(SessionError::Protocol(message)) = result {
+            let _ = self
                 .send(&ServiceFrame::Error {
                     message: message.clone(),
                 })
                 .await;
         }
-        let _ = session.sink.send(Message::Close(None)).await;
-        result
+        let _ = self.sink.send(Message::Close(None)).await;
     }
 
     async fn hello(
@@ -243,7 +256,12 @@ impl Session {
                 workers,
                 idle_slots,
                 queue_depth,
+                blocks,
+                provider_error,
             } => {
+                store
+                    .update_endpoint_blocks(self.endpoint.id, &blocks, provider_error.as_deref())
+                    .await?;
                 store
                     .update_endpoint_load(
                         self.endpoint.id,
@@ -265,15 +283,20 @@ impl Session {
             }
             AgentFrame::Results { results } => {
                 let task_ids: Vec<TaskId> = results.iter().map(|r| r.task_id).collect();
+                let foreign = self.foreign_tasks(&task_ids).await?;
                 let results: Vec<TaskOutcome> = results
                     .into_iter()
+                    .filter(|r| !foreign.contains(&r.task_id))
                     .map(|r| self.enforce_result_limit(r))
                     .collect();
                 let recorded = store.record_outcomes(&results).await?;
+                let mut finished = Vec::with_capacity(recorded.len());
                 let mut duplicates = 0;
                 for (outcome, recorded) in results.iter().zip(&recorded) {
-                    if *recorded == Recorded::Duplicate {
-                        duplicates += 1;
+                    match recorded {
+                        Recorded::First(task) => finished.push((**task).clone()),
+                        Recorded::Duplicate => duplicates += 1,
+                        Recorded::Unknown => {}
                     }
                     if *recorded == Recorded::Unknown {
                         tracing::warn!(endpoint_id = %self.endpoint.id, task_id = %outcome.task_id, "result for an unknown task dropped");
@@ -285,7 +308,7 @@ impl Session {
                 if duplicates > 0 {
                     tracing::debug!(endpoint_id = %self.endpoint.id, duplicates, "duplicate results dropped");
                 }
-                self.state.notify_results();
+                self.state.publish_results(finished);
                 self.send(&ServiceFrame::ResultsAck { task_ids }).await?;
             }
             AgentFrame::Hello { .. } => {
@@ -293,6 +316,33 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// The tasks among `ids` that belong to another endpoint: an agent may
+    /// only report on its own endpoint's tasks. Tasks this session holds are
+    /// known to be its own; only the others are looked up.
+    async fn foreign_tasks(&self, ids: &[TaskId]) -> Result<HashSet<TaskId>, SessionError> {
+        let unknown: Vec<TaskId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !self.in_flight.contains_key(id))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let foreign: HashSet<TaskId> = self
+            .state
+            .store
+            .tasks(&unknown)
+            .await?
+            .into_iter()
+            .filter(|t| t.endpoint_id != self.endpoint.id)
+            .map(|t| t.id)
+            .collect();
+        for task_id in &foreign {
+            tracing::warn!(endpoint_id = %self.endpoint.id, task_id = %task_id, "result for another endpoint's task dropped");
+        }
+        Ok(foreign)
     }
 
     /// Results over the inline limit fail the task with a clear error.
@@ -370,11 +420,19 @@ impl Session {
                     finished_at: Utc::now(),
                 })
                 .collect();
-            self.state.store.record_outcomes(&outcomes).await?;
+            let recorded = self.state.store.record_outcomes(&outcomes).await?;
             for (_, tag) in exhausted {
                 let _ = subscription.settle.send(Settle::DeadLetter(tag));
             }
-            self.state.notify_results();
+            self.state.publish_results(
+                recorded
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        Recorded::First(task) => Some(*task),
+                        _ => None,
+                    })
+                    .collect(),
+            );
         }
         if assignments.is_empty() {
             return Ok(());

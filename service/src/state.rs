@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use lattice_protocol::compute::FunctionSpec;
+use lattice_protocol::compute::TaskInfo;
 use lattice_protocol::frames::ServiceFrame;
 use lattice_protocol::{EndpointId, FunctionId};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::auth::oidc::OidcLogin;
 use crate::broker::SharedBroker;
@@ -22,8 +23,8 @@ pub struct AppState {
     pub oidc: Arc<OidcLogin>,
     /// Agents connected to this replica.
     pub agents: Arc<AgentRegistry>,
-    /// Bumped whenever final results are recorded, to wake result streams.
-    pub results: Arc<watch::Sender<u64>>,
+    /// Tasks that just reached their final state, for result streams.
+    pub results: broadcast::Sender<Arc<Vec<TaskInfo>>>,
     functions: Arc<FunctionCache>,
 }
 
@@ -36,7 +37,7 @@ impl AppState {
             config: Arc::new(config),
             oidc: Arc::new(oidc),
             agents: Arc::new(AgentRegistry::default()),
-            results: Arc::new(watch::channel(0).0),
+            results: broadcast::channel(RESULT_BROADCAST_CAPACITY).0,
             functions: Arc::new(FunctionCache::default()),
         }
     }
@@ -62,10 +63,17 @@ impl AppState {
         Ok(Some(spec))
     }
 
-    pub fn notify_results(&self) {
-        self.results.send_modify(|n| *n = n.wrapping_add(1));
+    /// Tells result streams about tasks that reached their final state.
+    pub fn publish_results(&self, tasks: Vec<TaskInfo>) {
+        if !tasks.is_empty() {
+            // No subscriber is not an error.
+            let _ = self.results.send(Arc::new(tasks));
+        }
     }
 }
+
+/// Result messages a slow stream may fall behind by before it rescans the store.
+const RESULT_BROADCAST_CAPACITY: usize = 4096;
 
 /// Most specs kept; beyond it the cache starts over (specs are cheap to reload).
 const FUNCTION_CACHE_ENTRIES: usize = 10_000;

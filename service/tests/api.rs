@@ -2,87 +2,22 @@
 //! `{"code", "message"}` error shape, tokens, scopes, clients and identities.
 
 use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
+use axum::http::{header, Request, StatusCode};
 use chrono::Duration;
-use http_body_util::BodyExt;
 use lattice_protocol::api::{Identity, Scope, TokenResponse};
 use lattice_protocol::LoginId;
 use lattice_service::auth::oidc::LOGIN_TTL_SECS;
 use lattice_service::auth::tokens::{self, Issue};
 use lattice_service::store::LoginRecord;
-use lattice_service::{AppState, ServiceConfig};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-// ---- harness -------------------------------------------------------------
+mod common;
 
-/// A service on SQLite in a temporary directory (removed on drop).
-struct TestService {
-    state: AppState,
-    _dir: tempfile::TempDir,
-}
+use common::{assert_error, service, service_with, str_field, Answer, TestService};
 
-/// An HTTP answer: status and body (JSON, or the raw text as a JSON string).
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    body: Value,
-}
-
-async fn service() -> TestService {
-    service_with(|_| {}).await
-}
-
-async fn service_with(adjust: impl FnOnce(&mut ServiceConfig)) -> TestService {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = ServiceConfig::for_data_dir(dir.path());
-    adjust(&mut config);
-    let state = lattice_service::open(config).await.expect("open the store");
-    TestService { state, _dir: dir }
-}
+// ---- harness extensions --------------------------------------------------
 
 impl TestService {
-    fn app(&self) -> Router {
-        lattice_service::app(self.state.clone())
-    }
-
-    async fn send(&self, request: Request<Body>) -> Answer {
-        let response = self
-            .app()
-            .oneshot(request)
-            .await
-            .expect("router is infallible");
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("read the body")
-            .to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        Answer { status, body }
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> Answer {
-        self.send(
-            request(Method::GET, path, token)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-    }
-
-    async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
-        self.post_raw(path, token, Some("application/json"), body.to_string())
-            .await
-    }
-
     async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Answer {
         let encoded = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
@@ -96,31 +31,8 @@ impl TestService {
         .await
     }
 
-    async fn post_raw(
-        &self,
-        path: &str,
-        token: Option<&str>,
-        content_type: Option<&str>,
-        body: impl Into<Body>,
-    ) -> Answer {
-        let mut builder = request(Method::POST, path, token);
-        if let Some(content_type) = content_type {
-            builder = builder.header(header::CONTENT_TYPE, content_type);
-        }
-        self.send(builder.body(body.into()).unwrap()).await
-    }
-
     async fn whoami(&self, token: &str) -> Answer {
         self.get("/v1/auth/whoami", Some(token)).await
-    }
-
-    /// A local identity `username` and an access token with every scope.
-    async fn user(&self, username: &str) -> (Identity, String) {
-        let (identity, token) =
-            tokens::bootstrap_local_identity(&self.state.store, username, Duration::hours(1))
-                .await
-                .expect("bootstrap identity");
-        (identity, token.access_token)
     }
 
     /// A new token for `identity` with `scopes`, lifetime `access_ttl` and
@@ -161,46 +73,6 @@ impl TestService {
         assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
         answer.body
     }
-}
-
-fn request(method: Method, path: &str, token: Option<&str>) -> axum::http::request::Builder {
-    let builder = Request::builder().method(method).uri(path);
-    match token {
-        Some(token) => builder.header(header::AUTHORIZATION, format!("Bearer {token}")),
-        None => builder,
-    }
-}
-
-/// Asserts an error answer: `status`, and a body that is exactly
-/// `{"code": code, "message": non-empty}`. Returns the message.
-#[track_caller]
-fn assert_error(answer: &Answer, status: StatusCode, code: &str) -> String {
-    assert_eq!(answer.status, status, "{answer:?}");
-    let body = answer
-        .body
-        .as_object()
-        .unwrap_or_else(|| panic!("error body is not a JSON object: {answer:?}"));
-    assert_eq!(body.get("code"), Some(&json!(code)), "{answer:?}");
-    let message = body
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("error body has no string message: {answer:?}"));
-    assert!(!message.is_empty(), "empty message: {answer:?}");
-    let unexpected: Vec<&String> = body
-        .keys()
-        .filter(|k| *k != "code" && *k != "message")
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "unexpected keys {unexpected:?}: {answer:?}"
-    );
-    message.to_owned()
-}
-
-fn str_field<'a>(body: &'a Value, field: &str) -> &'a str {
-    body[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("no string `{field}` in {body}"))
 }
 
 // ---- service routes ------------------------------------------------------

@@ -38,6 +38,8 @@ pub async fn info(state: &AppState, record: EndpointRecord) -> Result<EndpointIn
         idle_slots: if online { record.idle_slots } else { 0 },
         agent_queue_depth: if online { record.queue_depth } else { 0 },
         waiting_tasks,
+        blocks: if online { record.blocks } else { Vec::new() },
+        provider_error: record.provider_error,
     })
 }
 
@@ -104,6 +106,8 @@ pub async fn create_endpoint(
         workers: 0,
         idle_slots: 0,
         queue_depth: 0,
+        blocks: Vec::new(),
+        provider_error: None,
     };
     state.store.insert_endpoint(&record).await?;
     tracing::info!(endpoint_id = %record.id, name, "endpoint registered");

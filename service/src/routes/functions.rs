@@ -35,12 +35,7 @@ fn validate(spec: &FunctionSpec) -> Result<Vec<String>, ApiError> {
             let bytes = base64
                 .decode(module)
                 .map_err(|e| bad("module", format!("not valid base64: {e}")))?;
-            if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-                return Err(bad(
-                    "module",
-                    "not a WebAssembly module (missing the \\0asm header)".into(),
-                ));
-            }
+            check_wasm_command(&bytes).map_err(|message| bad("module", message))?;
             Ok(Vec::new())
         }
         FunctionSpec::Python {
@@ -69,6 +64,72 @@ fn validate(spec: &FunctionSpec) -> Result<Vec<String>, ApiError> {
             Ok(Vec::new())
         }
     }
+}
+
+/// Import module of WASI preview 1, the only host API the workers provide.
+const WASI_PREVIEW1: &str = "wasi_snapshot_preview1";
+
+/// Checks that `bytes` are a module the workers can run: valid WebAssembly
+/// (with the proposals their wasmtime enables), a core module importing
+/// only WASI preview 1 and exporting `_start` (a WASI command). Parsing
+/// only: the service never compiles or runs modules.
+fn check_wasm_command(bytes: &[u8]) -> Result<(), String> {
+    use wasmparser::{Encoding, Imports, Parser, Payload, Validator, WasmFeatures};
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err("not a WebAssembly module (missing the \\0asm header)".into());
+    }
+    let features = WasmFeatures::WASM2
+        | WasmFeatures::EXTENDED_CONST
+        | WasmFeatures::TAIL_CALL
+        | WasmFeatures::MULTI_MEMORY
+        | WasmFeatures::RELAXED_SIMD;
+    let mut has_start = false;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| format!("not a valid WebAssembly module: {e}"))? {
+            Payload::Version {
+                encoding: Encoding::Component,
+                ..
+            } => {
+                return Err(
+                    "a WebAssembly component, not a core module: build a WASI preview 1 command (e.g. `--target wasm32-wasip1`)"
+                        .into(),
+                )
+            }
+            Payload::ImportSection(imports) => {
+                for group in imports {
+                    let group = group.map_err(|e| format!("not a valid WebAssembly module: {e}"))?;
+                    let (module, name) = match group {
+                        Imports::Single(_, import) => (import.module, import.name),
+                        Imports::Compact1 { module, .. } | Imports::Compact2 { module, .. } => {
+                            (module, "*")
+                        }
+                    };
+                    if module != WASI_PREVIEW1 {
+                        return Err(format!(
+                            "imports `{module}.{name}`, but the sandbox provides only WASI preview 1 (`{WASI_PREVIEW1}`)"
+                        ));
+                    }
+                }
+            }
+            Payload::ExportSection(exports) => {
+                for export in exports {
+                    let export = export.map_err(|e| format!("not a valid WebAssembly module: {e}"))?;
+                    has_start |= export.name == "_start";
+                }
+            }
+            _ => {}
+        }
+    }
+    Validator::new_with_features(features)
+        .validate_all(bytes)
+        .map_err(|e| format!("not a valid WebAssembly module: {e}"))?;
+    if !has_start {
+        return Err(
+            "no `_start` export: a WASI command module is needed (e.g. `clang --target=wasm32-wasi`), not a library"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn default_name(spec: &FunctionSpec) -> String {
@@ -194,4 +255,66 @@ pub async fn delete(
     usable_function(&state, &auth, id).await?;
     state.store.delete_function(id, Utc::now()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(wat: &str) -> Result<(), String> {
+        check_wasm_command(&wat::parse_str(wat).unwrap())
+    }
+
+    #[test]
+    fn a_wasi_command_is_accepted() {
+        check(
+            r#"(module
+                 (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+                 (memory (export "memory") 1)
+                 (func (export "_start")))"#,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn bad_modules_are_refused_with_the_reason() {
+        let error = check_wasm_command(b"hello, world").unwrap_err();
+        assert!(error.contains("\\0asm header"), "{error}");
+
+        // The header alone, then garbage.
+        let error = check_wasm_command(b"\0asm\x01\0\0\0\x01\xff\xff").unwrap_err();
+        assert!(
+            error.starts_with("not a valid WebAssembly module"),
+            "{error}"
+        );
+
+        // Type-incorrect code: the validator, not just the parser, ran.
+        let error = check(r#"(module (func (export "_start") (drop (i32.add (i32.const 1)))))"#)
+            .unwrap_err();
+        assert!(
+            error.starts_with("not a valid WebAssembly module"),
+            "{error}"
+        );
+
+        let error = check(r#"(module (import "env" "socket" (func)) (func (export "_start")))"#)
+            .unwrap_err();
+        assert!(error.starts_with("imports `env.socket`"), "{error}");
+
+        let error = check(r#"(module (func (export "main")))"#).unwrap_err();
+        assert!(error.starts_with("no `_start` export"), "{error}");
+
+        let error = check("(component)").unwrap_err();
+        assert!(error.starts_with("a WebAssembly component"), "{error}");
+    }
+
+    #[test]
+    fn validate_reports_the_field() {
+        let spec = FunctionSpec::Wasm {
+            module: base64::engine::general_purpose::STANDARD.encode(b"\0asm\x01\0\0\0"),
+        };
+        let error = validate(&spec).unwrap_err();
+        let text = error.message;
+        assert!(text.contains("spec.module"), "{text}");
+        assert!(text.contains("_start"), "{text}");
+    }
 }

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
 use lattice_protocol::compute::{
-    BatchStatus, BatchSubmit, BatchSubmitted, StreamEvent, TaskArgs, TaskInfo, TaskState,
-    TaskStatusRequest, TaskSubmit,
+    BatchStatus, BatchSubmit, BatchSubmitted, FunctionInfo, FunctionSpec, StreamEvent, TaskArgs,
+    TaskInfo, TaskState, TaskStatusRequest, TaskSubmit, PYTHON_ARGS_KEY,
 };
 use lattice_protocol::frames::{OutcomeStatus, ServiceFrame, TaskOutcome};
 use lattice_protocol::{template, BatchId, ErrorBody, ErrorCode, TaskId};
@@ -71,7 +71,7 @@ async fn submit(state: &AppState, s: Submission<'_>) -> Result<BatchSubmitted, A
     }
     let endpoint = usable_endpoint(state, s.caller, s.endpoint_id).await?;
     for (index, args) in s.tasks.iter().enumerate() {
-        template::check_args(&function.parameters, args).map_err(|e| {
+        check_args(&function, args).map_err(|e| {
             if s.tasks.len() == 1 {
                 ApiError::bad_request(format!("args: {e}"))
             } else {
@@ -103,6 +103,7 @@ async fn submit(state: &AppState, s: Submission<'_>) -> Result<BatchSubmitted, A
             max_retries,
             walltime_secs,
             duplicate_results: 0,
+            endpoint_problem: None,
         })
         .collect();
     let task_ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
@@ -129,6 +130,25 @@ async fn submit(state: &AppState, s: Submission<'_>) -> Result<BatchSubmitted, A
     }
     tracing::debug!(batch_id = %batch_id, endpoint_id = %endpoint.id, tasks = task_ids.len(), "tasks queued");
     Ok(BatchSubmitted { batch_id, task_ids })
+}
+
+/// Checks a task's arguments against its function: template parameters for
+/// shell and container functions; for `python` functions nothing, or exactly
+/// the reserved [`PYTHON_ARGS_KEY`] holding a string (the SDK's pickled
+/// `(args, kwargs)`, opaque to the service).
+fn check_args(function: &FunctionInfo, args: &TaskArgs) -> Result<(), String> {
+    if !matches!(function.spec, FunctionSpec::Python { .. }) {
+        return template::check_args(&function.parameters, args).map_err(|e| e.to_string());
+    }
+    match args.iter().find(|(key, _)| key.as_str() != PYTHON_ARGS_KEY) {
+        Some((key, _)) => Err(format!(
+            "unknown argument `{key}`: python functions take their arguments under `{PYTHON_ARGS_KEY}` (as the Lattice Python SDK writes them)"
+        )),
+        None if args.get(PYTHON_ARGS_KEY).is_some_and(|v| !v.is_string()) => Err(format!(
+            "`{PYTHON_ARGS_KEY}` must be a string (base64 of the pickled arguments)"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Submit one task. Queued even while the endpoint is offline.
@@ -201,7 +221,34 @@ pub async fn show(
     auth: Authorized<Compute>,
     Path(id): Path<TaskId>,
 ) -> Result<Json<TaskInfo>, ApiError> {
-    Ok(Json(owned_task(&state, &auth, id).await?))
+    let task = owned_task(&state, &auth, id).await?;
+    let mut tasks = with_endpoint_problems(&state, vec![task]).await?;
+    Ok(Json(tasks.remove(0)))
+}
+
+/// Fills `endpoint_problem` of tasks that are not final and whose endpoint's
+/// provider reports a failure, so a task waiting on a broken endpoint says why.
+async fn with_endpoint_problems(
+    state: &AppState,
+    mut tasks: Vec<TaskInfo>,
+) -> Result<Vec<TaskInfo>, ApiError> {
+    let mut problems: std::collections::HashMap<lattice_protocol::EndpointId, Option<String>> =
+        std::collections::HashMap::new();
+    for task in tasks.iter_mut().filter(|t| !t.state.is_final()) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = problems.entry(task.endpoint_id) {
+            let problem = state.store.endpoint(task.endpoint_id).await?.and_then(|e| {
+                e.provider_error.map(|error| {
+                    format!(
+                        "endpoint `{}` cannot start workers: {error}; the task waits until it can (fix the endpoint's [provider] config and restart it)",
+                        e.name
+                    )
+                })
+            });
+            slot.insert(problem);
+        }
+        task.endpoint_problem = problems[&task.endpoint_id].clone();
+    }
+    Ok(tasks)
 }
 
 /// Many tasks in one round trip; unknown or foreign ids are left out.
@@ -220,12 +267,11 @@ pub async fn status(
         ));
     }
     let tasks = state.store.tasks(&request.task_ids).await?;
-    Ok(Json(
-        tasks
-            .into_iter()
-            .filter(|t| t.owner_id == auth.identity_id)
-            .collect(),
-    ))
+    let tasks = tasks
+        .into_iter()
+        .filter(|t| t.owner_id == auth.identity_id)
+        .collect();
+    Ok(Json(with_endpoint_problems(&state, tasks).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -257,12 +303,11 @@ pub async fn list(
         })
         .transpose()?;
     let limit = params.limit.unwrap_or(100).clamp(1, 10_000);
-    Ok(Json(
-        state
-            .store
-            .list_tasks(auth.identity_id, task_state, params.batch_id, limit)
-            .await?,
-    ))
+    let tasks = state
+        .store
+        .list_tasks(auth.identity_id, task_state, params.batch_id, limit)
+        .await?;
+    Ok(Json(with_endpoint_problems(&state, tasks).await?))
 }
 
 /// Cancel a task that has not finished. A running task is stopped on its agent.
@@ -286,12 +331,12 @@ pub async fn cancel(
         task.endpoint_id,
         ServiceFrame::Cancel { task_ids: vec![id] },
     );
-    state.notify_results();
     let task = state
         .store
         .task(id)
         .await?
         .ok_or_else(|| ApiError::internal("task vanished"))?;
+    state.publish_results(vec![task.clone()]);
     Ok(Json(task))
 }
 
@@ -338,54 +383,68 @@ pub async fn stream(
     }))
 }
 
-/// Results recorded by another replica are seen within this interval.
-const STREAM_POLL: Duration = Duration::from_millis(500);
-/// Overlap of successive queries, so a transaction that committed late with
-/// an earlier `finished_at` is not missed.
+/// How often a stream also looks at the store, for results recorded by
+/// another service replica.
+const STREAM_POLL: Duration = Duration::from_secs(1);
+/// Overlap of successive polls, so a transaction that committed late with an
+/// earlier `finished_at` is not missed.
 const STREAM_OVERLAP_MS: i64 = 5_000;
+/// Every this many polls, look at the whole batch (covers agent clock skew).
+const STREAM_FULL_RESCAN_EVERY: u32 = 10;
 
+/// Pushes a batch's final tasks: those already final, then each as this
+/// replica records it (broadcast, no store query per result), with a periodic
+/// store poll for other replicas and for a stream that fell behind.
 async fn stream_batch(
     state: AppState,
     batch: BatchId,
     mut socket: WebSocket,
 ) -> Result<(), axum::Error> {
-    let mut wake = state.results.subscribe();
+    // Subscribe before the first query so nothing lands in between unseen.
+    let mut recorded = state.results.subscribe();
+    let total = match state.store.batch_status(batch).await {
+        Ok(status) => status.total,
+        Err(e) => {
+            tracing::error!(batch_id = %batch, error = %e, "result stream status failed");
+            return Ok(());
+        }
+    };
     let mut sent: HashSet<TaskId> = HashSet::new();
     let mut since = chrono::DateTime::<Utc>::MIN_UTC;
+    let mut polls = 0u32;
+    let mut poll_now = true;
+    let mut poll = tokio::time::interval(STREAM_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
     loop {
-        wake.mark_unchanged();
-        let query_started = Utc::now();
-        let finished = match state.store.batch_finished_since(batch, since).await {
-            Ok(tasks) => tasks,
-            Err(e) => {
-                tracing::error!(batch_id = %batch, error = %e, "result stream query failed");
-                return Ok(());
+        if poll_now {
+            poll_now = false;
+            let query_started = Utc::now();
+            let finished = match state.store.batch_finished_since(batch, since).await {
+                Ok(tasks) => tasks,
+                Err(e) => {
+                    tracing::error!(batch_id = %batch, error = %e, "result stream query failed");
+                    return Ok(());
+                }
+            };
+            for task in finished {
+                send_task(&mut socket, &mut sent, task).await?;
             }
-        };
-        for task in finished {
-            if sent.insert(task.id) {
-                let text = serde_json::to_string(&StreamEvent::Task {
-                    task: Box::new(task),
-                })
-                .expect("event serializes");
-                socket.send(Message::Text(text.into())).await?;
-            }
+            polls += 1;
+            since = if polls.is_multiple_of(STREAM_FULL_RESCAN_EVERY) {
+                chrono::DateTime::<Utc>::MIN_UTC
+            } else {
+                query_started - chrono::Duration::milliseconds(STREAM_OVERLAP_MS)
+            };
         }
-        since = query_started - chrono::Duration::milliseconds(STREAM_OVERLAP_MS);
-        let status = match state.store.batch_status(batch).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(batch_id = %batch, error = %e, "result stream status failed");
-                return Ok(());
-            }
-        };
-        if status.finished() == status.total && (sent.len() as u64) < status.total {
-            // Something finished outside the query window (e.g. an agent's
-            // clock is behind): look at the whole batch once more.
-            since = chrono::DateTime::<Utc>::MIN_UTC;
-            continue;
-        }
-        if status.finished() == status.total {
+        if sent.len() as u64 >= total {
+            let status = match state.store.batch_status(batch).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(batch_id = %batch, error = %e, "result stream status failed");
+                    return Ok(());
+                }
+            };
             let text =
                 serde_json::to_string(&StreamEvent::Done { status }).expect("event serializes");
             socket.send(Message::Text(text.into())).await?;
@@ -393,12 +452,39 @@ async fn stream_batch(
             return Ok(());
         }
         tokio::select! {
-            _ = wake.changed() => {}
-            _ = tokio::time::sleep(STREAM_POLL) => {}
+            message = recorded.recv() => match message {
+                Ok(tasks) => {
+                    for task in tasks.iter().filter(|t| t.batch_id == batch) {
+                        send_task(&mut socket, &mut sent, task.clone()).await?;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(batch_id = %batch, missed, "result stream fell behind; rescanning");
+                    since = chrono::DateTime::<Utc>::MIN_UTC;
+                    poll_now = true;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = poll.tick() => poll_now = true,
             incoming = socket.recv() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
                 Some(Ok(_)) => {}
             },
         }
     }
+}
+
+async fn send_task(
+    socket: &mut WebSocket,
+    sent: &mut HashSet<TaskId>,
+    task: TaskInfo,
+) -> Result<(), axum::Error> {
+    if !sent.insert(task.id) {
+        return Ok(());
+    }
+    let text = serde_json::to_string(&StreamEvent::Task {
+        task: Box::new(task),
+    })
+    .expect("event serializes");
+    socket.send(Message::Text(text.into())).await
 }

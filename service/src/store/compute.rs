@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lattice_protocol::compute::{
-    BatchStatus, FunctionInfo, FunctionSpec, TaskArgs, TaskInfo, TaskResult, TaskState,
+    BatchStatus, BlockReport, FunctionInfo, FunctionSpec, TaskArgs, TaskInfo, TaskResult, TaskState,
 };
 use lattice_protocol::frames::{OutcomeStatus, TaskOutcome, TaskStarted};
 use lattice_protocol::{BatchId, EndpointId, FunctionId, IdentityId, TaskId};
@@ -31,6 +31,10 @@ pub struct EndpointRecord {
     pub workers: u32,
     pub idle_slots: u32,
     pub queue_depth: u32,
+    /// The agent provider's blocks, from its last heartbeat.
+    pub blocks: Vec<BlockReport>,
+    /// The last block failure the agent reported.
+    pub provider_error: Option<String>,
 }
 
 /// What the relay needs to hand a task to an agent.
@@ -54,9 +58,10 @@ pub struct LeasedMessage {
 }
 
 /// Whether a reported final result was the first for its task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Recorded {
-    First,
+    /// The task as it now stands, for result streams.
+    First(Box<TaskInfo>),
     Duplicate,
     /// No such task (a confused or malicious agent).
     Unknown,
@@ -100,6 +105,13 @@ pub trait ComputeStore: Send + Sync + 'static {
         idle_slots: u32,
         queue_depth: u32,
         at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Records the blocks and the last block failure an agent reported.
+    async fn update_endpoint_blocks(
+        &self,
+        id: EndpointId,
+        blocks: &[BlockReport],
+        provider_error: Option<&str>,
     ) -> StoreResult<()>;
 
     /// Inserts tasks in one transaction.
@@ -211,6 +223,8 @@ struct EndpointRow {
     workers: i64,
     idle_slots: i64,
     queue_depth: i64,
+    blocks: Option<String>,
+    provider_error: Option<String>,
 }
 
 impl EndpointRow {
@@ -229,6 +243,11 @@ impl EndpointRow {
             workers: self.workers.max(0) as u32,
             idle_slots: self.idle_slots.max(0) as u32,
             queue_depth: self.queue_depth.max(0) as u32,
+            blocks: match self.blocks.as_deref() {
+                None | Some("") => Vec::new(),
+                Some(text) => serde_json::from_str(text).map_err(|e| corrupt(T, e))?,
+            },
+            provider_error: self.provider_error,
         })
     }
 }
@@ -283,6 +302,7 @@ impl TaskRow {
             max_retries: self.max_retries.max(0) as u32,
             walltime_secs: self.walltime_secs.max(0) as u32,
             duplicate_results: self.duplicate_results.max(0) as u32,
+            endpoint_problem: None,
         })
     }
 }
@@ -404,7 +424,7 @@ macro_rules! impl_compute_store {
 
             async fn endpoint(&self, id: EndpointId) -> StoreResult<Option<EndpointRecord>> {
                 let row: Option<EndpointRow> = sqlx::query_as(&format!(
-                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1"
+                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error FROM endpoints WHERE id = $1"
                 ))
                 .bind(id.to_string())
                 .fetch_optional(&self.pool)
@@ -414,7 +434,7 @@ macro_rules! impl_compute_store {
 
             async fn endpoint_by_secret(&self, secret_hash: &str) -> StoreResult<Option<EndpointRecord>> {
                 let row: Option<EndpointRow> = sqlx::query_as(&format!(
-                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE secret_hash = $1"
+                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error FROM endpoints WHERE secret_hash = $1"
                 ))
                 .bind(secret_hash)
                 .fetch_optional(&self.pool)
@@ -424,7 +444,7 @@ macro_rules! impl_compute_store {
 
             async fn endpoint_by_name(&self, owner: IdentityId, name: &str) -> StoreResult<Option<EndpointRecord>> {
                 let row: Option<EndpointRow> = sqlx::query_as(&format!(
-                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE owner_id = $1 AND name = $2"
+                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error FROM endpoints WHERE owner_id = $1 AND name = $2"
                 ))
                 .bind(owner.to_string())
                 .bind(name)
@@ -435,7 +455,7 @@ macro_rules! impl_compute_store {
 
             async fn endpoints_owned_by(&self, owner: IdentityId) -> StoreResult<Vec<EndpointRecord>> {
                 let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
-                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE owner_id = $1 ORDER BY created_at, id"
+                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error FROM endpoints WHERE owner_id = $1 ORDER BY created_at, id"
                 ))
                 .bind(owner.to_string())
                 .fetch_all(&self.pool)
@@ -487,12 +507,34 @@ macro_rules! impl_compute_store {
                 queue_depth: u32,
                 at: DateTime<Utc>,
             ) -> StoreResult<()> {
-                sqlx::query("UPDATE endpoints SET workers = $2, idle_slots = $3, queue_depth = $4, last_seen = $5 WHERE id = $1")
+                // A heartbeat proves a session is connected, even if another session
+                // of the endpoint ended (and cleared `connected_at`) after it started.
+                sqlx::query("UPDATE endpoints SET workers = $2, idle_slots = $3, queue_depth = $4, last_seen = $5, connected_at = COALESCE(connected_at, $5) WHERE id = $1")
                     .bind(id.to_string())
                     .bind(i64::from(workers))
                     .bind(i64::from(idle_slots))
                     .bind(i64::from(queue_depth))
                     .bind(to_millis(at))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn update_endpoint_blocks(
+                &self,
+                id: EndpointId,
+                blocks: &[BlockReport],
+                provider_error: Option<&str>,
+            ) -> StoreResult<()> {
+                let blocks = if blocks.is_empty() {
+                    None
+                } else {
+                    Some(serde_json::to_string(blocks).map_err(|e| corrupt("endpoints", e))?)
+                };
+                sqlx::query("UPDATE endpoints SET blocks = $2, provider_error = $3 WHERE id = $1")
+                    .bind(id.to_string())
+                    .bind(blocks)
+                    .bind(provider_error)
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -671,8 +713,8 @@ macro_rules! impl_compute_store {
                         .result
                         .as_ref()
                         .map(|r| serde_json::to_string(r).expect("result serializes"));
-                    let done = sqlx::query(&format!(
-                        "UPDATE tasks SET state = $2, result = $3, error = $4, worker = COALESCE($5, worker), started_at = COALESCE(started_at, $6), finished_at = $7 WHERE id = $1 AND state NOT IN {FINAL_STATES}"
+                    let updated: Option<TaskRow> = sqlx::query_as(&format!(
+                        "UPDATE tasks SET state = $2, result = $3, error = $4, worker = COALESCE($5, worker), started_at = COALESCE(started_at, $6), finished_at = $7 WHERE id = $1 AND state NOT IN {FINAL_STATES} RETURNING {TASK_COLUMNS}"
                     ))
                     .bind(o.task_id.to_string())
                     .bind(state.as_str())
@@ -681,10 +723,10 @@ macro_rules! impl_compute_store {
                     .bind(&o.worker)
                     .bind(o.started_at.map(to_millis))
                     .bind(to_millis(o.finished_at))
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                    if done.rows_affected() == 1 {
-                        recorded.push(Recorded::First);
+                    if let Some(row) = updated {
+                        recorded.push(Recorded::First(Box::new(row.into_info()?)));
                         continue;
                     }
                     let dup = sqlx::query("UPDATE tasks SET duplicate_results = duplicate_results + 1 WHERE id = $1")
