@@ -37,4 +37,4 @@ run "SQLite + embedded queue"
 SCHEMA=bench_$(date +%s)
 psql "$PG_URL" -qc "CREATE SCHEMA $SCHEMA" >/dev/null
 run "PostgreSQL + RabbitMQ" --database-url "$PG_URL?options=-c%20search_path%3D$SCHEMA" --amqp-url "$AMQP_URL"
-psql "$PG_URL" -qc "DROP SCHEMA $SCHEMA CASCADE" >/dev/null
+psql "$PG_URL" -qc "DROP SCHEMA $SCHEMA CASCADE" >/dev/null 2>&1

@@ -14,7 +14,9 @@
 use std::time::{Duration, Instant};
 
 use lattice_client::Client;
-use lattice_protocol::compute::{BatchSubmit, FunctionRegister, FunctionSpec, StreamEvent, TaskArgs, TaskSubmit};
+use lattice_protocol::compute::{
+    BatchSubmit, FunctionRegister, FunctionSpec, StreamEvent, TaskArgs, TaskSubmit,
+};
 use lattice_protocol::EndpointId;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -29,17 +31,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (url, token, endpoint) = match args.as_slice() {
-        [_, url, token, endpoint, ..] => (url.clone(), token.clone(), endpoint.parse::<EndpointId>()?),
+        [_, url, token, endpoint, ..] => {
+            (url.clone(), token.clone(), endpoint.parse::<EndpointId>()?)
+        }
         _ => anyhow::bail!("usage: bench_compute URL TOKEN ENDPOINT_ID [TASKS] [SINGLES]"),
     };
-    let tasks: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(10_000);
+    let tasks: usize = args
+        .get(4)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(10_000);
     let singles: usize = args.get(5).map(|s| s.parse()).transpose()?.unwrap_or(200);
     let client = Client::new(&url, Some(token))?;
     let function = client
         .register_function(&FunctionRegister {
             name: Some("bench-true".into()),
             description: None,
-            spec: FunctionSpec::Shell { command: "true".into() },
+            spec: FunctionSpec::Shell {
+                command: "true".into(),
+            },
         })
         .await?
         .id;
@@ -91,14 +101,32 @@ async fn main() -> anyhow::Result<()> {
     let total = started.elapsed();
     let status = done.ok_or_else(|| anyhow::anyhow!("stream closed before the batch finished"))?;
     println!("tasks                    {tasks}");
-    println!("submit time              {:.3} s", submit_time.as_secs_f64());
+    println!(
+        "submit time              {:.3} s",
+        submit_time.as_secs_f64()
+    );
     println!("total time               {:.3} s", total.as_secs_f64());
-    println!("throughput               {:.0} tasks/s", tasks as f64 / total.as_secs_f64());
+    println!(
+        "throughput               {:.0} tasks/s",
+        tasks as f64 / total.as_secs_f64()
+    );
     println!("succeeded / failed       {} / {}", status.success, failed);
-    println!("single-task latency p50  {:.2} ms", percentile(&latencies, 0.50));
-    println!("single-task latency p99  {:.2} ms", percentile(&latencies, 0.99));
-    println!("dispatch overhead p50    {:.2} ms (latency minus the worker's start-to-finish time)", percentile(&overheads, 0.50));
-    println!("dispatch overhead p99    {:.2} ms", percentile(&overheads, 0.99));
+    println!(
+        "single-task latency p50  {:.2} ms",
+        percentile(&latencies, 0.50)
+    );
+    println!(
+        "single-task latency p99  {:.2} ms",
+        percentile(&latencies, 0.99)
+    );
+    println!(
+        "dispatch overhead p50    {:.2} ms (latency minus the worker's start-to-finish time)",
+        percentile(&overheads, 0.50)
+    );
+    println!(
+        "dispatch overhead p99    {:.2} ms",
+        percentile(&overheads, 0.99)
+    );
     Ok(())
 }
 

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use lattice_client::Client;
-use lattice_protocol::compute::{FunctionRegister, FunctionSpec, StreamEvent, TaskArgs, TaskState, TaskSubmit};
+use lattice_protocol::compute::{
+    FunctionRegister, FunctionSpec, StreamEvent, TaskArgs, TaskState, TaskSubmit,
+};
 use lattice_protocol::{EndpointId, FunctionId};
 
 /// `(module (memory (export "memory") 1) (func (export "_start")))`; the
@@ -38,8 +40,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (url, token, endpoint) = match args.as_slice() {
-        [_, url, token, endpoint, ..] => (url.clone(), token.clone(), endpoint.parse::<EndpointId>()?),
-        _ => anyhow::bail!("usage: bench_runtime_e2e URL TOKEN ENDPOINT_ID [SINGLES] [CONTAINER_SINGLES]"),
+        [_, url, token, endpoint, ..] => {
+            (url.clone(), token.clone(), endpoint.parse::<EndpointId>()?)
+        }
+        _ => anyhow::bail!(
+            "usage: bench_runtime_e2e URL TOKEN ENDPOINT_ID [SINGLES] [CONTAINER_SINGLES]"
+        ),
     };
     let singles: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(200);
     let container_singles: usize = args.get(5).map(|s| s.parse()).transpose()?.unwrap_or(20);
@@ -53,12 +59,21 @@ async fn main() -> anyhow::Result<()> {
             },
             singles,
         ),
-        ("shell", FunctionSpec::Shell { command: "true".into() }, singles),
+        (
+            "shell",
+            FunctionSpec::Shell {
+                command: "true".into(),
+            },
+            singles,
+        ),
     ];
     if let Ok(image) = std::env::var("LATTICE_BENCH_CONTAINER_IMAGE") {
         kinds.push((
             "container",
-            FunctionSpec::Container { image, command: "true".into() },
+            FunctionSpec::Container {
+                image,
+                command: "true".into(),
+            },
             container_singles,
         ));
     }
@@ -97,7 +112,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// Submits one task and waits for its result; latency and the worker's
 /// start-to-finish time (millisecond timestamps).
-async fn single(client: &Client, function: FunctionId, endpoint: EndpointId) -> anyhow::Result<(Duration, Duration)> {
+async fn single(
+    client: &Client,
+    function: FunctionId,
+    endpoint: EndpointId,
+) -> anyhow::Result<(Duration, Duration)> {
     let started = Instant::now();
     let submitted = client
         .submit_task(&TaskSubmit {
@@ -112,7 +131,11 @@ async fn single(client: &Client, function: FunctionId, endpoint: EndpointId) -> 
     while let Some(event) = stream.next().await? {
         if let StreamEvent::Task { task } = event {
             let latency = started.elapsed();
-            anyhow::ensure!(task.state == TaskState::Success, "task failed: {:?}", task.error);
+            anyhow::ensure!(
+                task.state == TaskState::Success,
+                "task failed: {:?}",
+                task.error
+            );
             let function_time = match (task.started_at, task.finished_at) {
                 (Some(s), Some(f)) => (f - s).to_std().unwrap_or_default(),
                 _ => Duration::ZERO,

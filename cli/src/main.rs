@@ -163,7 +163,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 command,
                 EndpointCommand::Agent(commands::agent::EndpointCommand::Start { .. })
             );
-            logging::init(Default::default(), if starts_agent { "info" } else { "warn" });
+            logging::init(
+                Default::default(),
+                if starts_agent { "info" } else { "warn" },
+            );
             endpoint(&ctx, command).await
         }
         Command::Task(command) => {

@@ -6,9 +6,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use lattice_client::Client;
-use lattice_protocol::compute::{BatchStatus, BatchSubmit, FunctionRegister, FunctionSpec, TaskArgs, TaskState};
+use lattice_protocol::compute::{
+    BatchStatus, BatchSubmit, FunctionRegister, FunctionSpec, TaskArgs, TaskState,
+};
 use lattice_protocol::{BatchId, EndpointId, FunctionId};
-use lattice_service::testing::{postgres_addr, require_service, tcp_reachable, test_amqp_url, TestSchema};
+use lattice_service::testing::{
+    postgres_addr, require_service, tcp_reachable, test_amqp_url, TestSchema,
+};
 use lattice_tests::platform::{DevOptions, DevPlatform};
 
 const LATTICE: &str = env!("CARGO_BIN_EXE_lattice");
@@ -16,7 +20,10 @@ const LATTICE: &str = env!("CARGO_BIN_EXE_lattice");
 const BATCH_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn shell_function(client: &Client, command: &str) -> FunctionId {
@@ -24,7 +31,9 @@ async fn shell_function(client: &Client, command: &str) -> FunctionId {
         .register_function(&FunctionRegister {
             name: None,
             description: None,
-            spec: FunctionSpec::Shell { command: command.into() },
+            spec: FunctionSpec::Shell {
+                command: command.into(),
+            },
         })
         .await
         .unwrap()
@@ -34,10 +43,19 @@ async fn shell_function(client: &Client, command: &str) -> FunctionId {
 async fn endpoint_named(client: &Client, name: &str) -> EndpointId {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(e) = client.endpoints().await.unwrap().into_iter().find(|e| e.name == name) {
+        if let Some(e) = client
+            .endpoints()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.name == name)
+        {
             return e.id;
         }
-        assert!(Instant::now() < deadline, "endpoint {name} never registered");
+        assert!(
+            Instant::now() < deadline,
+            "endpoint {name} never registered"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -48,21 +66,31 @@ fn numbered_args(count: usize) -> Vec<TaskArgs> {
         .collect()
 }
 
-async fn wait_until(client: &Client, batch: BatchId, done: impl Fn(&BatchStatus) -> bool) -> BatchStatus {
+async fn wait_until(
+    client: &Client,
+    batch: BatchId,
+    done: impl Fn(&BatchStatus) -> bool,
+) -> BatchStatus {
     let deadline = Instant::now() + BATCH_TIMEOUT;
     loop {
         let status = client.batch_status(batch).await.unwrap();
         if done(&status) {
             return status;
         }
-        assert!(Instant::now() < deadline, "batch {batch} stuck at {status:?}");
+        assert!(
+            Instant::now() < deadline,
+            "batch {batch} stuck at {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Every task of the batch succeeded exactly once with its own output.
 async fn assert_each_task_ran_with_its_argument(client: &Client, batch: BatchId, count: usize) {
-    let tasks = client.list_tasks(None, Some(batch), Some(10_000)).await.unwrap();
+    let tasks = client
+        .list_tasks(None, Some(batch), Some(10_000))
+        .await
+        .unwrap();
     assert_eq!(tasks.len(), count);
     for task in &tasks {
         assert_eq!(task.state, TaskState::Success, "{task:?}");
@@ -91,7 +119,10 @@ fn agent_killed_mid_batch_loses_no_task() {
             .await
             .unwrap();
         let partial = wait_until(&client, submitted.batch_id, |s| s.success >= 200).await;
-        assert!(partial.finished() < 2000, "the batch finished before the kill: {partial:?}");
+        assert!(
+            partial.finished() < 2000,
+            "the batch finished before the kill: {partial:?}"
+        );
         agent.kill();
         agent.restart();
         let status = wait_until(&client, submitted.batch_id, |s| s.finished() == s.total).await;
@@ -160,13 +191,19 @@ fn tasks_submitted_while_the_endpoint_is_offline_run_when_it_returns() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let info = client.endpoint(endpoint).await.unwrap();
-        assert_eq!(info.status, lattice_protocol::compute::EndpointStatus::Offline);
+        assert_eq!(
+            info.status,
+            lattice_protocol::compute::EndpointStatus::Offline
+        );
         assert_eq!(info.waiting_tasks, 20);
         let status = client.batch_status(submitted.batch_id).await.unwrap();
         assert_eq!(status.waiting, 20);
         let show = platform.cli(&["endpoint", "show", "laptop"]);
         let text = String::from_utf8_lossy(&show.stdout);
-        assert!(text.contains("offline") && text.contains("20 tasks are queued"), "{text}");
+        assert!(
+            text.contains("offline") && text.contains("20 tasks are queued"),
+            "{text}"
+        );
     });
     let _agent = platform.agent("laptop", 1);
     rt.block_on(async {
@@ -243,13 +280,38 @@ fn cli_run_and_wait_report_through_exit_codes() {
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "hello; $(id)\n");
 
-    let failed = platform.cli(&["run", "--endpoint", "local", "--", "sh", "-c", "echo oops >&2; exit 3"]);
+    let failed = platform.cli(&[
+        "run",
+        "--endpoint",
+        "local",
+        "--",
+        "sh",
+        "-c",
+        "echo oops >&2; exit 3",
+    ]);
     assert_eq!(failed.status.code(), Some(3), "{failed:?}");
     assert!(String::from_utf8_lossy(&failed.stderr).contains("oops"));
 
-    let function = platform.cli(&["function", "register", "--shell", "sleep {s}", "--format", "json", "--jmespath", "id"]);
+    let function = platform.cli(&[
+        "function",
+        "register",
+        "--shell",
+        "sleep {s}",
+        "--format",
+        "json",
+        "--jmespath",
+        "id",
+    ]);
     let function: String = serde_json::from_slice(&function.stdout).unwrap();
-    let submitted = platform.cli(&["task", "submit", &function, "--endpoint", "local", "--arg", "s=30"]);
+    let submitted = platform.cli(&[
+        "task",
+        "submit",
+        &function,
+        "--endpoint",
+        "local",
+        "--arg",
+        "s=30",
+    ]);
     let task = String::from_utf8_lossy(&submitted.stdout).trim().to_owned();
     let timed_out = platform.cli(&["task", "wait", &task, "--timeout", "1"]);
     assert_eq!(timed_out.status.code(), Some(7), "{timed_out:?}");
@@ -264,11 +326,29 @@ fn cli_run_and_wait_report_through_exit_codes() {
 
     let shown = platform.cli(&["task", "show", &task, "--format", "json"]);
     let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
-    for field in ["id", "state", "result", "error", "endpoint_id", "function_id", "submitted_at", "finished_at"] {
-        assert!(shown.get(field).is_some(), "task show lacks `{field}`: {shown}");
+    for field in [
+        "id",
+        "state",
+        "result",
+        "error",
+        "endpoint_id",
+        "function_id",
+        "submitted_at",
+        "finished_at",
+    ] {
+        assert!(
+            shown.get(field).is_some(),
+            "task show lacks `{field}`: {shown}"
+        );
     }
     assert_eq!(shown["state"], "cancelled");
 
-    let whoami = platform.cli(&["whoami", "--format", "json", "--jmespath", "identity.identity_provider"]);
+    let whoami = platform.cli(&[
+        "whoami",
+        "--format",
+        "json",
+        "--jmespath",
+        "identity.identity_provider",
+    ]);
     assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "\"local\"");
 }

@@ -35,7 +35,8 @@ impl BatchStream {
             })?;
             request.headers_mut().insert("authorization", value);
         }
-        match tokio_tungstenite::connect_async(request).await {
+        // disable_nagle: results are small frames that must not wait.
+        match tokio_tungstenite::connect_async_with_config(request, None, true).await {
             Ok((socket, _)) => Ok(Self { socket }),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();

@@ -12,6 +12,7 @@ use lattice_protocol::{EndpointId, TaskId};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval};
 
+use crate::blocks::{BlockEvent, BlockSettings, Blocks};
 use crate::channel::{self, ChannelEvent, ChannelParams};
 use crate::config::{AgentConfig, Credentials, EndpointCredential};
 use crate::credits::{Credits, PREFETCH};
@@ -55,6 +56,11 @@ pub async fn run_agent(
         .unwrap_or_else(|| config.state_dir.join("scratch"));
     tracing::info!(endpoint_id = %credential.endpoint_id, dispatcher = %dispatcher_addr, service = %channel_url, workers = config.workers, "agent starting");
 
+    let (block_tx, block_events) = mpsc::unbounded_channel();
+    let blocks = match &config.provider {
+        Some(settings) => Some(start_blocks(&config, settings, dispatcher_addr, block_tx).await?),
+        None => None,
+    };
     let provider = LocalProvider::start(LocalWorkers {
         launch: config.launch.clone(),
         count: config.workers,
@@ -83,7 +89,14 @@ pub async fn run_agent(
 
     let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut scale_tick = tokio::time::interval(
+        blocks
+            .as_ref()
+            .map_or(Duration::from_secs(3600), Blocks::poll_interval),
+    );
+    scale_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut agent = Agent {
+        blocks,
         dispatcher: Dispatcher::default(),
         link: None,
         credits: Credits::default(),
@@ -100,6 +113,8 @@ pub async fn run_agent(
         channel: channel_events,
         workers: worker_events,
         heartbeat: &mut heartbeat,
+        blocks: block_events,
+        scale_tick: &mut scale_tick,
     };
     tokio::pin!(shutdown);
     loop {
@@ -112,12 +127,69 @@ pub async fn run_agent(
     // Closing the worker connections makes workers exit (killing any task
     // still running); then the provider reaps or kills them.
     acceptor.abort();
+    let blocks = agent.blocks.take();
     drop(agent);
-    drop(inputs);
+    let block_events = inputs.blocks;
+    if let Some(blocks) = blocks {
+        blocks.shutdown(block_events).await;
+    }
     provider.stop().await;
     channel.abort();
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Builds the configured provider and the block table; workers dial
+/// `dispatcher_address` or, by default, the dispatcher's bound address (a
+/// wildcard IP replaced by this host's name).
+async fn start_blocks(
+    config: &AgentConfig,
+    settings: &crate::config::ProviderSettings,
+    dispatcher: SocketAddr,
+    events: mpsc::UnboundedSender<BlockEvent>,
+) -> Result<Blocks, AgentError> {
+    let block_dir = config.state_dir.join("blocks");
+    let provider = {
+        let (provider_config, dir) = (settings.provider.clone(), block_dir.clone());
+        tokio::task::spawn_blocking(move || {
+            lattice_scheduler_adapters::build_provider(&provider_config, &dir)
+        })
+        .await
+        .map_err(|e| AgentError::Config(e.to_string()))?
+        .map_err(|e| AgentError::Config(format!("[provider]: {e}")))?
+    };
+    let program = match &config.launch {
+        crate::provider::WorkerLaunch::Processes { command: Some(c) } => c.clone(),
+        _ => std::env::current_exe().map_err(|e| {
+            AgentError::Config(format!(
+                "cannot find the agent's own executable for block workers (set worker_command): {e}"
+            ))
+        })?,
+    };
+    let address = match &settings.dispatcher_address {
+        Some(address) => address.clone(),
+        None if dispatcher.ip().is_unspecified() => {
+            format!("{}:{}", crate::hostname(), dispatcher.port())
+        }
+        None => dispatcher.to_string(),
+    };
+    tracing::info!(provider = provider.kind(), dispatcher = %address, "worker blocks will connect to the dispatcher here");
+    Ok(Blocks::new(
+        provider,
+        BlockSettings {
+            strategy: settings.strategy.clone(),
+            worker: lattice_scheduler_adapters::WorkerCommand {
+                program,
+                dispatcher: address,
+                capacity: config.worker_capacity,
+                scratch_dir: config.scratch_dir.clone(),
+            },
+            walltime: settings.provider.walltime(),
+            worker_init: settings.provider.worker_init().to_vec(),
+        },
+        config.worker_capacity,
+        events,
+    ))
 }
 
 async fn resolve_credential(config: &AgentConfig) -> Result<EndpointCredential, AgentError> {
@@ -167,6 +239,10 @@ enum Event {
     Flush,
     /// Time to report load.
     Heartbeat,
+    /// Time to poll the scheduler and apply the scaling strategy.
+    ScaleTick,
+    /// A provider call (submit, status, cancel) came back.
+    Block(BlockEvent),
     /// Ctrl-C, SIGTERM, or the embedding program asked to stop.
     Shutdown,
     /// The shutdown grace period is over.
@@ -183,9 +259,13 @@ struct Inputs<'a> {
     channel: mpsc::UnboundedReceiver<ChannelEvent>,
     workers: mpsc::UnboundedReceiver<WorkerEvent>,
     heartbeat: &'a mut Interval,
+    blocks: mpsc::UnboundedReceiver<BlockEvent>,
+    scale_tick: &'a mut Interval,
 }
 
 struct Agent {
+    /// Worker blocks of the configured provider, if any.
+    blocks: Option<Blocks>,
     dispatcher: Dispatcher,
     /// Outgoing frames of the current connection, if connected.
     link: Option<mpsc::UnboundedSender<AgentFrame>>,
@@ -216,6 +296,8 @@ impl Agent {
             Some(event) = inputs.workers.recv() => Event::Worker(event),
             () = tokio::time::sleep_until(flush_at), if self.flush_at.is_some() => Event::Flush,
             _ = inputs.heartbeat.tick() => Event::Heartbeat,
+            _ = inputs.scale_tick.tick(), if self.blocks.is_some() && self.stopping.is_none() => Event::ScaleTick,
+            Some(event) = inputs.blocks.recv() => Event::Block(event),
             () = shutdown.as_mut(), if self.stopping.is_none() => Event::Shutdown,
             () = tokio::time::sleep_until(grace_over), if self.stopping.is_some() => Event::GraceOver,
         }
@@ -236,6 +318,12 @@ impl Agent {
             Event::Worker(event) => self.worker_event(event),
             Event::Flush => self.flush(),
             Event::Heartbeat => self.send_heartbeat(),
+            Event::ScaleTick => self.scale(),
+            Event::Block(event) => {
+                if let Some(blocks) = &mut self.blocks {
+                    blocks.handle(event);
+                }
+            }
             Event::Shutdown => {
                 tracing::info!(
                     running = self.dispatcher.running(),
@@ -365,7 +453,19 @@ impl Agent {
         if self.stopping.is_some() {
             return 0;
         }
-        PREFETCH.saturating_mul(self.expected_slots.max(self.dispatcher.slots()))
+        let planned = self.expected_slots + self.blocks.as_ref().map_or(0, Blocks::planned_slots);
+        PREFETCH.saturating_mul(planned.max(self.dispatcher.slots()))
+    }
+
+    fn scale(&mut self) {
+        let Some(blocks) = &mut self.blocks else {
+            return;
+        };
+        let load = lattice_scheduler_adapters::strategy::Load {
+            queued: self.dispatcher.queue_depth(),
+            idle_slots: self.dispatcher.idle_slots(),
+        };
+        blocks.tick(load, &self.dispatcher.block_load());
     }
 
     fn grant_credits(&mut self) {
@@ -399,10 +499,19 @@ impl Agent {
     }
 
     fn send_heartbeat(&mut self) {
+        let (blocks, provider_error) = match &self.blocks {
+            Some(blocks) => (
+                blocks.reports(&self.dispatcher.block_load()),
+                blocks.provider_error(),
+            ),
+            None => (Vec::new(), None),
+        };
         self.send(AgentFrame::Heartbeat {
             workers: self.dispatcher.workers(),
             idle_slots: self.dispatcher.idle_slots(),
             queue_depth: self.dispatcher.queue_depth(),
+            blocks,
+            provider_error,
         });
     }
 

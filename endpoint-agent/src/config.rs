@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lattice_protocol::EndpointId;
+use lattice_scheduler_adapters::{ProviderConfig, StrategyConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::channel::BackoffPolicy;
@@ -98,6 +99,19 @@ pub struct AgentConfig {
     pub(crate) backoff: BackoffPolicy,
     /// Told once the agent listens for workers.
     pub ready: Option<tokio::sync::oneshot::Sender<crate::AgentReady>>,
+    /// Worker blocks from a batch scheduler, Kubernetes or local processes,
+    /// scaled by a strategy (in addition to the `workers` above).
+    pub provider: Option<ProviderSettings>,
+}
+
+/// A provider of worker blocks and how to scale it.
+#[derive(Clone, Debug)]
+pub struct ProviderSettings {
+    pub provider: ProviderConfig,
+    pub strategy: StrategyConfig,
+    /// `HOST:PORT` block workers dial [default: the dispatcher's address,
+    /// a wildcard IP replaced by this host's name].
+    pub dispatcher_address: Option<String>,
 }
 
 impl AgentConfig {
@@ -117,13 +131,14 @@ impl AgentConfig {
             shutdown_grace: Duration::from_secs(10),
             backoff: BackoffPolicy::default(),
             ready: None,
+            provider: None,
         }
     }
 
     /// Applies an endpoint's `config.toml` (the service URL is used by the
     /// caller to build the client for `Credentials::Register`).
     pub fn apply_file(&mut self, file: &EndpointFileConfig) {
-        self.workers = file.workers;
+        self.workers = file.local_workers();
         self.worker_capacity = file.worker_capacity;
         if let Some(listen) = file.dispatcher_listen {
             self.dispatcher_listen = listen;
@@ -137,6 +152,11 @@ impl AgentConfig {
                 command: Some(command.clone()),
             };
         }
+        self.provider = file.provider.as_ref().map(|provider| ProviderSettings {
+            provider: provider.clone(),
+            strategy: file.strategy.clone().unwrap_or_default(),
+            dispatcher_address: file.dispatcher_address.clone(),
+        });
     }
 }
 
@@ -145,8 +165,9 @@ impl AgentConfig {
 #[serde(deny_unknown_fields)]
 pub struct EndpointFileConfig {
     pub service_url: String,
-    #[serde(default = "default_workers")]
-    pub workers: u32,
+    /// Local worker processes [default: 2, or 0 with a `[provider]`].
+    #[serde(default)]
+    pub workers: Option<u32>,
     #[serde(default = "default_capacity")]
     pub worker_capacity: u32,
     #[serde(default)]
@@ -157,11 +178,17 @@ pub struct EndpointFileConfig {
     pub scratch_dir: Option<PathBuf>,
     #[serde(default)]
     pub worker_command: Option<PathBuf>,
+    /// `HOST:PORT` that block workers dial, when it differs from `dispatcher_listen`.
+    #[serde(default)]
+    pub dispatcher_address: Option<String>,
+    #[serde(default)]
+    pub provider: Option<ProviderConfig>,
+    #[serde(default)]
+    pub strategy: Option<StrategyConfig>,
 }
 
-fn default_workers() -> u32 {
-    2
-}
+/// Local workers when the file does not say and there is no provider.
+const DEFAULT_LOCAL_WORKERS: u32 = 2;
 
 fn default_capacity() -> u32 {
     1
@@ -171,13 +198,26 @@ impl EndpointFileConfig {
     pub fn new(service_url: impl Into<String>) -> Self {
         Self {
             service_url: service_url.into(),
-            workers: default_workers(),
+            workers: None,
             worker_capacity: default_capacity(),
             dispatcher_listen: None,
             default_walltime_secs: None,
             scratch_dir: None,
             worker_command: None,
+            dispatcher_address: None,
+            provider: None,
+            strategy: None,
         }
+    }
+
+    /// Local worker processes: as set, else 2 without a provider and 0 with
+    /// one (a login node should not run work).
+    pub fn local_workers(&self) -> u32 {
+        self.workers.unwrap_or(if self.provider.is_some() {
+            0
+        } else {
+            DEFAULT_LOCAL_WORKERS
+        })
     }
 
     /// Reads and checks a config file. Blocking.
@@ -197,6 +237,15 @@ impl EndpointFileConfig {
         if self.worker_capacity == 0 {
             return Err("worker_capacity must be at least 1".to_owned());
         }
+        if let Some(provider) = &self.provider {
+            provider.check()?;
+        }
+        if let Some(strategy) = &self.strategy {
+            if self.provider.is_none() {
+                return Err("[strategy] needs a [provider] table to scale".to_owned());
+            }
+            strategy.check()?;
+        }
         Ok(())
     }
 
@@ -212,11 +261,16 @@ impl EndpointFileConfig {
         out.push_str("# The service this endpoint registers with and connects to.\n");
         out.push_str(&format!("service_url = {}\n\n", quoted(&self.service_url)));
         out.push_str("# Worker processes the agent starts on this machine (0: only workers\n");
-        out.push_str("# started elsewhere with `lattice worker --dispatcher ADDR`).\n");
-        out.push_str(&format!("workers = {}\n\n", self.workers));
+        out.push_str("# started elsewhere with `lattice worker --dispatcher ADDR` or by the\n");
+        out.push_str("# [provider] below). Default: 2, or 0 when a [provider] is set.\n");
+        out.push_str(&format!("workers = {}\n\n", self.local_workers()));
         out.push_str("# Tasks each worker runs at once.\n");
         out.push_str(&format!("worker_capacity = {}\n\n", self.worker_capacity));
         out.push_str("# Address the dispatcher listens on for workers (port 0: any free port).\n");
+        out.push_str(
+            "# Workers on compute nodes must reach it: on a cluster listen on the login\n",
+        );
+        out.push_str("# node's internal interface (or 0.0.0.0) with a fixed port.\n");
         match self.dispatcher_listen {
             Some(listen) => out.push_str(&format!("dispatcher_listen = \"{listen}\"\n\n")),
             None => out.push_str("# dispatcher_listen = \"127.0.0.1:0\"\n\n"),
@@ -243,6 +297,20 @@ impl EndpointFileConfig {
                 quoted(&cmd.display().to_string())
             )),
             None => out.push_str("# worker_command = \"/usr/local/bin/lattice\"\n"),
+        }
+        out.push_str(
+            "\n# HOST:PORT that block workers dial, if not the listen address (default:\n",
+        );
+        out.push_str("# the listen address, with 0.0.0.0 replaced by this host's name).\n");
+        match &self.dispatcher_address {
+            Some(address) => out.push_str(&format!("dispatcher_address = {}\n", quoted(address))),
+            None => out.push_str("# dispatcher_address = \"login1.cluster.example:9000\"\n"),
+        }
+        if let Some(provider) = &self.provider {
+            out.push('\n');
+            out.push_str(&provider.render());
+            out.push('\n');
+            out.push_str(&self.strategy.clone().unwrap_or_default().render());
         }
         out
     }
@@ -338,8 +406,15 @@ mod tests {
         let path = dir.path().join(CONFIG_FILE);
         let mut config = EndpointFileConfig::new("http://127.0.0.1:8470");
         config.save(&path, "laptop").unwrap();
-        assert_eq!(EndpointFileConfig::load(&path).unwrap(), config);
-        config.workers = 4;
+        let mut reloaded = EndpointFileConfig::load(&path).unwrap();
+        assert_eq!(
+            reloaded.workers,
+            Some(2),
+            "the rendering writes the default"
+        );
+        reloaded.workers = None;
+        assert_eq!(reloaded, config);
+        config.workers = Some(4);
         config.default_walltime_secs = Some(60);
         config.dispatcher_listen = Some("0.0.0.0:9000".parse().unwrap());
         config.scratch_dir = Some("/tmp/x \"y\"".into());
@@ -353,6 +428,162 @@ mod tests {
         assert!(err.contains("workerz"), "{err}");
         std::fs::write(&path, "service_url = \"http://x\"\nworker_capacity = 0\n").unwrap();
         assert!(EndpointFileConfig::load(&path).is_err());
+    }
+
+    /// What `lattice endpoint configure NAME --provider slurm` writes.
+    #[test]
+    fn slurm_template() {
+        let mut config = EndpointFileConfig::new("https://lattice.example.org");
+        config.provider = Some(ProviderConfig::template("slurm").unwrap());
+        config.strategy = Some(StrategyConfig::default());
+        let text = config.render("hpc");
+        expect_test::expect![[r##"
+            # Lattice endpoint `hpc`. Start it with `lattice endpoint start hpc`.
+
+            # The service this endpoint registers with and connects to.
+            service_url = "https://lattice.example.org"
+
+            # Worker processes the agent starts on this machine (0: only workers
+            # started elsewhere with `lattice worker --dispatcher ADDR` or by the
+            # [provider] below). Default: 2, or 0 when a [provider] is set.
+            workers = 0
+
+            # Tasks each worker runs at once.
+            worker_capacity = 1
+
+            # Address the dispatcher listens on for workers (port 0: any free port).
+            # Workers on compute nodes must reach it: on a cluster listen on the login
+            # node's internal interface (or 0.0.0.0) with a fixed port.
+            # dispatcher_listen = "127.0.0.1:0"
+
+            # Walltime in seconds for tasks submitted without one (unset: no limit).
+            # default_walltime_secs = 3600
+
+            # Parent of the per-task scratch directories (default: the endpoint dir + /scratch).
+            # scratch_dir = "/scratch/lattice"
+
+            # The `lattice` binary that runs workers (default: this agent's own binary).
+            # worker_command = "/usr/local/bin/lattice"
+
+            # HOST:PORT that block workers dial, if not the listen address (default:
+            # the listen address, with 0.0.0.0 replaced by this host's name).
+            # dispatcher_address = "login1.cluster.example:9000"
+
+            # Where worker blocks run. Each block is one allocation (a batch job, a
+            # set of pods, a group of local processes) whose nodes each start
+            # `workers_per_node` `lattice worker` processes that connect back to
+            # this agent's dispatcher; the [strategy] table decides how many.
+            [provider]
+
+            # One of: local, slurm, pbs, lsf, kubernetes.
+            type = "slurm"
+
+            # Partition (`#SBATCH --partition`); unset: the cluster's default.
+            # partition = "compute"
+
+            # Account charged for the nodes (`--account`); unset: your default account.
+            # account = "project123"
+
+            # Quality of service (`--qos`).
+            # qos = "normal"
+
+            # Node features the block needs (`--constraint`).
+            # constraint = "haswell"
+
+            # Ask for whole nodes (`--exclusive`).
+            exclusive = false
+
+            # Walltime of each block (`--time`), HH:MM:SS or D-HH:MM:SS. Workers are
+            # killed when it ends; their running tasks are retried on another block.
+            walltime = "01:00:00"
+
+            # Extra lines for the batch script's header, verbatim.
+            # scheduler_options = ["#SBATCH --gres=gpu:1", "#SBATCH --mail-type=FAIL"]
+
+            # Shell lines run on the first node before the workers start.
+            # worker_init = ["module load python", "source ~/venv/bin/activate"]
+
+            # Where batch scripts and job output files go (default: the endpoint's dir + /blocks).
+            # script_dir = "/home/me/lattice-blocks"
+
+            # Seconds an sbatch/squeue/scancel call may take before it counts as failed.
+            command_timeout_secs = 60
+
+            # How many blocks run. Blocks are added while tasks wait and no worker
+            # slot is free, and cancelled after `max_idletime_secs` without tasks.
+            [strategy]
+
+            # Blocks submitted when the agent starts.
+            init_blocks = 0
+
+            # Blocks kept even when idle (0: give every node back when there is no work).
+            min_blocks = 0
+
+            # Never more blocks than this, pending ones included.
+            max_blocks = 1
+
+            # Nodes in each block (`--nodes` of the batch job, pods of a Kubernetes block).
+            nodes_per_block = 1
+
+            # Worker processes started on each node; each runs `worker_capacity` tasks at once.
+            workers_per_node = 1
+
+            # Seconds a block may sit without tasks before it is cancelled.
+            max_idletime_secs = 120
+
+            # Seconds between asking the scheduler for block states (and deciding).
+            poll_interval_secs = 5
+        "##]]
+        .assert_eq(&text);
+        let parsed: EndpointFileConfig = toml::from_str(&text).unwrap();
+        assert_eq!(parsed.local_workers(), 0, "no work on the login node");
+        assert_eq!(parsed.provider, config.provider);
+        assert_eq!(parsed.strategy, config.strategy);
+    }
+
+    #[test]
+    fn provider_settings_are_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        let base = "service_url = \"http://x\"\n";
+        std::fs::write(
+            &path,
+            format!("{base}[provider]\ntype = \"slurm\"\nwalltime = \"1:99\"\n"),
+        )
+        .unwrap();
+        let err = EndpointFileConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("provider.walltime"), "{err}");
+        std::fs::write(
+            &path,
+            format!(
+                "{base}[provider]\ntype = \"pbs\"\n[strategy]\nmin_blocks = 2\nmax_blocks = 1\n"
+            ),
+        )
+        .unwrap();
+        let err = EndpointFileConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("strategy.min_blocks"), "{err}");
+        std::fs::write(&path, format!("{base}[strategy]\nmax_blocks = 1\n")).unwrap();
+        let err = EndpointFileConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("[provider]"), "{err}");
+        std::fs::write(
+            &path,
+            format!("{base}workers = 1\n[provider]\ntype = \"local\"\n"),
+        )
+        .unwrap();
+        let loaded = EndpointFileConfig::load(&path).unwrap();
+        let mut agent = AgentConfig::new(
+            Credentials::Preset(EndpointCredential {
+                endpoint_id: EndpointId::new(),
+                agent_secret: "s".into(),
+                service_url: "http://x".into(),
+            }),
+            dir.path(),
+        );
+        agent.apply_file(&loaded);
+        assert_eq!(agent.workers, 1);
+        let settings = agent.provider.unwrap();
+        assert_eq!(settings.provider.kind(), "local");
+        assert_eq!(settings.strategy, StrategyConfig::default());
     }
 
     #[test]

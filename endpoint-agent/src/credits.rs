@@ -5,8 +5,9 @@
 //! connection and start from zero on every new connection, so after a
 //! reconnect the agent grants the window minus the tasks it still holds.
 
-/// Tasks held per worker slot: one running, one waiting.
-pub(crate) const PREFETCH: u32 = 2;
+/// Tasks held per worker slot: one running, the rest waiting, so that short
+/// tasks do not leave workers idle for a round trip to the service.
+pub(crate) const PREFETCH: u32 = 8;
 
 /// Grants not yet used by the service on the current connection.
 #[derive(Debug, Default)]

@@ -39,6 +39,13 @@ pub(crate) struct WorkerHello {
     pub(crate) block_id: Option<String>,
 }
 
+/// Workers and running tasks of one scheduler block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct BlockLoad {
+    pub(crate) workers: u32,
+    pub(crate) running_tasks: u32,
+}
+
 /// What happened on the worker sockets.
 #[derive(Debug)]
 pub(crate) enum WorkerEvent {
@@ -228,6 +235,20 @@ impl Dispatcher {
 
     pub(crate) fn idle_slots(&self) -> u32 {
         self.workers.values().map(Worker::free).sum()
+    }
+
+    /// Per scheduler block (as workers announced it): connected workers and
+    /// the tasks running on them.
+    pub(crate) fn block_load(&self) -> HashMap<String, BlockLoad> {
+        let mut load: HashMap<String, BlockLoad> = HashMap::new();
+        for worker in self.workers.values() {
+            if let Some(block) = &worker.hello.block_id {
+                let entry = load.entry(block.clone()).or_default();
+                entry.workers += 1;
+                entry.running_tasks += worker.tasks.len() as u32;
+            }
+        }
+        load
     }
 
     /// Queues a task; `false` (and nothing queued) if it is already here.

@@ -7,7 +7,8 @@
 //! frames, credit-based flow control, result batching and re-sending until
 //! acknowledged, reconnects with jittered backoff), the dispatcher that
 //! workers connect to over TCP (task queue, assignment, retry on worker
-//! loss), the local worker provider, and the worker loop itself
+//! loss), the local worker pool, the worker blocks of a scheduler provider
+//! (`lattice-scheduler-adapters`, scaled by its strategy), and the worker loop itself
 //! ([`run_worker`]), which runs tasks with `function-runtime`.
 //!
 //! It must never depend on `service`; the two meet only in `protocol`. It
@@ -15,6 +16,7 @@
 //! loop must not block: every trigger is one variant of `agent::Event`.
 
 mod agent;
+mod blocks;
 mod channel;
 mod config;
 mod credits;
@@ -26,9 +28,11 @@ mod worker;
 pub use agent::{run_agent, AgentReady};
 pub use config::{
     endpoint_dir, validate_endpoint_name, AgentConfig, Credentials, EndpointCredential,
-    EndpointFileConfig, CONFIG_FILE, CREDENTIAL_FILE,
+    EndpointFileConfig, ProviderSettings, CONFIG_FILE, CREDENTIAL_FILE,
 };
-pub use lattice_function_runtime::ShellRuntime;
+pub use lattice_function_runtime::{Runtime, ShellRuntime};
+/// The providers and strategy the agent's `[provider]` config selects.
+pub use lattice_scheduler_adapters as scheduler;
 pub use provider::WorkerLaunch;
 pub use wire::WireError;
 pub use worker::{run_worker, run_worker_until, WorkerError, WorkerOptions};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use lattice_function_runtime::ShellRuntime;
+use lattice_function_runtime::Runtime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -152,7 +152,7 @@ async fn supervise_in_process(
     let mut delay = RESTART_INITIAL;
     while !*stopped.borrow() {
         let mut options = WorkerOptions::new(workers.dispatcher.to_string(), workers.capacity);
-        options.runtime = ShellRuntime::new(workers.scratch_root.clone());
+        options.runtime = Runtime::new(workers.scratch_root.clone());
         let mut worker = tokio::spawn(run_worker(options));
         tokio::select! {
             ended = &mut worker => {

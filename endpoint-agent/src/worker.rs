@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chrono::Utc;
-use lattice_function_runtime::ShellRuntime;
+use lattice_function_runtime::Runtime;
 use lattice_protocol::frames::{DispatcherFrame, OutcomeStatus, TaskOutcome, WorkerFrame};
 use lattice_protocol::{TaskId, WorkerId};
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -30,7 +30,8 @@ pub struct WorkerOptions {
     pub worker_id: WorkerId,
     /// The scheduler block that started this worker, if any.
     pub block_id: Option<String>,
-    pub runtime: ShellRuntime,
+    /// Runs the tasks, every kind; built once and shared by all of them.
+    pub runtime: Runtime,
 }
 
 impl WorkerOptions {
@@ -40,7 +41,7 @@ impl WorkerOptions {
             capacity,
             worker_id: WorkerId::new(),
             block_id: None,
-            runtime: ShellRuntime::new(ShellRuntime::default_scratch_root()),
+            runtime: Runtime::new(Runtime::default_scratch_root()),
         }
     }
 }
@@ -123,6 +124,10 @@ pub async fn run_worker_until(
         }
     });
 
+    let mut runtime = options.runtime.clone();
+    // Every task slot may run a Wasm module at once.
+    runtime.wasm.max_instances = runtime.wasm.max_instances.max(options.capacity);
+    let runtime = Arc::new(runtime);
     let slots = Arc::new(Semaphore::new(options.capacity as usize));
     let mut cancels: HashMap<TaskId, oneshot::Sender<()>> = HashMap::new();
     let mut tasks: JoinSet<TaskId> = JoinSet::new();
@@ -147,7 +152,7 @@ pub async fn run_worker_until(
                     cancels.insert(task.task_id, cancel_tx);
                     tasks.spawn(run_one(
                         task,
-                        options.runtime.clone(),
+                        runtime.clone(),
                         slots.clone(),
                         cancel_rx,
                         out_tx.clone(),
@@ -204,7 +209,7 @@ pub async fn run_worker_until(
 
 async fn run_one(
     task: lattice_protocol::frames::TaskAssignment,
-    runtime: ShellRuntime,
+    runtime: Arc<Runtime>,
     slots: Arc<Semaphore>,
     mut cancel: oneshot::Receiver<()>,
     out: mpsc::UnboundedSender<WorkerFrame>,

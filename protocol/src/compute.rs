@@ -118,6 +118,48 @@ pub struct EndpointInfo {
     pub agent_queue_depth: u32,
     /// Tasks waiting in the service's queue for this endpoint.
     pub waiting_tasks: u64,
+    /// Worker blocks the agent's provider runs (batch jobs, pods), from its
+    /// last heartbeat; empty for agents without a provider.
+    #[serde(default)]
+    pub blocks: Vec<BlockReport>,
+    /// The last block failure the agent's provider reported, in the
+    /// scheduler's words (`sbatch: error: ... Invalid account ...`); cleared
+    /// once a block runs again.
+    #[serde(default)]
+    pub provider_error: Option<String>,
+}
+
+/// State of a worker block, as its scheduler reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum BlockPhase {
+    /// Being submitted, queued, or starting.
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Unknown,
+}
+
+/// One worker block of an endpoint (agent heartbeat, `GET /v1/endpoints/{id}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BlockReport {
+    /// The agent's name for the block (workers announce it).
+    pub id: String,
+    /// The scheduler's id (Slurm job id, ...), once submitted.
+    #[serde(default)]
+    pub job_id: Option<String>,
+    pub state: BlockPhase,
+    /// Why it failed (or what the scheduler said), in the scheduler's words.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Nodes asked for.
+    pub nodes: u32,
+    /// Workers of this block connected to the dispatcher now.
+    pub workers: u32,
 }
 
 /// Answer to `POST /v1/endpoints`: the agent's credential, shown once.
@@ -187,7 +229,34 @@ pub struct TaskResult {
     /// A serialized return value (Python functions), base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// The exception a Python function raised (the task is then `failed`
+    /// and `error` reads `TYPE: MESSAGE`). Absent for other kinds and for
+    /// failures that are not the function's own (timeout, worker lost, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<RemoteException>,
 }
+
+/// An exception raised by a Python function on the endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RemoteException {
+    /// Qualified type name: `ValueError`, `numpy.linalg.LinAlgError`, ...
+    pub type_name: String,
+    /// `str(exception)`.
+    pub message: String,
+    /// The remote traceback, formatted as Python prints it, starting in
+    /// the function's own code.
+    pub traceback: String,
+    /// base64 of the pickled exception (cloudpickle, protocol 5) when it
+    /// pickles; the SDK re-raises it as the same type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}
+
+/// The one argument key a `python` task may carry: base64 of the pickled
+/// `(args, kwargs)` tuple, as written by the Python SDK. A `python` task
+/// without it calls its function with no arguments.
+pub const PYTHON_ARGS_KEY: &str = "__lattice_payload__";
 
 /// `POST /v1/tasks`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -255,6 +324,10 @@ pub struct TaskInfo {
     pub walltime_secs: u32,
     /// Final results that arrived after the first one and were dropped.
     pub duplicate_results: u32,
+    /// For a task not yet final: why its endpoint cannot run it now (its
+    /// provider cannot start workers), so it does not wait silently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_problem: Option<String>,
 }
 
 /// `POST /v1/tasks/status`: many tasks in one round trip.

@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::compute::{FunctionSpec, TaskArgs, TaskResult};
+use crate::compute::{BlockReport, FunctionSpec, TaskArgs, TaskResult};
 use crate::ids::{EndpointId, FunctionId, TaskId, WorkerId};
 
 /// One task handed to an agent, and by it to a worker.
@@ -79,6 +79,12 @@ pub enum AgentFrame {
         workers: u32,
         idle_slots: u32,
         queue_depth: u32,
+        /// The provider's worker blocks (empty without a provider).
+        #[serde(default)]
+        blocks: Vec<BlockReport>,
+        /// The last block failure, in the scheduler's words.
+        #[serde(default)]
+        provider_error: Option<String>,
     },
     Started {
         tasks: Vec<TaskStarted>,

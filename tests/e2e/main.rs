@@ -1,4 +1,5 @@
 //! End-to-end tests: the service on a real socket with real peers (an OpenID
 //! Connect provider, later agents and the CLI). The harness is `lattice_tests`.
 
+mod blocks;
 mod login;

@@ -555,3 +555,76 @@ fn form_action(page: &str) -> Option<String> {
     let end = rest[attr..].find('"')?;
     Some(rest[attr..attr + end].replace("&amp;", "&"))
 }
+
+// ---- binaries and schedulers ---------------------------------------------
+
+/// The `lattice` binary for worker processes: `LATTICE_BIN`, else `lattice`
+/// in the target dir this test executable was built into (`cargo build -p
+/// lattice-cli` puts it there); otherwise why not.
+pub fn lattice_bin() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("LATTICE_BIN") {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(format!("LATTICE_BIN={} does not exist", bin.display()))
+        };
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find this test executable: {e}"))?;
+    // target/debug/deps/e2e-HASH -> target/debug/lattice
+    let candidate = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("lattice"))
+        .ok_or_else(|| format!("unexpected test executable path {}", exe.display()))?;
+    if candidate.is_file() {
+        Ok(candidate)
+    } else {
+        Err(format!(
+            "{} is missing: run `cargo build -p lattice-cli` first (or set LATTICE_BIN)",
+            candidate.display()
+        ))
+    }
+}
+
+/// The repository's one-node Slurm cluster config (`.ci/slurm.sh` starts
+/// the cluster): `SLURM_CONF` if set, else `.ci/slurm/slurm.conf`.
+pub fn slurm_conf() -> PathBuf {
+    std::env::var_os("SLURM_CONF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/slurm/slurm.conf"))
+}
+
+/// Whether a Slurm cluster answers (`sinfo` through [`slurm_conf`]) with a
+/// usable node; otherwise why not.
+pub fn slurm_available() -> Result<(), String> {
+    let conf = slurm_conf();
+    if !conf.is_file() {
+        return Err(format!("no Slurm config at {}", conf.display()));
+    }
+    let output = Command::new("sinfo")
+        .args(["-h", "-o", "%t"])
+        .env("SLURM_CONF", &conf)
+        .output()
+        .map_err(|e| {
+            format!("cannot run sinfo ({e}): run .ci/slurm.sh to install and start Slurm")
+        })?;
+    let states = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "sinfo failed: {} (run .ci/slurm.sh)",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    if !states
+        .lines()
+        .any(|s| ["idle", "mix", "alloc", "comp"].contains(&s.trim()))
+    {
+        return Err(format!(
+            "no usable Slurm node (sinfo says {:?}); run .ci/slurm.sh",
+            states.trim()
+        ));
+    }
+    Ok(())
+}

@@ -103,16 +103,27 @@ impl DevPlatform {
                 self.token = profile.access_token;
                 break;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("`lattice dev` exited early with {status}");
             }
-            assert!(Instant::now() < deadline, "`lattice dev` did not write its profile within {READY_TIMEOUT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "`lattice dev` did not write its profile within {READY_TIMEOUT:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         self.listen = self.url.trim_start_matches("http://").to_owned();
         let deadline = Instant::now() + READY_TIMEOUT;
         while std::net::TcpStream::connect(&self.listen).is_err() {
-            assert!(Instant::now() < deadline, "`lattice dev` is not listening on {}", self.listen);
+            assert!(
+                Instant::now() < deadline,
+                "`lattice dev` is not listening on {}",
+                self.listen
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -268,5 +279,8 @@ fn send_signal(pid: u32, signal: Signal) {
     let signal = match signal {
         Signal::Interrupt => "-INT",
     };
-    let _ = Command::new("kill").arg(signal).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status();
 }

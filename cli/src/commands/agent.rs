@@ -90,6 +90,12 @@ pub(crate) enum EndpointCommand {
         /// Address the dispatcher listens on for workers.
         #[arg(long, value_name = "ADDR")]
         dispatcher_listen: Option<SocketAddr>,
+        /// Start worker blocks with this provider (local, slurm, pbs, lsf,
+        /// kubernetes): writes its options, each explained, with defaults to
+        /// edit, and a [strategy] table. Replaces an existing [provider];
+        /// local workers drop to 0 unless --workers is given.
+        #[arg(long, value_name = "KIND")]
+        provider: Option<String>,
     },
     /// Run the endpoint's agent from its config file (registering the
     /// endpoint on first start) until Ctrl-C / SIGTERM.
@@ -114,6 +120,7 @@ pub(crate) async fn endpoint(ctx: &Context, command: EndpointCommand) -> anyhow:
             worker_capacity,
             default_walltime,
             dispatcher_listen,
+            provider,
         } => {
             let dir = endpoint_dir(&Profile::config_dir()?, &name)?;
             let path = dir.join(CONFIG_FILE);
@@ -130,8 +137,18 @@ pub(crate) async fn endpoint(ctx: &Context, command: EndpointCommand) -> anyhow:
                 Some(config) => config,
                 None => EndpointFileConfig::new(ctx.service_url()?),
             };
-            if let Some(workers) = workers {
+            if workers.is_some() {
                 config.workers = workers;
+            }
+            if let Some(kind) = provider {
+                // Blocks do the work: no local workers unless asked for.
+                if workers.is_none() {
+                    config.workers = None;
+                }
+                let template = lattice_endpoint_agent::scheduler::ProviderConfig::template(&kind)
+                    .map_err(crate::output::UsageError)?;
+                config.provider = Some(template);
+                config.strategy.get_or_insert_with(Default::default);
             }
             if let Some(capacity) = worker_capacity {
                 config.worker_capacity = capacity;

@@ -58,6 +58,27 @@ pub(crate) fn describe(e: &EndpointInfo) -> String {
     if let Some(seen) = &e.last_seen {
         text.push_str(&format!("\n  last seen:     {}", seen.to_rfc3339()));
     }
+    if !e.blocks.is_empty() {
+        text.push_str("\n  blocks:");
+        for block in &e.blocks {
+            text.push_str(&format!(
+                "\n    {}  {:<9}  job {}  {} node(s), {} worker(s)",
+                block.id,
+                format!("{:?}", block.state).to_lowercase(),
+                block.job_id.as_deref().unwrap_or("-"),
+                block.nodes,
+                block.workers
+            ));
+            if let Some(message) = &block.message {
+                text.push_str(&format!("\n      {message}"));
+            }
+        }
+    }
+    if let Some(error) = &e.provider_error {
+        text.push_str(&format!(
+            "\n\nThe endpoint cannot start workers: {error}\nTasks wait until it can; fix the endpoint's [provider] config and restart it."
+        ));
+    }
     if e.status == EndpointStatus::Offline && e.waiting_tasks > 0 {
         text.push_str(&format!(
             "\n\nThe endpoint is offline: {} tasks are queued and will run when its agent reconnects.",

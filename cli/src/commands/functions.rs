@@ -1,5 +1,9 @@
 //! `lattice function register|list|show|delete`.
 
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use base64::Engine as _;
 use clap::{ArgGroup, Subcommand};
 use lattice_protocol::compute::{FunctionInfo, FunctionRegister, FunctionSpec};
 use lattice_protocol::FunctionId;
@@ -11,7 +15,7 @@ use crate::output::UsageError;
 pub(crate) enum FunctionCommand {
     /// Register a function and print its id. Registering the same command
     /// under the same name again returns the existing id.
-    #[command(group(ArgGroup::new("kind").required(true).args(["shell", "container"])))]
+    #[command(group(ArgGroup::new("kind").required(true).args(["shell", "container", "wasm"])))]
     Register {
         /// A shell command template; `{name}` placeholders are filled with
         /// shell-quoted task arguments (`{{`/`}}` for literal braces).
@@ -23,6 +27,11 @@ pub(crate) enum FunctionCommand {
         /// Command template for `--container`.
         #[arg(long, value_name = "CMD")]
         command: Option<String>,
+        /// A WASI (preview 1) command module: its arguments are the task's
+        /// `argv` array (or its argument values in key order), its stdin the
+        /// task's `stdin` argument.
+        #[arg(long, value_name = "FILE.wasm")]
+        wasm: Option<PathBuf>,
         /// A name to recognise it by [default: the command's first word].
         #[arg(long)]
         name: Option<String>,
@@ -44,19 +53,33 @@ pub(crate) async fn run(ctx: &Context, command: FunctionCommand) -> anyhow::Resu
             shell,
             container,
             command,
+            wasm,
             name,
             description,
         } => {
-            let spec = match (shell, container) {
-                (Some(command), None) => FunctionSpec::Shell { command },
-                (None, Some(image)) => FunctionSpec::Container {
+            // A module is named after its file unless told otherwise.
+            let name = name.or_else(|| {
+                let stem = wasm.as_deref()?.file_stem()?;
+                Some(stem.to_string_lossy().into_owned())
+            });
+            let spec = match (shell, container, wasm) {
+                (Some(command), None, None) => FunctionSpec::Shell { command },
+                (None, Some(image), None) => FunctionSpec::Container {
                     image,
                     command: command.unwrap_or_default(),
                 },
+                (None, None, Some(path)) => {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading the Wasm module {}", path.display()))?;
+                    FunctionSpec::Wasm {
+                        module: base64::engine::general_purpose::STANDARD.encode(bytes),
+                    }
+                }
                 _ => {
-                    return Err(
-                        UsageError("give exactly one of --shell, --container".into()).into(),
+                    return Err(UsageError(
+                        "give exactly one of --shell, --container, --wasm".into(),
                     )
+                    .into())
                 }
             };
             let function = client

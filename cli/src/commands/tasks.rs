@@ -377,6 +377,9 @@ pub(crate) fn describe(t: &TaskInfo) -> String {
         text.push_str(&format!("\n  worker:    {worker}"));
     }
     text.push_str(&format!("\n  attempts:  {}", t.attempts));
+    if let Some(problem) = &t.endpoint_problem {
+        text.push_str(&format!("\n  waiting:   {problem}"));
+    }
     if let Some(error) = &t.error {
         text.push_str(&format!("\n  error:     {error}"));
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use lattice_endpoint_agent::{run_worker_until, ShellRuntime, WorkerOptions};
+use lattice_endpoint_agent::{run_worker_until, Runtime, WorkerOptions};
 
 #[derive(Args, Debug)]
 pub(crate) struct WorkerArgs {
@@ -31,12 +31,26 @@ pub(crate) struct WorkerArgs {
 pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let mut options = WorkerOptions::new(args.dispatcher, args.capacity);
     options.block_id = args.block_id;
-    options.runtime = ShellRuntime::new(
+    options.runtime = Runtime::new(
         args.scratch_dir
-            .unwrap_or_else(ShellRuntime::default_scratch_root),
+            .unwrap_or_else(Runtime::default_scratch_root),
     );
+    if options.block_id.is_some() {
+        options.runtime.shell.env_allow.extend(scheduler_env());
+    }
     let dispatcher = options.dispatcher.clone();
     run_worker_until(options, crate::commands::service::shutdown_signal())
         .await
         .with_context(|| format!("worker of dispatcher {dispatcher}"))
+}
+
+/// Inside a scheduler block, tasks also see the batch job's own variables
+/// (`SLURM_JOB_ID`, `PBS_JOBID`, `LSB_JOBID`, ...) and the block id, so a
+/// task can tell which allocation it runs in.
+fn scheduler_env() -> Vec<String> {
+    const PREFIXES: [&str; 4] = ["SLURM_", "PBS_", "LSB_", "LSF_"];
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| name == "LATTICE_BLOCK_ID" || PREFIXES.iter().any(|p| name.starts_with(p)))
+        .collect()
 }

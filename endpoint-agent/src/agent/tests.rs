@@ -369,7 +369,7 @@ async fn a_task_whose_worker_dies_is_retried_then_reported_lost() {
     // A worker process that dies: a `lattice worker`-like loop in a task we abort.
     let spawn_worker = || {
         let mut options = crate::WorkerOptions::new(ready.dispatcher.to_string(), 1);
-        options.runtime = lattice_function_runtime::ShellRuntime::new(state.path().join("scratch"));
+        options.runtime = lattice_function_runtime::Runtime::new(state.path().join("scratch"));
         tokio::spawn(crate::run_worker(options))
     };
     let first = spawn_worker();

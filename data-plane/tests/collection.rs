@@ -1,0 +1,173 @@
+//! Collections: confinement under hostile paths and file operations.
+
+use std::os::unix::fs::symlink;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use lattice_data_plane::{Collection, CollectionError, EntryKind, ListOptions};
+
+struct Fixture {
+    root: tempfile::TempDir,
+    outside: tempfile::TempDir,
+    collection: Collection,
+}
+
+fn fixture() -> Fixture {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "OUTSIDE").unwrap();
+    std::fs::create_dir(root.path().join("inside")).unwrap();
+    std::fs::write(root.path().join("inside/secret"), "inside").unwrap();
+    let collection = Collection::open(root.path()).unwrap();
+    Fixture { root, outside, collection }
+}
+
+#[tokio::test]
+async fn parent_components_are_refused() {
+    let f = fixture();
+    for path in ["..", "../etc/passwd", "/inside/../../x", "inside/.."] {
+        let err = f.collection.stat(path).await.unwrap_err();
+        assert!(matches!(err, CollectionError::InvalidPath { .. }), "{path}: {err}");
+        assert!(err.to_string().contains("`..` is not allowed"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn absolute_paths_name_places_inside_the_root() {
+    let f = fixture();
+    // `/etc/passwd` is `<root>/etc/passwd`, never the host's file.
+    let err = f.collection.stat("/etc/passwd").await.unwrap_err();
+    assert!(matches!(err, CollectionError::NotFound { .. }), "{err}");
+    assert_eq!(f.collection.stat("/inside/secret").await.unwrap().size, 6);
+}
+
+#[tokio::test]
+async fn symlinks_leading_outside_are_refused() {
+    let f = fixture();
+    symlink(f.outside.path(), f.root.path().join("abs-link")).unwrap();
+    symlink("../../../../../../../../..", f.root.path().join("rel-link")).unwrap();
+    symlink(f.outside.path().join("secret"), f.root.path().join("file-link")).unwrap();
+    symlink("inside", f.root.path().join("ok-link")).unwrap();
+    for path in ["abs-link/secret", "rel-link/tmp", "abs-link"] {
+        let err = f.collection.list(path, ListOptions::default()).await.unwrap_err();
+        assert!(matches!(err, CollectionError::Escape { .. }), "{path}: {err}");
+    }
+    for path in ["abs-link/secret", "file-link/x"] {
+        let err = f.collection.mkdir(&format!("{path}/new"), true).await.unwrap_err();
+        assert!(matches!(err, CollectionError::Escape { .. } | CollectionError::NotADirectory { .. }), "{path}: {err}");
+    }
+    assert!(!f.outside.path().join("secret/new").exists());
+    // Renaming or deleting through an escaping link is refused too.
+    let err = f.collection.rename("abs-link/secret", "stolen").await.unwrap_err();
+    assert!(matches!(err, CollectionError::Escape { .. }), "{err}");
+    let err = f.collection.delete("abs-link/secret", false).await.unwrap_err();
+    assert!(matches!(err, CollectionError::Escape { .. }), "{err}");
+    assert!(f.outside.path().join("secret").exists());
+    // The link itself is listed (not followed) and can be deleted.
+    let link = f.collection.stat("abs-link").await.unwrap();
+    assert_eq!(link.kind, EntryKind::Symlink);
+    f.collection.delete("abs-link", false).await.unwrap();
+    assert!(f.outside.path().join("secret").exists());
+    // A link that stays inside is followed.
+    let entries = f.collection.list("ok-link", ListOptions::default()).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].path, "/ok-link/secret");
+}
+
+#[tokio::test]
+async fn recursive_delete_does_not_follow_symlinks_out() {
+    let f = fixture();
+    std::fs::create_dir_all(f.root.path().join("tree/sub")).unwrap();
+    std::fs::write(f.root.path().join("tree/sub/a"), "a").unwrap();
+    symlink(f.outside.path(), f.root.path().join("tree/sub/out")).unwrap();
+    let summary = f.collection.delete("tree", true).await.unwrap();
+    assert_eq!((summary.files, summary.directories), (2, 2));
+    assert!(f.outside.path().join("secret").exists());
+    assert!(!f.root.path().join("tree").exists());
+    let err = f.collection.delete("/", true).await.unwrap_err();
+    assert!(matches!(err, CollectionError::RootOperation { .. }));
+}
+
+/// A directory is swapped for a symlink to the outside while another thread
+/// keeps reading through it: every read returns inside data or an error.
+#[test]
+fn symlink_swapped_in_during_operations_never_escapes() {
+    let f = fixture();
+    let root = f.root.path().to_path_buf();
+    let outside = f.outside.path().to_path_buf();
+    std::fs::create_dir(root.join("real")).unwrap();
+    std::fs::write(root.join("real/secret"), "inside").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut swaps = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                // `d` is a directory inside, then a symlink to the outside.
+                let _ = std::fs::remove_file(root.join("d"));
+                let _ = std::fs::rename(root.join("real"), root.join("d"));
+                let _ = std::fs::rename(root.join("d"), root.join("real"));
+                let _ = symlink(&outside, root.join("d"));
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (mut inside, mut refused) = (0, 0);
+    runtime.block_on(async {
+        for _ in 0..3000 {
+            match f.collection.list("d/secret", ListOptions::default()).await {
+                Ok(entries) => {
+                    assert_eq!(entries[0].size, 6, "stat went outside: {entries:?}");
+                    inside += 1;
+                }
+                Err(_) => refused += 1,
+            }
+            // Reading file contents through the collection's capability.
+            if let Ok(entries) = f.collection.list("d", ListOptions::default()).await {
+                for e in entries {
+                    assert_ne!(e.size, 7, "read the outside file: {e:?}");
+                }
+            }
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 10, "the race ran ({swaps} swaps)");
+    assert!(refused > 0, "some reads hit the outside symlink and were refused ({inside} inside)");
+}
+
+#[tokio::test]
+async fn file_operations_with_awkward_names() {
+    let f = fixture();
+    let c = &f.collection;
+    for name in ["with space", "ünïcødé ✓", "new\nline", "tab\there"] {
+        let dir = format!("/ops/{name}");
+        let entry = c.mkdir(&dir, true).await.unwrap();
+        assert_eq!(entry.kind, EntryKind::Dir);
+        assert_eq!(entry.name, name);
+        std::fs::write(f.root.path().join("ops").join(name).join("file"), "12345").unwrap();
+        let renamed = c.rename(&format!("{dir}/file"), &format!("{dir}/renamed {name}")).await.unwrap();
+        assert_eq!(renamed.size, 5);
+        assert_eq!(renamed.path, format!("/ops/{name}/renamed {name}"));
+    }
+    let all = c.list("/ops", ListOptions { depth: 2, ..ListOptions::default() }).await.unwrap();
+    assert_eq!(all.len(), 8);
+    let shallow = c.list("/ops", ListOptions::default()).await.unwrap();
+    assert_eq!(shallow.len(), 4);
+    assert!(shallow.iter().all(|e| e.kind == EntryKind::Dir && e.permissions != 0));
+    let err = c.mkdir("/ops/with space", false).await.unwrap_err();
+    assert!(matches!(err, CollectionError::AlreadyExists { .. }), "{err}");
+    let err = c.delete("/ops", false).await.unwrap_err();
+    assert!(matches!(err, CollectionError::DirectoryNotEmpty { .. }), "{err}");
+    let summary = c.delete("/ops", true).await.unwrap();
+    assert_eq!((summary.files, summary.directories), (4, 5));
+    let err = c.stat("/ops").await.unwrap_err();
+    assert!(matches!(err, CollectionError::NotFound { .. }));
+    // JSON shape of an entry, as the CLI's --format json will show it.
+    let entry = c.stat("/inside/secret").await.unwrap();
+    let json = serde_json::to_value(&entry).unwrap();
+    assert_eq!(json["kind"], "file");
+    assert_eq!(json["path"], "/inside/secret");
+}

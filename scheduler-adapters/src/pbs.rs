@@ -1,0 +1,517 @@
+//! PBS Pro / OpenPBS: a generated script submitted with `qsub`, states from
+//! `qstat -f -F json -x` (finished jobs included, from the job history),
+//! `qdel` to give nodes back.
+//!
+//! No PBS server can run on Lattice's test machines: the tests drive this
+//! provider against fake `qsub`/`qstat`/`qdel` scripts that print the output
+//! formats of the PBS Pro reference guide (`qstat -F json`), errors included.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::command::{message_of, write_script, Invocation};
+use crate::config::{default_command_timeout, default_walltime, quoted, Render};
+use crate::{
+    format_walltime, init_lines, node_launch, BlockSpec, BlockState, JobId, Provider, ProviderError,
+};
+
+/// `[provider] type = "pbs"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PbsConfig {
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Appended to `select=NODES` (`:ncpus=64:mem=200gb`).
+    #[serde(default)]
+    pub select_options: String,
+    #[serde(default = "default_walltime")]
+    pub walltime: String,
+    #[serde(default)]
+    pub scheduler_options: Vec<String>,
+    #[serde(default)]
+    pub worker_init: Vec<String>,
+    /// Runs its argument once on every node (needed for blocks of several nodes).
+    #[serde(default)]
+    pub launcher: Option<String>,
+    #[serde(default)]
+    pub script_dir: Option<PathBuf>,
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout_secs: u64,
+}
+
+impl Default for PbsConfig {
+    fn default() -> Self {
+        Self {
+            queue: None,
+            account: None,
+            select_options: String::new(),
+            walltime: default_walltime(),
+            scheduler_options: Vec::new(),
+            worker_init: Vec::new(),
+            launcher: None,
+            script_dir: None,
+            command_timeout_secs: default_command_timeout(),
+        }
+    }
+}
+
+impl PbsConfig {
+    pub(crate) fn render(&self, out: &mut Render) {
+        out.opt_string("Queue (`#PBS -q`).", "queue", &self.queue, "\"workq\"");
+        out.opt_string(
+            "Account / project charged (`#PBS -A`).",
+            "account",
+            &self.account,
+            "\"project123\"",
+        );
+        out.comment(
+            "Appended to `-l select=NODES` (chunk resources of each node).",
+            "select_options",
+            Some(quoted(&self.select_options)),
+            "",
+        );
+        out.comment(
+            "Walltime of each block (`-l walltime`), HH:MM:SS.",
+            "walltime",
+            Some(quoted(&self.walltime)),
+            "",
+        );
+        out.list(
+            "Extra lines for the script's header, verbatim.",
+            "scheduler_options",
+            &self.scheduler_options,
+            "[\"#PBS -l filesystems=home\"]",
+        );
+        out.list(
+            "Shell lines run before the workers start.",
+            "worker_init",
+            &self.worker_init,
+            "[\"module load python\"]",
+        );
+        out.opt_string(
+            "Runs its argument once on every node; required when nodes_per_block > 1\n(`{nodes}` becomes the node count).",
+            "launcher",
+            &self.launcher,
+            "\"mpiexec -n {nodes} --ppn 1\"",
+        );
+        out.opt_path(
+            "Where scripts and job output go (default: the endpoint's dir + /blocks).",
+            "script_dir",
+            &self.script_dir,
+            "\"/home/me/lattice-blocks\"",
+        );
+        out.comment(
+            "Seconds a qsub/qstat/qdel call may take.",
+            "command_timeout_secs",
+            Some(self.command_timeout_secs.to_string()),
+            "",
+        );
+    }
+}
+
+/// The PBS provider.
+#[derive(Debug)]
+pub struct PbsProvider {
+    config: PbsConfig,
+    script_dir: PathBuf,
+    bin_dir: Option<PathBuf>,
+    timeout: Duration,
+}
+
+impl PbsProvider {
+    pub fn new(config: PbsConfig, default_script_dir: &Path) -> Self {
+        let script_dir = config
+            .script_dir
+            .clone()
+            .unwrap_or_else(|| default_script_dir.to_owned());
+        let timeout = Duration::from_secs(config.command_timeout_secs.max(1));
+        Self {
+            config,
+            script_dir,
+            bin_dir: None,
+            timeout,
+        }
+    }
+
+    /// Runs `qsub` etc. from this directory instead of PATH.
+    pub fn with_bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = Some(dir.into());
+        self
+    }
+
+    fn command(&self, name: &str) -> Invocation {
+        let program = match &self.bin_dir {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        };
+        Invocation::new(program, self.timeout)
+    }
+
+    pub fn render_script(&self, spec: &BlockSpec) -> Result<String, ProviderError> {
+        let c = &self.config;
+        let mut s = String::from("#!/bin/bash\n");
+        let mut opt = |line: String| {
+            s.push_str("#PBS ");
+            s.push_str(&line);
+            s.push('\n');
+        };
+        opt(format!("-N lattice-{}", spec.block_id));
+        opt(format!(
+            "-o {}",
+            self.script_dir
+                .join(format!("lattice-{}.out", spec.block_id))
+                .display()
+        ));
+        opt("-j oe".into());
+        opt(format!("-l select={}{}", spec.nodes, c.select_options));
+        opt("-l place=scatter".into());
+        opt(format!("-l walltime={}", format_walltime(spec.walltime)));
+        if let Some(queue) = &c.queue {
+            opt(format!("-q {queue}"));
+        }
+        if let Some(account) = &c.account {
+            opt(format!("-A {account}"));
+        }
+        for line in &c.scheduler_options {
+            s.push_str(line);
+            s.push('\n');
+        }
+        s.push_str(&format!(
+            "\nexport LATTICE_BLOCK_ID={}\n\n# worker_init\n",
+            crate::shell_quote(&spec.block_id)
+        ));
+        s.push_str(&init_lines(&spec.worker_init));
+        s.push('\n');
+        s.push_str(&node_launch(spec, c.launcher.as_deref())?);
+        Ok(s)
+    }
+}
+
+#[async_trait]
+impl Provider for PbsProvider {
+    fn kind(&self) -> &'static str {
+        "pbs"
+    }
+
+    async fn submit(&self, spec: &BlockSpec) -> Result<JobId, ProviderError> {
+        let script = self.render_script(spec)?;
+        let path = write_script(
+            &self.script_dir,
+            &format!("lattice-{}.pbs", spec.block_id),
+            &script,
+        )
+        .await?;
+        let qsub = self.command("qsub").arg(path.display().to_string());
+        let output = qsub.output().await?;
+        if !output.success {
+            return Err(ProviderError::Refused(message_of(&output)));
+        }
+        // qsub prints the job id, `SEQ.SERVER`.
+        output
+            .stdout
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .filter(|id| id.chars().next().is_some_and(|c| c.is_ascii_digit()))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                qsub.parse_error(format!("no job id in {:?}", output.stdout))
+                    .into()
+            })
+    }
+
+    async fn status(&self, jobs: &[JobId]) -> Result<HashMap<JobId, BlockState>, ProviderError> {
+        if jobs.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let qstat = self
+            .command("qstat")
+            .args(["-f", "-F", "json", "-x"])
+            .args(jobs.iter().cloned());
+        let output = qstat.output().await?;
+        // Unknown ids make qstat exit non-zero (`qstat: Unknown Job Id ...`)
+        // while it still prints the others; anything else is a failure.
+        let unknown_only = output
+            .stderr
+            .lines()
+            .all(|l| l.contains("Unknown Job Id") || l.trim().is_empty());
+        if !output.success && !unknown_only {
+            return Err(qstat.failed(&output).into());
+        }
+        let mut states = HashMap::new();
+        if !output.stdout.trim().is_empty() {
+            let answer: QstatJson =
+                serde_json::from_str(&output.stdout).map_err(|e| qstat.parse_error(e))?;
+            for (id, job) in answer.jobs {
+                states.insert(id, job.state());
+            }
+        }
+        for job in jobs {
+            states.entry(job.clone()).or_insert(BlockState::Completed);
+        }
+        states.retain(|id, _| jobs.contains(id));
+        Ok(states)
+    }
+
+    async fn cancel(&self, jobs: &[JobId]) -> Result<(), ProviderError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let qdel = self.command("qdel").args(jobs.iter().cloned());
+        let output = qdel.output().await?;
+        let harmless = output.stderr.lines().all(|l| {
+            l.contains("Unknown Job Id") || l.contains("has finished") || l.trim().is_empty()
+        });
+        if !output.success && !harmless {
+            return Err(qdel.failed(&output).into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct QstatJson {
+    #[serde(rename = "Jobs", default)]
+    jobs: HashMap<String, QstatJob>,
+}
+
+#[derive(Deserialize)]
+struct QstatJob {
+    job_state: String,
+    #[serde(default)]
+    comment: Option<String>,
+    #[serde(rename = "Exit_status", default)]
+    exit_status: Option<i64>,
+}
+
+/// PBS's `JOB_EXEC_KILL_WALLTIME`.
+const EXIT_WALLTIME: i64 = -29;
+
+impl QstatJob {
+    fn state(&self) -> BlockState {
+        let comment = self.comment.as_deref().unwrap_or("").trim();
+        let with_comment = |what: String| {
+            if comment.is_empty() {
+                what
+            } else {
+                format!("{what}: {comment}")
+            }
+        };
+        match self.job_state.as_str() {
+            "Q" | "H" | "W" | "T" | "M" | "S" | "U" => {
+                if comment.starts_with("Can Never Run") {
+                    BlockState::Failed {
+                        message: format!("pbs job cannot start: {comment}"),
+                    }
+                } else {
+                    BlockState::Pending
+                }
+            }
+            "R" | "E" | "B" => BlockState::Running,
+            "X" => BlockState::Completed,
+            "F" => match self.exit_status {
+                Some(0) | None => BlockState::Completed,
+                Some(EXIT_WALLTIME) => BlockState::Failed {
+                    message: with_comment("pbs job killed at its walltime".into()),
+                },
+                Some(code) if code > 256 => BlockState::Failed {
+                    message: with_comment(format!("pbs job killed by signal {}", code - 256)),
+                },
+                Some(code) => BlockState::Failed {
+                    message: with_comment(format!("pbs job exited with status {code}")),
+                },
+            },
+            other => BlockState::Unknown {
+                message: format!("unrecognised pbs job state `{other}`"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{fake_bin, spec};
+    use expect_test::expect;
+
+    /// `qstat -f -F json -x` as PBS Pro 2021.1 prints it (fields trimmed to
+    /// the ones that matter, in their real shapes): a running job, a queued
+    /// one that can never run, one killed at its walltime, one done.
+    const QSTAT_JSON: &str = r#"{
+    "timestamp":1700000000,
+    "pbs_version":"2021.1.4",
+    "pbs_server":"pbs01",
+    "Jobs":{
+        "101.pbs01":{
+            "Job_Name":"lattice-b1",
+            "Job_Owner":"me@login1",
+            "job_state":"R",
+            "queue":"workq",
+            "exec_host":"node7/0",
+            "Resource_List":{"ncpus":1,"nodect":1,"place":"scatter","select":"1","walltime":"00:30:00"},
+            "comment":"Job run at Tue Nov 14 at 22:13 on (node7:ncpus=1)"
+        },
+        "102.pbs01":{
+            "Job_Name":"lattice-b2",
+            "job_state":"Q",
+            "queue":"workq",
+            "comment":"Can Never Run: Insufficient amount of resource: ncpus (R: 512 A: 128 T: 128)"
+        },
+        "103.pbs01":{
+            "Job_Name":"lattice-b3",
+            "job_state":"F",
+            "queue":"workq",
+            "comment":"Job run at Tue Nov 14 at 21:00 on (node2:ncpus=1) and failed",
+            "Exit_status":-29
+        },
+        "104.pbs01":{
+            "Job_Name":"lattice-b4",
+            "job_state":"F",
+            "queue":"workq",
+            "comment":"Job run at Tue Nov 14 at 21:00 on (node3:ncpus=1) and finished",
+            "Exit_status":0
+        }
+    }
+}"#;
+
+    #[test]
+    fn script() {
+        let provider = PbsProvider::new(
+            PbsConfig {
+                queue: Some("debug".into()),
+                account: Some("proj42".into()),
+                select_options: ":ncpus=64".into(),
+                launcher: Some("mpiexec -n {nodes} --ppn 1".into()),
+                ..PbsConfig::default()
+            },
+            Path::new("/home/me/blocks"),
+        );
+        let mut spec = spec("b1", 2, 3);
+        spec.worker_init = vec!["module load python".into()];
+        expect![[r#"
+            #!/bin/bash
+            #PBS -N lattice-b1
+            #PBS -o /home/me/blocks/lattice-b1.out
+            #PBS -j oe
+            #PBS -l select=2:ncpus=64
+            #PBS -l place=scatter
+            #PBS -l walltime=00:30:00
+            #PBS -q debug
+            #PBS -A proj42
+
+            export LATTICE_BLOCK_ID=b1
+
+            # worker_init
+            module load python
+
+            # 3 worker(s) on each of 2 node(s)
+            mpiexec -n 2 --ppn 1 /bin/sh -c 'for i in $(seq 1 3); do /opt/lattice/bin/lattice worker --dispatcher login1:9000 --capacity 1 --block-id b1 & done; wait'
+        "#]]
+        .assert_eq(&provider.render_script(&spec).unwrap());
+
+        let no_launcher = PbsProvider::new(PbsConfig::default(), Path::new("/b"));
+        let err = no_launcher.render_script(&spec).unwrap_err().to_string();
+        assert!(err.contains("launcher"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn submit_status_cancel_against_fake_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        let log = dir.path().join("calls.log");
+        std::fs::write(dir.path().join("qstat.json"), QSTAT_JSON).unwrap();
+        fake_bin(
+            &bin,
+            "qsub",
+            &format!(
+                r#"echo "qsub $*" >> {log}
+if grep -q '^#PBS -q nosuch' "$1"; then echo "qsub: Unknown queue" >&2; exit 170; fi
+echo "101.pbs01""#,
+                log = log.display()
+            ),
+        );
+        fake_bin(
+            &bin,
+            "qstat",
+            &format!(
+                r#"echo "qstat $*" >> {log}
+cat {json}
+for id in "$@"; do case "$id" in 105.pbs01) echo "qstat: Unknown Job Id 105.pbs01" >&2; rc=153;; esac; done
+exit ${{rc:-0}}"#,
+                log = log.display(),
+                json = dir.path().join("qstat.json").display()
+            ),
+        );
+        fake_bin(
+            &bin,
+            "qdel",
+            &format!(
+                r#"echo "qdel $*" >> {log}
+echo "qdel: Job has finished 104.pbs01" >&2; exit 35"#,
+                log = log.display()
+            ),
+        );
+        let provider =
+            PbsProvider::new(PbsConfig::default(), &dir.path().join("blocks")).with_bin_dir(&bin);
+        assert_eq!(
+            provider.submit(&spec("b1", 1, 2)).await.unwrap(),
+            "101.pbs01"
+        );
+
+        let refused = PbsProvider::new(
+            PbsConfig {
+                queue: Some("nosuch".into()),
+                ..PbsConfig::default()
+            },
+            &dir.path().join("blocks"),
+        )
+        .with_bin_dir(&bin);
+        let err = refused.submit(&spec("b2", 1, 1)).await.unwrap_err();
+        assert_eq!(err.to_string(), "qsub: Unknown queue");
+
+        let jobs: Vec<JobId> = [
+            "101.pbs01",
+            "102.pbs01",
+            "103.pbs01",
+            "104.pbs01",
+            "105.pbs01",
+        ]
+        .map(String::from)
+        .to_vec();
+        let states = provider.status(&jobs).await.unwrap();
+        assert_eq!(states["101.pbs01"], BlockState::Running);
+        assert_eq!(
+            states["102.pbs01"],
+            BlockState::Failed {
+                message: "pbs job cannot start: Can Never Run: Insufficient amount of resource: ncpus (R: 512 A: 128 T: 128)".into()
+            }
+        );
+        assert_eq!(
+            states["103.pbs01"],
+            BlockState::Failed {
+                message: "pbs job killed at its walltime: Job run at Tue Nov 14 at 21:00 on (node2:ncpus=1) and failed".into()
+            }
+        );
+        assert_eq!(states["104.pbs01"], BlockState::Completed);
+        assert_eq!(
+            states["105.pbs01"],
+            BlockState::Completed,
+            "gone from the history"
+        );
+        assert_eq!(states.len(), 5);
+
+        provider.cancel(&jobs[3..4]).await.unwrap();
+        let calls = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            calls.contains("qstat -f -F json -x 101.pbs01 102.pbs01"),
+            "{calls}"
+        );
+        assert!(calls.contains("qdel 104.pbs01"), "{calls}");
+    }
+}
