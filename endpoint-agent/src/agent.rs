@@ -229,6 +229,9 @@ async fn resolve_credential(config: &AgentConfig) -> Result<EndpointCredential, 
 }
 
 /// Everything that can happen to the agent.
+// One event exists at a time (made, handled, dropped): its size does not
+// matter, and boxing worker frames would cost an allocation per frame.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Event {
     /// The control channel came up, went down, or brought a frame.

@@ -209,8 +209,11 @@ async fn runs_a_task_end_to_end_with_credits_and_cancel() {
     let agent = TestAgent::start(&service, 1);
     let mut conn = service.accept(agent.endpoint_id).await;
 
-    // 1 slot x prefetch 2.
-    assert_eq!(conn.recv_work().await, AgentFrame::Credit { credits: 2 });
+    // 1 slot x PREFETCH.
+    assert_eq!(
+        conn.recv_work().await,
+        AgentFrame::Credit { credits: PREFETCH }
+    );
 
     let mut task = shell_task("echo {greeting}", 0);
     task.args
@@ -260,7 +263,10 @@ async fn unacknowledged_results_are_resent_after_a_reconnect() {
     let service = MockService::start().await;
     let agent = TestAgent::start(&service, 1);
     let mut conn = service.accept(agent.endpoint_id).await;
-    assert_eq!(conn.recv_work().await, AgentFrame::Credit { credits: 2 });
+    assert_eq!(
+        conn.recv_work().await,
+        AgentFrame::Credit { credits: PREFETCH }
+    );
     let task = shell_task("echo once", 0);
     conn.send_tasks(std::slice::from_ref(&task)).await;
     let mut frames = Vec::new();
@@ -281,7 +287,7 @@ async fn unacknowledged_results_are_resent_after_a_reconnect() {
     assert_eq!(resent[0].result.as_ref().unwrap().stdout, "once\n");
     // Credits restart from zero on a new connection: the whole window again.
     frames.extend(conn.collect_for(Duration::from_millis(200)).await);
-    assert_eq!(credits_of(&frames), 2, "{frames:?}");
+    assert_eq!(credits_of(&frames), PREFETCH, "{frames:?}");
 
     conn.send(ServiceFrame::ResultsAck {
         task_ids: vec![task.task_id],
@@ -301,7 +307,10 @@ async fn redelivered_assignments_run_once() {
     let service = MockService::start().await;
     let agent = TestAgent::start(&service, 1);
     let mut conn = service.accept(agent.endpoint_id).await;
-    assert_eq!(conn.recv_work().await, AgentFrame::Credit { credits: 2 });
+    assert_eq!(
+        conn.recv_work().await,
+        AgentFrame::Credit { credits: PREFETCH }
+    );
     let task = shell_task("sleep 1; echo ran", 0);
     // Delivered twice on the same connection...
     conn.send_tasks(&[task.clone(), task.clone()]).await;
@@ -318,8 +327,13 @@ async fn redelivered_assignments_run_once() {
 
     // ...and again after a reconnect while it is still running.
     let mut conn = service.accept(agent.endpoint_id).await;
-    // Window 2 minus the one task held.
-    assert_eq!(conn.recv_work().await, AgentFrame::Credit { credits: 1 });
+    // The window (1 slot x PREFETCH) minus the one task held.
+    assert_eq!(
+        conn.recv_work().await,
+        AgentFrame::Credit {
+            credits: PREFETCH - 1
+        }
+    );
     conn.send_tasks(std::slice::from_ref(&task)).await;
 
     let frames = conn.collect_for(Duration::from_millis(2500)).await;
@@ -374,7 +388,10 @@ async fn a_task_whose_worker_dies_is_retried_then_reported_lost() {
     };
     let first = spawn_worker();
     // No local slots: credits follow connected workers (1 slot x 2).
-    assert_eq!(conn.recv_work().await, AgentFrame::Credit { credits: 2 });
+    assert_eq!(
+        conn.recv_work().await,
+        AgentFrame::Credit { credits: PREFETCH }
+    );
     let task = shell_task("sleep 30", 1);
     conn.send_tasks(std::slice::from_ref(&task)).await;
     assert!(matches!(conn.recv_work().await, AgentFrame::Started { .. }));

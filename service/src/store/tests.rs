@@ -185,6 +185,56 @@ async fn login_callbacks_and_redemptions_happen_once(store: SharedStore) {
     assert!(!store.redeem_login(login.id, now).await.unwrap());
 }
 
+async fn endpoint_blocks_and_provider_error_round_trip(store: SharedStore) {
+    use lattice_protocol::compute::{BlockPhase, BlockReport};
+    let ada = identity("idp", "ada-blocks");
+    store.insert_identity(&ada).await.unwrap();
+    let record = crate::store::EndpointRecord {
+        id: lattice_protocol::EndpointId::new(),
+        owner_id: ada.id,
+        name: "hpc".into(),
+        secret_hash: "hash-blocks".into(),
+        created_at: from_millis(to_millis(Utc::now())),
+        connected_at: None,
+        last_seen: None,
+        agent_version: None,
+        hostname: None,
+        workers: 0,
+        idle_slots: 0,
+        queue_depth: 0,
+        blocks: Vec::new(),
+        provider_error: None,
+    };
+    store.insert_endpoint(&record).await.unwrap();
+    assert_eq!(
+        store.endpoint(record.id).await.unwrap(),
+        Some(record.clone())
+    );
+    let blocks = vec![BlockReport {
+        id: "b1-1".into(),
+        job_id: None,
+        state: BlockPhase::Failed,
+        message: Some("sbatch: error: Invalid account".into()),
+        nodes: 1,
+        workers: 0,
+    }];
+    store
+        .update_endpoint_blocks(record.id, &blocks, Some("sbatch: error: Invalid account"))
+        .await
+        .unwrap();
+    let stored = store.endpoint(record.id).await.unwrap().unwrap();
+    assert_eq!(stored.blocks, blocks);
+    assert_eq!(
+        stored.provider_error.as_deref(),
+        Some("sbatch: error: Invalid account")
+    );
+    store
+        .update_endpoint_blocks(record.id, &[], None)
+        .await
+        .unwrap();
+    assert_eq!(store.endpoint(record.id).await.unwrap(), Some(record));
+}
+
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -217,4 +267,5 @@ store_suite!(
     refresh_tokens_can_be_used_once,
     clients_are_listed_by_owner,
     login_callbacks_and_redemptions_happen_once,
+    endpoint_blocks_and_provider_error_round_trip,
 );
