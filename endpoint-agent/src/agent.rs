@@ -22,8 +22,9 @@ use crate::AgentError;
 
 /// Started/Results frames go out when this many are pending...
 const BATCH_MAX: usize = 256;
-/// ...or this long after the first one was queued.
-const BATCH_DELAY: Duration = Duration::from_millis(2);
+/// ...or when no other event is ready (the flush is the last branch of a
+/// biased select), this long after the first one was queued.
+const BATCH_DELAY: Duration = Duration::ZERO;
 
 /// Told once the agent is up (before it has reached the service).
 #[derive(Clone, Debug)]
@@ -294,15 +295,18 @@ impl Agent {
     ) -> Event {
         let flush_at = self.flush_at.unwrap_or_else(Instant::now);
         let grace_over = self.stopping.unwrap_or_else(Instant::now);
+        // Biased, with the flush last: pending frames go out as soon as no
+        // other event is ready, so a burst is batched without a fixed delay.
         tokio::select! {
+            biased;
             Some(event) = inputs.channel.recv() => Event::Channel(event),
             Some(event) = inputs.workers.recv() => Event::Worker(event),
-            () = tokio::time::sleep_until(flush_at), if self.flush_at.is_some() => Event::Flush,
-            _ = inputs.heartbeat.tick() => Event::Heartbeat,
-            _ = inputs.scale_tick.tick(), if self.blocks.is_some() && self.stopping.is_none() => Event::ScaleTick,
             Some(event) = inputs.blocks.recv() => Event::Block(event),
             () = shutdown.as_mut(), if self.stopping.is_none() => Event::Shutdown,
             () = tokio::time::sleep_until(grace_over), if self.stopping.is_some() => Event::GraceOver,
+            _ = inputs.heartbeat.tick() => Event::Heartbeat,
+            _ = inputs.scale_tick.tick(), if self.blocks.is_some() && self.stopping.is_none() => Event::ScaleTick,
+            () = tokio::time::sleep_until(flush_at), if self.flush_at.is_some() => Event::Flush,
         }
     }
 
