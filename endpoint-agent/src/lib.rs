@@ -21,6 +21,7 @@ mod channel;
 mod config;
 mod credits;
 mod dispatcher;
+pub mod multi_user;
 mod provider;
 mod wire;
 mod worker;

@@ -354,6 +354,53 @@ async fn task_missing_a_template_argument_is_400_naming_it() {
 }
 
 #[tokio::test]
+async fn wasm_tasks_take_any_arguments_but_argv_and_stdin_have_a_shape() {
+    let s = setup().await;
+    // `(module (memory (export "memory") 1) (func (export "_start")))`
+    let noop = "AGFzbQEAAAABBAFgAAADAgEABQMBAAEHEwIGbWVtb3J5AgAGX3N0YXJ0AAAKBAECAAs=";
+    let answer = s
+        .service
+        .post_json(
+            "/v1/functions",
+            Some(&s.token),
+            json!({"spec": {"kind": "wasm", "module": noop}}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    let function: FunctionId = id_field(&answer.body, "id");
+    let submit = |args: Value| {
+        s.service.post_json(
+            "/v1/tasks",
+            Some(&s.token),
+            json!({"function_id": function, "endpoint_id": s.endpoint, "args": args}),
+        )
+    };
+    for args in [
+        json!({"argv": ["-n", 3], "stdin": "data"}),
+        json!({"argv": "-n 3"}),
+        json!({"anything": 1, "else": "x"}),
+    ] {
+        let answer = submit(args).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    }
+    let message = assert_error(
+        &submit(json!({"argv": {"n": 3}})).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert!(
+        message.contains("`argv` must be an array or a string"),
+        "{message}"
+    );
+    let message = assert_error(
+        &submit(json!({"stdin": 5})).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert!(message.contains("`stdin` must be a string"), "{message}");
+}
+
+#[tokio::test]
 async fn task_with_an_unknown_argument_is_400_naming_it() {
     let s = setup().await;
     let answer = s

@@ -132,11 +132,30 @@ async fn submit(state: &AppState, s: Submission<'_>) -> Result<BatchSubmitted, A
     Ok(BatchSubmitted { batch_id, task_ids })
 }
 
+/// Wasm functions take any arguments (their values become the module's
+/// argv, see `docs/runtime.md`), but the reserved `argv` must be an array or
+/// a string and `stdin` a string, as the worker reads them.
+fn check_wasm_args(args: &TaskArgs) -> Result<(), String> {
+    if args
+        .get("argv")
+        .is_some_and(|v| !(v.is_array() || v.is_string()))
+    {
+        return Err("`argv` must be an array or a string (the module's arguments)".into());
+    }
+    if args.get("stdin").is_some_and(|v| !v.is_string()) {
+        return Err("`stdin` must be a string (the module's standard input)".into());
+    }
+    Ok(())
+}
+
 /// Checks a task's arguments against its function: template parameters for
 /// shell and container functions; for `python` functions nothing, or exactly
 /// the reserved [`PYTHON_ARGS_KEY`] holding a string (the SDK's pickled
 /// `(args, kwargs)`, opaque to the service).
 fn check_args(function: &FunctionInfo, args: &TaskArgs) -> Result<(), String> {
+    if matches!(function.spec, FunctionSpec::Wasm { .. }) {
+        return check_wasm_args(args);
+    }
     if !matches!(function.spec, FunctionSpec::Python { .. }) {
         return template::check_args(&function.parameters, args).map_err(|e| e.to_string());
     }
