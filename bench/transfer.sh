@@ -92,6 +92,9 @@ lattice() {
     --credential "$cred" --listen 127.0.0.1:$PORT_LATTICE --root "$DST" --path "$dst_path" --state "$WORK/state" \
     --id "$id" "${flags[@]}" > "$WORK/out-dst" 2> "$WORK/err-dst" &
   local receiver=$!
+  # The destination agent's endpoint is long-lived in production: start the
+  # clock once it listens (a datagram sent earlier is lost and re-sent after ~1 s).
+  for _ in $(seq 1 200); do grep -q "listening on" "$WORK/err-dst" 2>/dev/null && break; sleep 0.02; done
   local start; start=$(now)
   /usr/bin/time -f "%M" -o "$WORK/rss-src" "$AGENT" send --identity "$WORK/id-src" --peer "$(cat "$WORK/fp-dst")" \
     --credential "$cred" --to 127.0.0.1:$PORT_LATTICE --root "$src_root" --path "$src_path" --id "$id" "${flags[@]}" \

@@ -87,8 +87,10 @@ fn endpoint_config(listen: &str) -> EndpointConfig {
     let defaults = EndpointConfig::default();
     EndpointConfig {
         listen: listen.parse().unwrap(),
-        initial_mtu: env("LATTICE_INITIAL_MTU").map_or(defaults.initial_mtu, |v| v.parse().unwrap()),
-        mtu_upper_bound: env("LATTICE_MTU_UPPER").map_or(defaults.mtu_upper_bound, |v| v.parse().unwrap()),
+        initial_mtu: env("LATTICE_INITIAL_MTU")
+            .map_or(defaults.initial_mtu, |v| v.parse().unwrap()),
+        mtu_upper_bound: env("LATTICE_MTU_UPPER")
+            .map_or(defaults.mtu_upper_bound, |v| v.parse().unwrap()),
         segmentation_offload: env("LATTICE_NO_GSO").is_none(),
         accept_timeout: std::time::Duration::from_secs(120),
         ..EndpointConfig::default()

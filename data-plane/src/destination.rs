@@ -193,7 +193,8 @@ async fn run(
         .tuning
         .validated()
         .map_err(|m| TransferError::fatal(FaultCode::InvalidPath, m))?;
-    let filters = Filters::new(&spec.options.include, &spec.options.exclude)?;
+    // Validate the filters up front (they are applied when deleting extraneous files).
+    Filters::new(&spec.options.include, &spec.options.exclude)?;
     let root = CollectionPath::parse(&spec.destination_path)
         .map_err(|e| TransferError::from_collection(&e))?;
     if !spec.recursive && root.is_root() {
@@ -372,7 +373,6 @@ async fn run(
         }
     })
     .await;
-    let _ = filters; // filters are applied by the planner at the end
     outcome
 }
 
@@ -405,17 +405,14 @@ impl Planner {
                 self.file_end(id, gen, SourceVersion { size, mtime_ns }, hash)
                     .await?
             }
-            ToDest::FileSkipped { id, equal } => {
+            // Equal checksums (sync level checksum) or a skipped source error.
+            ToDest::FileSkipped { id, equal: _ } => {
                 self.shared
                     .incoming
                     .lock()
                     .expect("incoming lock")
                     .remove(&id);
-                if equal {
-                    Progress::add(&self.shared.progress.counters.files_skipped, 1);
-                } else {
-                    Progress::add(&self.shared.progress.counters.files_skipped, 1);
-                }
+                Progress::add(&self.shared.progress.counters.files_skipped, 1);
             }
             ToDest::Event(event) => self.shared.progress.event(event),
             ToDest::Finish => return self.finish().await.map(Some),
@@ -588,6 +585,9 @@ fn meta_mtime_ns(m: &cap_std::fs::Metadata) -> i64 {
     m.mtime() * 1_000_000_000 + m.mtime_nsec()
 }
 
+/// What the source must send, and the directories seen (with their mtimes).
+type Planned = (Vec<(u64, PlanItem)>, Vec<(CollectionPath, i64)>);
+
 /// Decides, for one manifest message, what the source must send (blocking).
 fn plan_entries(
     shared: &Shared,
@@ -595,7 +595,7 @@ fn plan_entries(
     recursive: bool,
     resume: &StdMutex<Resume>,
     entries: Vec<WireEntry>,
-) -> Result<(Vec<(u64, PlanItem)>, Vec<(CollectionPath, i64)>), TransferError> {
+) -> Result<Planned, TransferError> {
     let dir = shared.collection.dir();
     let counters = &shared.progress.counters;
     let options = &shared.options;
@@ -1001,10 +1001,15 @@ async fn receive_chunk(
     let mut remaining = len;
     // Contiguous buffers so one pwrite and one SIMD-wide blake3 update cover
     // a whole MiB; the next buffer is read while the previous one is written.
-    let mut writing: Option<tokio::task::JoinHandle<(Result<(), TransferError>, Option<blake3::Hasher>)>> = None;
+    // Two reusable buffers: one is filled from the stream while the other is
+    // written and hashed on the blocking pool.
+    type Written = (Result<(), TransferError>, Option<blake3::Hasher>, Vec<u8>);
+    let mut writing: Option<tokio::task::JoinHandle<Written>> = None;
+    let mut spare = vec![0u8; remaining.min(WRITE_BATCH as u64) as usize];
     while remaining > 0 {
         let n = remaining.min(WRITE_BATCH as u64) as usize;
-        let mut buf = vec![0u8; n];
+        let mut buf = std::mem::take(&mut spare);
+        buf.resize(n, 0);
         match stream.read_exact(&mut buf).await {
             Ok(()) => {}
             // The source reset the stream: its file changed; it will tell us what next.
@@ -1012,8 +1017,9 @@ async fn receive_chunk(
             Err(e) => return Err(wire::read_exact_error(e)),
         }
         if let Some(previous) = writing.take() {
-            let (result, returned) = join(previous).await;
+            let (result, returned, buffer) = join(previous).await;
             hasher = returned;
+            spare = buffer;
             result?;
         }
         let (file, target, shared2) = (file.clone(), incoming.target.clone(), shared.clone());
@@ -1021,18 +1027,18 @@ async fn receive_chunk(
         let mut h = hasher.take();
         writing = Some(tokio::task::spawn_blocking(move || {
             if let Err(e) = file.write_all_at(&buf, at) {
-                return (Err(shared2.write_error(&target, e)), h);
+                return (Err(shared2.write_error(&target, e)), h, buf);
             }
             if let Some(h) = h.as_mut() {
                 h.update(&buf);
             }
-            (Ok(()), h)
+            (Ok(()), h, buf)
         }));
         offset += n as u64;
         remaining -= n as u64;
     }
     if let Some(previous) = writing.take() {
-        let (result, returned) = join(previous).await;
+        let (result, returned, _) = join(previous).await;
         hasher = returned;
         result?;
     }

@@ -299,9 +299,9 @@ fn transport(config: &EndpointConfig, loopback: bool) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.max_concurrent_uni_streams(VarInt::from_u32(1024));
     t.max_concurrent_bidi_streams(VarInt::from_u32(16));
-    t.stream_receive_window(VarInt::from_u32(8 << 20));
-    t.receive_window(VarInt::from_u32(32 << 20));
-    t.send_window(32 << 20);
+    t.stream_receive_window(VarInt::from_u32(4 << 20));
+    t.receive_window(VarInt::from_u32(16 << 20));
+    t.send_window(16 << 20);
     t.max_idle_timeout(IdleTimeout::try_from(config.idle_timeout).ok());
     t.keep_alive_interval(Some(config.keep_alive));
     let mut mtu = MtuDiscoveryConfig::default();
@@ -371,13 +371,17 @@ async fn handshake(inner: &Inner, incoming: quinn::Incoming) -> Result<(), Strin
         let found = {
             let registrations = inner.registrations.lock().expect("registrations lock");
             registrations.get(&hello.transfer_id).map(|r| {
-                (hello.version == wire::PROTOCOL_VERSION && r.credential.matches(&hello.credential) && Some(r.peer) == peer)
+                (hello.version == wire::PROTOCOL_VERSION
+                    && r.credential.matches(&hello.credential)
+                    && Some(r.peer) == peer)
                     .then(|| r.sender.clone())
             })
         };
         match found {
             Some(sender) => break sender,
-            None if waited.elapsed() < HANDSHAKE_TIMEOUT => tokio::time::sleep(Duration::from_millis(50)).await,
+            None if waited.elapsed() < HANDSHAKE_TIMEOUT => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             None => break None,
         }
     };

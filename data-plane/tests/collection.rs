@@ -19,7 +19,11 @@ fn fixture() -> Fixture {
     std::fs::create_dir(root.path().join("inside")).unwrap();
     std::fs::write(root.path().join("inside/secret"), "inside").unwrap();
     let collection = Collection::open(root.path()).unwrap();
-    Fixture { root, outside, collection }
+    Fixture {
+        root,
+        outside,
+        collection,
+    }
 }
 
 #[tokio::test]
@@ -27,7 +31,10 @@ async fn parent_components_are_refused() {
     let f = fixture();
     for path in ["..", "../etc/passwd", "/inside/../../x", "inside/.."] {
         let err = f.collection.stat(path).await.unwrap_err();
-        assert!(matches!(err, CollectionError::InvalidPath { .. }), "{path}: {err}");
+        assert!(
+            matches!(err, CollectionError::InvalidPath { .. }),
+            "{path}: {err}"
+        );
         assert!(err.to_string().contains("`..` is not allowed"), "{err}");
     }
 }
@@ -46,21 +53,50 @@ async fn symlinks_leading_outside_are_refused() {
     let f = fixture();
     symlink(f.outside.path(), f.root.path().join("abs-link")).unwrap();
     symlink("../../../../../../../../..", f.root.path().join("rel-link")).unwrap();
-    symlink(f.outside.path().join("secret"), f.root.path().join("file-link")).unwrap();
+    symlink(
+        f.outside.path().join("secret"),
+        f.root.path().join("file-link"),
+    )
+    .unwrap();
     symlink("inside", f.root.path().join("ok-link")).unwrap();
     for path in ["abs-link/secret", "rel-link/tmp", "abs-link"] {
-        let err = f.collection.list(path, ListOptions::default()).await.unwrap_err();
-        assert!(matches!(err, CollectionError::Escape { .. }), "{path}: {err}");
+        let err = f
+            .collection
+            .list(path, ListOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CollectionError::Escape { .. }),
+            "{path}: {err}"
+        );
     }
     for path in ["abs-link/secret", "file-link/x"] {
-        let err = f.collection.mkdir(&format!("{path}/new"), true).await.unwrap_err();
-        assert!(matches!(err, CollectionError::Escape { .. } | CollectionError::NotADirectory { .. }), "{path}: {err}");
+        let err = f
+            .collection
+            .mkdir(&format!("{path}/new"), true)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CollectionError::Escape { .. } | CollectionError::NotADirectory { .. }
+            ),
+            "{path}: {err}"
+        );
     }
     assert!(!f.outside.path().join("secret/new").exists());
     // Renaming or deleting through an escaping link is refused too.
-    let err = f.collection.rename("abs-link/secret", "stolen").await.unwrap_err();
+    let err = f
+        .collection
+        .rename("abs-link/secret", "stolen")
+        .await
+        .unwrap_err();
     assert!(matches!(err, CollectionError::Escape { .. }), "{err}");
-    let err = f.collection.delete("abs-link/secret", false).await.unwrap_err();
+    let err = f
+        .collection
+        .delete("abs-link/secret", false)
+        .await
+        .unwrap_err();
     assert!(matches!(err, CollectionError::Escape { .. }), "{err}");
     assert!(f.outside.path().join("secret").exists());
     // The link itself is listed (not followed) and can be deleted.
@@ -69,7 +105,11 @@ async fn symlinks_leading_outside_are_refused() {
     f.collection.delete("abs-link", false).await.unwrap();
     assert!(f.outside.path().join("secret").exists());
     // A link that stays inside is followed.
-    let entries = f.collection.list("ok-link", ListOptions::default()).await.unwrap();
+    let entries = f
+        .collection
+        .list("ok-link", ListOptions::default())
+        .await
+        .unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].path, "/ok-link/secret");
 }
@@ -113,7 +153,10 @@ fn symlink_swapped_in_during_operations_never_escapes() {
             swaps
         })
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (mut inside, mut refused) = (0, 0);
     runtime.block_on(async {
         for _ in 0..3000 {
@@ -135,7 +178,10 @@ fn symlink_swapped_in_during_operations_never_escapes() {
     stop.store(true, Ordering::Relaxed);
     let swaps = swapper.join().unwrap();
     assert!(swaps > 10, "the race ran ({swaps} swaps)");
-    assert!(refused > 0, "some reads hit the outside symlink and were refused ({inside} inside)");
+    assert!(
+        refused > 0,
+        "some reads hit the outside symlink and were refused ({inside} inside)"
+    );
 }
 
 #[tokio::test]
@@ -148,19 +194,39 @@ async fn file_operations_with_awkward_names() {
         assert_eq!(entry.kind, EntryKind::Dir);
         assert_eq!(entry.name, name);
         std::fs::write(f.root.path().join("ops").join(name).join("file"), "12345").unwrap();
-        let renamed = c.rename(&format!("{dir}/file"), &format!("{dir}/renamed {name}")).await.unwrap();
+        let renamed = c
+            .rename(&format!("{dir}/file"), &format!("{dir}/renamed {name}"))
+            .await
+            .unwrap();
         assert_eq!(renamed.size, 5);
         assert_eq!(renamed.path, format!("/ops/{name}/renamed {name}"));
     }
-    let all = c.list("/ops", ListOptions { depth: 2, ..ListOptions::default() }).await.unwrap();
+    let all = c
+        .list(
+            "/ops",
+            ListOptions {
+                depth: 2,
+                ..ListOptions::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(all.len(), 8);
     let shallow = c.list("/ops", ListOptions::default()).await.unwrap();
     assert_eq!(shallow.len(), 4);
-    assert!(shallow.iter().all(|e| e.kind == EntryKind::Dir && e.permissions != 0));
+    assert!(shallow
+        .iter()
+        .all(|e| e.kind == EntryKind::Dir && e.permissions != 0));
     let err = c.mkdir("/ops/with space", false).await.unwrap_err();
-    assert!(matches!(err, CollectionError::AlreadyExists { .. }), "{err}");
+    assert!(
+        matches!(err, CollectionError::AlreadyExists { .. }),
+        "{err}"
+    );
     let err = c.delete("/ops", false).await.unwrap_err();
-    assert!(matches!(err, CollectionError::DirectoryNotEmpty { .. }), "{err}");
+    assert!(
+        matches!(err, CollectionError::DirectoryNotEmpty { .. }),
+        "{err}"
+    );
     let summary = c.delete("/ops", true).await.unwrap();
     assert_eq!((summary.files, summary.directories), (4, 5));
     let err = c.stat("/ops").await.unwrap_err();
