@@ -185,6 +185,10 @@ pub struct EndpointFileConfig {
     pub provider: Option<ProviderConfig>,
     #[serde(default)]
     pub strategy: Option<StrategyConfig>,
+    /// Multi-user mode (`lattice agent --multi-user`): identity mapping,
+    /// per-user config template, policy, audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_user: Option<crate::multi_user::MultiUserConfig>,
 }
 
 /// Local workers when the file does not say and there is no provider.
@@ -207,6 +211,7 @@ impl EndpointFileConfig {
             dispatcher_address: None,
             provider: None,
             strategy: None,
+            multi_user: None,
         }
     }
 
@@ -245,6 +250,9 @@ impl EndpointFileConfig {
                 return Err("[strategy] needs a [provider] table to scale".to_owned());
             }
             strategy.check()?;
+        }
+        if let Some(multi_user) = &self.multi_user {
+            multi_user.check()?;
         }
         Ok(())
     }
@@ -311,6 +319,14 @@ impl EndpointFileConfig {
             out.push_str(&provider.render());
             out.push('\n');
             out.push_str(&self.strategy.clone().unwrap_or_default().render());
+        }
+        if let Some(multi_user) = &self.multi_user {
+            out.push_str("\n# Multi-user mode (`lattice agent --multi-user`, as root); see docs/multi-user.md.\n");
+            let mut table = toml::Table::new();
+            if let Ok(value) = toml::Value::try_from(multi_user) {
+                table.insert("multi_user".to_owned(), value);
+            }
+            out.push_str(&toml::to_string(&table).unwrap_or_default());
         }
         out
     }

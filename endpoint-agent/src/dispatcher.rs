@@ -97,7 +97,7 @@ pub(crate) async fn listen(
     Ok((bound, receiver, acceptor))
 }
 
-async fn serve_worker(
+pub(crate) async fn serve_worker(
     conn: ConnId,
     stream: TcpStream,
     peer: SocketAddr,

@@ -3,3 +3,4 @@
 
 mod blocks;
 mod login;
+mod multi_user;

@@ -49,10 +49,20 @@ pub(crate) struct AgentArgs {
     /// The `lattice` binary that runs workers [default: this one].
     #[arg(long, env = "LATTICE_WORKER_COMMAND", value_name = "PATH")]
     worker_command: Option<PathBuf>,
+
+    /// Multi-user mode, for a whole facility (root only): each submitting
+    /// identity is mapped to a local account and its tasks run as that
+    /// account. Settings: the `[multi_user]` table of the endpoint's
+    /// config.toml (see docs/multi-user.md).
+    #[arg(long)]
+    multi_user: bool,
 }
 
 /// Runs an agent until Ctrl-C / SIGTERM.
 pub(crate) async fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
+    if args.multi_user {
+        return multi_user(&args).await;
+    }
     let state_dir = match args.state_dir {
         Some(dir) => dir,
         None => endpoint_dir(&Profile::config_dir()?, &args.name)?,
@@ -202,6 +212,43 @@ pub(crate) async fn endpoint(ctx: &Context, command: EndpointCommand) -> anyhow:
                 .with_context(|| format!("endpoint `{name}`"))
         }
     }
+}
+
+/// `lattice agent --multi-user`: refuses unless root, then loads and checks
+/// the `[multi_user]` settings (mapping rules, template, schema).
+async fn multi_user(args: &AgentArgs) -> anyhow::Result<()> {
+    use lattice_endpoint_agent::multi_user::{privdrop, MultiUser};
+    if !privdrop::is_root() {
+        anyhow::bail!(
+            "--multi-user must run as root (it starts each user's workers under that user's account); refusing to start"
+        );
+    }
+    let dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => endpoint_dir(&Profile::config_dir()?, &args.name)?,
+    };
+    let path = dir.join(CONFIG_FILE);
+    let settings = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let file = EndpointFileConfig::load(&path)?;
+        let settings = file.multi_user.with_context(|| {
+            format!(
+                "--multi-user needs a [multi_user] table in {}",
+                path.display()
+            )
+        })?;
+        MultiUser::load(&settings)
+            .map_err(|e| anyhow::anyhow!("{}: [multi_user]: {e}", path.display()))?;
+        Ok(settings)
+    })
+    .await??;
+    tracing::info!(
+        rules = settings.rules.len(),
+        "multi-user settings are valid"
+    );
+    anyhow::bail!(
+        "endpoint `{}`: multi-user task routing is not connected to the service channel yet (the service does not send the submitting identity); see docs/multi-user.md",
+        args.name
+    )
 }
 
 /// The saved credential if there is one; else what registering needs (the
