@@ -128,6 +128,16 @@ impl Session {
                 Utc::now(),
             )
             .await?;
+        // Welcome only once the endpoint is recorded online, so that an agent
+        // that has been welcomed is never shown offline by this session.
+        if let Err(e) = session.send(&ServiceFrame::Welcome { endpoint_id }).await {
+            let _ = session
+                .state
+                .store
+                .set_endpoint_connected(endpoint_id, None, Utc::now())
+                .await;
+            return Err(e);
+        }
         tracing::info!(endpoint_id = %endpoint_id, hostname, version, "agent connected");
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let registration = session.state.agents.add(endpoint_id, control_tx);
@@ -180,7 +190,6 @@ impl Session {
                         self.endpoint.id
                     )));
                 }
-                self.send(&ServiceFrame::Welcome { endpoint_id }).await?;
                 Ok((truncate(&hostname, 255), truncate(&agent_version, 64)))
             }
             other => Err(SessionError::Protocol(format!(
