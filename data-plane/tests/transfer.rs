@@ -163,7 +163,9 @@ async fn resume_after_the_connection_is_cut_mid_file() {
         "resumed: {resent} of {} bytes sent again",
         data.len()
     );
-    assert!(resent > 0);
+    // `resent` may be 0: under load the cut can land after the last chunk was
+    // journaled but before the file was verified and renamed into place
+    // (asserted above), and then resuming correctly sends nothing again.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
