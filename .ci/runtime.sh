@@ -48,9 +48,20 @@ if ! podman image exists localbusybox; then
 fi
 
 # The Docker-compatible API. A live socket is reused; a stale one replaced.
+# A service whose working directory was deleted (started from a CI clone that
+# is gone) answers pings but conmon fails to start containers: replace it.
+for pid in $(pgrep -x podman || true); do
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "system service.*$SOCKET" || continue
+  if [ ! -d "/proc/$pid/cwd/" ] || readlink "/proc/$pid/cwd" | grep -q '(deleted)'; then
+    echo "replacing podman service $pid (its working directory is gone)"
+    kill "$pid" || true
+    sleep 0.5
+  fi
+done
 if ! curl -sf --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; then
   rm -f "$SOCKET"
-  nohup podman system service --time=0 "unix://$SOCKET" >"$PODMAN_DIR/service.log" 2>&1 &
+  # Started from / so that it never depends on this checkout's directory.
+  (cd / && nohup podman system service --time=0 "unix://$SOCKET" >"$PODMAN_DIR/service.log" 2>&1 &)
   for _ in $(seq 1 100); do
     curl -sf --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1 && break
     sleep 0.1
