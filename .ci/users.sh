@@ -12,3 +12,12 @@ for user in lattice-alice lattice-bob; do
   chown "$user:" "$home"
   chmod 0700 "$home"
 done
+# The Slurm test cluster enforces associations: let both users submit jobs
+# under the test account (a multi-user agent's children submit as them).
+if command -v sacctmgr >/dev/null 2>&1 && sacctmgr -n show cluster >/dev/null 2>&1; then
+  for user in lattice-alice lattice-bob; do
+    if [ -z "$(sacctmgr -n -P show assoc where user=$user account=lattice format=user 2>/dev/null)" ]; then
+      sacctmgr -i add user "$user" account=lattice defaultaccount=lattice cluster=lattice-test >/dev/null
+    fi
+  done
+fi

@@ -79,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
             tasks: vec![TaskArgs::new(); tasks],
             walltime_secs: None,
             max_retries: None,
+            user_endpoint_config: None,
         })
         .await?;
     let submit_time = started.elapsed();
@@ -144,6 +145,7 @@ async fn single(
             args: TaskArgs::new(),
             walltime_secs: None,
             max_retries: None,
+            user_endpoint_config: None,
         })
         .await?;
     let mut stream = client.stream_batch(submitted.batch_id).await?;

@@ -125,6 +125,7 @@ async fn single(
             args: TaskArgs::new(),
             walltime_secs: None,
             max_retries: None,
+            user_endpoint_config: None,
         })
         .await?;
     let mut stream = client.stream_batch(submitted.batch_id).await?;

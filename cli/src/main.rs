@@ -88,6 +88,10 @@ enum Command {
     /// Run a worker that connects to an agent's dispatcher (started by the
     /// agent's providers; rarely run by hand).
     Worker(commands::worker::WorkerArgs),
+    /// A multi-user agent's per-user child (started by `lattice agent
+    /// --multi-user` as the mapped account; not run by hand).
+    #[command(hide = true)]
+    UserAgent(commands::agent::UserAgentArgs),
     /// Run a command on an endpoint and wait: prints its stdout and stderr and
     /// exits with its return code. Example: `lattice run --endpoint local -- hostname`
     Run(commands::tasks::RunArgs),
@@ -180,6 +184,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => {
             logging::init(Default::default(), "warn");
             commands::worker::run(args).await
+        }
+        Command::UserAgent(args) => {
+            logging::init(Default::default(), "info");
+            commands::agent::user_agent(args).await
         }
         Command::Run(args) => {
             logging::init(Default::default(), "warn");

@@ -115,6 +115,7 @@ fn agent_killed_mid_batch_loses_no_task() {
                 tasks: numbered_args(2000),
                 walltime_secs: None,
                 max_retries: None,
+                user_endpoint_config: None,
             })
             .await
             .unwrap();
@@ -156,6 +157,7 @@ fn a_task_whose_worker_dies_is_retried_on_another_worker() {
                 args,
                 walltime_secs: Some(60),
                 max_retries: Some(2),
+                user_endpoint_config: None,
             })
             .await
             .unwrap();
@@ -186,6 +188,7 @@ fn tasks_submitted_while_the_endpoint_is_offline_run_when_it_returns() {
                 tasks: numbered_args(20),
                 walltime_secs: None,
                 max_retries: None,
+                user_endpoint_config: None,
             })
             .await
             .unwrap();
@@ -228,6 +231,7 @@ fn service_restart_during_a_batch(options: DevOptions) {
                 tasks: numbered_args(1000),
                 walltime_secs: None,
                 max_retries: None,
+                user_endpoint_config: None,
             })
             .await
             .unwrap();

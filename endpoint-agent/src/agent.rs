@@ -2,11 +2,12 @@
 //! loop waits for the next one in [`Agent::next_event`] and applies it in
 //! [`Agent::handle`], so what can happen is visible in one place.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use lattice_protocol::compute::ChildReport;
 use lattice_protocol::frames::{AgentFrame, ServiceFrame, TaskOutcome, TaskStarted, WorkerFrame};
 use lattice_protocol::{EndpointId, TaskId};
 use tokio::sync::mpsc;
@@ -17,6 +18,7 @@ use crate::channel::{self, ChannelEvent, ChannelParams};
 use crate::config::{AgentConfig, Credentials, EndpointCredential};
 use crate::credits::{Credits, PREFETCH};
 use crate::dispatcher::{self, Dispatcher, WorkerEvent};
+use crate::multi_user::runner::{spawn_runner, RunnerCommand, RunnerEvent};
 use crate::provider::{LocalProvider, LocalWorkers};
 use crate::AgentError;
 
@@ -38,13 +40,24 @@ pub struct AgentReady {
 /// tells workers to finish, waits up to the grace period for running tasks
 /// and their acknowledgements, stops its local workers and returns.
 pub async fn run_agent(
-    config: AgentConfig,
+    mut config: AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let credential = resolve_credential(&config).await?;
-    let channel_url = lattice_client::Client::new(&credential.service_url, None)
-        .map_err(|e| AgentError::Config(e.to_string()))?
-        .agent_channel_url();
+    // A per-user child serves its root, not the service.
+    let upstream = match &config.credentials {
+        crate::config::Credentials::Upstream { root } => Some(*root),
+        _ => None,
+    };
+    let credential = match upstream {
+        Some(_) => None,
+        None => Some(resolve_credential(&config).await?),
+    };
+    let multi_user = config.multi_user.take();
+    if multi_user.is_some() {
+        // The root runs no user code: every task goes to a user's child.
+        config.workers = 0;
+        config.provider = None;
+    }
     let (dispatcher_addr, worker_events, acceptor) = dispatcher::listen(config.dispatcher_listen)
         .await
         .map_err(|source| AgentError::Listen {
@@ -55,7 +68,14 @@ pub async fn run_agent(
         .scratch_dir
         .clone()
         .unwrap_or_else(|| config.state_dir.join("scratch"));
-    tracing::info!(endpoint_id = %credential.endpoint_id, dispatcher = %dispatcher_addr, service = %channel_url, workers = config.workers, "agent starting");
+    match &credential {
+        Some(c) => {
+            tracing::info!(endpoint_id = %c.endpoint_id, dispatcher = %dispatcher_addr, service = %c.service_url, workers = config.workers, multi_user = multi_user.is_some(), "agent starting")
+        }
+        None => {
+            tracing::info!(dispatcher = %dispatcher_addr, workers = config.workers, "user agent starting")
+        }
+    }
 
     let (block_tx, block_events) = mpsc::unbounded_channel();
     let blocks = match &config.provider {
@@ -71,22 +91,55 @@ pub async fn run_agent(
         grace: config.shutdown_grace,
     })?;
     let (channel_tx, channel_events) = mpsc::unbounded_channel();
-    let channel = channel::spawn(
-        ChannelParams {
-            url: channel_url,
-            agent_secret: credential.agent_secret.clone(),
-            endpoint_id: credential.endpoint_id,
-            hostname: crate::hostname(),
-            backoff: config.backoff,
-        },
-        channel_tx,
-    );
-    if let Some(ready) = config.ready {
+    let (lost_tx, lost) = tokio::sync::oneshot::channel::<String>();
+    let channel = match (&credential, upstream) {
+        (Some(credential), _) => {
+            let url = lattice_client::Client::new(&credential.service_url, None)
+                .map_err(|e| AgentError::Config(e.to_string()))?
+                .agent_channel_url();
+            channel::spawn(
+                ChannelParams {
+                    url,
+                    agent_secret: credential.agent_secret.clone(),
+                    endpoint_id: credential.endpoint_id,
+                    hostname: crate::hostname(),
+                    backoff: config.backoff,
+                    multi_user: multi_user.is_some(),
+                },
+                channel_tx,
+            )
+        }
+        (None, Some(root)) => crate::upstream::spawn(root, channel_tx, lost_tx)
+            .await
+            .map_err(|source| {
+                AgentError::Config(format!(
+                    "cannot reach the multi-user root agent at {root}: {source}"
+                ))
+            })?,
+        (None, None) => unreachable!("a credential or an upstream"),
+    };
+    if let (Some(ready), Some(credential)) = (config.ready, &credential) {
         let _ = ready.send(AgentReady {
             endpoint_id: credential.endpoint_id,
             dispatcher: dispatcher_addr,
         });
     }
+    let (runner_tx, runner_events, runner) = match multi_user {
+        Some(mode) => {
+            let (command_tx, commands) = mpsc::unbounded_channel();
+            let (event_tx, events) = mpsc::unbounded_channel();
+            let handle = spawn_runner(mode.runner, commands, event_tx);
+            (Some((command_tx, mode.max_tasks)), events, Some(handle))
+        }
+        None => (None, mpsc::unbounded_channel().1, None),
+    };
+    // A child stops when its root goes (or asks it to).
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            Ok(reason) = lost => tracing::info!("{reason}"),
+        }
+    };
 
     let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -109,6 +162,12 @@ pub async fn run_agent(
         flush_at: None,
         stopping: None,
         shutdown_grace: config.shutdown_grace,
+        multi_user: runner_tx.map(|(commands, max_tasks)| MultiUserLink {
+            commands,
+            max_tasks,
+            held: HashSet::new(),
+            children: Vec::new(),
+        }),
     };
     let mut inputs = Inputs {
         channel: channel_events,
@@ -116,6 +175,7 @@ pub async fn run_agent(
         heartbeat: &mut heartbeat,
         blocks: block_events,
         scale_tick: &mut scale_tick,
+        runner: runner_events,
     };
     tokio::pin!(shutdown);
     loop {
@@ -125,11 +185,17 @@ pub async fn run_agent(
         }
     }
     agent.flush();
+    provider.stopping();
     // Closing the worker connections makes workers exit (killing any task
     // still running); then the provider reaps or kills them.
     acceptor.abort();
     let blocks = agent.blocks.take();
     drop(agent);
+    if let Some(runner) = runner {
+        // Dropping the agent closed the runner's commands: it stops the
+        // users' agents (they cancel their blocks) and returns.
+        let _ = runner.await;
+    }
     let block_events = inputs.blocks;
     if let Some(blocks) = blocks {
         blocks.shutdown(block_events).await;
@@ -195,6 +261,9 @@ async fn start_blocks(
 
 async fn resolve_credential(config: &AgentConfig) -> Result<EndpointCredential, AgentError> {
     match &config.credentials {
+        Credentials::Upstream { root } => Err(AgentError::Config(format!(
+            "a user agent (upstream {root}) has no endpoint credential"
+        ))),
         Credentials::Preset(credential) => Ok(credential.clone()),
         Credentials::Register { name, client } => {
             let state_dir = config.state_dir.clone();
@@ -247,6 +316,8 @@ enum Event {
     ScaleTick,
     /// A provider call (submit, status, cancel) came back.
     Block(BlockEvent),
+    /// A multi-user task started or ended, or the children changed.
+    MultiUser(RunnerEvent),
     /// Ctrl-C, SIGTERM, or the embedding program asked to stop.
     Shutdown,
     /// The shutdown grace period is over.
@@ -265,6 +336,17 @@ struct Inputs<'a> {
     heartbeat: &'a mut Interval,
     blocks: mpsc::UnboundedReceiver<BlockEvent>,
     scale_tick: &'a mut Interval,
+    runner: mpsc::UnboundedReceiver<RunnerEvent>,
+}
+
+/// The agent's side of a running multi-user runner.
+struct MultiUserLink {
+    commands: mpsc::UnboundedSender<RunnerCommand>,
+    max_tasks: u32,
+    /// Tasks handed to the runner and not yet final.
+    held: HashSet<TaskId>,
+    /// As last reported by the runner.
+    children: Vec<ChildReport>,
 }
 
 struct Agent {
@@ -285,6 +367,7 @@ struct Agent {
     /// When shutting down: the end of the grace period.
     stopping: Option<Instant>,
     shutdown_grace: Duration,
+    multi_user: Option<MultiUserLink>,
 }
 
 impl Agent {
@@ -302,6 +385,7 @@ impl Agent {
             Some(event) = inputs.channel.recv() => Event::Channel(event),
             Some(event) = inputs.workers.recv() => Event::Worker(event),
             Some(event) = inputs.blocks.recv() => Event::Block(event),
+            Some(event) = inputs.runner.recv() => Event::MultiUser(event),
             () = shutdown.as_mut(), if self.stopping.is_none() => Event::Shutdown,
             () = tokio::time::sleep_until(grace_over), if self.stopping.is_some() => Event::GraceOver,
             _ = inputs.heartbeat.tick() => Event::Heartbeat,
@@ -331,6 +415,7 @@ impl Agent {
                     blocks.handle(event);
                 }
             }
+            Event::MultiUser(event) => self.runner_event(event),
             Event::Shutdown => {
                 tracing::info!(
                     running = self.dispatcher.running(),
@@ -352,7 +437,11 @@ impl Agent {
         self.dispatcher.assign();
         self.grant_credits();
         self.schedule_flush();
-        if self.stopping.is_some() && self.dispatcher.running() == 0 && self.unacked.is_empty() {
+        if self.stopping.is_some()
+            && self.dispatcher.running() == 0
+            && self.unacked.is_empty()
+            && self.multi_user.as_ref().is_none_or(|m| m.held.is_empty())
+        {
             return Flow::Exit;
         }
         Flow::Continue
@@ -398,10 +487,28 @@ impl Agent {
                     if task.walltime_secs == 0 {
                         task.walltime_secs = self.default_walltime_secs.unwrap_or(0);
                     }
-                    self.dispatcher.enqueue(task);
+                    match &mut self.multi_user {
+                        Some(link) => {
+                            if !link.held.insert(task.task_id) {
+                                continue;
+                            }
+                            let _ = link.commands.send(RunnerCommand::Submit(Box::new(task)));
+                        }
+                        None => {
+                            self.dispatcher.enqueue(task);
+                        }
+                    }
                 }
             }
-            ServiceFrame::Cancel { task_ids } => self.dispatcher.cancel(&task_ids),
+            ServiceFrame::Cancel { task_ids } => match &mut self.multi_user {
+                Some(link) => {
+                    for id in &task_ids {
+                        link.held.remove(id);
+                    }
+                    let _ = link.commands.send(RunnerCommand::Cancel(task_ids));
+                }
+                None => self.dispatcher.cancel(&task_ids),
+            },
             ServiceFrame::ResultsAck { task_ids } => {
                 for id in task_ids {
                     self.unacked.remove(&id);
@@ -439,12 +546,34 @@ impl Agent {
                         self.record(outcome);
                     }
                 }
+                WorkerFrame::Status { .. } => {
+                    tracing::debug!("ignoring a status report from a worker");
+                }
             },
             WorkerEvent::Disconnected { conn, reason } => {
                 for failure in self.dispatcher.disconnect(conn, &reason) {
                     self.record(failure);
                 }
             }
+        }
+    }
+
+    fn runner_event(&mut self, event: RunnerEvent) {
+        let Some(link) = &mut self.multi_user else {
+            return;
+        };
+        match event {
+            RunnerEvent::Started(started) => {
+                if link.held.contains(&started.task_id) && self.link.is_some() {
+                    self.pending_started.push(started);
+                }
+            }
+            RunnerEvent::Finished(outcome) => {
+                if link.held.remove(&outcome.task_id) {
+                    self.record(outcome);
+                }
+            }
+            RunnerEvent::Children(children) => link.children = children,
         }
     }
 
@@ -459,6 +588,9 @@ impl Agent {
     fn window(&self) -> u32 {
         if self.stopping.is_some() {
             return 0;
+        }
+        if let Some(link) = &self.multi_user {
+            return link.max_tasks;
         }
         let planned = self.expected_slots + self.blocks.as_ref().map_or(0, Blocks::planned_slots);
         PREFETCH.saturating_mul(planned.max(self.dispatcher.slots()))
@@ -479,7 +611,9 @@ impl Agent {
         if self.link.is_none() {
             return;
         }
-        if let Some(credits) = self.credits.top_up(self.window(), self.dispatcher.held()) {
+        let held =
+            self.dispatcher.held() + self.multi_user.as_ref().map_or(0, |m| m.held.len() as u32);
+        if let Some(credits) = self.credits.top_up(self.window(), held) {
             self.send(AgentFrame::Credit { credits });
         }
     }
@@ -513,12 +647,20 @@ impl Agent {
             ),
             None => (Vec::new(), None),
         };
+        let (workers, children) = match &self.multi_user {
+            Some(link) => (
+                link.children.iter().map(|c| c.workers).sum(),
+                link.children.clone(),
+            ),
+            None => (self.dispatcher.workers(), Vec::new()),
+        };
         self.send(AgentFrame::Heartbeat {
-            workers: self.dispatcher.workers(),
+            workers,
             idle_slots: self.dispatcher.idle_slots(),
             queue_depth: self.dispatcher.queue_depth(),
             blocks,
             provider_error,
+            children,
         });
     }
 

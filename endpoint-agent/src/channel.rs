@@ -19,6 +19,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+/// Why `serve` returned when the agent itself let go of the channel: a clean
+/// shutdown, not a lost connection.
+const AGENT_STOPPED: &str = "the agent stopped";
+
 /// Connecting, and the service's `Welcome`, must each happen this fast.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -44,6 +48,8 @@ pub(crate) struct ChannelParams {
     pub(crate) endpoint_id: EndpointId,
     pub(crate) hostname: String,
     pub(crate) backoff: BackoffPolicy,
+    /// Announce multi-user mode in the hello.
+    pub(crate) multi_user: bool,
 }
 
 /// Reconnect delays: `initial` doubling up to `max`, each ±25%.
@@ -106,6 +112,10 @@ pub(crate) fn spawn(
                     failures = 0;
                     tracing::info!(url = %params.url, endpoint_id = %params.endpoint_id, "connected to the service");
                     let reason = serve(ws, &events).await;
+                    if reason == AGENT_STOPPED {
+                        tracing::debug!("channel closed: the agent stopped");
+                        return;
+                    }
                     if events
                         .send(ChannelEvent::Down {
                             reason: reason.clone(),
@@ -160,6 +170,7 @@ async fn connect(params: &ChannelParams) -> Result<Ws, String> {
         endpoint_id: params.endpoint_id,
         agent_version: lattice_protocol::VERSION.to_owned(),
         hostname: params.hostname.clone(),
+        multi_user: params.multi_user,
     };
     let bytes = framing::encode(&hello).map_err(|e| e.to_string())?;
     ws.send(Message::Binary(bytes.into()))
@@ -211,7 +222,7 @@ async fn serve(ws: Ws, events: &mpsc::UnboundedSender<ChannelEvent>) -> String {
     let (mut sink, mut stream) = ws.split();
     let (sender, mut outgoing) = mpsc::unbounded_channel::<AgentFrame>();
     if events.send(ChannelEvent::Up { sender }).is_err() {
-        return "the agent stopped".to_owned();
+        return AGENT_STOPPED.to_owned();
     }
     loop {
         tokio::select! {
@@ -223,7 +234,7 @@ async fn serve(ws: Ws, events: &mpsc::UnboundedSender<ChannelEvent>) -> String {
                     }
                     Ok(frame) => {
                         if events.send(ChannelEvent::Frame(frame)).is_err() {
-                            return "the agent stopped".to_owned();
+                            return AGENT_STOPPED.to_owned();
                         }
                     }
                     Err(e) => tracing::warn!("ignoring a bad frame from the service: {e}"),
@@ -241,7 +252,7 @@ async fn serve(ws: Ws, events: &mpsc::UnboundedSender<ChannelEvent>) -> String {
             frame = outgoing.recv() => {
                 let Some(frame) = frame else {
                     let _ = sink.close().await;
-                    return "the agent stopped".to_owned();
+                    return AGENT_STOPPED.to_owned();
                 };
                 for bytes in encode_split(frame) {
                     if let Err(e) = sink.send(Message::Binary(bytes.into())).await {

@@ -73,6 +73,17 @@ pub enum Credentials {
         name: String,
         client: lattice_client::Client,
     },
+    /// A multi-user root's per-user child (`lattice user-agent`): no
+    /// credential; its tasks come from the root's dispatcher at `root`.
+    Upstream { root: SocketAddr },
+}
+
+/// Multi-user mode: tasks are routed to per-user child agents.
+#[derive(Debug)]
+pub struct MultiUserMode {
+    pub runner: crate::multi_user::MultiUserRunner,
+    /// Tasks taken from the service at once, over all users.
+    pub max_tasks: u32,
 }
 
 /// Everything `run_agent` needs.
@@ -102,6 +113,9 @@ pub struct AgentConfig {
     /// Worker blocks from a batch scheduler, Kubernetes or local processes,
     /// scaled by a strategy (in addition to the `workers` above).
     pub provider: Option<ProviderSettings>,
+    /// Multi-user mode (root only): no workers of its own, every task goes
+    /// to its submitter's child agent.
+    pub multi_user: Option<MultiUserMode>,
 }
 
 /// A provider of worker blocks and how to scale it.
@@ -132,6 +146,7 @@ impl AgentConfig {
             backoff: BackoffPolicy::default(),
             ready: None,
             provider: None,
+            multi_user: None,
         }
     }
 

@@ -454,6 +454,8 @@ pub(crate) mod tests {
             walltime_secs: 30,
             attempt: 1,
             max_retries,
+            submitter: None,
+            user_config: None,
         }
     }
 

@@ -23,13 +23,14 @@ mod credits;
 mod dispatcher;
 pub mod multi_user;
 mod provider;
+mod upstream;
 mod wire;
 mod worker;
 
 pub use agent::{run_agent, AgentReady};
 pub use config::{
     endpoint_dir, validate_endpoint_name, AgentConfig, Credentials, EndpointCredential,
-    EndpointFileConfig, ProviderSettings, CONFIG_FILE, CREDENTIAL_FILE,
+    EndpointFileConfig, MultiUserMode, ProviderSettings, CONFIG_FILE, CREDENTIAL_FILE,
 };
 pub use lattice_function_runtime::{Runtime, ShellRuntime};
 /// The providers and strategy the agent's `[provider]` config selects.

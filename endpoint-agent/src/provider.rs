@@ -79,6 +79,12 @@ impl LocalProvider {
     }
 
     /// Stops every worker (each gets the grace period, then is killed) and waits.
+    /// Marks the workers as stopping, so that their exits (when the
+    /// dispatcher closes their connections) are not taken for crashes.
+    pub(crate) fn stopping(&self) {
+        let _ = self.stop.send(true);
+    }
+
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
         for slot in self.slots {

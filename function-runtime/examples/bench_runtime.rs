@@ -27,6 +27,8 @@ fn task(function_id: FunctionId, spec: &FunctionSpec) -> TaskAssignment {
         walltime_secs: 60,
         attempt: 1,
         max_retries: 0,
+        submitter: None,
+        user_config: None,
     }
 }
 

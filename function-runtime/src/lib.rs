@@ -122,6 +122,8 @@ pub(crate) mod testing {
             walltime_secs,
             attempt: 1,
             max_retries: 0,
+            submitter: None,
+            user_config: None,
         }
     }
 

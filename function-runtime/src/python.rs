@@ -761,6 +761,8 @@ mod tests {
             walltime_secs: 30,
             attempt: 1,
             max_retries: 0,
+            submitter: None,
+            user_config: None,
         }
     }
 
@@ -993,6 +995,8 @@ mod tests {
             walltime_secs: 10,
             attempt: 1,
             max_retries: 0,
+            submitter: None,
+            user_config: None,
         };
         let error = run(&rt, &task).await.error.unwrap();
         assert!(

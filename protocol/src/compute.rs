@@ -127,6 +127,14 @@ pub struct EndpointInfo {
     /// once a block runs again.
     #[serde(default)]
     pub provider_error: Option<String>,
+    /// A multi-user endpoint takes tasks from any identity its agent's
+    /// policy admits; each runs under the local account it maps to.
+    #[serde(default)]
+    pub multi_user: bool,
+    /// A multi-user endpoint's active per-user child agents (shown to the
+    /// owner only).
+    #[serde(default)]
+    pub children: Vec<ChildReport>,
 }
 
 /// State of a worker block, as its scheduler reports it.
@@ -160,6 +168,28 @@ pub struct BlockReport {
     pub nodes: u32,
     /// Workers of this block connected to the dispatcher now.
     pub workers: u32,
+}
+
+/// One per-user child agent of a multi-user endpoint (agent heartbeat,
+/// `GET /v1/endpoints/{id}` for the endpoint's owner).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChildReport {
+    /// The local account it runs as.
+    pub local_user: String,
+    /// The canonical JSON of the user's template variables.
+    pub variables: String,
+    /// The child agent's process id on the endpoint's host.
+    pub pid: Option<u32>,
+    /// Tasks it holds (queued or running).
+    pub tasks: u32,
+    /// Workers connected to it.
+    pub workers: u32,
+    /// Its provider's blocks (batch jobs submitted as the user).
+    #[serde(default)]
+    pub blocks: Vec<BlockReport>,
+    #[serde(default)]
+    pub provider_error: Option<String>,
 }
 
 /// Answer to `POST /v1/endpoints`: the agent's credential, shown once.
@@ -273,6 +303,11 @@ pub struct TaskSubmit {
     /// Times a task is retried when its worker or agent dies [default: 2].
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Variables for a multi-user endpoint's per-user config template (a
+    /// JSON object, checked by the agent against the admin's schema).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub user_endpoint_config: Option<serde_json::Value>,
 }
 
 /// `POST /v1/batches`: many tasks of one function in one request.
@@ -288,6 +323,11 @@ pub struct BatchSubmit {
     pub walltime_secs: Option<u32>,
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Variables for a multi-user endpoint's per-user config template, for
+    /// every task of the batch.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub user_endpoint_config: Option<serde_json::Value>,
 }
 
 /// Answer to `POST /v1/batches` (and `POST /v1/tasks`, with one task).
@@ -328,6 +368,10 @@ pub struct TaskInfo {
     /// provider cannot start workers), so it does not wait silently.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_problem: Option<String>,
+    /// The variables submitted for a multi-user endpoint's user config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub user_endpoint_config: Option<serde_json::Value>,
 }
 
 /// `POST /v1/tasks/status`: many tasks in one round trip.

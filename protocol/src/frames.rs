@@ -13,8 +13,19 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::compute::{BlockReport, FunctionSpec, TaskArgs, TaskResult};
-use crate::ids::{EndpointId, FunctionId, TaskId, WorkerId};
+use crate::compute::{BlockReport, ChildReport, FunctionSpec, TaskArgs, TaskResult};
+use crate::ids::{EndpointId, FunctionId, IdentityId, TaskId, WorkerId};
+
+/// Who submitted a task: what a multi-user agent maps to a local account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitter {
+    pub identity_id: IdentityId,
+    pub username: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Issuer URL of the identity provider (`local` for `lattice dev`).
+    pub identity_provider: String,
+}
 
 /// One task handed to an agent, and by it to a worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,6 +38,13 @@ pub struct TaskAssignment {
     /// 1 for the first delivery.
     pub attempt: u32,
     pub max_retries: u32,
+    /// Who submitted it; sent to multi-user agents only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitter: Option<Submitter>,
+    /// The submitter's variables for a multi-user endpoint's per-user
+    /// config template (`user_endpoint_config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_config: Option<serde_json::Value>,
 }
 
 /// How an attempt ended.
@@ -69,6 +87,11 @@ pub enum AgentFrame {
         endpoint_id: EndpointId,
         agent_version: String,
         hostname: String,
+        /// A multi-user agent (`lattice agent --multi-user`): it takes tasks
+        /// from any identity its own policy admits and needs each task's
+        /// submitter.
+        #[serde(default)]
+        multi_user: bool,
     },
     /// Permission to send `credits` more tasks (cumulative with earlier grants).
     Credit {
@@ -85,6 +108,9 @@ pub enum AgentFrame {
         /// The last block failure, in the scheduler's words.
         #[serde(default)]
         provider_error: Option<String>,
+        /// A multi-user agent's active per-user child agents.
+        #[serde(default)]
+        children: Vec<ChildReport>,
     },
     Started {
         tasks: Vec<TaskStarted>,
@@ -139,9 +165,21 @@ pub enum WorkerFrame {
     Result {
         outcome: TaskOutcome,
     },
+    /// A per-user child agent (which connects to its root agent as one big
+    /// worker) reports its own workers and blocks.
+    Status {
+        workers: u32,
+        #[serde(default)]
+        blocks: Vec<BlockReport>,
+        #[serde(default)]
+        provider_error: Option<String>,
+    },
 }
 
 /// Dispatcher -> worker.
+// A frame exists briefly (made, written, dropped): its size does not matter,
+// and boxing the assignment would cost an allocation per task.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DispatcherFrame {

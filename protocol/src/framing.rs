@@ -58,9 +58,41 @@ mod tests {
             endpoint_id: EndpointId::new(),
             agent_version: "0.1.0".into(),
             hostname: "login1".into(),
+            multi_user: false,
         };
         let bytes = encode(&frame).unwrap();
         assert_eq!(decode::<AgentFrame>(&bytes).unwrap(), frame);
+    }
+
+    #[test]
+    fn frames_of_older_peers_without_the_newer_fields_decode() {
+        // An agent from before multi-user support: no `multi_user` in hello.
+        #[derive(serde::Serialize)]
+        struct OldHello<'a> {
+            r#type: &'a str,
+            endpoint_id: EndpointId,
+            agent_version: &'a str,
+            hostname: &'a str,
+        }
+        let id = EndpointId::new();
+        let bytes = rmp_serde::to_vec_named(&OldHello {
+            r#type: "hello",
+            endpoint_id: id,
+            agent_version: "0.1.0",
+            hostname: "h",
+        })
+        .unwrap();
+        match decode::<AgentFrame>(&bytes).unwrap() {
+            AgentFrame::Hello {
+                endpoint_id,
+                multi_user,
+                ..
+            } => {
+                assert_eq!(endpoint_id, id);
+                assert!(!multi_user);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -18,17 +18,17 @@ use chrono::Utc;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use lattice_protocol::frames::{
-    AgentFrame, OutcomeStatus, ServiceFrame, TaskAssignment, TaskOutcome,
+    AgentFrame, OutcomeStatus, ServiceFrame, Submitter, TaskAssignment, TaskOutcome,
 };
 use lattice_protocol::framing::{self, MAX_FRAME_BYTES};
-use lattice_protocol::{ErrorBody, TaskId};
+use lattice_protocol::{ErrorBody, IdentityId, TaskId};
 use tokio::sync::mpsc;
 
 use crate::auth::hash_secret;
 use crate::broker::{Delivery, Settle, Subscription};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{EndpointRecord, Recorded};
+use crate::store::{AgentConnection, EndpointRecord, Recorded};
 
 /// Unsettled deliveries per agent session.
 const PREFETCH: u16 = 2048;
@@ -93,6 +93,11 @@ struct Session {
     credits: u64,
     /// Delivery tag of every task handed to this agent and not yet final.
     in_flight: HashMap<TaskId, u64>,
+    /// A multi-user agent gets each task's submitter.
+    multi_user: bool,
+    /// Submitters looked up for this session (identities do not change
+    /// what a multi-user agent maps them by while it is connected).
+    submitters: HashMap<IdentityId, Submitter>,
 }
 
 impl Session {
@@ -108,8 +113,10 @@ impl Session {
             sink,
             credits: 0,
             in_flight: HashMap::new(),
+            multi_user: false,
+            submitters: HashMap::new(),
         };
-        let (hostname, version) = match session.hello(&mut stream).await {
+        let agent = match session.hello(&mut stream).await {
             Ok(hello) => hello,
             Err(e) => {
                 // Tell the agent why (e.g. a hello naming another endpoint).
@@ -122,12 +129,10 @@ impl Session {
         session
             .state
             .store
-            .set_endpoint_connected(
-                endpoint_id,
-                Some((hostname.clone(), version.clone())),
-                Utc::now(),
-            )
+            .set_endpoint_connected(endpoint_id, Some(agent.clone()), Utc::now())
             .await?;
+        session.multi_user = agent.multi_user;
+        let (hostname, version) = (agent.hostname, agent.agent_version);
         // Welcome only once the endpoint is recorded online, so that an agent
         // that has been welcomed is never shown offline by this session.
         if let Err(e) = session.send(&ServiceFrame::Welcome { endpoint_id }).await {
@@ -173,7 +178,7 @@ impl Session {
     async fn hello(
         &mut self,
         stream: &mut SplitStream<WebSocket>,
-    ) -> Result<(String, String), SessionError> {
+    ) -> Result<AgentConnection, SessionError> {
         let frame = tokio::time::timeout(HELLO_TIMEOUT, next_frame(stream))
             .await
             .map_err(|_| SessionError::Protocol("no hello within 10 s".into()))??
@@ -183,6 +188,7 @@ impl Session {
                 endpoint_id,
                 agent_version,
                 hostname,
+                multi_user,
             } => {
                 if endpoint_id != self.endpoint.id {
                     return Err(SessionError::Protocol(format!(
@@ -190,7 +196,11 @@ impl Session {
                         self.endpoint.id
                     )));
                 }
-                Ok((truncate(&hostname, 255), truncate(&agent_version, 64)))
+                Ok(AgentConnection {
+                    hostname: truncate(&hostname, 255),
+                    agent_version: truncate(&agent_version, 64),
+                    multi_user,
+                })
             }
             other => Err(SessionError::Protocol(format!(
                 "expected hello, got {}",
@@ -267,9 +277,15 @@ impl Session {
                 queue_depth,
                 blocks,
                 provider_error,
+                children,
             } => {
                 store
-                    .update_endpoint_blocks(self.endpoint.id, &blocks, provider_error.as_deref())
+                    .update_endpoint_blocks(
+                        self.endpoint.id,
+                        &blocks,
+                        provider_error.as_deref(),
+                        &children,
+                    )
                     .await?;
                 store
                     .update_endpoint_load(
@@ -325,6 +341,25 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Who submitted a task, for a multi-user agent's mapping (`None` for an
+    /// identity that no longer exists: the agent refuses the task).
+    async fn submitter(&mut self, id: IdentityId) -> Result<Option<Submitter>, SessionError> {
+        if let Some(known) = self.submitters.get(&id) {
+            return Ok(Some(known.clone()));
+        }
+        let Some(identity) = self.state.store.identity(id).await? else {
+            return Ok(None);
+        };
+        let submitter = Submitter {
+            identity_id: identity.id,
+            username: identity.username,
+            email: identity.email,
+            identity_provider: identity.identity_provider,
+        };
+        self.submitters.insert(id, submitter.clone());
+        Ok(Some(submitter))
     }
 
     /// The tasks among `ids` that belong to another endpoint: an agent may
@@ -401,6 +436,11 @@ impl Session {
                 // Redelivered while this agent holds it: keep one delivery.
                 let _ = subscription.settle.send(Settle::Ack(previous));
             }
+            let submitter = if self.multi_user {
+                self.submitter(task.owner_id).await?
+            } else {
+                None
+            };
             assignments.push(TaskAssignment {
                 task_id: task.task_id,
                 function_id: task.function_id,
@@ -409,6 +449,12 @@ impl Session {
                 walltime_secs: task.walltime_secs,
                 attempt: task.attempts,
                 max_retries: task.max_retries,
+                user_config: if self.multi_user {
+                    task.user_config
+                } else {
+                    None
+                },
+                submitter,
             });
         }
         if !exhausted.is_empty() {

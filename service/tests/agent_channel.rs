@@ -227,6 +227,7 @@ async fn hello_naming_another_endpoint_gets_an_error_frame_and_a_close(service: 
             endpoint_id: other,
             agent_version: "0.1.0-test".into(),
             hostname: "node1".into(),
+            multi_user: false,
         })
         .await;
     let message = assert_session_ended(&mut agent)
@@ -243,6 +244,7 @@ async fn second_hello_is_a_protocol_error(service: &TestService) {
             endpoint_id: scene.endpoint,
             agent_version: "0.1.0-test".into(),
             hostname: "node1".into(),
+            multi_user: false,
         })
         .await;
     let message = assert_session_ended(&mut agent).await;
@@ -270,6 +272,7 @@ async fn heartbeat_shows_the_endpoint_online_after_another_of_its_sessions_ended
         queue_depth: 0,
         blocks: Vec::new(),
         provider_error: None,
+        children: Vec::new(),
     })
     .await;
     let info = service
@@ -538,6 +541,7 @@ async fn truncated_frame_ends_the_session_and_the_service_carries_on(service: &T
         queue_depth: 0,
         blocks: Vec::new(),
         provider_error: None,
+        children: Vec::new(),
     })
     .unwrap();
     agent
@@ -646,6 +650,117 @@ macro_rules! agent_channel_suite {
     };
 }
 
+/// A multi-user endpoint takes tasks from other identities; each assignment
+/// names its submitter and carries the submitted user config. A plain
+/// endpoint refuses other identities and its agent gets neither.
+async fn multi_user_endpoint_takes_any_identity_and_names_the_submitter(service: &TestService) {
+    let scene = scene(service).await;
+    let (bob, bob_token) = service.user("bob").await;
+    let bob_function = service.shell_function(&bob_token, "id -u").await;
+    let submit = |token: String, function: FunctionId, config: serde_json::Value| {
+        let endpoint = scene.endpoint;
+        async move {
+            service
+                .post_json(
+                    "/v1/batches",
+                    Some(&token),
+                    json!({
+                        "function_id": function,
+                        "endpoint_id": endpoint,
+                        "tasks": [{}],
+                        "user_endpoint_config": config,
+                    }),
+                )
+                .await
+        }
+    };
+    // Before its agent announces multi-user mode, the endpoint is alice's alone.
+    let refused = submit(bob_token.clone(), bob_function, json!(null)).await;
+    common::assert_error(&refused, StatusCode::FORBIDDEN, "forbidden");
+
+    let mut agent = scene
+        .running
+        .agent_connect(Some(&scene.secret))
+        .await
+        .unwrap();
+    agent.hello_as(scene.endpoint, "login1", true).await;
+    let info = service.endpoint_info(&bob_token, scene.endpoint).await;
+    assert_eq!(info["multi_user"], true, "{info}");
+
+    // Bad user configs are refused before anything is queued.
+    let not_object = submit(bob_token.clone(), bob_function, json!(["p1"])).await;
+    let message = common::assert_error(&not_object, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.contains("user_endpoint_config"), "{message}");
+    let huge = submit(
+        bob_token.clone(),
+        bob_function,
+        json!({ "account": "x".repeat(20_000) }),
+    )
+    .await;
+    common::assert_error(&huge, StatusCode::BAD_REQUEST, "bad_request");
+
+    let accepted = submit(bob_token.clone(), bob_function, json!({"account": "p42"})).await;
+    assert_eq!(accepted.status, StatusCode::CREATED, "{:?}", accepted.body);
+    agent.credit(4).await;
+    let tasks = agent.assignments(1).await;
+    let submitter = tasks[0].submitter.clone().expect("the submitter");
+    assert_eq!(submitter.identity_id, bob.id);
+    assert_eq!(submitter.username, "bob");
+    assert_eq!(tasks[0].user_config, Some(json!({"account": "p42"})));
+    let task_id: TaskId = accepted.body["task_ids"][0]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("a task id");
+    let shown = service.task(&bob_token, task_id).await;
+    assert_eq!(shown.user_endpoint_config, Some(json!({"account": "p42"})));
+    // The task is bob's: alice (the endpoint's owner) does not see it.
+    let peek = service
+        .get(&format!("/v1/tasks/{task_id}"), Some(&scene.token))
+        .await;
+    assert_eq!(peek.status, StatusCode::FORBIDDEN);
+
+    // The children the agent reports are shown to the owner only.
+    agent
+        .send(&AgentFrame::Heartbeat {
+            workers: 1,
+            idle_slots: 0,
+            queue_depth: 0,
+            blocks: Vec::new(),
+            provider_error: None,
+            children: vec![lattice_protocol::compute::ChildReport {
+                local_user: "bob".into(),
+                variables: r#"{"account":"p42"}"#.into(),
+                pid: Some(777),
+                tasks: 1,
+                workers: 1,
+                blocks: Vec::new(),
+                provider_error: None,
+            }],
+        })
+        .await;
+    let owner_view = service
+        .endpoint_until(&scene.token, scene.endpoint, |e| {
+            e["children"].as_array().is_some_and(|c| !c.is_empty())
+        })
+        .await;
+    assert_eq!(owner_view["children"][0]["local_user"], "bob");
+    assert_eq!(owner_view["children"][0]["pid"], 777);
+    let other_view = service.endpoint_info(&bob_token, scene.endpoint).await;
+    assert_eq!(other_view["children"], json!([]), "{other_view}");
+    agent.close().await;
+}
+
+async fn plain_agent_gets_no_submitter(service: &TestService) {
+    let scene = scene(service).await;
+    let mut agent = scene.agent().await;
+    scene.submit(1).await;
+    agent.credit(1).await;
+    let tasks = agent.assignments(1).await;
+    assert_eq!(tasks[0].submitter, None);
+    assert_eq!(tasks[0].user_config, None);
+    agent.close().await;
+}
+
 agent_channel_suite!(
     missing_agent_secret_is_401_on_upgrade,
     unknown_agent_secret_is_401_on_upgrade,
@@ -670,4 +785,6 @@ agent_channel_suite!(
     text_frame_is_a_protocol_error,
     cancelling_a_dispatched_task_sends_cancel_to_its_agent,
     cancelled_waiting_task_is_not_delivered_and_costs_no_credit,
+    multi_user_endpoint_takes_any_identity_and_names_the_submitter,
+    plain_agent_gets_no_submitter,
 );

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use lattice_client::Profile;
 use lattice_endpoint_agent::{
     endpoint_dir, run_agent, AgentConfig, Credentials, EndpointCredential, EndpointFileConfig,
-    WorkerLaunch, CONFIG_FILE,
+    MultiUserMode, WorkerLaunch, CONFIG_FILE,
 };
 use serde::Serialize;
 
@@ -61,7 +61,7 @@ pub(crate) struct AgentArgs {
 /// Runs an agent until Ctrl-C / SIGTERM.
 pub(crate) async fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
     if args.multi_user {
-        return multi_user(&args).await;
+        return multi_user(ctx, args).await;
     }
     let state_dir = match args.state_dir {
         Some(dir) => dir,
@@ -214,13 +214,16 @@ pub(crate) async fn endpoint(ctx: &Context, command: EndpointCommand) -> anyhow:
     }
 }
 
-/// `lattice agent --multi-user`: refuses unless root, then loads and checks
-/// the `[multi_user]` settings (mapping rules, template, schema).
-async fn multi_user(args: &AgentArgs) -> anyhow::Result<()> {
-    use lattice_endpoint_agent::multi_user::{privdrop, MultiUser};
+/// `lattice agent --multi-user`: refuses unless root, loads and checks the
+/// `[multi_user]` settings (mapping rules, template, schema, policy), then
+/// runs the agent with every task routed to its submitter's child agent.
+async fn multi_user(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
+    use lattice_endpoint_agent::multi_user::{
+        privdrop, AuditLog, MultiUser, MultiUserRunner, PoolSettings, UserPool,
+    };
     if !privdrop::is_root() {
         anyhow::bail!(
-            "--multi-user must run as root (it starts each user's workers under that user's account); refusing to start"
+            "--multi-user must run as root (it starts each user's agent under that user's account); refusing to start"
         );
     }
     let dir = match &args.state_dir {
@@ -228,27 +231,121 @@ async fn multi_user(args: &AgentArgs) -> anyhow::Result<()> {
         None => endpoint_dir(&Profile::config_dir()?, &args.name)?,
     };
     let path = dir.join(CONFIG_FILE);
-    let settings = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let file = EndpointFileConfig::load(&path)?;
-        let settings = file.multi_user.with_context(|| {
-            format!(
-                "--multi-user needs a [multi_user] table in {}",
-                path.display()
-            )
-        })?;
-        MultiUser::load(&settings)
-            .map_err(|e| anyhow::anyhow!("{}: [multi_user]: {e}", path.display()))?;
-        Ok(settings)
-    })
-    .await??;
+    let (file, settings, router) = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let file = EndpointFileConfig::load(&path)?;
+            let settings = file.multi_user.clone().with_context(|| {
+                format!(
+                    "--multi-user needs a [multi_user] table in {}",
+                    path.display()
+                )
+            })?;
+            let router = MultiUser::load(&settings)
+                .map_err(|e| anyhow::anyhow!("{}: [multi_user]: {e}", path.display()))?;
+            Ok((file, settings, router))
+        })
+        .await??
+    };
+    let worker_command = match args.worker_command.clone().or(file.worker_command.clone()) {
+        Some(command) => command,
+        None => std::env::current_exe()
+            .context("cannot find the lattice binary for the users' agents")?,
+    };
+    let audit_path = settings
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| dir.join("audit.log"));
+    let pool = UserPool::new(PoolSettings {
+        worker_command,
+        workers: file.workers.unwrap_or(1),
+        capacity: file.worker_capacity,
+        state_dir: dir.clone(),
+        idle_timeout: settings.idle_timeout(),
+        environment: settings
+            .user_environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    });
+    let runner = MultiUserRunner::new(
+        router,
+        pool,
+        AuditLog::new(&audit_path, settings.audit_max_bytes, settings.audit_keep),
+    );
     tracing::info!(
         rules = settings.rules.len(),
-        "multi-user settings are valid"
+        audit_log = %audit_path.display(),
+        "multi-user mode: tasks run as their submitters' local accounts"
     );
-    anyhow::bail!(
-        "endpoint `{}`: multi-user task routing is not connected to the service channel yet (the service does not send the submitting identity); see docs/multi-user.md",
-        args.name
-    )
+    let credentials = credentials(ctx, &args.name, &dir, Some(&file.service_url)).await?;
+    let mut config = AgentConfig::new(credentials, dir);
+    config.apply_file(&file);
+    config.dispatcher_listen = args.dispatcher_listen;
+    config.multi_user = Some(MultiUserMode {
+        runner,
+        max_tasks: settings.max_tasks,
+    });
+    run_agent(config, shutdown_signal())
+        .await
+        .with_context(|| format!("endpoint `{}`", args.name))
+}
+
+/// `lattice user-agent`: a multi-user agent's child, running as the mapped
+/// account with the rendered per-user config.
+#[derive(Args, Debug)]
+pub(crate) struct UserAgentArgs {
+    /// The root agent's dispatcher for this user.
+    #[arg(long, value_name = "ADDR")]
+    root: SocketAddr,
+    /// The per-user config rendered from the admin's template.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Block scripts and logs.
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+    /// Parent of the per-task scratch dirs.
+    #[arg(long, value_name = "DIR")]
+    scratch_dir: PathBuf,
+    /// Local workers when the config does not say (and has no provider).
+    #[arg(long, default_value_t = 1)]
+    workers: u32,
+    /// Tasks per worker when the config does not say.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    worker_capacity: u32,
+    /// The `lattice` binary its workers run.
+    #[arg(long, value_name = "PATH")]
+    worker_command: Option<PathBuf>,
+}
+
+pub(crate) async fn user_agent(args: UserAgentArgs) -> anyhow::Result<()> {
+    use lattice_endpoint_agent::multi_user::UserAgentConfig;
+    let path = args.config.clone();
+    let user_config = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        UserAgentConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    })
+    .await??;
+    let mut file = EndpointFileConfig::new("");
+    file.workers = user_config.workers.or(if user_config.provider.is_some() {
+        None
+    } else {
+        Some(args.workers)
+    });
+    file.worker_capacity = user_config.worker_capacity.unwrap_or(args.worker_capacity);
+    file.default_walltime_secs = user_config.default_walltime_secs;
+    file.dispatcher_listen = user_config.dispatcher_listen;
+    file.dispatcher_address = user_config.dispatcher_address;
+    file.provider = user_config.provider;
+    file.strategy = user_config.strategy;
+    file.scratch_dir = Some(args.scratch_dir);
+    file.worker_command = args.worker_command;
+    let mut config = AgentConfig::new(Credentials::Upstream { root: args.root }, args.state_dir);
+    config.apply_file(&file);
+    run_agent(config, shutdown_signal())
+        .await
+        .context("user agent")
 }
 
 /// The saved credential if there is one; else what registering needs (the

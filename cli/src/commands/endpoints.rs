@@ -74,6 +74,39 @@ pub(crate) fn describe(e: &EndpointInfo) -> String {
             }
         }
     }
+    if e.multi_user {
+        text.push_str(
+            "\n  mode:          multi-user (tasks run as their submitters' local accounts)",
+        );
+        if e.children.is_empty() {
+            text.push_str("\n  user agents:   none running");
+        } else {
+            text.push_str("\n  user agents:");
+        }
+        for child in &e.children {
+            text.push_str(&format!(
+                "\n    {}  pid {}  {} task(s), {} worker(s)  variables {}",
+                child.local_user,
+                child.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                child.tasks,
+                child.workers,
+                child.variables
+            ));
+            for block in &child.blocks {
+                text.push_str(&format!(
+                    "\n      block {}  {:<9}  job {}  {} node(s), {} worker(s)",
+                    block.id,
+                    format!("{:?}", block.state).to_lowercase(),
+                    block.job_id.as_deref().unwrap_or("-"),
+                    block.nodes,
+                    block.workers
+                ));
+            }
+            if let Some(error) = &child.provider_error {
+                text.push_str(&format!("\n      cannot start workers: {error}"));
+            }
+        }
+    }
     if let Some(error) = &e.provider_error {
         text.push_str(&format!(
             "\n\nThe endpoint cannot start workers: {error}\nTasks wait until it can; fix the endpoint's [provider] config and restart it."

@@ -94,6 +94,19 @@ pub(crate) struct Limits {
     /// Retries when the task's worker or agent is lost [default: 2].
     #[arg(long, value_name = "N")]
     max_retries: Option<u32>,
+    /// For a multi-user endpoint: variables of its per-user config template,
+    /// as a JSON object (e.g. '{"account": "p42", "walltime": 600}'); the
+    /// agent checks them against the admin's schema.
+    #[arg(long, value_name = "JSON", value_parser = parse_user_endpoint_config)]
+    user_endpoint_config: Option<serde_json::Value>,
+}
+
+fn parse_user_endpoint_config(text: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str(text) {
+        Ok(value @ serde_json::Value::Object(_)) => Ok(value),
+        Ok(_) => Err("must be a JSON object, e.g. '{\"account\": \"p42\"}'".to_owned()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
 }
 
 fn parse_arg(text: &str) -> Result<(String, String), String> {
@@ -130,6 +143,7 @@ pub(crate) async fn run(ctx: &Context, command: TaskCommand) -> anyhow::Result<(
                     args,
                     walltime_secs: limits.walltime,
                     max_retries: limits.max_retries,
+                    user_endpoint_config: limits.user_endpoint_config,
                 })
                 .await?;
             let out = Submitted {
@@ -153,6 +167,7 @@ pub(crate) async fn run(ctx: &Context, command: TaskCommand) -> anyhow::Result<(
                     tasks,
                     walltime_secs: limits.walltime,
                     max_retries: limits.max_retries,
+                    user_endpoint_config: limits.user_endpoint_config,
                 })
                 .await?;
             ctx.output.emit(&submitted, |s| {
@@ -451,6 +466,7 @@ pub(crate) async fn run_command(ctx: &Context, args: RunArgs) -> anyhow::Result<
                 .collect(),
             walltime_secs: args.limits.walltime,
             max_retries: args.limits.max_retries,
+            user_endpoint_config: args.limits.user_endpoint_config,
         })
         .await?;
     let task = wait_task(

@@ -70,7 +70,12 @@ impl MockService {
                 endpoint_id: id,
                 agent_version,
                 hostname,
+                multi_user,
             } => {
+                assert!(
+                    !multi_user,
+                    "a plain agent does not announce multi-user mode"
+                );
                 assert_eq!(id, endpoint_id);
                 assert_eq!(agent_version, lattice_protocol::VERSION);
                 assert!(!hostname.is_empty());

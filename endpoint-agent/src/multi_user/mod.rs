@@ -58,6 +58,14 @@ pub struct MultiUserConfig {
     pub audit_keep: u32,
     #[serde(default)]
     pub policy: Policy,
+    /// Extra environment for the users' agents and their workers (the
+    /// environment is otherwise clean), e.g. `SLURM_CONF` for a scheduler
+    /// config in a non-default place.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub user_environment: std::collections::BTreeMap<String, String>,
+    /// Tasks the root agent takes from the service at once, over all users.
+    #[serde(default = "default_max_tasks")]
+    pub max_tasks: u32,
 }
 
 fn default_min_uid() -> u32 {
@@ -71,6 +79,9 @@ fn default_audit_max_bytes() -> u64 {
 }
 fn default_audit_keep() -> u32 {
     5
+}
+fn default_max_tasks() -> u32 {
+    256
 }
 
 impl Default for MultiUserConfig {
@@ -86,6 +97,8 @@ impl Default for MultiUserConfig {
             audit_max_bytes: default_audit_max_bytes(),
             audit_keep: default_audit_keep(),
             policy: Policy::default(),
+            user_environment: Default::default(),
+            max_tasks: default_max_tasks(),
         }
     }
 }
@@ -105,7 +118,62 @@ impl MultiUserConfig {
         if self.user_config_schema.is_some() && self.user_config_template.is_none() {
             return Err("[multi_user] user_config_schema needs a user_config_template".to_owned());
         }
+        if self.max_tasks == 0 {
+            return Err("[multi_user] max_tasks must be at least 1".to_owned());
+        }
         Ok(())
+    }
+}
+
+/// A per-user agent's settings: what the admin's template renders to (a
+/// TOML document; every key optional). Unknown keys are refused, so a typo
+/// in the template fails the user's tasks with its name instead of being
+/// ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserAgentConfig {
+    /// Local worker processes [default: 1, or 0 with a `[provider]`].
+    #[serde(default)]
+    pub workers: Option<u32>,
+    /// Tasks each worker runs at once [default: 1].
+    #[serde(default)]
+    pub worker_capacity: Option<u32>,
+    #[serde(default)]
+    pub default_walltime_secs: Option<u32>,
+    /// Where the user's agent listens for its block workers.
+    #[serde(default)]
+    pub dispatcher_listen: Option<std::net::SocketAddr>,
+    /// `HOST:PORT` its block workers dial.
+    #[serde(default)]
+    pub dispatcher_address: Option<String>,
+    /// Worker blocks submitted as the user (`slurm`, `pbs`, ...).
+    #[serde(default)]
+    pub provider: Option<crate::scheduler::ProviderConfig>,
+    #[serde(default)]
+    pub strategy: Option<crate::scheduler::StrategyConfig>,
+}
+
+impl UserAgentConfig {
+    /// Parses a rendered template.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| {
+            format!("the per-user config rendered from the admin's template is invalid: {e}")
+        })?;
+        if config.worker_capacity == Some(0) {
+            return Err("the per-user config sets worker_capacity = 0".to_owned());
+        }
+        Ok(config)
+    }
+}
+
+impl From<&lattice_protocol::frames::Submitter> for Identity {
+    fn from(s: &lattice_protocol::frames::Submitter) -> Self {
+        Identity {
+            identity_id: s.identity_id.to_string(),
+            username: s.username.clone(),
+            email: s.email.clone(),
+            identity_provider: Some(s.identity_provider.clone()),
+        }
     }
 }
 
@@ -179,7 +247,13 @@ impl MultiUser {
         function_id: &str,
         variables: Option<&serde_json::Value>,
     ) -> Result<Route, String> {
-        self.route_with(identity, function_id, variables, mapping::lookup_account)
+        let route = self.route_with(identity, function_id, variables, mapping::lookup_account)?;
+        if self.policy.allowed_groups.is_some() {
+            let groups = privdrop::group_names(&route.account)
+                .map_err(|e| format!("cannot read the groups of `{}`: {e}", route.account.name))?;
+            self.policy.check_groups(&route.account.name, &groups)?;
+        }
+        Ok(route)
     }
 
     pub fn route_with(
@@ -202,6 +276,7 @@ impl MultiUser {
             Some(t) => template::render(t, &vars).map_err(|e| e.to_string())?,
             None => String::new(),
         };
+        UserAgentConfig::parse(&user_config)?;
         Ok(Route {
             account,
             variables: template::canonical(&vars),
@@ -258,7 +333,10 @@ mod tests {
     fn multi_user() -> MultiUser {
         MultiUser::new(
             &config(),
-            Some("account = {{ account }}\nwalltime = {{ walltime }}\n".into()),
+            Some(
+                "default_walltime_secs = {{ walltime }}\n[provider]\ntype = \"slurm\"\naccount = {{ account }}\n"
+                    .into(),
+            ),
             json!({
                 "properties": {
                     "account": {"type": "string", "default": "default"},
@@ -313,7 +391,13 @@ mod tests {
             .route_with(&ident("alice@uni.edu"), "f", None, lookup)
             .unwrap();
         assert_eq!(a.account.uid, 1001);
-        assert_eq!(a.user_config, "account = \"default\"\nwalltime = 600\n");
+        assert_eq!(
+            a.user_config,
+            "default_walltime_secs = 600\n[provider]\ntype = \"slurm\"\naccount = \"default\"\n"
+        );
+        let parsed = UserAgentConfig::parse(&a.user_config).unwrap();
+        assert_eq!(parsed.default_walltime_secs, Some(600));
+        assert_eq!(parsed.provider.unwrap().kind(), "slurm");
         let a2 = m
             .route_with(
                 &ident("alice@uni.edu"),
@@ -371,5 +455,22 @@ mod tests {
             .route_with(&other, "f", None, lookup)
             .unwrap_err()
             .contains("not allowed"));
+    }
+
+    #[test]
+    fn a_template_that_renders_an_invalid_config_refuses_the_task() {
+        let m = MultiUser::new(
+            &config(),
+            Some("workers = 1\nbogus_key = {{ account }}\n".into()),
+            json!({"properties": {"account": {"type": "string", "default": "x"}}}),
+        )
+        .unwrap();
+        let err = m
+            .route_with(&ident("alice@uni.edu"), "f", None, lookup)
+            .unwrap_err();
+        assert!(
+            err.contains("per-user config") && err.contains("bogus_key"),
+            "{err}"
+        );
     }
 }

@@ -14,6 +14,10 @@ pub struct Policy {
     /// Identity providers (issuer URLs) whose users may submit (unset: any).
     #[serde(default)]
     pub allowed_identity_providers: Option<Vec<String>>,
+    /// Unix groups whose members may use the endpoint: the account an
+    /// identity maps to must be in at least one (unset: any account).
+    #[serde(default)]
+    pub allowed_groups: Option<Vec<String>>,
 }
 
 impl Policy {
@@ -36,6 +40,21 @@ impl Policy {
             }
         }
         Ok(())
+    }
+
+    /// After mapping: `Err(message)` unless the account is in an allowed
+    /// group. `groups` are the names of the account's groups.
+    pub fn check_groups(&self, account: &str, groups: &[String]) -> Result<(), String> {
+        let Some(allowed) = &self.allowed_groups else {
+            return Ok(());
+        };
+        if groups.iter().any(|g| allowed.contains(g)) {
+            return Ok(());
+        }
+        Err(format!(
+            "local account `{account}` is not in a group allowed on this endpoint ({})",
+            allowed.join(", ")
+        ))
     }
 }
 
@@ -62,6 +81,7 @@ mod tests {
         let p = Policy {
             allowed_functions: Some(vec!["f1".into()]),
             allowed_identity_providers: Some(vec!["https://idp.uni.edu".into()]),
+            allowed_groups: None,
         };
         assert!(p.check(&ident(Some("https://idp.uni.edu")), "f1").is_ok());
         assert!(p
@@ -77,7 +97,22 @@ mod tests {
         let none = Policy {
             allowed_functions: Some(vec![]),
             allowed_identity_providers: None,
+            allowed_groups: None,
         };
         assert!(none.check(&ident(None), "f1").is_err());
+    }
+
+    #[test]
+    fn groups_restrict_after_mapping() {
+        let p = Policy {
+            allowed_groups: Some(vec!["hpc".into(), "lattice-users".into()]),
+            ..Policy::default()
+        };
+        assert!(p
+            .check_groups("alice", &["alice".into(), "hpc".into()])
+            .is_ok());
+        let err = p.check_groups("bob", &["bob".into()]).unwrap_err();
+        assert!(err.contains("`bob` is not in a group allowed"), "{err}");
+        assert!(Policy::default().check_groups("bob", &[]).is_ok());
     }
 }

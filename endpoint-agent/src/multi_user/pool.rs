@@ -1,8 +1,12 @@
 //! The root agent's per-user children: for each [`Route`] key (local user +
 //! variable set) a dispatcher inside the root agent (its own listener on
-//! loopback) and `lattice worker` processes started as that user with
-//! privileges dropped ([`super::privdrop::run_as`]), each with a scratch
-//! root only that user can enter. Idle children are stopped.
+//! loopback, serving only sockets of that user) and one child agent,
+//! `lattice user-agent`, started as that user with privileges dropped
+//! ([`super::privdrop::run_as`]). The child connects to that dispatcher as
+//! one large worker (see `crate::upstream`) and runs the user's rendered
+//! config: its own local workers, or worker blocks submitted to the batch
+//! scheduler as the user. Each user has a scratch root only they can enter.
+//! Idle children are asked to stop (they cancel their blocks) and reaped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,6 +14,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lattice_protocol::compute::{BlockReport, ChildReport};
 use lattice_protocol::frames::{TaskAssignment, TaskOutcome, TaskStarted, WorkerFrame};
 use lattice_protocol::TaskId;
 use tokio::sync::mpsc;
@@ -42,16 +47,23 @@ mod tests {
 /// How children are started.
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
-    /// The `lattice` binary the users' workers run (must be executable by them).
+    /// The `lattice` binary the users' agents and workers run (must be
+    /// executable by them).
     pub worker_command: PathBuf,
-    /// Worker processes per child.
+    /// Local worker processes of a child whose config does not say.
     pub workers: u32,
-    /// Tasks per worker.
+    /// Tasks per worker, when the config does not say.
     pub capacity: u32,
-    /// Holds `users/NAME/scratch` (per-user, mode 0700, owned by the user).
+    /// Holds `users/NAME/scratch` and `users/NAME/agent-KEY` (per-user,
+    /// mode 0700, owned by the user).
     pub state_dir: PathBuf,
     pub idle_timeout: Duration,
+    /// Extra environment for the children (e.g. `SLURM_CONF`).
+    pub environment: Vec<(String, String)>,
 }
+
+/// How long a stopping child may take to cancel its blocks and exit.
+const CHILD_STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// What the pool reports.
 // One event exists at a time (made, handled, dropped): its size does not matter.
@@ -68,16 +80,30 @@ struct Child {
     address: SocketAddr,
     acceptor: JoinHandle<()>,
     forwarder: JoinHandle<()>,
-    workers: Vec<tokio::process::Child>,
+    /// The user's agent (`lattice user-agent`).
+    process: tokio::process::Child,
+    /// Its state dir (config, block scripts and logs).
+    dir: PathBuf,
+    /// What it last reported: its workers, blocks and provider error.
+    status: (u32, Vec<BlockReport>, Option<String>),
     last_active: Instant,
 }
 
 impl Child {
     fn pids(&self) -> Vec<u32> {
-        self.workers
-            .iter()
-            .filter_map(tokio::process::Child::id)
-            .collect()
+        self.process.id().into_iter().collect()
+    }
+
+    fn report(&self) -> ChildReport {
+        ChildReport {
+            local_user: self.route.account.name.clone(),
+            variables: self.route.variables.clone(),
+            pid: self.process.id(),
+            tasks: self.dispatcher.held(),
+            workers: self.status.0,
+            blocks: self.status.1.clone(),
+            provider_error: self.status.2.clone(),
+        }
     }
 }
 
@@ -125,7 +151,7 @@ impl UserPool {
         }
     }
 
-    /// Active children: (local user, variables, worker pids).
+    /// Active children: (local user, variables, child agent pid).
     pub fn children(&self) -> Vec<(String, String, Vec<u32>)> {
         self.children
             .values()
@@ -137,6 +163,32 @@ impl UserPool {
                 )
             })
             .collect()
+    }
+
+    /// What the root reports about its children to the service.
+    pub fn reports(&self) -> Vec<ChildReport> {
+        let mut reports: Vec<ChildReport> = self.children.values().map(Child::report).collect();
+        reports.sort_by(|a, b| (&a.local_user, &a.variables).cmp(&(&b.local_user, &b.variables)));
+        reports
+    }
+
+    /// Tasks queued or running in any child.
+    pub fn held(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Stops these tasks wherever they are; their outcomes are not reported.
+    pub fn cancel(&mut self, task_ids: &[TaskId]) {
+        for id in task_ids {
+            if let Some(child) = self
+                .tasks
+                .remove(id)
+                .and_then(|c| self.children.get_mut(&c))
+            {
+                child.dispatcher.cancel(&[*id]);
+                child.dispatcher.assign();
+            }
+        }
     }
 
     /// Where each child's dispatcher listens: (local user, address).
@@ -174,13 +226,10 @@ impl UserPool {
             None => self.start_child(route).await?,
         };
         let child = self.children.get_mut(&id).expect("indexed child exists");
-        let all_exited = child
-            .workers
-            .iter_mut()
-            .all(|w| matches!(w.try_wait(), Ok(Some(_))));
-        if all_exited {
-            tracing::warn!(user = %child.route.account.name, "the user's workers have exited; starting new ones");
-            child.workers = spawn_workers(&self.settings, &child.route, child.address)?;
+        if let Ok(Some(status)) = child.process.try_wait() {
+            tracing::warn!(user = %child.route.account.name, %status, "the user's agent has exited; starting a new one");
+            child.process =
+                spawn_child_agent(&self.settings, &child.route, child.address, &child.dir)?;
         }
         self.tasks.insert(task.task_id, id);
         child.dispatcher.enqueue(task);
@@ -194,19 +243,30 @@ impl UserPool {
         let users = self.settings.state_dir.join("users");
         let user_dir = users.join(&account.name);
         let scratch = self.scratch_root(&account.name);
+        let dir = user_dir.join(format!("agent-{}", key_digest(&route.variables)));
         {
-            let (users, user_dir, scratch, account) = (
+            let (users, user_dir, scratch, dir, account, config) = (
                 users.clone(),
                 user_dir.clone(),
                 scratch.clone(),
+                dir.clone(),
                 account.clone(),
+                route.user_config.clone(),
             );
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 root_dir(&users)?;
                 root_dir(&user_dir)?;
-                std::fs::create_dir_all(&scratch)?;
-                std::os::unix::fs::chown(&scratch, Some(account.uid), Some(account.gid))?;
-                std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o700))?;
+                for private in [&scratch, &dir] {
+                    std::fs::create_dir_all(private)?;
+                    std::os::unix::fs::chown(private, Some(account.uid), Some(account.gid))?;
+                    std::fs::set_permissions(private, std::fs::Permissions::from_mode(0o700))?;
+                }
+                // Written by root in the user's own dir: the user's agent
+                // reads it; what it says came from the admin's template.
+                let file = dir.join("user-config.toml");
+                std::fs::write(&file, config)?;
+                std::os::unix::fs::chown(&file, Some(account.uid), Some(account.gid))?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
                 Ok(())
             })
             .await
@@ -223,7 +283,14 @@ impl UserPool {
                 }
             }
         });
-        let workers = spawn_workers(&self.settings, &route, address)?;
+        let process = match spawn_child_agent(&self.settings, &route, address, &dir) {
+            Ok(process) => process,
+            Err(e) => {
+                acceptor.abort();
+                forwarder.abort();
+                return Err(e);
+            }
+        };
         self.by_key.insert(route.key(), id);
         self.children.insert(
             id,
@@ -233,7 +300,9 @@ impl UserPool {
                 address,
                 acceptor,
                 forwarder,
-                workers,
+                process,
+                dir,
+                status: (0, Vec::new(), None),
                 last_active: Instant::now(),
             },
         );
@@ -283,6 +352,13 @@ impl UserPool {
                         .finished(conn, outcome)
                         .map(PoolEvent::Finished);
                 }
+                WorkerFrame::Status {
+                    workers,
+                    blocks,
+                    provider_error,
+                } => {
+                    child.status = (workers, blocks, provider_error);
+                }
             },
             WorkerEvent::Disconnected { conn, reason } => {
                 // Retries are queued again; final failures reported one by one.
@@ -321,17 +397,56 @@ impl UserPool {
             .collect()
     }
 
+    /// Asks a child to stop (it cancels its blocks and exits); kills it if
+    /// it has not exited after [`CHILD_STOP_GRACE`].
     fn stop_child(&mut self, id: u64) -> Option<String> {
         let mut child = self.children.remove(&id)?;
         self.by_key.remove(&child.route.key());
+        self.tasks.retain(|_, c| *c != id);
         child.dispatcher.shutdown_workers();
-        child.acceptor.abort();
         child.forwarder.abort();
-        for worker in &mut child.workers {
-            let _ = worker.start_kill();
+        let user = child.route.account.name.clone();
+        tracing::info!(user = %user, address = %child.address, "stopping a user's agent");
+        let (mut process, acceptor) = (child.process, child.acceptor);
+        let stop = async move {
+            if tokio::time::timeout(CHILD_STOP_GRACE, process.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("a user's agent did not stop in time; killing it");
+                let _ = process.kill().await;
+            }
+            acceptor.abort();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(stop);
+            }
+            // No runtime (dropped outside one): the process is killed on drop.
+            Err(_) => drop(stop),
         }
-        tracing::info!(user = %child.route.account.name, address = %child.address, "stopped an idle user child");
-        Some(child.route.account.name)
+        Some(user)
+    }
+
+    /// Stops every child and waits (up to the grace period) for them to exit.
+    pub async fn shutdown_gracefully(&mut self) {
+        let mut waits = Vec::new();
+        for (_, mut child) in self.children.drain() {
+            child.dispatcher.shutdown_workers();
+            child.forwarder.abort();
+            waits.push(async move {
+                if tokio::time::timeout(CHILD_STOP_GRACE, child.process.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.process.kill().await;
+                }
+                child.acceptor.abort();
+            });
+        }
+        self.by_key.clear();
+        self.tasks.clear();
+        futures::future::join_all(waits).await;
     }
 
     /// Stops every child.
@@ -358,40 +473,55 @@ impl Drop for UserPool {
     }
 }
 
-/// Starts a child's `lattice worker` processes as its user.
-fn spawn_workers(
+/// Starts a child's agent, `lattice user-agent`, as its user.
+fn spawn_child_agent(
     settings: &PoolSettings,
     route: &Route,
     address: SocketAddr,
-) -> std::io::Result<Vec<tokio::process::Child>> {
+    dir: &Path,
+) -> std::io::Result<tokio::process::Child> {
     let account = &route.account;
     let scratch = settings
         .state_dir
         .join("users")
         .join(&account.name)
         .join("scratch");
-    let (count, capacity) = sizes(&route.user_config);
-    let count = count.unwrap_or(settings.workers).clamp(1, 64);
-    let capacity = capacity.unwrap_or(settings.capacity).clamp(1, 256);
-    let mut workers = Vec::new();
-    for _ in 0..count {
-        let mut cmd = std::process::Command::new(&settings.worker_command);
-        cmd.arg("worker")
-            .arg("--dispatcher")
-            .arg(address.to_string())
-            .arg("--capacity")
-            .arg(capacity.to_string())
-            .arg("--scratch-dir")
-            .arg(&scratch)
-            .stdin(std::process::Stdio::null());
-        run_as(&mut cmd, account)?;
-        let mut cmd = tokio::process::Command::from(cmd);
-        cmd.kill_on_drop(true);
-        let worker = cmd.spawn()?;
-        tracing::info!(user = %account.name, uid = account.uid, pid = ?worker.id(), "started a user worker");
-        workers.push(worker);
+    let mut cmd = std::process::Command::new(&settings.worker_command);
+    cmd.arg("user-agent")
+        .arg("--root")
+        .arg(address.to_string())
+        .arg("--state-dir")
+        .arg(dir)
+        .arg("--config")
+        .arg(dir.join("user-config.toml"))
+        .arg("--scratch-dir")
+        .arg(&scratch)
+        .arg("--workers")
+        .arg(settings.workers.to_string())
+        .arg("--worker-capacity")
+        .arg(settings.capacity.to_string())
+        .arg("--worker-command")
+        .arg(&settings.worker_command)
+        .stdin(std::process::Stdio::null());
+    run_as(&mut cmd, account)?;
+    for (name, value) in &settings.environment {
+        cmd.env(name, value);
     }
-    Ok(workers)
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        cmd.env("RUST_LOG", filter);
+    }
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    let child = cmd.spawn()?;
+    tracing::info!(user = %account.name, uid = account.uid, pid = ?child.id(), "started a user's agent");
+    Ok(child)
+}
+
+/// A short, stable name for a variable set (the child's state dir).
+fn key_digest(variables: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(variables.as_bytes());
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Like `dispatcher::listen` on loopback, but a connection is served only
@@ -463,18 +593,4 @@ fn socket_uid(local: SocketAddr, remote: SocketAddr) -> Option<u32> {
             .then(|| fields[7].parse().ok())
             .flatten()
     })
-}
-
-/// `workers` and `worker_capacity` from the rendered per-user config, if set.
-fn sizes(user_config: &str) -> (Option<u32>, Option<u32>) {
-    let Ok(table) = toml::from_str::<toml::Table>(user_config) else {
-        return (None, None);
-    };
-    let get = |k: &str| {
-        table
-            .get(k)
-            .and_then(toml::Value::as_integer)
-            .and_then(|v| u32::try_from(v).ok())
-    };
-    (get("workers"), get("worker_capacity"))
 }

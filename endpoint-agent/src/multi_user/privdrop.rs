@@ -37,6 +37,28 @@ pub fn group_list(account: &Account) -> std::io::Result<Vec<libc::gid_t>> {
     }
 }
 
+/// The names of the account's groups (unnamed gids as numbers).
+pub fn group_names(account: &Account) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for gid in group_list(account)? {
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        // SAFETY: zeroed POD out-parameters; getgrgid_r writes into `group`
+        // and `buf` (of the given length) and sets `result`.
+        let mut group: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        let rc =
+            unsafe { libc::getgrgid_r(gid, &mut group, buf.as_mut_ptr(), buf.len(), &mut result) };
+        if rc == 0 && !result.is_null() && !group.gr_name.is_null() {
+            // SAFETY: gr_name points into `buf`, NUL-terminated by getgrgid_r.
+            let name = unsafe { std::ffi::CStr::from_ptr(group.gr_name) };
+            names.push(name.to_string_lossy().into_owned());
+        } else {
+            names.push(gid.to_string());
+        }
+    }
+    Ok(names)
+}
+
 /// The clean environment a user's process gets.
 pub fn user_env(account: &Account) -> Vec<(String, String)> {
     vec![

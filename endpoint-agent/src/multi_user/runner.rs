@@ -125,24 +125,129 @@ impl MultiUserRunner {
         })
     }
 
-    /// The next final outcome of a submitted task (starts are audited on
-    /// the way). Cancel-safe.
+    /// The next final outcome of a submitted task. Cancel-safe.
     pub async fn next_outcome(&mut self) -> TaskOutcome {
         loop {
-            match self.pool.next_event().await {
-                PoolEvent::Started(_) => {}
-                PoolEvent::Finished(outcome) => {
-                    if let Some(held) = self.held.remove(&outcome.task_id) {
-                        let result = match (&outcome.status, &outcome.error) {
-                            (OutcomeStatus::Success, _) => "success".to_owned(),
-                            (OutcomeStatus::Failed, Some(e)) => format!("failed: {e}"),
-                            (OutcomeStatus::Failed, None) => "failed".to_owned(),
+            if let PoolEvent::Finished(outcome) = self.next_event().await {
+                return outcome;
+            }
+        }
+    }
+
+    /// The next start or final outcome of a submitted task; ends are
+    /// audited. Cancel-safe.
+    pub async fn next_event(&mut self) -> PoolEvent {
+        let event = self.pool.next_event().await;
+        if let PoolEvent::Finished(outcome) = &event {
+            if let Some(held) = self.held.remove(&outcome.task_id) {
+                let result = match (&outcome.status, &outcome.error) {
+                    (OutcomeStatus::Success, _) => "success".to_owned(),
+                    (OutcomeStatus::Failed, Some(e)) => format!("failed: {e}"),
+                    (OutcomeStatus::Failed, None) => "failed".to_owned(),
+                };
+                self.audit("end", outcome.task_id, &held, Some(result));
+            }
+        }
+        event
+    }
+
+    /// Stops these tasks; each is audited as cancelled.
+    pub fn cancel(&mut self, task_ids: &[TaskId]) {
+        self.pool.cancel(task_ids);
+        for id in task_ids {
+            if let Some(held) = self.held.remove(id) {
+                self.audit("end", *id, &held, Some("cancelled".to_owned()));
+            }
+        }
+    }
+}
+
+/// What the agent loop tells a running [`MultiUserRunner`].
+#[derive(Debug)]
+pub(crate) enum RunnerCommand {
+    Submit(Box<TaskAssignment>),
+    Cancel(Vec<TaskId>),
+}
+
+/// What a running [`MultiUserRunner`] tells the agent loop.
+// One event exists at a time (sent, handled, dropped): its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum RunnerEvent {
+    Started(lattice_protocol::frames::TaskStarted),
+    Finished(TaskOutcome),
+    /// The children now (after each change and periodically).
+    Children(Vec<lattice_protocol::compute::ChildReport>),
+}
+
+/// How often idle children are looked for and children reported.
+const REAP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `runner` on its own task until `commands` closes, then stops every
+/// child (waiting for them to cancel their blocks).
+pub(crate) fn spawn_runner(
+    mut runner: MultiUserRunner,
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<RunnerCommand>,
+    events: tokio::sync::mpsc::UnboundedSender<RunnerEvent>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REAP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(RunnerCommand::Submit(task)) => {
+                        let task = *task;
+                        let Some(submitter) = task.submitter.clone() else {
+                            let _ = events.send(RunnerEvent::Finished(refusal(
+                                &task,
+                                "the service did not say who submitted this task (a service older than this multi-user agent?)",
+                            )));
+                            continue;
                         };
-                        self.audit("end", outcome.task_id, &held, Some(result));
+                        let variables = task.user_config.clone();
+                        let children = runner.pool().len();
+                        if let Some(refused) = runner.submit(Identity::from(&submitter), task, variables).await {
+                            let _ = events.send(RunnerEvent::Finished(refused));
+                        }
+                        if runner.pool().len() != children {
+                            let _ = events.send(RunnerEvent::Children(runner.pool().reports()));
+                        }
                     }
-                    return outcome;
+                    Some(RunnerCommand::Cancel(ids)) => runner.cancel(&ids),
+                    None => break,
+                },
+                event = runner.next_event() => {
+                    let sent = match event {
+                        PoolEvent::Started(started) => events.send(RunnerEvent::Started(started)),
+                        PoolEvent::Finished(outcome) => events.send(RunnerEvent::Finished(outcome)),
+                    };
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+                _ = tick.tick() => {
+                    let stopped = runner.pool_mut().reap_idle();
+                    for user in &stopped {
+                        tracing::info!(user, "stopped an idle user's agent");
+                    }
+                    let _ = events.send(RunnerEvent::Children(runner.pool().reports()));
                 }
             }
         }
+        runner.pool_mut().shutdown_gracefully().await;
+    })
+}
+
+fn refusal(task: &TaskAssignment, message: &str) -> TaskOutcome {
+    TaskOutcome {
+        task_id: task.task_id,
+        attempt: task.attempt,
+        status: OutcomeStatus::Failed,
+        result: None,
+        error: Some(message.to_owned()),
+        worker: None,
+        started_at: None,
+        finished_at: Utc::now(),
     }
 }

@@ -16,6 +16,17 @@ use crate::store::EndpointRecord;
 pub const OFFLINE_AFTER_SECS: i64 = 20;
 
 pub async fn info(state: &AppState, record: EndpointRecord) -> Result<EndpointInfo, ApiError> {
+    info_for(state, record, None).await
+}
+
+/// [`info`] as `viewer` may see it: a multi-user endpoint's children (local
+/// accounts, processes) are shown to its owner only.
+pub async fn info_for(
+    state: &AppState,
+    record: EndpointRecord,
+    viewer: Option<lattice_protocol::IdentityId>,
+) -> Result<EndpointInfo, ApiError> {
+    let owner_view = viewer.is_none_or(|v| v == record.owner_id);
     let online = record.connected_at.is_some()
         && record
             .last_seen
@@ -38,8 +49,22 @@ pub async fn info(state: &AppState, record: EndpointRecord) -> Result<EndpointIn
         idle_slots: if online { record.idle_slots } else { 0 },
         agent_queue_depth: if online { record.queue_depth } else { 0 },
         waiting_tasks,
-        blocks: if online { record.blocks } else { Vec::new() },
-        provider_error: record.provider_error,
+        blocks: if online && owner_view {
+            record.blocks
+        } else {
+            Vec::new()
+        },
+        provider_error: if owner_view {
+            record.provider_error
+        } else {
+            None
+        },
+        multi_user: record.multi_user,
+        children: if online && owner_view {
+            record.children
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -57,6 +82,27 @@ pub async fn usable_endpoint(
     if endpoint.owner_id != caller.identity_id {
         return Err(ApiError::forbidden(format!(
             "endpoint {id} belongs to another identity; you may not use it"
+        )));
+    }
+    Ok(endpoint)
+}
+
+/// Loads an endpoint the caller may send tasks to: their own, or any
+/// multi-user endpoint (its agent's policy and identity mapping decide who
+/// runs there). 404 if unknown, 403 otherwise.
+pub async fn task_endpoint(
+    state: &AppState,
+    caller: &Caller,
+    id: EndpointId,
+) -> Result<EndpointRecord, ApiError> {
+    let endpoint = state
+        .store
+        .endpoint(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("endpoint {id} does not exist")))?;
+    if endpoint.owner_id != caller.identity_id && !endpoint.multi_user {
+        return Err(ApiError::forbidden(format!(
+            "endpoint {id} belongs to another identity and is not a multi-user endpoint; you may not use it"
         )));
     }
     Ok(endpoint)
@@ -108,6 +154,8 @@ pub async fn create_endpoint(
         queue_depth: 0,
         blocks: Vec::new(),
         provider_error: None,
+        multi_user: false,
+        children: Vec::new(),
     };
     state.store.insert_endpoint(&record).await?;
     tracing::info!(endpoint_id = %record.id, name, "endpoint registered");
@@ -157,6 +205,8 @@ pub async fn show(
     auth: Authorized<Compute>,
     Path(id): Path<EndpointId>,
 ) -> Result<Json<EndpointInfo>, ApiError> {
-    let record = usable_endpoint(&state, &auth, id).await?;
-    Ok(Json(info(&state, record).await?))
+    let record = task_endpoint(&state, &auth, id).await?;
+    Ok(Json(
+        info_for(&state, record, Some(auth.identity_id)).await?,
+    ))
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::auth::{Authorized, Caller, Compute};
 use crate::error::{ApiError, Json, Path, Query};
-use crate::routes::endpoints::usable_endpoint;
+use crate::routes::endpoints::task_endpoint;
 use crate::routes::functions::usable_function;
 use crate::state::AppState;
 
@@ -33,7 +33,34 @@ struct Submission<'a> {
     tasks: Vec<TaskArgs>,
     walltime_secs: Option<u32>,
     max_retries: Option<u32>,
+    user_endpoint_config: Option<serde_json::Value>,
     caller: &'a Caller,
+}
+
+/// Largest `user_endpoint_config`, as JSON text.
+pub const MAX_USER_ENDPOINT_CONFIG_BYTES: usize = 16 * 1024;
+
+/// A JSON object of template variables, or nothing (`null` and `{}` are
+/// nothing). The agent checks the values against its admin's schema.
+fn check_user_endpoint_config(
+    config: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    match config {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(map)) if map.is_empty() => Ok(None),
+        Some(value @ serde_json::Value::Object(_)) => {
+            let size = value.to_string().len();
+            if size > MAX_USER_ENDPOINT_CONFIG_BYTES {
+                return Err(ApiError::bad_request(format!(
+                    "user_endpoint_config: {size} bytes exceed the limit of {MAX_USER_ENDPOINT_CONFIG_BYTES}"
+                )));
+            }
+            Ok(Some(value))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "user_endpoint_config: must be a JSON object of template variables",
+        )),
+    }
 }
 
 async fn submit(state: &AppState, s: Submission<'_>) -> Result<BatchSubmitted, ApiError> {
@@ -69,7 +96,8 @@ async fn submit(state: &AppState, s: Submission<'_>) -> Result<BatchSubmitted, A
             function.id
         )));
     }
-    let endpoint = usable_endpoint(state, s.caller, s.endpoint_id).await?;
+    let endpoint = task_endpoint(state, s.caller, s.endpoint_id).await?;
+    let user_endpoint_config = check_user_endpoint_config(s.user_endpoint_config)?;
     for (index, args) in s.tasks.iter().enumerate() {
         check_args(&function, args).map_err(|e| {
             if s.tasks.len() == 1 {
@@ -104,6 +132,7 @@ async fn submit(state: &AppState, s: Submission<'_>) -> Result<BatchSubmitted, A
             walltime_secs,
             duplicate_results: 0,
             endpoint_problem: None,
+            user_endpoint_config: user_endpoint_config.clone(),
         })
         .collect();
     let task_ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
@@ -187,6 +216,7 @@ pub async fn submit_one(
             tasks: vec![request.args],
             walltime_secs: request.walltime_secs,
             max_retries: request.max_retries,
+            user_endpoint_config: request.user_endpoint_config,
             caller: &auth,
         },
     )
@@ -211,6 +241,7 @@ pub async fn submit_batch(
             tasks: request.tasks,
             walltime_secs: request.walltime_secs,
             max_retries: request.max_retries,
+            user_endpoint_config: request.user_endpoint_config,
             caller: &auth,
         },
     )

@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lattice_protocol::compute::{
-    BatchStatus, BlockReport, FunctionInfo, FunctionSpec, TaskArgs, TaskInfo, TaskResult, TaskState,
+    BatchStatus, BlockReport, ChildReport, FunctionInfo, FunctionSpec, TaskArgs, TaskInfo,
+    TaskResult, TaskState,
 };
 use lattice_protocol::frames::{OutcomeStatus, TaskOutcome, TaskStarted};
 use lattice_protocol::{BatchId, EndpointId, FunctionId, IdentityId, TaskId};
@@ -35,6 +36,18 @@ pub struct EndpointRecord {
     pub blocks: Vec<BlockReport>,
     /// The last block failure the agent reported.
     pub provider_error: Option<String>,
+    /// The agent announced multi-user mode when it last connected.
+    pub multi_user: bool,
+    /// A multi-user agent's per-user children, from its last heartbeat.
+    pub children: Vec<ChildReport>,
+}
+
+/// What an agent told about itself when it connected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentConnection {
+    pub hostname: String,
+    pub agent_version: String,
+    pub multi_user: bool,
 }
 
 /// What the relay needs to hand a task to an agent.
@@ -47,6 +60,10 @@ pub struct DispatchedTask {
     /// Including this delivery.
     pub attempts: u32,
     pub max_retries: u32,
+    /// The submitter.
+    pub owner_id: IdentityId,
+    /// The submitter's variables for a multi-user endpoint's user config.
+    pub user_config: Option<serde_json::Value>,
 }
 
 /// A leased message of the embedded queue.
@@ -95,7 +112,7 @@ pub trait ComputeStore: Send + Sync + 'static {
     async fn set_endpoint_connected(
         &self,
         id: EndpointId,
-        connected: Option<(String, String)>,
+        connected: Option<AgentConnection>,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
     async fn update_endpoint_load(
@@ -112,6 +129,7 @@ pub trait ComputeStore: Send + Sync + 'static {
         id: EndpointId,
         blocks: &[BlockReport],
         provider_error: Option<&str>,
+        children: &[ChildReport],
     ) -> StoreResult<()>;
 
     /// Inserts tasks in one transaction.
@@ -225,6 +243,8 @@ struct EndpointRow {
     queue_depth: i64,
     blocks: Option<String>,
     provider_error: Option<String>,
+    multi_user: bool,
+    children: Option<String>,
 }
 
 impl EndpointRow {
@@ -248,6 +268,11 @@ impl EndpointRow {
                 Some(text) => serde_json::from_str(text).map_err(|e| corrupt(T, e))?,
             },
             provider_error: self.provider_error,
+            multi_user: self.multi_user,
+            children: match self.children.as_deref() {
+                None | Some("") => Vec::new(),
+                Some(text) => serde_json::from_str(text).map_err(|e| corrupt(T, e))?,
+            },
         })
     }
 }
@@ -272,6 +297,7 @@ struct TaskRow {
     result: Option<String>,
     error: Option<String>,
     duplicate_results: i64,
+    user_config: Option<String>,
 }
 
 impl TaskRow {
@@ -303,6 +329,12 @@ impl TaskRow {
             walltime_secs: self.walltime_secs.max(0) as u32,
             duplicate_results: self.duplicate_results.max(0) as u32,
             endpoint_problem: None,
+            user_endpoint_config: self
+                .user_config
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt(T, e))?,
         })
     }
 }
@@ -315,6 +347,8 @@ struct DispatchRow {
     walltime_secs: i64,
     attempts: i64,
     max_retries: i64,
+    owner_id: String,
+    user_config: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -327,7 +361,7 @@ struct LeaseRow {
 const FUNCTION_COLUMNS: &str =
     "id, owner_id, name, description, kind, content_hash, parameters, spec, created_at, deleted_at";
 const ENDPOINT_COLUMNS: &str = "id, owner_id, name, secret_hash, created_at, connected_at, last_seen, agent_version, hostname, workers, idle_slots, queue_depth";
-const TASK_COLUMNS: &str = "id, batch_id, function_id, endpoint_id, owner_id, state, args, walltime_secs, max_retries, attempts, submitted_at, dispatched_at, started_at, finished_at, worker, result, error, duplicate_results";
+const TASK_COLUMNS: &str = "id, batch_id, function_id, endpoint_id, owner_id, state, args, walltime_secs, max_retries, attempts, submitted_at, dispatched_at, started_at, finished_at, worker, result, error, duplicate_results, user_config";
 const FINAL_STATES: &str = "('success', 'failed', 'cancelled')";
 /// Rows per multi-row INSERT (well under SQLite's parameter limit).
 const INSERT_CHUNK: usize = 500;
@@ -424,7 +458,7 @@ macro_rules! impl_compute_store {
 
             async fn endpoint(&self, id: EndpointId) -> StoreResult<Option<EndpointRecord>> {
                 let row: Option<EndpointRow> = sqlx::query_as(&format!(
-                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error FROM endpoints WHERE id = $1"
+                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error, multi_user, children FROM endpoints WHERE id = $1"
                 ))
                 .bind(id.to_string())
                 .fetch_optional(&self.pool)
@@ -434,7 +468,7 @@ macro_rules! impl_compute_store {
 
             async fn endpoint_by_secret(&self, secret_hash: &str) -> StoreResult<Option<EndpointRecord>> {
                 let row: Option<EndpointRow> = sqlx::query_as(&format!(
-                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error FROM endpoints WHERE secret_hash = $1"
+                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error, multi_user, children FROM endpoints WHERE secret_hash = $1"
                 ))
                 .bind(secret_hash)
                 .fetch_optional(&self.pool)
@@ -444,7 +478,7 @@ macro_rules! impl_compute_store {
 
             async fn endpoint_by_name(&self, owner: IdentityId, name: &str) -> StoreResult<Option<EndpointRecord>> {
                 let row: Option<EndpointRow> = sqlx::query_as(&format!(
-                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error FROM endpoints WHERE owner_id = $1 AND name = $2"
+                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error, multi_user, children FROM endpoints WHERE owner_id = $1 AND name = $2"
                 ))
                 .bind(owner.to_string())
                 .bind(name)
@@ -455,7 +489,7 @@ macro_rules! impl_compute_store {
 
             async fn endpoints_owned_by(&self, owner: IdentityId) -> StoreResult<Vec<EndpointRecord>> {
                 let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
-                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error FROM endpoints WHERE owner_id = $1 ORDER BY created_at, id"
+                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error, multi_user, children FROM endpoints WHERE owner_id = $1 ORDER BY created_at, id"
                 ))
                 .bind(owner.to_string())
                 .fetch_all(&self.pool)
@@ -475,16 +509,17 @@ macro_rules! impl_compute_store {
             async fn set_endpoint_connected(
                 &self,
                 id: EndpointId,
-                connected: Option<(String, String)>,
+                connected: Option<AgentConnection>,
                 at: DateTime<Utc>,
             ) -> StoreResult<()> {
                 match connected {
-                    Some((hostname, version)) => {
-                        sqlx::query("UPDATE endpoints SET connected_at = $2, last_seen = $2, hostname = $3, agent_version = $4 WHERE id = $1")
+                    Some(agent) => {
+                        sqlx::query("UPDATE endpoints SET connected_at = $2, last_seen = $2, hostname = $3, agent_version = $4, multi_user = $5 WHERE id = $1")
                             .bind(id.to_string())
                             .bind(to_millis(at))
-                            .bind(hostname)
-                            .bind(version)
+                            .bind(agent.hostname)
+                            .bind(agent.agent_version)
+                            .bind(agent.multi_user)
                             .execute(&self.pool)
                             .await?;
                     }
@@ -525,16 +560,23 @@ macro_rules! impl_compute_store {
                 id: EndpointId,
                 blocks: &[BlockReport],
                 provider_error: Option<&str>,
+                children: &[ChildReport],
             ) -> StoreResult<()> {
                 let blocks = if blocks.is_empty() {
                     None
                 } else {
                     Some(serde_json::to_string(blocks).map_err(|e| corrupt("endpoints", e))?)
                 };
-                sqlx::query("UPDATE endpoints SET blocks = $2, provider_error = $3 WHERE id = $1")
+                let children = if children.is_empty() {
+                    None
+                } else {
+                    Some(serde_json::to_string(children).map_err(|e| corrupt("endpoints", e))?)
+                };
+                sqlx::query("UPDATE endpoints SET blocks = $2, provider_error = $3, children = $4 WHERE id = $1")
                     .bind(id.to_string())
                     .bind(blocks)
                     .bind(provider_error)
+                    .bind(children)
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -544,7 +586,7 @@ macro_rules! impl_compute_store {
                 let mut tx = self.pool.begin().await?;
                 for chunk in tasks.chunks(INSERT_CHUNK) {
                     let mut query: QueryBuilder<$db> = QueryBuilder::new(
-                        "INSERT INTO tasks (id, batch_id, function_id, endpoint_id, owner_id, state, args, walltime_secs, max_retries, attempts, submitted_at) ",
+                        "INSERT INTO tasks (id, batch_id, function_id, endpoint_id, owner_id, state, args, walltime_secs, max_retries, attempts, submitted_at, user_config) ",
                     );
                     query.push_values(chunk, |mut row, t| {
                         row.push_bind(t.id.to_string())
@@ -557,7 +599,8 @@ macro_rules! impl_compute_store {
                             .push_bind(i64::from(t.walltime_secs))
                             .push_bind(i64::from(t.max_retries))
                             .push_bind(i64::from(t.attempts))
-                            .push_bind(to_millis(t.submitted_at));
+                            .push_bind(to_millis(t.submitted_at))
+                            .push_bind(t.user_endpoint_config.as_ref().map(|c| c.to_string()));
                     });
                     query.build().execute(&mut *tx).await?;
                 }
@@ -671,7 +714,7 @@ macro_rules! impl_compute_store {
                     for id in chunk {
                         list.push_bind(id.to_string());
                     }
-                    query.push(") RETURNING id, function_id, args, walltime_secs, attempts, max_retries");
+                    query.push(") RETURNING id, function_id, args, walltime_secs, attempts, max_retries, owner_id, user_config");
                     let rows: Vec<DispatchRow> = query.build_query_as().fetch_all(&self.pool).await?;
                     for row in rows {
                         out.push(DispatchedTask {
@@ -681,6 +724,13 @@ macro_rules! impl_compute_store {
                             walltime_secs: row.walltime_secs.max(0) as u32,
                             attempts: row.attempts.max(0) as u32,
                             max_retries: row.max_retries.max(0) as u32,
+                            owner_id: IdentityId(uuid_of("tasks", &row.owner_id)?),
+                            user_config: row
+                                .user_config
+                                .as_deref()
+                                .map(serde_json::from_str)
+                                .transpose()
+                                .map_err(|e| corrupt("tasks", e))?,
                         });
                     }
                 }

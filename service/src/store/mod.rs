@@ -20,7 +20,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use lattice_protocol::api::{Identity, Scope};
 use lattice_protocol::{ClientId, IdentityId, LoginId, TokenId};
 
-pub use compute::{ComputeStore, DispatchedTask, EndpointRecord, LeasedMessage, Recorded};
+pub use compute::{
+    AgentConnection, ComputeStore, DispatchedTask, EndpointRecord, LeasedMessage, Recorded,
+};
 pub use sql::{PostgresStore, SqliteStore};
 
 /// Errors of the store. Callers can act on `NotFound` and `Conflict`; the

@@ -186,7 +186,7 @@ async fn login_callbacks_and_redemptions_happen_once(store: SharedStore) {
 }
 
 async fn endpoint_blocks_and_provider_error_round_trip(store: SharedStore) {
-    use lattice_protocol::compute::{BlockPhase, BlockReport};
+    use lattice_protocol::compute::{BlockPhase, BlockReport, ChildReport};
     let ada = identity("idp", "ada-blocks");
     store.insert_identity(&ada).await.unwrap();
     let record = crate::store::EndpointRecord {
@@ -204,6 +204,8 @@ async fn endpoint_blocks_and_provider_error_round_trip(store: SharedStore) {
         queue_depth: 0,
         blocks: Vec::new(),
         provider_error: None,
+        multi_user: false,
+        children: Vec::new(),
     };
     store.insert_endpoint(&record).await.unwrap();
     assert_eq!(
@@ -218,21 +220,55 @@ async fn endpoint_blocks_and_provider_error_round_trip(store: SharedStore) {
         nodes: 1,
         workers: 0,
     }];
+    let children = vec![ChildReport {
+        local_user: "ada".into(),
+        variables: r#"{"account":"p1"}"#.into(),
+        pid: Some(4242),
+        tasks: 3,
+        workers: 1,
+        blocks: blocks.clone(),
+        provider_error: None,
+    }];
     store
-        .update_endpoint_blocks(record.id, &blocks, Some("sbatch: error: Invalid account"))
+        .update_endpoint_blocks(
+            record.id,
+            &blocks,
+            Some("sbatch: error: Invalid account"),
+            &children,
+        )
         .await
         .unwrap();
     let stored = store.endpoint(record.id).await.unwrap().unwrap();
     assert_eq!(stored.blocks, blocks);
+    assert_eq!(stored.children, children);
     assert_eq!(
         stored.provider_error.as_deref(),
         Some("sbatch: error: Invalid account")
     );
     store
-        .update_endpoint_blocks(record.id, &[], None)
+        .update_endpoint_blocks(record.id, &[], None, &[])
         .await
         .unwrap();
-    assert_eq!(store.endpoint(record.id).await.unwrap(), Some(record));
+    assert_eq!(
+        store.endpoint(record.id).await.unwrap(),
+        Some(record.clone())
+    );
+    // An agent announcing multi-user mode is recorded as such.
+    store
+        .set_endpoint_connected(
+            record.id,
+            Some(crate::store::AgentConnection {
+                hostname: "login1".into(),
+                agent_version: "1.0".into(),
+                multi_user: true,
+            }),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let stored = store.endpoint(record.id).await.unwrap().unwrap();
+    assert!(stored.multi_user);
+    assert_eq!(stored.hostname.as_deref(), Some("login1"));
 }
 
 macro_rules! store_suite {

@@ -328,15 +328,26 @@ impl TestService {
         id: EndpointId,
         status: &str,
     ) -> Value {
+        self.endpoint_until(token, id, |info| info["status"] == status)
+            .await
+    }
+
+    /// Polls an endpoint until `done` holds (panics after [`PATIENCE`]).
+    pub(crate) async fn endpoint_until(
+        &self,
+        token: &str,
+        id: EndpointId,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let info = self.endpoint_info(token, id).await;
-            if info["status"] == status {
+            if done(&info) {
                 return info;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "endpoint {id} never got {status}: {info}"
+                "endpoint {id} never got there: {info}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -507,10 +518,21 @@ impl FakeAgent {
     }
 
     pub(crate) async fn hello(&mut self, endpoint: EndpointId, hostname: &str) {
+        self.hello_as(endpoint, hostname, false).await;
+    }
+
+    /// Hello from a multi-user agent (`multi_user`) or a plain one.
+    pub(crate) async fn hello_as(
+        &mut self,
+        endpoint: EndpointId,
+        hostname: &str,
+        multi_user: bool,
+    ) {
         self.send(&AgentFrame::Hello {
             endpoint_id: endpoint,
             agent_version: "0.1.0-test".into(),
             hostname: hostname.into(),
+            multi_user,
         })
         .await;
         match self.recv().await {
