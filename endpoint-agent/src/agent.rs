@@ -81,6 +81,14 @@ pub async fn run_agent(
         },
         channel_tx,
     );
+    let (data_tx, data_frames) = mpsc::unbounded_channel();
+    let data = crate::data::DataPlane::start(
+        &config.data,
+        config.state_dir.clone(),
+        &credential.service_url,
+        data_tx,
+    )
+    .await?;
     if let Some(ready) = config.ready {
         let _ = ready.send(AgentReady {
             endpoint_id: credential.endpoint_id,
@@ -109,6 +117,7 @@ pub async fn run_agent(
         flush_at: None,
         stopping: None,
         shutdown_grace: config.shutdown_grace,
+        data,
     };
     let mut inputs = Inputs {
         channel: channel_events,
@@ -116,6 +125,7 @@ pub async fn run_agent(
         heartbeat: &mut heartbeat,
         blocks: block_events,
         scale_tick: &mut scale_tick,
+        data: data_frames,
     };
     tokio::pin!(shutdown);
     loop {
@@ -251,6 +261,9 @@ enum Event {
     Shutdown,
     /// The shutdown grace period is over.
     GraceOver,
+    /// The data plane has a frame for the service (file operation result,
+    /// transfer progress or end).
+    Data(AgentFrame),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -265,6 +278,7 @@ struct Inputs<'a> {
     heartbeat: &'a mut Interval,
     blocks: mpsc::UnboundedReceiver<BlockEvent>,
     scale_tick: &'a mut Interval,
+    data: mpsc::UnboundedReceiver<AgentFrame>,
 }
 
 struct Agent {
@@ -285,6 +299,8 @@ struct Agent {
     /// When shutting down: the end of the grace period.
     stopping: Option<Instant>,
     shutdown_grace: Duration,
+    /// Hosted collections and transfers (None: no collections configured).
+    data: Option<crate::data::DataPlane>,
 }
 
 impl Agent {
@@ -302,6 +318,7 @@ impl Agent {
             Some(event) = inputs.channel.recv() => Event::Channel(event),
             Some(event) = inputs.workers.recv() => Event::Worker(event),
             Some(event) = inputs.blocks.recv() => Event::Block(event),
+            Some(frame) = inputs.data.recv() => Event::Data(frame),
             () = shutdown.as_mut(), if self.stopping.is_none() => Event::Shutdown,
             () = tokio::time::sleep_until(grace_over), if self.stopping.is_some() => Event::GraceOver,
             _ = inputs.heartbeat.tick() => Event::Heartbeat,
@@ -324,6 +341,7 @@ impl Agent {
             }
             Event::Worker(event) => self.worker_event(event),
             Event::Flush => self.flush(),
+            Event::Data(frame) => self.send(frame),
             Event::Heartbeat => self.send_heartbeat(),
             Event::ScaleTick => self.scale(),
             Event::Block(event) => {
@@ -377,6 +395,10 @@ impl Agent {
             }
         }
         self.send_heartbeat();
+        if let Some(data) = &self.data {
+            let announcement = data.announcement();
+            self.send(announcement);
+        }
     }
 
     fn service_frame(&mut self, frame: ServiceFrame) {
@@ -408,6 +430,16 @@ impl Agent {
                 }
             }
             ServiceFrame::Error { message } => tracing::warn!("the service reported: {message}"),
+            frame @ (ServiceFrame::FileOp { .. } | ServiceFrame::Transfer { .. }) => {
+                match &self.data {
+                    Some(data) => data.handle(frame),
+                    None => {
+                        if let Some(answer) = crate::data::without_data_plane(frame) {
+                            self.send(answer);
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -102,6 +102,8 @@ pub struct AgentConfig {
     /// Worker blocks from a batch scheduler, Kubernetes or local processes,
     /// scaled by a strategy (in addition to the `workers` above).
     pub provider: Option<ProviderSettings>,
+    /// Collections this agent hosts and its transfer endpoint (none: no data plane).
+    pub data: crate::data::DataSettings,
 }
 
 /// A provider of worker blocks and how to scale it.
@@ -132,6 +134,7 @@ impl AgentConfig {
             backoff: BackoffPolicy::default(),
             ready: None,
             provider: None,
+            data: crate::data::DataSettings::default(),
         }
     }
 
@@ -151,6 +154,13 @@ impl AgentConfig {
             self.launch = WorkerLaunch::Processes {
                 command: Some(command.clone()),
             };
+        }
+        self.data.collections = file.collections.clone();
+        if let Some(listen) = file.data_listen {
+            self.data.listen = listen;
+        }
+        if file.data_advertise.is_some() {
+            self.data.advertise = file.data_advertise;
         }
         self.provider = file.provider.as_ref().map(|provider| ProviderSettings {
             provider: provider.clone(),
@@ -189,6 +199,17 @@ pub struct EndpointFileConfig {
     /// per-user config template, policy, audit log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_user: Option<crate::multi_user::MultiUserConfig>,
+    /// Collections this endpoint hosts (`[[collections]]` tables with
+    /// `name` and `root`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collections: Vec<crate::data::CollectionConfig>,
+    /// UDP address of the transfer endpoint [default: 0.0.0.0:0].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_listen: Option<SocketAddr>,
+    /// IP that other agents connect to for transfers [default: the local
+    /// IP of the route to the service].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_advertise: Option<std::net::IpAddr>,
 }
 
 /// Local workers when the file does not say and there is no provider.
@@ -212,6 +233,9 @@ impl EndpointFileConfig {
             provider: None,
             strategy: None,
             multi_user: None,
+            collections: Vec::new(),
+            data_listen: None,
+            data_advertise: None,
         }
     }
 
@@ -253,6 +277,9 @@ impl EndpointFileConfig {
         }
         if let Some(multi_user) = &self.multi_user {
             multi_user.check()?;
+        }
+        for collection in &self.collections {
+            collection.check()?;
         }
         Ok(())
     }
@@ -314,6 +341,16 @@ impl EndpointFileConfig {
             Some(address) => out.push_str(&format!("dispatcher_address = {}\n", quoted(address))),
             None => out.push_str("# dispatcher_address = \"login1.cluster.example:9000\"\n"),
         }
+        if let Some(listen) = self.data_listen {
+            out.push_str(
+                "\n# UDP address of the transfer endpoint (QUIC; port 0: any free port).\n",
+            );
+            out.push_str(&format!("data_listen = \"{listen}\"\n"));
+        }
+        if let Some(ip) = self.data_advertise {
+            out.push_str("\n# IP other agents connect to for transfers (default: the local IP of the route to the service).\n");
+            out.push_str(&format!("data_advertise = \"{ip}\"\n"));
+        }
         if let Some(provider) = &self.provider {
             out.push('\n');
             out.push_str(&provider.render());
@@ -327,6 +364,18 @@ impl EndpointFileConfig {
                 table.insert("multi_user".to_owned(), value);
             }
             out.push_str(&toml::to_string(&table).unwrap_or_default());
+        }
+        if !self.collections.is_empty() {
+            out.push_str(
+                "\n# Collections this endpoint hosts: every path is resolved beneath `root`.\n",
+            );
+            for collection in &self.collections {
+                out.push_str(&format!(
+                    "[[collections]]\nname = {}\nroot = {}\n",
+                    quoted(&collection.name),
+                    quoted(&collection.root.display().to_string())
+                ));
+            }
         }
         out
     }
