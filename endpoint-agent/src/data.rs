@@ -200,7 +200,7 @@ impl DataPlane {
                 collection,
                 op,
             } => self.file_op(request_id, collection, op),
-            ServiceFrame::Transfer { command } => self.transfer(command),
+            ServiceFrame::Transfer { command } => self.transfer(*command),
             other => tracing::warn!(frame = ?other, "not a data-plane frame"),
         }
     }
@@ -456,25 +456,27 @@ impl Drop for DataPlane {
 /// The answer to a data-plane request when the agent hosts no collection.
 pub(crate) fn without_data_plane(frame: ServiceFrame) -> Option<AgentFrame> {
     const MESSAGE: &str = "this agent hosts no collections (add [[collections]] to its config)";
+    let frame = match frame {
+        ServiceFrame::FileOp { request_id, .. } => {
+            return Some(AgentFrame::FileOpResult {
+                request_id,
+                result: Err(FileOpError {
+                    kind: FileErrorKind::UnknownCollection,
+                    message: MESSAGE.into(),
+                }),
+            })
+        }
+        ServiceFrame::Transfer { command } => *command,
+        _ => return None,
+    };
     match frame {
-        ServiceFrame::FileOp { request_id, .. } => Some(AgentFrame::FileOpResult {
-            request_id,
-            result: Err(FileOpError {
-                kind: FileErrorKind::UnknownCollection,
-                message: MESSAGE.into(),
-            }),
-        }),
-        ServiceFrame::Transfer {
-            command: TransferCommand::Listen { attempt, spec, .. },
-        } => Some(done_with_error(
+        TransferCommand::Listen { attempt, spec, .. } => Some(done_with_error(
             spec.transfer_id,
             attempt,
             Side::Destination,
             no_collections(MESSAGE),
         )),
-        ServiceFrame::Transfer {
-            command: TransferCommand::Send { attempt, spec, .. },
-        } => Some(done_with_error(
+        TransferCommand::Send { attempt, spec, .. } => Some(done_with_error(
             spec.transfer_id,
             attempt,
             Side::Source,

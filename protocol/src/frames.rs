@@ -146,7 +146,8 @@ pub enum ServiceFrame {
     },
     /// Start or stop one side of a transfer attempt.
     Transfer {
-        command: TransferCommand,
+        /// Boxed: it is much larger than the other frames.
+        command: Box<TransferCommand>,
     },
 }
 

@@ -207,9 +207,11 @@ fn parse_batch(text: &str, recursive: bool) -> Result<(String, String, Vec<Trans
         match &collections {
             None => collections = Some((sc, dc)),
             Some((s, d)) if *s == sc && *d == dc => {}
-            Some((s, d)) => return Err(at(format!(
+            Some((s, d)) => {
+                return Err(at(format!(
                 "all pairs must go from `{s}` to `{d}` (one transfer is between two collections)"
-            ))),
+            )))
+            }
         }
         items.push(TransferItem {
             source_path: sp,

@@ -15,7 +15,7 @@ use crate::auth::{Authorized, Caller, Transfer};
 use crate::error::{ApiError, Json, Path, Query};
 use crate::routes::collections::usable_collection;
 use crate::state::AppState;
-use crate::store::{NewTransferEvent, StoreError, TransferRecord};
+use crate::store::{NewTransferEvent, StoreError, TransferProgress, TransferRecord};
 
 /// Most items in one transfer task.
 const MAX_ITEMS: usize = 10_000;
@@ -283,12 +283,14 @@ pub async fn cancel(
         .store
         .update_transfer(
             id,
-            TransferStatus::Cancelled,
-            Some("cancelled by its owner"),
-            record.items_done,
-            record.attempts,
-            &record.counters,
-            Some(Utc::now()),
+            &TransferProgress {
+                status: TransferStatus::Cancelled,
+                status_message: Some("cancelled by its owner"),
+                items_done: record.items_done,
+                attempts: record.attempts,
+                counters: &record.counters,
+                completed_at: Some(Utc::now()),
+            },
         )
         .await?;
     if !cancelled {

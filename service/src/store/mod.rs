@@ -23,7 +23,9 @@ use lattice_protocol::{ClientId, IdentityId, LoginId, TokenId};
 
 pub use compute::{ComputeStore, DispatchedTask, EndpointRecord, LeasedMessage, Recorded};
 pub use sql::{PostgresStore, SqliteStore};
-pub use transfers::{CollectionRecord, NewTransferEvent, TransferRecord, TransferStore};
+pub use transfers::{
+    CollectionRecord, NewTransferEvent, TransferProgress, TransferRecord, TransferStore,
+};
 
 /// Errors of the store. Callers can act on `NotFound` and `Conflict`; the
 /// rest are the database's problems.

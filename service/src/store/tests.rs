@@ -416,27 +416,32 @@ async fn transfers_keep_submission_ids_events_and_final_states(store: SharedStor
         bytes_transferred: 10,
         ..Default::default()
     };
+    fn progress(
+        status: TransferStatus,
+        items_done: u32,
+        counters: &TransferCounters,
+        completed_at: Option<chrono::DateTime<Utc>>,
+    ) -> TransferProgress<'_> {
+        TransferProgress {
+            status,
+            status_message: Some("m"),
+            items_done,
+            attempts: 1,
+            counters,
+            completed_at,
+        }
+    }
     assert!(store
         .update_transfer(
             record.id,
-            TransferStatus::Paused,
-            Some("paused"),
-            0,
-            1,
-            &counters,
-            None
+            &progress(TransferStatus::Paused, 0, &counters, None)
         )
         .await
         .unwrap());
     assert!(store
         .update_transfer(
             record.id,
-            TransferStatus::Cancelled,
-            Some("cancelled"),
-            0,
-            1,
-            &counters,
-            Some(Utc::now())
+            &progress(TransferStatus::Cancelled, 0, &counters, Some(Utc::now()))
         )
         .await
         .unwrap());
@@ -444,12 +449,7 @@ async fn transfers_keep_submission_ids_events_and_final_states(store: SharedStor
     assert!(!store
         .update_transfer(
             record.id,
-            TransferStatus::Active,
-            None,
-            1,
-            2,
-            &counters,
-            None
+            &progress(TransferStatus::Active, 1, &counters, None)
         )
         .await
         .unwrap());

@@ -49,6 +49,17 @@ pub struct TransferRecord {
     pub counters: TransferCounters,
 }
 
+/// The mutable state of a transfer, as its runner (or a cancel) writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferProgress<'a> {
+    pub status: TransferStatus,
+    pub status_message: Option<&'a str>,
+    pub items_done: u32,
+    pub attempts: u32,
+    pub counters: &'a TransferCounters,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
 /// An event to record (the store assigns `seq`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewTransferEvent {
@@ -106,12 +117,7 @@ pub trait TransferStore: Send + Sync + 'static {
     async fn update_transfer(
         &self,
         id: TransferId,
-        status: TransferStatus,
-        status_message: Option<&str>,
-        items_done: u32,
-        attempts: u32,
-        counters: &TransferCounters,
-        completed_at: Option<DateTime<Utc>>,
+        progress: &TransferProgress<'_>,
     ) -> StoreResult<bool>;
 
     async fn insert_transfer_event(&self, event: &NewTransferEvent) -> StoreResult<()>;
@@ -442,24 +448,19 @@ macro_rules! impl_transfer_store {
             async fn update_transfer(
                 &self,
                 id: TransferId,
-                status: TransferStatus,
-                status_message: Option<&str>,
-                items_done: u32,
-                attempts: u32,
-                counters: &TransferCounters,
-                completed_at: Option<DateTime<Utc>>,
+                p: &TransferProgress<'_>,
             ) -> StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE transfers SET status = $2, status_message = $3, items_done = $4, attempts = $5, counters = $6, completed_at = $7 \
                      WHERE id = $1 AND status IN ('active', 'paused')",
                 )
                 .bind(id.to_string())
-                .bind(status.as_str())
-                .bind(status_message)
-                .bind(i64::from(items_done))
-                .bind(i64::from(attempts))
-                .bind(serde_json::to_string(counters).expect("counters serialize"))
-                .bind(completed_at.map(to_millis))
+                .bind(p.status.as_str())
+                .bind(p.status_message)
+                .bind(i64::from(p.items_done))
+                .bind(i64::from(p.attempts))
+                .bind(serde_json::to_string(p.counters).expect("counters serialize"))
+                .bind(p.completed_at.map(to_millis))
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() == 1)

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::RunnerInput;
 use crate::state::AppState;
-use crate::store::{NewTransferEvent, StoreResult, TransferRecord};
+use crate::store::{NewTransferEvent, StoreResult, TransferProgress, TransferRecord};
 
 /// First retry delay; doubles up to [`BACKOFF_MAX`].
 const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
@@ -241,8 +241,13 @@ impl Runner {
             }
         }
         let message = format!("{} item(s) transferred", progress.items_done);
-        self.finish(&mut progress, TransferStatus::Succeeded, "SUCCEEDED", message)
-            .await
+        self.finish(
+            &mut progress,
+            TransferStatus::Succeeded,
+            "SUCCEEDED",
+            message,
+        )
+        .await
     }
 
     /// Runs one attempt of one item.
@@ -268,11 +273,12 @@ impl Runner {
             source_fingerprint,
             credential: credential.clone(),
         };
-        if !self
-            .state
-            .agents
-            .send_one(destination, ServiceFrame::Transfer { command: listen })
-        {
+        if !self.state.agents.send_one(
+            destination,
+            ServiceFrame::Transfer {
+                command: Box::new(listen),
+            },
+        ) {
             return Ok(retryable(
                 "CONNECT_FAILED",
                 "the destination agent went offline",
@@ -342,11 +348,12 @@ impl Runner {
             destination_fingerprint: fingerprint,
             credential,
         };
-        if !self
-            .state
-            .agents
-            .send_one(source, ServiceFrame::Transfer { command: send })
-        {
+        if !self.state.agents.send_one(
+            source,
+            ServiceFrame::Transfer {
+                command: Box::new(send),
+            },
+        ) {
             self.abort(&transfer_id, &[destination]);
             return Ok(retryable("CONNECT_FAILED", "the source agent went offline"));
         }
@@ -625,9 +632,9 @@ impl Runner {
             self.state.agents.send_one(
                 *endpoint,
                 ServiceFrame::Transfer {
-                    command: TransferCommand::Abort {
+                    command: Box::new(TransferCommand::Abort {
                         transfer_id: transfer_id.to_owned(),
-                    },
+                    }),
                 },
             );
         }
@@ -666,12 +673,14 @@ impl Runner {
             .store
             .update_transfer(
                 self.id,
-                status,
-                Some(&message),
-                progress.items_done,
-                progress.attempts,
-                &counters,
-                Some(Utc::now()),
+                &TransferProgress {
+                    status,
+                    status_message: Some(&message),
+                    items_done: progress.items_done,
+                    attempts: progress.attempts,
+                    counters: &counters,
+                    completed_at: Some(Utc::now()),
+                },
             )
             .await?;
         if written {
@@ -704,12 +713,14 @@ impl Runner {
             .store
             .update_transfer(
                 self.id,
-                progress.status,
-                progress.message.as_deref(),
-                progress.items_done,
-                progress.attempts,
-                &progress.counters(),
-                None,
+                &TransferProgress {
+                    status: progress.status,
+                    status_message: progress.message.as_deref(),
+                    items_done: progress.items_done,
+                    attempts: progress.attempts,
+                    counters: &progress.counters(),
+                    completed_at: None,
+                },
             )
             .await?;
         Ok(())
@@ -817,11 +828,7 @@ fn add(a: &TransferCounters, b: &TransferCounters) -> TransferCounters {
         files_total: a.files_total + b.files_total,
         bytes_total: a.bytes_total + b.bytes_total,
         elapsed_ms,
-        bytes_per_second: if elapsed_ms == 0 {
-            0
-        } else {
-            bytes * 1000 / elapsed_ms
-        },
+        bytes_per_second: (bytes * 1000).checked_div(elapsed_ms).unwrap_or(0),
     }
 }
 
