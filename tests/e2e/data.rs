@@ -774,6 +774,33 @@ async fn an_offline_endpoint_pauses_then_resumes(scene: &Scene) {
     assert!(codes.contains(&"RESUMED".to_owned()), "{codes:?}");
 }
 
+async fn a_deadline_ends_a_paused_transfer(scene: &Scene) {
+    let src = scene.agent("src").await;
+    let mut dst = scene.agent("dst").await;
+    write(&src.root().join("f"), b"payload");
+    dst.stop().await;
+    scene.until_online("dst", false).await;
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let answer = scene
+        .transfer(json!({
+            "source_collection": "src",
+            "destination_collection": "dst",
+            "items": [{"source_path": "/f", "destination_path": "/f"}],
+            "deadline": deadline,
+        }))
+        .await;
+    let id = answer.str("id").to_owned();
+    let done = scene.finished(&id).await;
+    assert_eq!(done["status"], json!("failed"), "{done}");
+    let codes = scene.event_codes(&id).await;
+    assert_eq!(
+        codes.last().map(String::as_str),
+        Some("DEADLINE_EXCEEDED"),
+        "{codes:?}"
+    );
+    assert!(chrono::Utc::now() >= deadline);
+}
+
 async fn bad_transfer_requests_are_4xx(scene: &Scene) {
     let _src = scene.agent("src").await;
     scene
@@ -845,5 +872,6 @@ data_suite!(
     submission_ids_make_resubmission_idempotent,
     a_transfer_to_an_offline_endpoint_pauses_and_can_be_cancelled,
     an_offline_endpoint_pauses_then_resumes,
+    a_deadline_ends_a_paused_transfer,
     bad_transfer_requests_are_4xx,
 );
