@@ -495,6 +495,44 @@ mod tests {
         assert!(EndpointFileConfig::load(&path).is_err());
     }
 
+    #[test]
+    fn collections_and_the_data_endpoint_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        let mut config = EndpointFileConfig::new("http://127.0.0.1:8470");
+        config.collections = vec![crate::data::CollectionConfig {
+            name: "scratch".into(),
+            root: "/scratch/a \"b\"".into(),
+        }];
+        config.data_listen = Some("0.0.0.0:47000".parse().unwrap());
+        config.data_advertise = Some("10.1.2.3".parse().unwrap());
+        config.workers = Some(2);
+        config.save(&path, "hpc").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("[[collections]]"), "{text}");
+        assert_eq!(EndpointFileConfig::load(&path).unwrap(), config);
+        let mut agent = AgentConfig::new(
+            Credentials::Preset(EndpointCredential {
+                endpoint_id: EndpointId::new(),
+                agent_secret: "s".into(),
+                service_url: "http://127.0.0.1:8470".into(),
+            }),
+            dir.path(),
+        );
+        agent.apply_file(&config);
+        assert_eq!(agent.data.collections, config.collections);
+        assert_eq!(agent.data.listen, "0.0.0.0:47000".parse().unwrap());
+        assert_eq!(agent.data.advertise, Some("10.1.2.3".parse().unwrap()));
+        // Names that would break `COLLECTION:PATH` are refused at load.
+        std::fs::write(
+            &path,
+            "service_url = \"http://x\"\n[[collections]]\nname = \"a:b\"\nroot = \"/x\"\n",
+        )
+        .unwrap();
+        let err = EndpointFileConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("a:b"), "{err}");
+    }
+
     /// What `lattice endpoint configure NAME --provider slurm` writes.
     #[test]
     fn slurm_template() {
