@@ -26,8 +26,8 @@ Exit codes:
   3  authentication or permission error (not logged in, expired or revoked token, missing scope)
   4  the request was refused (not found, invalid, conflict, too large)
   5  the service is unreachable or failed
-  6  a waited-for task failed or was cancelled (`lattice run`: the task's own exit code when it has one)
-  7  waiting timed out (the tasks keep running)
+  6  a waited-for task or transfer failed or was cancelled (`lattice run`: the task's own exit code when it has one)
+  7  waiting timed out (the tasks or transfers keep running)
 
 Environment:
   LATTICE_URL    service URL (overrides the saved profile)
@@ -95,6 +95,23 @@ enum Command {
     /// Run a command on an endpoint and wait: prints its stdout and stderr and
     /// exits with its return code. Example: `lattice run --endpoint local -- hostname`
     Run(commands::tasks::RunArgs),
+    /// List and inspect collections (directories hosted by endpoint agents).
+    #[command(subcommand)]
+    Collection(commands::files::CollectionCommand),
+    /// List a directory in a collection: `lattice ls local:/data --long`.
+    Ls(commands::files::LsArgs),
+    /// Show one file or directory: `lattice stat local:/data/run1.h5`.
+    Stat(commands::files::StatArgs),
+    /// Create a directory: `lattice mkdir local:/data/new --parents`.
+    Mkdir(commands::files::MkdirArgs),
+    /// Rename within a collection: `lattice rename local:/a local:/b`.
+    Rename(commands::files::RenameArgs),
+    /// Delete a file, or a directory with --recursive: `lattice rm -r local:/old`.
+    Rm(commands::files::RmArgs),
+    /// Copy files or trees between collections, agent to agent, verified and
+    /// resumable: `lattice transfer SRC_COLL:PATH DST_COLL:PATH --recursive`
+    /// prints a transfer id; `lattice transfer show|list|cancel|wait|events`.
+    Transfer(commands::transfers::TransferArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,6 +209,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => {
             logging::init(Default::default(), "warn");
             commands::tasks::run_command(&ctx, args).await
+        }
+        Command::Collection(command) => {
+            logging::init(Default::default(), "warn");
+            commands::files::collection(&ctx, command).await
+        }
+        Command::Ls(args) => {
+            logging::init(Default::default(), "warn");
+            commands::files::ls(&ctx, args).await
+        }
+        Command::Stat(args) => {
+            logging::init(Default::default(), "warn");
+            commands::files::stat(&ctx, args).await
+        }
+        Command::Mkdir(args) => {
+            logging::init(Default::default(), "warn");
+            commands::files::mkdir(&ctx, args).await
+        }
+        Command::Rename(args) => {
+            logging::init(Default::default(), "warn");
+            commands::files::rename(&ctx, args).await
+        }
+        Command::Rm(args) => {
+            logging::init(Default::default(), "warn");
+            commands::files::rm(&ctx, args).await
+        }
+        Command::Transfer(args) => {
+            logging::init(Default::default(), "warn");
+            commands::transfers::run(&ctx, args).await
         }
     }
 }

@@ -17,7 +17,11 @@ use lattice_protocol::compute::{
     BatchStatus, BatchSubmit, BatchSubmitted, EndpointInfo, EndpointRegister, EndpointRegistered,
     FunctionInfo, FunctionRegister, TaskInfo, TaskStatusRequest, TaskSubmit,
 };
-use lattice_protocol::{BatchId, EndpointId, ErrorBody, ErrorCode, FunctionId, TaskId};
+use lattice_protocol::transfer::{
+    CollectionInfo, DeleteRequest, DeleteSummary, FileEntry, ListRequest, ListResponse,
+    MkdirRequest, RenameRequest, StatRequest, TransferEventInfo, TransferInfo, TransferSubmit,
+};
+use lattice_protocol::{BatchId, EndpointId, ErrorBody, ErrorCode, FunctionId, TaskId, TransferId};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -283,6 +287,100 @@ impl Client {
         self.get(&path).await
     }
 
+    pub async fn collections(&self) -> ClientResult<Vec<CollectionInfo>> {
+        self.get("v1/collections").await
+    }
+
+    /// A collection by id or name.
+    pub async fn collection(&self, collection: &str) -> ClientResult<CollectionInfo> {
+        self.get(&format!("v1/collections/{}", segment(collection)))
+            .await
+    }
+
+    pub async fn list_files(
+        &self,
+        collection: &str,
+        request: &ListRequest,
+    ) -> ClientResult<ListResponse> {
+        self.post(
+            &format!("v1/collections/{}/ls", segment(collection)),
+            request,
+        )
+        .await
+    }
+
+    pub async fn stat(&self, collection: &str, path: &str) -> ClientResult<FileEntry> {
+        self.post(
+            &format!("v1/collections/{}/stat", segment(collection)),
+            &StatRequest {
+                path: path.to_owned(),
+            },
+        )
+        .await
+    }
+
+    pub async fn mkdir(&self, collection: &str, request: &MkdirRequest) -> ClientResult<FileEntry> {
+        self.post(
+            &format!("v1/collections/{}/mkdir", segment(collection)),
+            request,
+        )
+        .await
+    }
+
+    pub async fn rename(
+        &self,
+        collection: &str,
+        request: &RenameRequest,
+    ) -> ClientResult<FileEntry> {
+        self.post(
+            &format!("v1/collections/{}/rename", segment(collection)),
+            request,
+        )
+        .await
+    }
+
+    pub async fn delete_path(
+        &self,
+        collection: &str,
+        request: &DeleteRequest,
+    ) -> ClientResult<DeleteSummary> {
+        self.post(
+            &format!("v1/collections/{}/delete", segment(collection)),
+            request,
+        )
+        .await
+    }
+
+    pub async fn submit_transfer(&self, request: &TransferSubmit) -> ClientResult<TransferInfo> {
+        self.post("v1/transfers", request).await
+    }
+
+    pub async fn transfer(&self, id: TransferId) -> ClientResult<TransferInfo> {
+        self.get(&format!("v1/transfers/{id}")).await
+    }
+
+    pub async fn transfers(&self, limit: Option<u32>) -> ClientResult<Vec<TransferInfo>> {
+        match limit {
+            Some(limit) => self.get(&format!("v1/transfers?limit={limit}")).await,
+            None => self.get("v1/transfers").await,
+        }
+    }
+
+    pub async fn cancel_transfer(&self, id: TransferId) -> ClientResult<TransferInfo> {
+        self.post(&format!("v1/transfers/{id}/cancel"), &serde_json::json!({}))
+            .await
+    }
+
+    /// Events after sequence number `after` (0: from the start).
+    pub async fn transfer_events(
+        &self,
+        id: TransferId,
+        after: i64,
+    ) -> ClientResult<Vec<TransferEventInfo>> {
+        self.get(&format!("v1/transfers/{id}/events?after={after}"))
+            .await
+    }
+
     /// The WebSocket URL agents connect to.
     pub fn agent_channel_url(&self) -> url::Url {
         let mut url = self.url("v1/agent/connect");
@@ -325,6 +423,13 @@ async fn decode<T: DeserializeOwned>(
             ),
         }),
     }
+}
+
+/// A collection id or name as one URL path segment.
+fn segment(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {

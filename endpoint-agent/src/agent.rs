@@ -118,6 +118,14 @@ pub async fn run_agent(
             })?,
         (None, None) => unreachable!("a credential or an upstream"),
     };
+    let (data_tx, data_frames) = mpsc::unbounded_channel();
+    let data = crate::data::DataPlane::start(
+        &config.data,
+        config.state_dir.clone(),
+        credential.as_ref().map_or("", |c| c.service_url.as_str()),
+        data_tx,
+    )
+    .await?;
     if let (Some(ready), Some(credential)) = (config.ready, &credential) {
         let _ = ready.send(AgentReady {
             endpoint_id: credential.endpoint_id,
@@ -168,6 +176,7 @@ pub async fn run_agent(
             held: HashSet::new(),
             children: Vec::new(),
         }),
+        data,
     };
     let mut inputs = Inputs {
         channel: channel_events,
@@ -176,6 +185,7 @@ pub async fn run_agent(
         blocks: block_events,
         scale_tick: &mut scale_tick,
         runner: runner_events,
+        data: data_frames,
     };
     tokio::pin!(shutdown);
     loop {
@@ -322,6 +332,9 @@ enum Event {
     Shutdown,
     /// The shutdown grace period is over.
     GraceOver,
+    /// The data plane has a frame for the service (file operation result,
+    /// transfer progress or end).
+    Data(AgentFrame),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -337,6 +350,7 @@ struct Inputs<'a> {
     blocks: mpsc::UnboundedReceiver<BlockEvent>,
     scale_tick: &'a mut Interval,
     runner: mpsc::UnboundedReceiver<RunnerEvent>,
+    data: mpsc::UnboundedReceiver<AgentFrame>,
 }
 
 /// The agent's side of a running multi-user runner.
@@ -368,6 +382,8 @@ struct Agent {
     stopping: Option<Instant>,
     shutdown_grace: Duration,
     multi_user: Option<MultiUserLink>,
+    /// Hosted collections and transfers (None: no collections configured).
+    data: Option<crate::data::DataPlane>,
 }
 
 impl Agent {
@@ -386,6 +402,7 @@ impl Agent {
             Some(event) = inputs.workers.recv() => Event::Worker(event),
             Some(event) = inputs.blocks.recv() => Event::Block(event),
             Some(event) = inputs.runner.recv() => Event::MultiUser(event),
+            Some(frame) = inputs.data.recv() => Event::Data(frame),
             () = shutdown.as_mut(), if self.stopping.is_none() => Event::Shutdown,
             () = tokio::time::sleep_until(grace_over), if self.stopping.is_some() => Event::GraceOver,
             _ = inputs.heartbeat.tick() => Event::Heartbeat,
@@ -408,6 +425,7 @@ impl Agent {
             }
             Event::Worker(event) => self.worker_event(event),
             Event::Flush => self.flush(),
+            Event::Data(frame) => self.send(frame),
             Event::Heartbeat => self.send_heartbeat(),
             Event::ScaleTick => self.scale(),
             Event::Block(event) => {
@@ -466,6 +484,10 @@ impl Agent {
             }
         }
         self.send_heartbeat();
+        if let Some(data) = &self.data {
+            let announcement = data.announcement();
+            self.send(announcement);
+        }
     }
 
     fn service_frame(&mut self, frame: ServiceFrame) {
@@ -515,6 +537,16 @@ impl Agent {
                 }
             }
             ServiceFrame::Error { message } => tracing::warn!("the service reported: {message}"),
+            frame @ (ServiceFrame::FileOp { .. } | ServiceFrame::Transfer { .. }) => {
+                match &self.data {
+                    Some(data) => data.handle(frame),
+                    None => {
+                        if let Some(answer) = crate::data::without_data_plane(frame) {
+                            self.send(answer);
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -116,6 +116,8 @@ pub struct AgentConfig {
     /// Multi-user mode (root only): no workers of its own, every task goes
     /// to its submitter's child agent.
     pub multi_user: Option<MultiUserMode>,
+    /// Collections this agent hosts and its transfer endpoint (none: no data plane).
+    pub data: crate::data::DataSettings,
 }
 
 /// A provider of worker blocks and how to scale it.
@@ -147,6 +149,7 @@ impl AgentConfig {
             ready: None,
             provider: None,
             multi_user: None,
+            data: crate::data::DataSettings::default(),
         }
     }
 
@@ -166,6 +169,13 @@ impl AgentConfig {
             self.launch = WorkerLaunch::Processes {
                 command: Some(command.clone()),
             };
+        }
+        self.data.collections = file.collections.clone();
+        if let Some(listen) = file.data_listen {
+            self.data.listen = listen;
+        }
+        if file.data_advertise.is_some() {
+            self.data.advertise = file.data_advertise;
         }
         self.provider = file.provider.as_ref().map(|provider| ProviderSettings {
             provider: provider.clone(),
@@ -204,6 +214,17 @@ pub struct EndpointFileConfig {
     /// per-user config template, policy, audit log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_user: Option<crate::multi_user::MultiUserConfig>,
+    /// Collections this endpoint hosts (`[[collections]]` tables with
+    /// `name` and `root`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collections: Vec<crate::data::CollectionConfig>,
+    /// UDP address of the transfer endpoint [default: 0.0.0.0:0].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_listen: Option<SocketAddr>,
+    /// IP that other agents connect to for transfers [default: the local
+    /// IP of the route to the service].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_advertise: Option<std::net::IpAddr>,
 }
 
 /// Local workers when the file does not say and there is no provider.
@@ -227,6 +248,9 @@ impl EndpointFileConfig {
             provider: None,
             strategy: None,
             multi_user: None,
+            collections: Vec::new(),
+            data_listen: None,
+            data_advertise: None,
         }
     }
 
@@ -268,6 +292,9 @@ impl EndpointFileConfig {
         }
         if let Some(multi_user) = &self.multi_user {
             multi_user.check()?;
+        }
+        for collection in &self.collections {
+            collection.check()?;
         }
         Ok(())
     }
@@ -329,6 +356,16 @@ impl EndpointFileConfig {
             Some(address) => out.push_str(&format!("dispatcher_address = {}\n", quoted(address))),
             None => out.push_str("# dispatcher_address = \"login1.cluster.example:9000\"\n"),
         }
+        if let Some(listen) = self.data_listen {
+            out.push_str(
+                "\n# UDP address of the transfer endpoint (QUIC; port 0: any free port).\n",
+            );
+            out.push_str(&format!("data_listen = \"{listen}\"\n"));
+        }
+        if let Some(ip) = self.data_advertise {
+            out.push_str("\n# IP other agents connect to for transfers (default: the local IP of the route to the service).\n");
+            out.push_str(&format!("data_advertise = \"{ip}\"\n"));
+        }
         if let Some(provider) = &self.provider {
             out.push('\n');
             out.push_str(&provider.render());
@@ -342,6 +379,18 @@ impl EndpointFileConfig {
                 table.insert("multi_user".to_owned(), value);
             }
             out.push_str(&toml::to_string(&table).unwrap_or_default());
+        }
+        if !self.collections.is_empty() {
+            out.push_str(
+                "\n# Collections this endpoint hosts: every path is resolved beneath `root`.\n",
+            );
+            for collection in &self.collections {
+                out.push_str(&format!(
+                    "[[collections]]\nname = {}\nroot = {}\n",
+                    quoted(&collection.name),
+                    quoted(&collection.root.display().to_string())
+                ));
+            }
         }
         out
     }
@@ -459,6 +508,44 @@ mod tests {
         assert!(err.contains("workerz"), "{err}");
         std::fs::write(&path, "service_url = \"http://x\"\nworker_capacity = 0\n").unwrap();
         assert!(EndpointFileConfig::load(&path).is_err());
+    }
+
+    #[test]
+    fn collections_and_the_data_endpoint_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        let mut config = EndpointFileConfig::new("http://127.0.0.1:8470");
+        config.collections = vec![crate::data::CollectionConfig {
+            name: "scratch".into(),
+            root: "/scratch/a \"b\"".into(),
+        }];
+        config.data_listen = Some("0.0.0.0:47000".parse().unwrap());
+        config.data_advertise = Some("10.1.2.3".parse().unwrap());
+        config.workers = Some(2);
+        config.save(&path, "hpc").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("[[collections]]"), "{text}");
+        assert_eq!(EndpointFileConfig::load(&path).unwrap(), config);
+        let mut agent = AgentConfig::new(
+            Credentials::Preset(EndpointCredential {
+                endpoint_id: EndpointId::new(),
+                agent_secret: "s".into(),
+                service_url: "http://127.0.0.1:8470".into(),
+            }),
+            dir.path(),
+        );
+        agent.apply_file(&config);
+        assert_eq!(agent.data.collections, config.collections);
+        assert_eq!(agent.data.listen, "0.0.0.0:47000".parse().unwrap());
+        assert_eq!(agent.data.advertise, Some("10.1.2.3".parse().unwrap()));
+        // Names that would break `COLLECTION:PATH` are refused at load.
+        std::fs::write(
+            &path,
+            "service_url = \"http://x\"\n[[collections]]\nname = \"a:b\"\nroot = \"/x\"\n",
+        )
+        .unwrap();
+        let err = EndpointFileConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("a:b"), "{err}");
     }
 
     /// What `lattice endpoint configure NAME --provider slurm` writes.

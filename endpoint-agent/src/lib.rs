@@ -1,6 +1,6 @@
 //! The endpoint agent: holds the control channel to the service, dispatches
-//! tasks to worker pools, and hosts collections (as the compute-core issue
-//! lands).
+//! tasks to worker pools, and hosts collections: file operations and its
+//! side of transfers, through `lattice-data-plane`.
 //!
 //! It owns: the endpoint's saved credential (`endpoint.json`) and config file
 //! (`config.toml`), the one outbound WebSocket to the service (MessagePack
@@ -8,8 +8,10 @@
 //! acknowledged, reconnects with jittered backoff), the dispatcher that
 //! workers connect to over TCP (task queue, assignment, retry on worker
 //! loss), the local worker pool, the worker blocks of a scheduler provider
-//! (`lattice-scheduler-adapters`, scaled by its strategy), and the worker loop itself
-//! ([`run_worker`]), which runs tasks with `function-runtime`.
+//! (`lattice-scheduler-adapters`, scaled by its strategy), the worker loop itself
+//! ([`run_worker`]), which runs tasks with `function-runtime`, and the data
+//! plane (`data.rs`: the `[[collections]]` it hosts, relayed file operations,
+//! transfer attempts on its QUIC endpoint, restart journals in its state dir).
 //!
 //! It must never depend on `service`; the two meet only in `protocol`. It
 //! must not print or decide exit codes (that is the CLI's job), and its event
@@ -20,6 +22,7 @@ mod blocks;
 mod channel;
 mod config;
 mod credits;
+mod data;
 mod dispatcher;
 pub mod multi_user;
 mod provider;
@@ -32,6 +35,7 @@ pub use config::{
     endpoint_dir, validate_endpoint_name, AgentConfig, Credentials, EndpointCredential,
     EndpointFileConfig, MultiUserMode, ProviderSettings, CONFIG_FILE, CREDENTIAL_FILE,
 };
+pub use data::{CollectionConfig, DataSettings};
 pub use lattice_function_runtime::{Runtime, ShellRuntime};
 /// The providers and strategy the agent's `[provider]` config selects.
 pub use lattice_scheduler_adapters as scheduler;

@@ -161,6 +161,13 @@ fn translate_up(frame: AgentFrame) -> (Vec<WorkerFrame>, Vec<lattice_protocol::T
         // Flow control is the root dispatcher's (by capacity); the hello was
         // the worker hello above.
         AgentFrame::Credit { .. } | AgentFrame::Hello { .. } => (Vec::new(), Vec::new()),
+        // A user agent hosts no collections (its config has none).
+        AgentFrame::Collections { .. }
+        | AgentFrame::FileOpResult { .. }
+        | AgentFrame::Transfer { .. } => {
+            tracing::debug!("a user agent does not relay data-plane frames");
+            (Vec::new(), Vec::new())
+        }
     }
 }
 

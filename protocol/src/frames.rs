@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::compute::{BlockReport, ChildReport, FunctionSpec, TaskArgs, TaskResult};
 use crate::ids::{EndpointId, FunctionId, IdentityId, TaskId, WorkerId};
+use crate::transfer::{
+    CollectionAnnounce, FileOp, FileOpError, FileOpOutcome, FileOpRequestId, TransferCommand,
+    TransferReport,
+};
 
 /// Who submitted a task: what a multi-user agent maps to a local account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +122,22 @@ pub enum AgentFrame {
     Results {
         results: Vec<TaskOutcome>,
     },
+    /// The collections this agent hosts and its transfer endpoint's
+    /// certificate fingerprint; sent after every welcome.
+    Collections {
+        collections: Vec<CollectionAnnounce>,
+        /// Hex SHA-256 of the agent's transfer certificate (None: no data plane).
+        data_fingerprint: Option<String>,
+    },
+    /// Answer to [`ServiceFrame::FileOp`].
+    FileOpResult {
+        request_id: FileOpRequestId,
+        result: Result<FileOpOutcome, FileOpError>,
+    },
+    /// Progress, faults and the end of one side of a transfer attempt.
+    Transfer {
+        report: TransferReport,
+    },
 }
 
 /// Service -> agent.
@@ -142,6 +162,18 @@ pub enum ServiceFrame {
     /// The service is closing the channel; `message` says why.
     Error {
         message: String,
+    },
+    /// Run a file operation in one of the agent's collections; answered
+    /// with [`AgentFrame::FileOpResult`].
+    FileOp {
+        request_id: FileOpRequestId,
+        collection: String,
+        op: FileOp,
+    },
+    /// Start or stop one side of a transfer attempt.
+    Transfer {
+        /// Boxed: it is much larger than the other frames.
+        command: Box<TransferCommand>,
     },
 }
 

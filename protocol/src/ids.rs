@@ -79,6 +79,14 @@ id_type!(
     /// One worker process connected to an agent's dispatcher.
     WorkerId
 );
+id_type!(
+    /// A mapped collection: a root directory hosted by an endpoint's agent.
+    CollectionId
+);
+id_type!(
+    /// A managed transfer task between two collections.
+    TransferId
+);
 
 #[cfg(test)]
 mod tests {

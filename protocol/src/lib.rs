@@ -3,7 +3,8 @@
 //! This crate owns the shapes that cross a process boundary: typed ids, the
 //! JSON bodies of the REST API (`api`), the error body every endpoint returns
 //! (`error`), and the MessagePack frames of the agent channel and the worker
-//! channel (`frames`, `framing`).
+//! channel (`frames`, `framing`), and the collection, file-operation and
+//! transfer shapes both of them carry (`transfer`).
 //!
 //! It must not know how anything is stored, queued, executed or served: no
 //! I/O, no async runtime, no database types. It depends on serde (plus uuid,
@@ -17,6 +18,7 @@ pub mod frames;
 pub mod framing;
 pub mod ids;
 pub mod template;
+pub mod transfer;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::*;

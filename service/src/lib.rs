@@ -19,6 +19,7 @@ pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testing;
+pub mod transfers;
 
 use std::future::Future;
 
@@ -75,6 +76,35 @@ pub fn app(state: AppState) -> Router {
         .route("/batches", post(routes::tasks::submit_batch))
         .route("/batches/{id}", get(routes::tasks::batch_status))
         .route("/batches/{id}/stream", get(routes::tasks::stream))
+        .route("/collections", get(routes::collections::list))
+        .route("/collections/{collection}", get(routes::collections::show))
+        .route(
+            "/collections/{collection}/ls",
+            post(routes::collections::ls),
+        )
+        .route(
+            "/collections/{collection}/stat",
+            post(routes::collections::stat),
+        )
+        .route(
+            "/collections/{collection}/mkdir",
+            post(routes::collections::mkdir),
+        )
+        .route(
+            "/collections/{collection}/rename",
+            post(routes::collections::rename),
+        )
+        .route(
+            "/collections/{collection}/delete",
+            post(routes::collections::delete),
+        )
+        .route(
+            "/transfers",
+            post(routes::transfers::submit).get(routes::transfers::list),
+        )
+        .route("/transfers/{id}", get(routes::transfers::show))
+        .route("/transfers/{id}/cancel", post(routes::transfers::cancel))
+        .route("/transfers/{id}/events", get(routes::transfers::events))
         .route("/agent/connect", get(relay::connect));
     Router::new()
         .nest("/v1", v1)
@@ -161,6 +191,9 @@ pub async fn serve(
             tracing::trace!(error = %e, "cannot set TCP_NODELAY");
         }
     });
+    if let Err(e) = transfers::resume_all(&state).await {
+        tracing::error!(error = %e, "cannot resume unfinished transfers");
+    }
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -151,6 +151,7 @@ impl Session {
             Err(e) => Err(e.into()),
         };
         session.state.agents.remove(endpoint_id, registration);
+        crate::transfers::agent_gone(&session.state, endpoint_id);
         if let Err(e) = session
             .state
             .store
@@ -339,6 +340,11 @@ impl Session {
             AgentFrame::Hello { .. } => {
                 return Err(SessionError::Protocol("second hello on one channel".into()))
             }
+            frame @ (AgentFrame::Collections { .. }
+            | AgentFrame::FileOpResult { .. }
+            | AgentFrame::Transfer { .. }) => {
+                crate::transfers::agent_frame(&self.state, &self.endpoint, frame).await?
+            }
         }
         Ok(())
     }
@@ -508,6 +514,9 @@ fn frame_name(frame: &AgentFrame) -> &'static str {
         AgentFrame::Heartbeat { .. } => "heartbeat",
         AgentFrame::Started { .. } => "started",
         AgentFrame::Results { .. } => "results",
+        AgentFrame::Collections { .. } => "collections",
+        AgentFrame::FileOpResult { .. } => "file_op_result",
+        AgentFrame::Transfer { .. } => "transfer",
     }
 }
 

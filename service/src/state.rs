@@ -26,6 +26,8 @@ pub struct AppState {
     /// Tasks that just reached their final state, for result streams.
     pub results: broadcast::Sender<Arc<Vec<TaskInfo>>>,
     functions: Arc<FunctionCache>,
+    /// Collections, file operations and transfer runners (see `transfers`).
+    pub data: Arc<crate::transfers::DataHub>,
 }
 
 impl AppState {
@@ -39,6 +41,7 @@ impl AppState {
             agents: Arc::new(AgentRegistry::default()),
             results: broadcast::channel(RESULT_BROADCAST_CAPACITY).0,
             functions: Arc::new(FunctionCache::default()),
+            data: Arc::new(crate::transfers::DataHub::default()),
         }
     }
 
@@ -143,5 +146,26 @@ impl AgentRegistry {
                     .count()
             })
             .unwrap_or(0)
+    }
+}
+
+impl AgentRegistry {
+    /// Whether an agent of this endpoint is connected to this replica.
+    pub fn connected(&self, endpoint: EndpointId) -> bool {
+        self.sessions
+            .lock()
+            .expect("registry lock")
+            .get(&endpoint)
+            .is_some_and(|list| !list.is_empty())
+    }
+
+    /// Sends a frame to the newest session of an endpoint only (for requests
+    /// that must run once); false if none is connected here.
+    pub fn send_one(&self, endpoint: EndpointId, frame: ServiceFrame) -> bool {
+        let sessions = self.sessions.lock().expect("registry lock");
+        sessions
+            .get(&endpoint)
+            .and_then(|list| list.last())
+            .is_some_and(|(_, tx)| tx.send(frame).is_ok())
     }
 }

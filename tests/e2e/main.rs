@@ -2,5 +2,6 @@
 //! Connect provider, later agents and the CLI). The harness is `lattice_tests`.
 
 mod blocks;
+mod data;
 mod login;
 mod multi_user;

@@ -162,7 +162,19 @@ impl DevPlatform {
 
     /// Starts an agent process for endpoint `name` using this platform's profile.
     pub fn agent(&self, name: &str, workers: u32) -> AgentProcess {
-        AgentProcess::start(self, name, workers)
+        AgentProcess::start(self, name, workers, Vec::new())
+    }
+
+    /// Starts an agent process (no workers) for endpoint `name` that hosts
+    /// collection `name` at `root` (`--collection NAME=ROOT`).
+    pub fn agent_with_collection(&self, name: &str, root: &Path) -> AgentProcess {
+        let collection = format!("{name}={}", root.display());
+        AgentProcess::start(self, name, 0, vec!["--collection".into(), collection])
+    }
+
+    /// The root of the `local` collection that `lattice dev` hosts.
+    pub fn local_collection_root(&self) -> PathBuf {
+        self.data_dir().join("collections").join("local")
     }
 }
 
@@ -193,17 +205,19 @@ pub struct AgentProcess {
     state_dir: PathBuf,
     name: String,
     workers: u32,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl AgentProcess {
-    fn start(platform: &DevPlatform, name: &str, workers: u32) -> Self {
+    fn start(platform: &DevPlatform, name: &str, workers: u32, extra_args: Vec<String>) -> Self {
         let mut agent = Self {
             bin: platform.bin.clone(),
             config_dir: platform.config_dir(),
             state_dir: platform.dir.path().join("agents").join(name),
             name: name.to_owned(),
             workers,
+            extra_args,
             child: None,
         };
         agent.spawn();
@@ -219,6 +233,7 @@ impl AgentProcess {
             .arg(self.workers.to_string())
             .arg("--state-dir")
             .arg(&self.state_dir)
+            .args(&self.extra_args)
             .env("XDG_CONFIG_HOME", &self.config_dir)
             .env("LATTICE_LOG", "warn")
             .env_remove("LATTICE_URL")

@@ -56,6 +56,11 @@ pub(crate) struct AgentArgs {
     /// config.toml (see docs/multi-user.md).
     #[arg(long)]
     multi_user: bool,
+
+    /// Host a collection: NAME=DIR (repeatable). Every path in it is
+    /// resolved beneath DIR. Same as `[[collections]]` in config.toml.
+    #[arg(long = "collection", value_name = "NAME=DIR", value_parser = lattice_endpoint_agent::CollectionConfig::parse)]
+    collections: Vec<lattice_endpoint_agent::CollectionConfig>,
 }
 
 /// Runs an agent until Ctrl-C / SIGTERM.
@@ -76,6 +81,7 @@ pub(crate) async fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
     config.launch = WorkerLaunch::Processes {
         command: args.worker_command,
     };
+    config.data.collections = args.collections;
     run_agent(config, shutdown_signal())
         .await
         .with_context(|| format!("endpoint `{}`", args.name))

@@ -61,6 +61,8 @@ pub(crate) struct DevArgs {
 
 /// Name of the endpoint `lattice dev` runs.
 pub(crate) const LOCAL_ENDPOINT: &str = "local";
+/// Name of the collection the `local` endpoint hosts (DATA_DIR/collections/local).
+pub(crate) const LOCAL_COLLECTION: &str = "local";
 
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     logging::init(args.log_format, "info,sqlx=warn");
@@ -134,6 +136,15 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             data_dir.join("endpoints").join(LOCAL_ENDPOINT),
         );
         config.workers = args.workers;
+        let collection_root = data_dir.join("collections").join(LOCAL_COLLECTION);
+        std::fs::create_dir_all(&collection_root)
+            .with_context(|| format!("creating {}", collection_root.display()))?;
+        config.data.collections = vec![lattice_endpoint_agent::CollectionConfig {
+            name: LOCAL_COLLECTION.to_owned(),
+            root: collection_root,
+        }];
+        // Sources on this machine connect over loopback.
+        config.data.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut stop = stop_rx.clone();
         tracing::info!(endpoint_id = %endpoint_id, workers = args.workers, "starting the `local` endpoint");
         Some(tokio::spawn(async move {

@@ -2,8 +2,10 @@
 
 pub mod auth;
 pub mod clients;
+pub mod collections;
 pub mod endpoints;
 pub mod functions;
 pub mod health;
 pub mod identities;
 pub mod tasks;
+pub mod transfers;

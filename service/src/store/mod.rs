@@ -11,6 +11,7 @@ mod sql;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+pub mod transfers;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +25,9 @@ pub use compute::{
     AgentConnection, ComputeStore, DispatchedTask, EndpointRecord, LeasedMessage, Recorded,
 };
 pub use sql::{PostgresStore, SqliteStore};
+pub use transfers::{
+    CollectionRecord, NewTransferEvent, TransferProgress, TransferRecord, TransferStore,
+};
 
 /// Errors of the store. Callers can act on `NotFound` and `Conflict`; the
 /// rest are the database's problems.
@@ -129,7 +133,7 @@ pub struct LoginRecord {
 /// own invariants (e.g. [`Store::mark_token_used`] succeeds once only), so
 /// concurrent replicas can share one database.
 #[async_trait]
-pub trait Store: ComputeStore + Send + Sync + 'static {
+pub trait Store: ComputeStore + TransferStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
     /// A round trip to the database.

@@ -271,6 +271,279 @@ async fn endpoint_blocks_and_provider_error_round_trip(store: SharedStore) {
     assert_eq!(stored.hostname.as_deref(), Some("login1"));
 }
 
+fn endpoint_record(owner: IdentityId, name: &str) -> EndpointRecord {
+    EndpointRecord {
+        id: lattice_protocol::EndpointId::new(),
+        owner_id: owner,
+        name: name.into(),
+        secret_hash: format!("hash-{}", uuid::Uuid::new_v4()),
+        created_at: from_millis(to_millis(Utc::now())),
+        connected_at: None,
+        last_seen: None,
+        agent_version: None,
+        hostname: None,
+        workers: 0,
+        idle_slots: 0,
+        queue_depth: 0,
+        blocks: Vec::new(),
+        provider_error: None,
+        multi_user: false,
+        children: Vec::new(),
+    }
+}
+
+async fn collections_are_announced_withdrawn_and_owner_scoped(store: SharedStore) {
+    use lattice_protocol::transfer::CollectionAnnounce;
+    let ada = identity("https://idp.example.org", "ada-collections");
+    store.insert_identity(&ada).await.unwrap();
+    let (lab, hpc) = (
+        endpoint_record(ada.id, "lab"),
+        endpoint_record(ada.id, "hpc"),
+    );
+    store.insert_endpoint(&lab).await.unwrap();
+    store.insert_endpoint(&hpc).await.unwrap();
+    let announce = |name: &str, root: &str| CollectionAnnounce {
+        name: name.into(),
+        root: root.into(),
+    };
+    let now = Utc::now();
+    let refused = store
+        .announce_collections(
+            lab.id,
+            ada.id,
+            &[announce("data", "/srv/data"), announce("raw", "/srv/raw")],
+            now,
+        )
+        .await
+        .unwrap();
+    assert!(refused.is_empty());
+    // The same name on another endpoint of the owner is refused.
+    let refused = store
+        .announce_collections(hpc.id, ada.id, &[announce("data", "/scratch")], now)
+        .await
+        .unwrap();
+    assert_eq!(refused, ["data"]);
+    let names: Vec<String> = store
+        .collections_owned_by(ada.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["data", "raw"]);
+    let data = store
+        .collection_by_name(ada.id, "data")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (data.endpoint_id, data.root.as_str()),
+        (lab.id, "/srv/data")
+    );
+    // Not announced again: withdrawn, and then free for another endpoint.
+    store
+        .announce_collections(lab.id, ada.id, &[announce("raw", "/srv/raw2")], now)
+        .await
+        .unwrap();
+    let data_again = store.collection(data.id).await.unwrap().unwrap();
+    assert!(data_again.withdrawn_at.is_some());
+    let refused = store
+        .announce_collections(hpc.id, ada.id, &[announce("data", "/scratch")], now)
+        .await
+        .unwrap();
+    assert!(refused.is_empty());
+    let moved = store.collection(data.id).await.unwrap().unwrap();
+    assert_eq!((moved.endpoint_id, moved.withdrawn_at), (hpc.id, None));
+    assert_eq!(
+        store
+            .collection_by_name(ada.id, "raw")
+            .await
+            .unwrap()
+            .unwrap()
+            .root,
+        "/srv/raw2"
+    );
+}
+
+async fn transfers_keep_submission_ids_events_and_final_states(store: SharedStore) {
+    use lattice_protocol::transfer::{
+        CollectionAnnounce, FileChecksum, TransferCounters, TransferItem, TransferOptions,
+        TransferStatus,
+    };
+    let ada = identity("https://idp.example.org", "ada-transfers");
+    store.insert_identity(&ada).await.unwrap();
+    let lab = endpoint_record(ada.id, "lab");
+    store.insert_endpoint(&lab).await.unwrap();
+    store
+        .announce_collections(
+            lab.id,
+            ada.id,
+            &[CollectionAnnounce {
+                name: "data".into(),
+                root: "/d".into(),
+            }],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let data = store
+        .collection_by_name(ada.id, "data")
+        .await
+        .unwrap()
+        .unwrap();
+    let record = TransferRecord {
+        id: lattice_protocol::TransferId::new(),
+        owner_id: ada.id,
+        label: Some("nightly".into()),
+        status: TransferStatus::Active,
+        status_message: None,
+        source_collection: data.id,
+        destination_collection: data.id,
+        items: vec![TransferItem {
+            source_path: "/a b".into(),
+            destination_path: "/ü\n".into(),
+            recursive: true,
+        }],
+        options: TransferOptions::default(),
+        deadline: None,
+        submission_id: Some("s-1".into()),
+        submitted_at: from_millis(to_millis(Utc::now())),
+        completed_at: None,
+        items_done: 0,
+        attempts: 0,
+        counters: TransferCounters::default(),
+    };
+    store.insert_transfer(&record).await.unwrap();
+    assert_eq!(
+        store.transfer(record.id).await.unwrap(),
+        Some(record.clone())
+    );
+    let duplicate = TransferRecord {
+        id: lattice_protocol::TransferId::new(),
+        ..record.clone()
+    };
+    assert!(matches!(
+        store.insert_transfer(&duplicate).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .transfer_by_submission(ada.id, "s-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        record.id
+    );
+    let no_submission = TransferRecord {
+        id: lattice_protocol::TransferId::new(),
+        submission_id: None,
+        ..record.clone()
+    };
+    store.insert_transfer(&no_submission).await.unwrap();
+    let again = TransferRecord {
+        id: lattice_protocol::TransferId::new(),
+        submission_id: None,
+        ..record.clone()
+    };
+    store.insert_transfer(&again).await.unwrap();
+    assert_eq!(store.unfinished_transfers().await.unwrap().len(), 3);
+
+    let counters = TransferCounters {
+        files: 2,
+        bytes_transferred: 10,
+        ..Default::default()
+    };
+    fn progress(
+        status: TransferStatus,
+        items_done: u32,
+        counters: &TransferCounters,
+        completed_at: Option<chrono::DateTime<Utc>>,
+    ) -> TransferProgress<'_> {
+        TransferProgress {
+            status,
+            status_message: Some("m"),
+            items_done,
+            attempts: 1,
+            counters,
+            completed_at,
+        }
+    }
+    assert!(store
+        .update_transfer(
+            record.id,
+            &progress(TransferStatus::Paused, 0, &counters, None)
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .update_transfer(
+            record.id,
+            &progress(TransferStatus::Cancelled, 0, &counters, Some(Utc::now()))
+        )
+        .await
+        .unwrap());
+    // A final transfer is never updated again.
+    assert!(!store
+        .update_transfer(
+            record.id,
+            &progress(TransferStatus::Active, 1, &counters, None)
+        )
+        .await
+        .unwrap());
+    let stored = store.transfer(record.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.counters.files),
+        (TransferStatus::Cancelled, 2)
+    );
+
+    for (code, fault) in [
+        ("SUBMITTED", false),
+        ("CONNECTION_RESET", true),
+        ("FILE_NOT_FOUND", true),
+    ] {
+        store
+            .insert_transfer_event(&NewTransferEvent {
+                transfer_id: record.id,
+                time: Utc::now(),
+                code: code.into(),
+                fault,
+                side: fault.then_some(lattice_protocol::transfer::Side::Source),
+                path: None,
+                message: "m".into(),
+                item: 0,
+                attempt: 1,
+            })
+            .await
+            .unwrap();
+    }
+    let events = store.transfer_events(record.id, 0, 100).await.unwrap();
+    let codes: Vec<&str> = events.iter().map(|e| e.code.as_str()).collect();
+    assert_eq!(codes, ["SUBMITTED", "CONNECTION_RESET", "FILE_NOT_FOUND"]);
+    let after = store
+        .transfer_events(record.id, events[0].seq, 100)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 2);
+    assert_eq!(store.count_transfer_faults(record.id).await.unwrap(), 2);
+
+    let sum = |path: &str, hash: &str| FileChecksum {
+        path: path.into(),
+        size: 1,
+        blake3: hash.into(),
+    };
+    store
+        .insert_checksums(record.id, 0, &[sum("b", "1"), sum("a", "2")])
+        .await
+        .unwrap();
+    store
+        .insert_checksums(record.id, 0, &[sum("a", "3")])
+        .await
+        .unwrap();
+    let sums = store.transfer_checksums(record.id).await.unwrap();
+    assert_eq!(sums, [sum("a", "3"), sum("b", "1")]);
+}
+
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -304,4 +577,6 @@ store_suite!(
     clients_are_listed_by_owner,
     login_callbacks_and_redemptions_happen_once,
     endpoint_blocks_and_provider_error_round_trip,
+    collections_are_announced_withdrawn_and_owner_scoped,
+    transfers_keep_submission_ids_events_and_final_states,
 );

@@ -1,0 +1,354 @@
+//! End to end through the real `lattice` binary: `lattice dev` hosts the
+//! `local` collection, a separate `lattice agent --collection remote=DIR`
+//! process hosts `remote`, and data goes agent to agent over QUIC. Covers
+//! the CLI's collection, file and transfer commands, and the faults: the
+//! destination agent killed (SIGKILL) mid-file and restarted, a missing
+//! source, an offline destination, cancel, and idempotent resubmission.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use lattice_client::Client;
+use lattice_protocol::transfer::{TransferInfo, TransferStatus};
+use lattice_protocol::TransferId;
+use lattice_tests::platform::{AgentProcess, DevOptions, DevPlatform};
+
+const LATTICE: &str = env!("CARGO_BIN_EXE_lattice");
+/// Hang guard for anything that waits.
+const PATIENCE: Duration = Duration::from_secs(120);
+/// The file cut mid-transfer.
+const BIG: usize = 192 << 20;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[track_caller]
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        text(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text(&output)
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+/// Same bytes, compared a piece at a time.
+fn same_file(a: &Path, b: &Path) -> bool {
+    let (Ok(mut a), Ok(mut b)) = (std::fs::File::open(a), std::fs::File::open(b)) else {
+        return false;
+    };
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = a.read(&mut x).unwrap();
+        let m = b.read_exact(&mut y[..n]).map(|_| n);
+        if m.is_err() {
+            return false;
+        }
+        if x[..n] != y[..n] {
+            return false;
+        }
+        if n == 0 {
+            return b.read(&mut y).unwrap() == 0;
+        }
+    }
+}
+
+fn tree(root: &Path) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if path.is_dir() {
+                out.push((rel, None));
+                stack.push(path);
+            } else {
+                out.push((rel, Some(std::fs::read(&path).unwrap())));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn online(client: &Client, collection: &str, want: bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(c) = client.collection(collection).await {
+            if c.online == want {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "collection {collection} never became online={want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn transfer(client: &Client, id: TransferId) -> TransferInfo {
+    client.transfer(id).await.unwrap()
+}
+
+fn submit(platform: &DevPlatform, args: &[&str]) -> TransferId {
+    let mut all = vec!["transfer"];
+    all.extend_from_slice(args);
+    ok(platform.cli(&all))
+        .trim()
+        .parse()
+        .expect("a transfer id")
+}
+
+struct Scene {
+    platform: DevPlatform,
+    remote: AgentProcess,
+    remote_root: tempfile::TempDir,
+    client: Client,
+}
+
+async fn scene() -> Scene {
+    let platform = DevPlatform::start(
+        LATTICE.as_ref(),
+        DevOptions {
+            local_workers: Some(0),
+            ..Default::default()
+        },
+    );
+    let remote_root = tempfile::tempdir().unwrap();
+    let remote = platform.agent_with_collection("remote", remote_root.path());
+    let client = platform.client();
+    online(&client, "local", true).await;
+    online(&client, "remote", true).await;
+    Scene {
+        platform,
+        remote,
+        remote_root,
+        client,
+    }
+}
+
+#[test]
+fn collections_and_file_operations_through_the_cli() {
+    runtime().block_on(async {
+        let s = scene().await;
+        let local = s.platform.local_collection_root();
+        let list = ok(s.platform.cli(&["collection", "list"]));
+        assert!(list.contains("local") && list.contains("remote"), "{list}");
+        let show = ok(s.platform.cli(&["collection", "show", "remote"]));
+        assert!(
+            show.contains(&s.remote_root.path().display().to_string()),
+            "{show}"
+        );
+
+        ok(s.platform.cli(&["mkdir", "--parents", "local:/a b/ünï"]));
+        write(&local.join("a b/ünï/file"), b"12345");
+        let ls = ok(s.platform.cli(&["ls", "--recursive", "--long", "local:"]));
+        assert!(ls.contains("/a b/ünï/file"), "{ls}");
+        let stat = ok(s
+            .platform
+            .cli(&["stat", "--format", "json", "local:/a b/ünï/file"]));
+        let stat: serde_json::Value = serde_json::from_str(&stat).unwrap();
+        assert_eq!(stat["size"], 5);
+        ok(s.platform
+            .cli(&["rename", "local:/a b/ünï/file", "local:/moved"]));
+        assert_eq!(std::fs::read(local.join("moved")).unwrap(), b"12345");
+        ok(s.platform.cli(&["rm", "-r", "local:/a b"]));
+        assert!(!local.join("a b").exists());
+
+        // Refusals are exit code 4 with the service's message.
+        let hostile = s.platform.cli(&["ls", "local:../"]);
+        assert_eq!(hostile.status.code(), Some(4), "{hostile:?}");
+        assert!(String::from_utf8_lossy(&hostile.stderr).contains("not allowed"));
+        let unknown = s.platform.cli(&["ls", "nowhere:/"]);
+        assert_eq!(unknown.status.code(), Some(4), "{unknown:?}");
+        let usage = s.platform.cli(&["ls", "no-colon"]);
+        assert_eq!(usage.status.code(), Some(2), "{usage:?}");
+    });
+}
+
+#[test]
+fn transfers_resume_after_the_destination_agent_is_killed() {
+    runtime().block_on(async {
+        let mut s = scene().await;
+        let local = s.platform.local_collection_root();
+        let remote = s.remote_root.path().to_owned();
+
+        // A tree with awkward names arrives byte-identical.
+        write(&local.join("tree/a.txt"), b"alpha");
+        write(&local.join("tree/dir with space/ünïcødé"), b"unicode");
+        write(&local.join("tree/dir with space/new\nline"), b"newline");
+        write(&local.join("tree/one.bin"), &pattern(3 << 20, 1));
+        let id = submit(&s.platform, &["local:/tree", "remote:/copy", "--recursive", "--label", "tree"]);
+        ok(s.platform.cli(&["transfer", "wait", &id.to_string(), "--timeout", "120"]));
+        assert_eq!(tree(&local.join("tree")), tree(&remote.join("copy")));
+        let shown = ok(s.platform.cli(&["transfer", "show", &id.to_string()]));
+        assert!(shown.contains("succeeded") && shown.contains("checksums"), "{shown}");
+
+        // A large file: SIGKILL the destination agent mid-file, restart it.
+        write(&local.join("big.bin"), &pattern(BIG, 7));
+        let started = Instant::now();
+        let id = submit(&s.platform, &["local:/big.bin", "remote:/big.bin"]);
+        wait_for("a partial file at the destination", || {
+            std::fs::read_dir(&remote)
+                .unwrap()
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with(".lattice-part-"))
+                .then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before_kill = transfer(&s.client, id).await;
+        assert!(
+            !before_kill.status.is_final(),
+            "the transfer finished before the kill; make BIG larger: {before_kill:?}"
+        );
+        s.remote.kill();
+        online(&s.client, "remote", false).await;
+        let paused = wait_for_status(&s.client, id, TransferStatus::Paused).await;
+        assert!(paused.status_message.unwrap().contains("offline"));
+        s.remote.restart();
+        let wait = s.platform.cli(&["transfer", "wait", &id.to_string(), "--timeout", "120"]);
+        let done = transfer(&s.client, id).await;
+        ok(wait);
+        assert!(same_file(&local.join("big.bin"), &remote.join("big.bin")));
+        assert!(done.attempts >= 2, "{done:?}");
+        let events = s.client.transfer_events(id, 0).await.unwrap();
+        let codes: Vec<&str> = events.iter().map(|e| e.code.as_str()).collect();
+        assert!(codes.contains(&"CONNECTION_RESET"), "{codes:?}");
+        assert!(codes.contains(&"PAUSED") && codes.contains(&"RESUMED"), "{codes:?}");
+        assert_eq!(done.checksums.len(), 1);
+        eprintln!(
+            "FIGURE resume: {} MiB file, destination killed after {} MiB reported; {} MiB transferred in total over {} attempts in {:.1} s",
+            BIG >> 20,
+            before_kill.counters.bytes_transferred >> 20,
+            done.counters.bytes_transferred >> 20,
+            done.attempts,
+            started.elapsed().as_secs_f64()
+        );
+        // No partial files or journals are left.
+        assert!(std::fs::read_dir(&remote)
+            .unwrap()
+            .all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".lattice-part-")));
+    });
+}
+
+async fn wait_for_status(client: &Client, id: TransferId, status: TransferStatus) -> TransferInfo {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let t = transfer(client, id).await;
+        if t.status == status {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "transfer never {status:?}: {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn failures_cancel_and_idempotent_submission_through_the_cli() {
+    runtime().block_on(async {
+        let mut s = scene().await;
+        let local = s.platform.local_collection_root();
+
+        // A missing source: a FILE_NOT_FOUND event, the task fails, `wait` exits 6.
+        let id = submit(&s.platform, &["local:/missing", "remote:/missing"]);
+        let wait = s.platform.cli(&["transfer", "wait", &id.to_string()]);
+        assert_eq!(wait.status.code(), Some(6), "{wait:?}");
+        let events =
+            ok(s.platform
+                .cli(&["transfer", "events", &id.to_string(), "--format", "json"]));
+        assert!(events.contains("FILE_NOT_FOUND"), "{events}");
+
+        // Resubmitting with a submission id returns the same task.
+        write(&local.join("one"), b"1");
+        let args = ["local:/one", "remote:/one", "--submission-id", "run-42"];
+        let first = submit(&s.platform, &args);
+        let second = submit(&s.platform, &args);
+        assert_eq!(first, second);
+        ok(s.platform.cli(&["transfer", "wait", &first.to_string()]));
+
+        // --batch: several pairs, one task.
+        write(&local.join("b1"), b"b1");
+        write(&local.join("b 2"), b"b2");
+        let batch = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            batch.path(),
+            "# pairs\nlocal:/b1 remote:/b1\n\"local:/b 2\" \"remote:/b 2\"\n",
+        )
+        .unwrap();
+        let id = submit(&s.platform, &["--batch", batch.path().to_str().unwrap()]);
+        ok(s.platform.cli(&["transfer", "wait", &id.to_string()]));
+        assert_eq!(
+            std::fs::read(s.remote_root.path().join("b 2")).unwrap(),
+            b"b2"
+        );
+        assert_eq!(transfer(&s.client, id).await.items_done, 2);
+
+        // An offline destination pauses the task; cancel ends it (wait: 6).
+        s.remote.kill();
+        online(&s.client, "remote", false).await;
+        let id = submit(&s.platform, &["local:/one", "remote:/later"]);
+        wait_for_status(&s.client, id, TransferStatus::Paused).await;
+        let timeout = s
+            .platform
+            .cli(&["transfer", "wait", &id.to_string(), "--timeout", "1"]);
+        assert_eq!(timeout.status.code(), Some(7), "{timeout:?}");
+        ok(s.platform.cli(&["transfer", "cancel", &id.to_string()]));
+        let wait = s.platform.cli(&["transfer", "wait", &id.to_string()]);
+        assert_eq!(wait.status.code(), Some(6), "{wait:?}");
+        let list = ok(s.platform.cli(&["transfer", "list"]));
+        assert!(
+            list.contains("cancelled") && list.contains("failed"),
+            "{list}"
+        );
+    });
+}

@@ -1,0 +1,672 @@
+//! The agent's data plane: the collections it hosts (`data-plane`'s
+//! confined [`Collection`]s), file operations the service relays, and its
+//! side of transfer attempts on one long-lived QUIC [`TransferEndpoint`].
+//!
+//! Every request runs in its own tokio task (file system work goes to the
+//! blocking pool inside `data-plane`); answers and reports go back to the
+//! agent loop as frames to send. A transfer attempt is aborted when the
+//! service says so or when a newer attempt of the same transfer arrives.
+//! The destination's restart journals live in `STATE_DIR/data/journals`, so
+//! an agent restart resumes rather than starts over.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use lattice_data_plane::{
+    run_destination, run_source, AgentIdentity, Collection, CollectionError, Credential,
+    DestinationTask, EndpointConfig, Fingerprint, SourceTask, TransferEndpoint, TransferFailure,
+    TransferReport as EngineReport, TransferSpec, TransferUpdate,
+};
+use lattice_protocol::frames::{AgentFrame, ServiceFrame};
+use lattice_protocol::transfer::{
+    AttemptError, AttemptSpec, CollectionAnnounce, FileErrorKind, FileOp, FileOpError,
+    FileOpOutcome, FileOpRequestId, Side, TransferCommand, TransferCounters, TransferReport,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::AgentError;
+
+/// One `[[collections]]` entry of the endpoint config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionConfig {
+    /// Unique among the owner's collections: letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// Existing directory the collection maps; nothing outside it is reachable.
+    pub root: PathBuf,
+}
+
+impl CollectionConfig {
+    /// Parses `NAME=DIR` (the `--collection` flag).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, root) = text
+            .split_once('=')
+            .ok_or_else(|| format!("`{text}`: expected NAME=DIR"))?;
+        let config = CollectionConfig {
+            name: name.trim().to_owned(),
+            root: PathBuf::from(root),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let ok = !self.name.is_empty()
+            && self.name.len() <= 100
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok {
+            return Err(format!(
+                "collection name `{}`: use 1-100 letters, digits, `-`, `_` or `.`",
+                self.name
+            ));
+        }
+        if self.root.as_os_str().is_empty() {
+            return Err(format!("collection `{}`: root is empty", self.name));
+        }
+        Ok(())
+    }
+}
+
+/// Where the transfer endpoint listens and what address it tells sources.
+#[derive(Clone, Debug)]
+pub struct DataSettings {
+    pub collections: Vec<CollectionConfig>,
+    /// UDP address of the QUIC transfer endpoint [default: 0.0.0.0:0].
+    pub listen: SocketAddr,
+    /// The IP sources should connect to [default: the listen IP, or for a
+    /// wildcard listen address the local IP this host uses to reach the service].
+    pub advertise: Option<IpAddr>,
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        DataSettings {
+            collections: Vec::new(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            advertise: None,
+        }
+    }
+}
+
+/// How long the last progress and fault updates of an attempt may take to go out.
+const FORWARD_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+type Running = Arc<Mutex<HashMap<String, (u32, Side, AbortHandle)>>>;
+
+/// The data plane of one agent. Built once at start (opens the collection
+/// roots, binds the UDP socket, loads or creates the agent's certificate).
+pub(crate) struct DataPlane {
+    collections: Arc<HashMap<String, Collection>>,
+    announce: Vec<CollectionAnnounce>,
+    endpoint: TransferEndpoint,
+    advertise: SocketAddr,
+    journal_dir: PathBuf,
+    outgoing: mpsc::UnboundedSender<AgentFrame>,
+    running: Running,
+}
+
+impl DataPlane {
+    /// `None` when the agent hosts no collection. Frames to send go to `outgoing`.
+    pub(crate) async fn start(
+        settings: &DataSettings,
+        state_dir: PathBuf,
+        service_url: &str,
+        outgoing: mpsc::UnboundedSender<AgentFrame>,
+    ) -> Result<Option<DataPlane>, AgentError> {
+        if settings.collections.is_empty() {
+            return Ok(None);
+        }
+        let configs = settings.collections.clone();
+        let data_dir = state_dir.join("data");
+        let service = url::Url::parse(service_url)
+            .ok()
+            .and_then(|u| Some((u.host_str()?.to_owned(), u.port_or_known_default()?)));
+        let listen = settings.listen;
+        let advertise = settings.advertise;
+        let (collections, identity, advertise_ip) = tokio::task::spawn_blocking(move || {
+            let mut collections = HashMap::new();
+            for c in &configs {
+                c.check().map_err(AgentError::Config)?;
+                let collection = Collection::open(&c.root)
+                    .map_err(|e| AgentError::Config(format!("collection `{}`: {e}", c.name)))?;
+                if collections.insert(c.name.clone(), collection).is_some() {
+                    return Err(AgentError::Config(format!(
+                        "collection `{}` is configured twice",
+                        c.name
+                    )));
+                }
+            }
+            std::fs::create_dir_all(data_dir.join("journals")).map_err(|e| AgentError::File {
+                path: data_dir.display().to_string(),
+                detail: e.to_string(),
+            })?;
+            let identity = AgentIdentity::load_or_generate(&data_dir)
+                .map_err(|e| AgentError::Config(format!("transfer certificate: {e}")))?;
+            let ip = advertise.unwrap_or_else(|| advertised_ip(listen.ip(), service.as_ref()));
+            Ok::<_, AgentError>((collections, identity, ip))
+        })
+        .await
+        .map_err(|e| AgentError::Config(e.to_string()))??;
+        let endpoint = TransferEndpoint::bind(
+            identity,
+            EndpointConfig {
+                listen,
+                ..EndpointConfig::default()
+            },
+        )
+        .map_err(|e| AgentError::Config(format!("transfer endpoint: {e}")))?;
+        let advertise = SocketAddr::new(advertise_ip, endpoint.local_addr().port());
+        let announce = settings
+            .collections
+            .iter()
+            .map(|c| CollectionAnnounce {
+                name: c.name.clone(),
+                root: collections[&c.name].root().display().to_string(),
+            })
+            .collect();
+        tracing::info!(collections = settings.collections.len(), address = %advertise, fingerprint = %endpoint.fingerprint().to_hex(), "data plane ready");
+        Ok(Some(DataPlane {
+            collections: Arc::new(collections),
+            announce,
+            endpoint,
+            advertise,
+            journal_dir: state_dir.join("data").join("journals"),
+            outgoing,
+            running: Arc::default(),
+        }))
+    }
+
+    /// The frame that tells the service what this agent hosts.
+    pub(crate) fn announcement(&self) -> AgentFrame {
+        AgentFrame::Collections {
+            collections: self.announce.clone(),
+            data_fingerprint: Some(self.endpoint.fingerprint().to_hex()),
+        }
+    }
+
+    /// Handles a data-plane frame from the service (never blocks).
+    pub(crate) fn handle(&self, frame: ServiceFrame) {
+        match frame {
+            ServiceFrame::FileOp {
+                request_id,
+                collection,
+                op,
+            } => self.file_op(request_id, collection, op),
+            ServiceFrame::Transfer { command } => self.transfer(*command),
+            other => tracing::warn!(frame = ?other, "not a data-plane frame"),
+        }
+    }
+
+    fn file_op(&self, request_id: FileOpRequestId, name: String, op: FileOp) {
+        let collection = self.collections.get(&name).cloned();
+        let outgoing = self.outgoing.clone();
+        tokio::spawn(async move {
+            let result = match collection {
+                Some(collection) => run_file_op(&collection, op).await,
+                None => Err(FileOpError {
+                    kind: FileErrorKind::UnknownCollection,
+                    message: format!("this agent does not host a collection named `{name}`"),
+                }),
+            };
+            let _ = outgoing.send(AgentFrame::FileOpResult { request_id, result });
+        });
+    }
+
+    fn transfer(&self, command: TransferCommand) {
+        match command {
+            TransferCommand::Abort { transfer_id } => {
+                let aborted = self
+                    .running
+                    .lock()
+                    .expect("running lock")
+                    .remove(&transfer_id);
+                if let Some((attempt, side, handle)) = aborted {
+                    handle.abort();
+                    tracing::info!(transfer_id, attempt, "transfer attempt aborted");
+                    // The service waits for both sides' end.
+                    let _ = self.outgoing.send(done_with_error(
+                        transfer_id,
+                        attempt,
+                        side,
+                        AttemptError {
+                            code: "CANCELLED".into(),
+                            message: "aborted by the service".into(),
+                            retryable: true,
+                        },
+                    ));
+                }
+            }
+            TransferCommand::Listen {
+                attempt,
+                collection,
+                spec,
+                source_fingerprint,
+                credential,
+            } => {
+                let transfer_id = spec.transfer_id.clone();
+                let prepared = self.prepare(&collection, &spec).and_then(|(c, s)| {
+                    let fingerprint = parse_fingerprint(&source_fingerprint)?;
+                    Ok(DestinationTask::new(
+                        s,
+                        c,
+                        fingerprint,
+                        Credential(credential),
+                        &self.journal_dir,
+                    ))
+                });
+                let task = match prepared {
+                    Ok(task) => task,
+                    Err(error) => {
+                        return self.refuse(transfer_id, attempt, Side::Destination, error)
+                    }
+                };
+                let _ = self.outgoing.send(AgentFrame::Transfer {
+                    report: TransferReport::Listening {
+                        transfer_id: transfer_id.clone(),
+                        attempt,
+                        address: self.advertise.to_string(),
+                        fingerprint: self.endpoint.fingerprint().to_hex(),
+                    },
+                });
+                let endpoint = self.endpoint.clone();
+                self.spawn_attempt(transfer_id, attempt, Side::Destination, move |updates| {
+                    async move { run_destination(&endpoint, task, Some(updates)).await }
+                });
+            }
+            TransferCommand::Send {
+                attempt,
+                collection,
+                spec,
+                destination,
+                destination_fingerprint,
+                credential,
+            } => {
+                let transfer_id = spec.transfer_id.clone();
+                let prepared = self.prepare(&collection, &spec).and_then(|(c, s)| {
+                    let fingerprint = parse_fingerprint(&destination_fingerprint)?;
+                    let address: SocketAddr = destination.parse().map_err(|e| AttemptError {
+                        code: "PROTOCOL_ERROR".into(),
+                        message: format!("bad destination address `{destination}`: {e}"),
+                        retryable: false,
+                    })?;
+                    Ok(SourceTask::new(
+                        s,
+                        c,
+                        address,
+                        fingerprint,
+                        Credential(credential),
+                    ))
+                });
+                let task = match prepared {
+                    Ok(task) => task,
+                    Err(error) => return self.refuse(transfer_id, attempt, Side::Source, error),
+                };
+                let endpoint = self.endpoint.clone();
+                self.spawn_attempt(
+                    transfer_id,
+                    attempt,
+                    Side::Source,
+                    move |updates| async move { run_source(&endpoint, task, Some(updates)).await },
+                );
+            }
+        }
+    }
+
+    fn prepare(
+        &self,
+        collection: &str,
+        spec: &AttemptSpec,
+    ) -> Result<(Collection, TransferSpec), AttemptError> {
+        let collection = self
+            .collections
+            .get(collection)
+            .cloned()
+            .ok_or_else(|| AttemptError {
+                code: "INVALID_PATH".into(),
+                message: format!("this agent does not host a collection named `{collection}`"),
+                retryable: false,
+            })?;
+        let spec: TransferSpec = convert(spec).map_err(|e| AttemptError {
+            code: "PROTOCOL_ERROR".into(),
+            message: format!("transfer spec: {e}"),
+            retryable: false,
+        })?;
+        Ok((collection, spec))
+    }
+
+    /// Reports an attempt that could not even start.
+    fn refuse(&self, transfer_id: String, attempt: u32, side: Side, error: AttemptError) {
+        tracing::warn!(transfer_id, attempt, code = %error.code, "{}", error.message);
+        let _ = self
+            .outgoing
+            .send(done_with_error(transfer_id, attempt, side, error));
+    }
+
+    /// Runs one side of an attempt, forwarding its updates and its end.
+    fn spawn_attempt<F, Fut>(&self, transfer_id: String, attempt: u32, side: Side, run: F)
+    where
+        F: FnOnce(mpsc::UnboundedSender<TransferUpdate>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<EngineReport, TransferFailure>> + Send + 'static,
+    {
+        let outgoing = self.outgoing.clone();
+        let running = self.running.clone();
+        let id = transfer_id.clone();
+        let mut running_now = self.running.lock().expect("running lock");
+        if let Some((old_attempt, _, old)) = running_now.remove(&transfer_id) {
+            tracing::info!(
+                transfer_id,
+                old_attempt,
+                attempt,
+                "a newer attempt replaces a running one"
+            );
+            old.abort();
+        }
+        let task = tokio::spawn(async move {
+            let (updates_tx, mut updates) = mpsc::unbounded_channel();
+            let forward = {
+                let outgoing = outgoing.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    while let Some(update) = updates.recv().await {
+                        let report = match update {
+                            TransferUpdate::Progress(counters) => TransferReport::Progress {
+                                transfer_id: id.clone(),
+                                attempt,
+                                side,
+                                counters: convert(&counters).unwrap_or_default(),
+                            },
+                            TransferUpdate::Event(event) => match convert(&event) {
+                                Ok(event) => TransferReport::Fault {
+                                    transfer_id: id.clone(),
+                                    attempt,
+                                    event,
+                                },
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "unconvertible transfer event");
+                                    continue;
+                                }
+                            },
+                        };
+                        if outgoing.send(AgentFrame::Transfer { report }).is_err() {
+                            break;
+                        }
+                    }
+                })
+            };
+            let result = run(updates_tx).await;
+            // The engine dropped its sender: the forwarder drains and ends,
+            // so progress and faults go out before the end.
+            if tokio::time::timeout(FORWARD_DRAIN, forward).await.is_err() {
+                tracing::debug!(transfer_id = %id, "progress forwarder still busy; ending the attempt anyway");
+            }
+            let (report, error) = match result {
+                Ok(report) => (report, None),
+                Err(failure) => {
+                    let error = AttemptError {
+                        code: failure.error.code.as_str().to_owned(),
+                        message: failure.error.message.clone(),
+                        retryable: failure.error.retryable,
+                    };
+                    (*failure.report, Some(error))
+                }
+            };
+            tracing::info!(transfer_id = %id, attempt, side = ?side, ok = error.is_none(), files = report.counters.files, bytes = report.counters.bytes_transferred, "transfer attempt ended");
+            {
+                let mut running = running.lock().expect("running lock");
+                if running.get(&id).is_some_and(|(a, _, _)| *a == attempt) {
+                    running.remove(&id);
+                }
+            }
+            let _ = outgoing.send(AgentFrame::Transfer {
+                report: TransferReport::Done {
+                    transfer_id: id,
+                    attempt,
+                    side,
+                    counters: convert(&report.counters).unwrap_or_default(),
+                    checksums: report
+                        .checksums
+                        .iter()
+                        .filter_map(|c| convert(c).ok())
+                        .collect(),
+                    error,
+                },
+            });
+        });
+        running_now.insert(transfer_id, (attempt, side, task.abort_handle()));
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        for (_, (_, _, handle)) in self.running.lock().expect("running lock").drain() {
+            handle.abort();
+        }
+        self.endpoint.close();
+    }
+}
+
+/// The answer to a data-plane request when the agent hosts no collection.
+pub(crate) fn without_data_plane(frame: ServiceFrame) -> Option<AgentFrame> {
+    const MESSAGE: &str = "this agent hosts no collections (add [[collections]] to its config)";
+    let frame = match frame {
+        ServiceFrame::FileOp { request_id, .. } => {
+            return Some(AgentFrame::FileOpResult {
+                request_id,
+                result: Err(FileOpError {
+                    kind: FileErrorKind::UnknownCollection,
+                    message: MESSAGE.into(),
+                }),
+            })
+        }
+        ServiceFrame::Transfer { command } => *command,
+        _ => return None,
+    };
+    match frame {
+        TransferCommand::Listen { attempt, spec, .. } => Some(done_with_error(
+            spec.transfer_id,
+            attempt,
+            Side::Destination,
+            no_collections(MESSAGE),
+        )),
+        TransferCommand::Send { attempt, spec, .. } => Some(done_with_error(
+            spec.transfer_id,
+            attempt,
+            Side::Source,
+            no_collections(MESSAGE),
+        )),
+        _ => None,
+    }
+}
+
+fn no_collections(message: &str) -> AttemptError {
+    AttemptError {
+        code: "INVALID_PATH".into(),
+        message: message.into(),
+        retryable: false,
+    }
+}
+
+fn done_with_error(
+    transfer_id: String,
+    attempt: u32,
+    side: Side,
+    error: AttemptError,
+) -> AgentFrame {
+    AgentFrame::Transfer {
+        report: TransferReport::Done {
+            transfer_id,
+            attempt,
+            side,
+            counters: TransferCounters::default(),
+            checksums: Vec::new(),
+            error: Some(error),
+        },
+    }
+}
+
+fn parse_fingerprint(text: &str) -> Result<Fingerprint, AttemptError> {
+    Fingerprint::parse(text).map_err(|e| AttemptError {
+        code: "AUTH_FAILED".into(),
+        message: format!("bad peer fingerprint: {e}"),
+        retryable: false,
+    })
+}
+
+async fn run_file_op(collection: &Collection, op: FileOp) -> Result<FileOpOutcome, FileOpError> {
+    let outcome = match op {
+        FileOp::List {
+            path,
+            depth,
+            max_entries,
+        } => {
+            let entries = collection
+                .list(
+                    &path,
+                    lattice_data_plane::ListOptions {
+                        depth,
+                        max_entries: max_entries as usize,
+                    },
+                )
+                .await
+                .map_err(file_error)?;
+            FileOpOutcome::Entries {
+                entries: entries.iter().filter_map(|e| convert(e).ok()).collect(),
+            }
+        }
+        FileOp::Stat { path } => entry(collection.stat(&path).await.map_err(file_error)?)?,
+        FileOp::Mkdir { path, parents } => {
+            entry(collection.mkdir(&path, parents).await.map_err(file_error)?)?
+        }
+        FileOp::Rename { from, to } => {
+            entry(collection.rename(&from, &to).await.map_err(file_error)?)?
+        }
+        FileOp::Delete { path, recursive } => {
+            let summary = collection
+                .delete(&path, recursive)
+                .await
+                .map_err(file_error)?;
+            FileOpOutcome::Deleted {
+                summary: convert(&summary).map_err(io_error)?,
+            }
+        }
+    };
+    Ok(outcome)
+}
+
+fn entry(entry: lattice_data_plane::Entry) -> Result<FileOpOutcome, FileOpError> {
+    Ok(FileOpOutcome::Entry {
+        entry: convert(&entry).map_err(io_error)?,
+    })
+}
+
+fn io_error(e: serde_json::Error) -> FileOpError {
+    FileOpError {
+        kind: FileErrorKind::Io,
+        message: e.to_string(),
+    }
+}
+
+fn file_error(e: CollectionError) -> FileOpError {
+    let kind = match &e {
+        CollectionError::InvalidPath { .. } => FileErrorKind::InvalidPath,
+        CollectionError::Escape { .. } => FileErrorKind::Escape,
+        CollectionError::NotFound { .. } => FileErrorKind::NotFound,
+        CollectionError::PermissionDenied { .. } => FileErrorKind::PermissionDenied,
+        CollectionError::AlreadyExists { .. } => FileErrorKind::AlreadyExists,
+        CollectionError::DirectoryNotEmpty { .. } => FileErrorKind::DirectoryNotEmpty,
+        CollectionError::IsADirectory { .. } => FileErrorKind::IsADirectory,
+        CollectionError::NotADirectory { .. } => FileErrorKind::NotADirectory,
+        CollectionError::NoSpace { .. } => FileErrorKind::NoSpace,
+        CollectionError::RootOperation { .. } => FileErrorKind::RootOperation,
+        CollectionError::Root { .. } | CollectionError::Io { .. } => FileErrorKind::Io,
+    };
+    FileOpError {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+/// Converts between the engine's serde types and the protocol's, which
+/// have the same serialized shape.
+fn convert<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, serde_json::Error> {
+    serde_json::from_value(serde_json::to_value(value)?)
+}
+
+/// The IP sources should dial: the listen IP, or for a wildcard the local
+/// address of the route to the service (no packet is sent), else loopback.
+fn advertised_ip(listen: IpAddr, service: Option<&(String, u16)>) -> IpAddr {
+    if !listen.is_unspecified() {
+        return listen;
+    }
+    let local = service.and_then(|(host, port)| {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        socket.connect((host.as_str(), *port)).ok()?;
+        Some(socket.local_addr().ok()?.ip())
+    });
+    local
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_and_engine_shapes_agree() {
+        let spec = AttemptSpec {
+            transfer_id: "t.0".into(),
+            source_path: "/a".into(),
+            destination_path: "/b".into(),
+            recursive: true,
+            options: lattice_protocol::transfer::TransferOptions {
+                sync_level: Some(lattice_protocol::transfer::SyncLevel::Mtime),
+                preserve_mtime: true,
+                exclude: vec!["*.tmp".into()],
+                ..Default::default()
+            },
+        };
+        let engine: TransferSpec = convert(&spec).unwrap();
+        assert_eq!(
+            engine.options.sync_level,
+            Some(lattice_data_plane::SyncLevel::Mtime)
+        );
+        assert!(engine.options.verify_checksum);
+        assert!(engine.options.preserve_mtime);
+        let counters = lattice_data_plane::TransferCounters {
+            files: 3,
+            bytes_verified: 7,
+            ..Default::default()
+        };
+        let wire: TransferCounters = convert(&counters).unwrap();
+        assert_eq!((wire.files, wire.bytes_verified), (3, 7));
+    }
+
+    #[test]
+    fn collection_flags_parse() {
+        let c = CollectionConfig::parse("data=/srv/data dir").unwrap();
+        assert_eq!(c.name, "data");
+        assert_eq!(c.root, PathBuf::from("/srv/data dir"));
+        assert!(CollectionConfig::parse("no-equals").is_err());
+        assert!(CollectionConfig::parse("a:b=/x").is_err());
+    }
+
+    #[test]
+    fn a_wildcard_listen_address_is_not_advertised() {
+        let ip = advertised_ip(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Some(&("127.0.0.1".to_owned(), 8470)),
+        );
+        assert_eq!(ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let fixed = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(advertised_ip(fixed, None), fixed);
+    }
+}

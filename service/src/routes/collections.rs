@@ -1,0 +1,247 @@
+//! `/v1/collections`: the collections agents host, and file operations in
+//! them (relayed to the hosting agent, which resolves every path beneath the
+//! collection root). Access is owner-only for now.
+
+use axum::extract::State;
+use lattice_protocol::transfer::{
+    CollectionInfo, DeleteRequest, DeleteSummary, FileEntry, FileOp, FileOpOutcome, ListRequest,
+    ListResponse, MkdirRequest, RenameRequest, StatRequest,
+};
+use lattice_protocol::{CollectionId, ErrorBody};
+
+use crate::auth::{Authorized, Caller, Transfer};
+use crate::error::{ApiError, Json, Path};
+use crate::state::AppState;
+use crate::store::CollectionRecord;
+
+/// Deepest listing one request may ask for.
+const MAX_DEPTH: u32 = 64;
+/// Most entries one listing returns.
+const MAX_ENTRIES: u32 = 100_000;
+
+/// Loads a collection the caller may use, by id or name: 404 if unknown
+/// (or withdrawn), 403 if it belongs to someone else.
+pub async fn usable_collection(
+    state: &AppState,
+    caller: &Caller,
+    given: &str,
+) -> Result<CollectionRecord, ApiError> {
+    let record = match given.parse::<CollectionId>() {
+        Ok(id) => state.store.collection(id).await?,
+        Err(_) => {
+            state
+                .store
+                .collection_by_name(caller.identity_id, given)
+                .await?
+        }
+    };
+    let record = record.filter(|c| c.withdrawn_at.is_none()).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "collection `{given}` does not exist (list yours with `lattice collection list`)"
+        ))
+    })?;
+    if record.owner_id != caller.identity_id {
+        return Err(ApiError::forbidden(format!(
+            "collection `{given}` belongs to another identity; you may not use it"
+        )));
+    }
+    Ok(record)
+}
+
+pub async fn info(state: &AppState, record: CollectionRecord) -> Result<CollectionInfo, ApiError> {
+    let endpoint_name = state
+        .store
+        .endpoint(record.endpoint_id)
+        .await?
+        .map(|e| e.name)
+        .unwrap_or_default();
+    Ok(CollectionInfo {
+        id: record.id,
+        online: state.agents.connected(record.endpoint_id),
+        name: record.name,
+        owner_id: record.owner_id,
+        endpoint_id: record.endpoint_id,
+        endpoint_name,
+        root: record.root,
+        created_at: record.created_at,
+        announced_at: record.announced_at,
+    })
+}
+
+#[utoipa::path(get, path = "/v1/collections", tag = "collections", security(("bearer" = ["transfer"])),
+    responses((status = 200, body = Vec<CollectionInfo>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+) -> Result<Json<Vec<CollectionInfo>>, ApiError> {
+    let mut out = Vec::new();
+    for record in state.store.collections_owned_by(auth.identity_id).await? {
+        out.push(info(&state, record).await?);
+    }
+    Ok(Json(out))
+}
+
+#[utoipa::path(get, path = "/v1/collections/{collection}", tag = "collections", security(("bearer" = ["transfer"])),
+    params(("collection" = String, Path, description = "collection id or name")),
+    responses((status = 200, body = CollectionInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Path(collection): Path<String>,
+) -> Result<Json<CollectionInfo>, ApiError> {
+    let record = usable_collection(&state, &auth, &collection).await?;
+    Ok(Json(info(&state, record).await?))
+}
+
+async fn run(
+    state: &AppState,
+    caller: &Caller,
+    collection: &str,
+    op: FileOp,
+) -> Result<(CollectionRecord, FileOpOutcome), ApiError> {
+    let record = usable_collection(state, caller, collection).await?;
+    let outcome = crate::transfers::file_op(state, &record, op).await?;
+    Ok((record, outcome))
+}
+
+fn one_entry(outcome: FileOpOutcome) -> Result<FileEntry, ApiError> {
+    match outcome {
+        FileOpOutcome::Entry { entry } => Ok(entry),
+        other => Err(ApiError::internal(format!(
+            "agent answered with {other:?} where an entry was expected"
+        ))),
+    }
+}
+
+/// List a directory (a file lists as itself), down to `depth` levels.
+#[utoipa::path(post, path = "/v1/collections/{collection}/ls", tag = "collections", security(("bearer" = ["transfer"])),
+    params(("collection" = String, Path, description = "collection id or name")), request_body = ListRequest,
+    responses((status = 200, body = ListResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the hosting agent is offline")))]
+pub async fn ls(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Path(collection): Path<String>,
+    Json(request): Json<ListRequest>,
+) -> Result<Json<ListResponse>, ApiError> {
+    if request.depth == 0 || request.depth > MAX_DEPTH {
+        return Err(ApiError::bad_request(format!(
+            "depth: use 1 to {MAX_DEPTH}"
+        )));
+    }
+    let max_entries = request
+        .max_entries
+        .unwrap_or(MAX_ENTRIES)
+        .clamp(1, MAX_ENTRIES);
+    let (record, outcome) = run(
+        &state,
+        &auth,
+        &collection,
+        FileOp::List {
+            path: request.path.clone(),
+            depth: request.depth,
+            max_entries,
+        },
+    )
+    .await?;
+    match outcome {
+        FileOpOutcome::Entries { entries } => Ok(Json(ListResponse {
+            collection: record.name,
+            path: request.path,
+            entries,
+        })),
+        other => Err(ApiError::internal(format!(
+            "agent answered a listing with {other:?}"
+        ))),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/collections/{collection}/stat", tag = "collections", security(("bearer" = ["transfer"])),
+    params(("collection" = String, Path, description = "collection id or name")), request_body = StatRequest,
+    responses((status = 200, body = FileEntry), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn stat(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Path(collection): Path<String>,
+    Json(request): Json<StatRequest>,
+) -> Result<Json<FileEntry>, ApiError> {
+    let (_, outcome) = run(
+        &state,
+        &auth,
+        &collection,
+        FileOp::Stat { path: request.path },
+    )
+    .await?;
+    Ok(Json(one_entry(outcome)?))
+}
+
+#[utoipa::path(post, path = "/v1/collections/{collection}/mkdir", tag = "collections", security(("bearer" = ["transfer"])),
+    params(("collection" = String, Path, description = "collection id or name")), request_body = MkdirRequest,
+    responses((status = 200, body = FileEntry), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn mkdir(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Path(collection): Path<String>,
+    Json(request): Json<MkdirRequest>,
+) -> Result<Json<FileEntry>, ApiError> {
+    let (_, outcome) = run(
+        &state,
+        &auth,
+        &collection,
+        FileOp::Mkdir {
+            path: request.path,
+            parents: request.parents,
+        },
+    )
+    .await?;
+    Ok(Json(one_entry(outcome)?))
+}
+
+#[utoipa::path(post, path = "/v1/collections/{collection}/rename", tag = "collections", security(("bearer" = ["transfer"])),
+    params(("collection" = String, Path, description = "collection id or name")), request_body = RenameRequest,
+    responses((status = 200, body = FileEntry), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn rename(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Path(collection): Path<String>,
+    Json(request): Json<RenameRequest>,
+) -> Result<Json<FileEntry>, ApiError> {
+    let (_, outcome) = run(
+        &state,
+        &auth,
+        &collection,
+        FileOp::Rename {
+            from: request.from,
+            to: request.to,
+        },
+    )
+    .await?;
+    Ok(Json(one_entry(outcome)?))
+}
+
+#[utoipa::path(post, path = "/v1/collections/{collection}/delete", tag = "collections", security(("bearer" = ["transfer"])),
+    params(("collection" = String, Path, description = "collection id or name")), request_body = DeleteRequest,
+    responses((status = 200, body = DeleteSummary), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Path(collection): Path<String>,
+    Json(request): Json<DeleteRequest>,
+) -> Result<Json<DeleteSummary>, ApiError> {
+    let (_, outcome) = run(
+        &state,
+        &auth,
+        &collection,
+        FileOp::Delete {
+            path: request.path,
+            recursive: request.recursive,
+        },
+    )
+    .await?;
+    match outcome {
+        FileOpOutcome::Deleted { summary } => Ok(Json(summary)),
+        other => Err(ApiError::internal(format!(
+            "agent answered a delete with {other:?}"
+        ))),
+    }
+}

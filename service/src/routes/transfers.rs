@@ -1,0 +1,348 @@
+//! `/v1/transfers`: managed transfer tasks between two collections. The
+//! service records the task and its runner drives the agents
+//! (`crate::transfers::runner`); data goes directly between the agents.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::Utc;
+use lattice_protocol::transfer::{
+    TransferCounters, TransferEventInfo, TransferInfo, TransferStatus, TransferSubmit,
+};
+use lattice_protocol::{ErrorBody, TransferId};
+use serde::Deserialize;
+
+use crate::auth::{Authorized, Caller, Transfer};
+use crate::error::{ApiError, Json, Path, Query};
+use crate::routes::collections::usable_collection;
+use crate::state::AppState;
+use crate::store::{NewTransferEvent, StoreError, TransferProgress, TransferRecord};
+
+/// Most items in one transfer task.
+const MAX_ITEMS: usize = 10_000;
+
+async fn info(
+    state: &AppState,
+    record: TransferRecord,
+    with_checksums: bool,
+) -> Result<TransferInfo, ApiError> {
+    let name = |id| async move {
+        Ok::<_, ApiError>(
+            state
+                .store
+                .collection(id)
+                .await?
+                .map(|c| c.name)
+                .unwrap_or_default(),
+        )
+    };
+    let source_collection_name = name(record.source_collection).await?;
+    let destination_collection_name = name(record.destination_collection).await?;
+    let checksums = if with_checksums {
+        state.store.transfer_checksums(record.id).await?
+    } else {
+        Vec::new()
+    };
+    let end = record.completed_at.unwrap_or_else(Utc::now);
+    let elapsed_ms = (end - record.submitted_at).num_milliseconds().max(1) as u64;
+    Ok(TransferInfo {
+        id: record.id,
+        owner_id: record.owner_id,
+        label: record.label,
+        status: record.status,
+        status_message: record.status_message,
+        source_collection: record.source_collection,
+        source_collection_name,
+        destination_collection: record.destination_collection,
+        destination_collection_name,
+        items: record.items,
+        options: record.options,
+        deadline: record.deadline,
+        submission_id: record.submission_id,
+        submitted_at: record.submitted_at,
+        completed_at: record.completed_at,
+        items_done: record.items_done,
+        attempts: record.attempts,
+        effective_bytes_per_second: record.counters.bytes_transferred * 1000 / elapsed_ms,
+        counters: record.counters,
+        checksums,
+    })
+}
+
+async fn owned_transfer(
+    state: &AppState,
+    caller: &Caller,
+    id: TransferId,
+) -> Result<TransferRecord, ApiError> {
+    let record = state
+        .store
+        .transfer(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("transfer {id} does not exist")))?;
+    if record.owner_id != caller.identity_id {
+        return Err(ApiError::forbidden(format!(
+            "transfer {id} belongs to another identity"
+        )));
+    }
+    Ok(record)
+}
+
+fn check_path(what: &str, path: &str) -> Result<(), ApiError> {
+    if path.is_empty() {
+        return Err(ApiError::bad_request(format!("{what}: a path is required")));
+    }
+    if path.contains('\0') {
+        return Err(ApiError::bad_request(format!("{what}: NUL in path")));
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err(ApiError::bad_request(format!(
+            "{what} `{path}` is not allowed: `..` would leave the collection"
+        )));
+    }
+    Ok(())
+}
+
+fn check_globs(what: &str, globs: &[String]) -> Result<(), ApiError> {
+    for glob in globs {
+        if glob.is_empty() || glob.len() > 1024 || glob.contains('\0') {
+            return Err(ApiError::bad_request(format!(
+                "{what}: `{glob}` is not a usable glob"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Submit a transfer task. With a `submission_id` the owner already used,
+/// the first task is returned (200) instead of a new one (201).
+#[utoipa::path(post, path = "/v1/transfers", tag = "transfers", security(("bearer" = ["transfer"])),
+    request_body = TransferSubmit,
+    responses((status = 201, body = TransferInfo), (status = 200, body = TransferInfo, description = "resubmission of a known submission id"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn submit(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Json(request): Json<TransferSubmit>,
+) -> Result<(StatusCode, Json<TransferInfo>), ApiError> {
+    if let Some(submission_id) = &request.submission_id {
+        if submission_id.is_empty() || submission_id.len() > 200 {
+            return Err(ApiError::bad_request("submission_id: use 1-200 characters"));
+        }
+        if let Some(existing) = state
+            .store
+            .transfer_by_submission(auth.identity_id, submission_id)
+            .await?
+        {
+            return Ok((StatusCode::OK, Json(info(&state, existing, false).await?)));
+        }
+    }
+    if request.items.is_empty() {
+        return Err(ApiError::bad_request(
+            "items: give at least one source and destination path",
+        ));
+    }
+    if request.items.len() > MAX_ITEMS {
+        return Err(ApiError::bad_request(format!(
+            "items: at most {MAX_ITEMS} per transfer"
+        )));
+    }
+    for (i, item) in request.items.iter().enumerate() {
+        check_path(&format!("items[{i}].source_path"), &item.source_path)?;
+        check_path(
+            &format!("items[{i}].destination_path"),
+            &item.destination_path,
+        )?;
+    }
+    check_globs("options.include", &request.options.include)?;
+    check_globs("options.exclude", &request.options.exclude)?;
+    if let Some(label) = &request.label {
+        if label.len() > 256 {
+            return Err(ApiError::bad_request("label: at most 256 bytes"));
+        }
+    }
+    if let Some(deadline) = request.deadline {
+        if deadline <= Utc::now() {
+            return Err(ApiError::bad_request("deadline: must be in the future"));
+        }
+    }
+    let source = usable_collection(&state, &auth, &request.source_collection).await?;
+    let destination = usable_collection(&state, &auth, &request.destination_collection).await?;
+    let record = TransferRecord {
+        id: TransferId::new(),
+        owner_id: auth.identity_id,
+        label: request.label,
+        status: TransferStatus::Active,
+        status_message: None,
+        source_collection: source.id,
+        destination_collection: destination.id,
+        items: request.items,
+        options: request.options,
+        deadline: request.deadline,
+        submission_id: request.submission_id.clone(),
+        submitted_at: Utc::now(),
+        completed_at: None,
+        items_done: 0,
+        attempts: 0,
+        counters: TransferCounters::default(),
+    };
+    match state.store.insert_transfer(&record).await {
+        Ok(()) => {}
+        // Two submissions with one id raced: the other one won.
+        Err(StoreError::Conflict(_)) if request.submission_id.is_some() => {
+            let submission_id = request.submission_id.as_deref().unwrap_or_default();
+            let existing = state
+                .store
+                .transfer_by_submission(auth.identity_id, submission_id)
+                .await?
+                .ok_or_else(|| ApiError::internal("submission id conflict without a row"))?;
+            return Ok((StatusCode::OK, Json(info(&state, existing, false).await?)));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    state
+        .store
+        .insert_transfer_event(&NewTransferEvent {
+            transfer_id: record.id,
+            time: Utc::now(),
+            code: "SUBMITTED".into(),
+            fault: false,
+            side: None,
+            path: None,
+            message: format!(
+                "{} item(s) from `{}` to `{}`",
+                record.items.len(),
+                source.name,
+                destination.name
+            ),
+            item: 0,
+            attempt: 0,
+        })
+        .await?;
+    tracing::info!(transfer_id = %record.id, source = %source.name, destination = %destination.name, items = record.items.len(), "transfer submitted");
+    crate::transfers::runner::spawn(state.clone(), record.id);
+    Ok((
+        StatusCode::CREATED,
+        Json(info(&state, record, false).await?),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListParams {
+    /// At most this many (newest first) [default: 100, max 1000].
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/transfers", tag = "transfers", security(("bearer" = ["transfer"])), params(ListParams),
+    responses((status = 200, body = Vec<TransferInfo>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Vec<TransferInfo>>, ApiError> {
+    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    let mut out = Vec::new();
+    for record in state
+        .store
+        .transfers_owned_by(auth.identity_id, limit)
+        .await?
+    {
+        out.push(info(&state, record, false).await?);
+    }
+    Ok(Json(out))
+}
+
+/// One transfer task, with the checksum of every file it transferred.
+#[utoipa::path(get, path = "/v1/transfers/{id}", tag = "transfers", security(("bearer" = ["transfer"])),
+    params(("id" = TransferId, Path)),
+    responses((status = 200, body = TransferInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Path(id): Path<TransferId>,
+) -> Result<Json<TransferInfo>, ApiError> {
+    let record = owned_transfer(&state, &auth, id).await?;
+    Ok(Json(info(&state, record, true).await?))
+}
+
+/// Cancel a transfer that is not final; 409 if it already is.
+#[utoipa::path(post, path = "/v1/transfers/{id}/cancel", tag = "transfers", security(("bearer" = ["transfer"])),
+    params(("id" = TransferId, Path)),
+    responses((status = 200, body = TransferInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Path(id): Path<TransferId>,
+) -> Result<Json<TransferInfo>, ApiError> {
+    let record = owned_transfer(&state, &auth, id).await?;
+    if record.status.is_final() {
+        return Err(ApiError::conflict(format!(
+            "transfer {id} is already {}",
+            record.status.as_str()
+        )));
+    }
+    let cancelled = state
+        .store
+        .update_transfer(
+            id,
+            &TransferProgress {
+                status: TransferStatus::Cancelled,
+                status_message: Some("cancelled by its owner"),
+                items_done: record.items_done,
+                attempts: record.attempts,
+                counters: &record.counters,
+                completed_at: Some(Utc::now()),
+            },
+        )
+        .await?;
+    if !cancelled {
+        let now = owned_transfer(&state, &auth, id).await?;
+        return Err(ApiError::conflict(format!(
+            "transfer {id} is already {}",
+            now.status.as_str()
+        )));
+    }
+    state
+        .store
+        .insert_transfer_event(&NewTransferEvent {
+            transfer_id: id,
+            time: Utc::now(),
+            code: "CANCELLED".into(),
+            fault: false,
+            side: None,
+            path: None,
+            message: "cancelled by its owner".into(),
+            item: record.items_done,
+            attempt: record.attempts,
+        })
+        .await?;
+    state.data.cancel(id);
+    let record = owned_transfer(&state, &auth, id).await?;
+    Ok(Json(info(&state, record, false).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct EventParams {
+    /// Only events after this sequence number.
+    after: Option<i64>,
+    /// At most this many [default: 1000, max 10000].
+    limit: Option<u32>,
+}
+
+/// Faults and status changes of a transfer, oldest first.
+#[utoipa::path(get, path = "/v1/transfers/{id}/events", tag = "transfers", security(("bearer" = ["transfer"])),
+    params(("id" = TransferId, Path), EventParams),
+    responses((status = 200, body = Vec<TransferEventInfo>), (status = 404, body = ErrorBody)))]
+pub async fn events(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Path(id): Path<TransferId>,
+    Query(params): Query<EventParams>,
+) -> Result<Json<Vec<TransferEventInfo>>, ApiError> {
+    owned_transfer(&state, &auth, id).await?;
+    let limit = params.limit.unwrap_or(1000).clamp(1, 10_000);
+    Ok(Json(
+        state
+            .store
+            .transfer_events(id, params.after.unwrap_or(0), limit)
+            .await?,
+    ))
+}
