@@ -661,6 +661,19 @@ impl Agent {
 
     fn flush(&mut self) {
         self.flush_at = None;
+        if !self.pending_results.is_empty() && !self.pending_started.is_empty() {
+            // A task that started and finished since the last flush needs no
+            // Started of its own: its result carries the start time, and the
+            // service then writes the task once instead of twice.
+            let finished: std::collections::HashSet<TaskId> = self
+                .pending_results
+                .iter()
+                .filter(|r| r.started_at.is_some())
+                .map(|r| r.task_id)
+                .collect();
+            self.pending_started
+                .retain(|s| !finished.contains(&s.task_id));
+        }
         if !self.pending_started.is_empty() {
             let tasks = std::mem::take(&mut self.pending_started);
             self.send(AgentFrame::Started { tasks });

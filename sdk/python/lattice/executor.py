@@ -490,8 +490,6 @@ class Executor(concurrent.futures.Executor):
                 if not item.future.done():
                     item.future.set_exception(error)
             return
-        self.stats["batch_requests"] += 1
-        self.stats["tasks_submitted"] += len(items)
         batch_id = submitted["batch_id"]
         cancelled = []
         with self._lock:
@@ -502,6 +500,10 @@ class Executor(concurrent.futures.Executor):
                     cancelled.append(task_id)
         handler = items[0].future._lattice_handler  # type: ignore[attr-defined]
         self._record(batch_id, function_id, handler, submitted["task_ids"])
+        # Counted once recorded: a kernel that dies after seeing the count
+        # can be re-attached to these tasks (reload_tasks).
+        self.stats["batch_requests"] += 1
+        self.stats["tasks_submitted"] += len(items)
         if cancelled:
             self._cancel_remote(cancelled)
         self._loop.create_task(self._follow(batch_id))

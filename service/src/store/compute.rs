@@ -2,6 +2,8 @@
 //! embedded queue. Same pattern as the account tables: SQL written once,
 //! instantiated for both back ends by `impl_compute_store!`.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lattice_protocol::compute::{
@@ -365,6 +367,9 @@ const TASK_COLUMNS: &str = "id, batch_id, function_id, endpoint_id, owner_id, st
 const FINAL_STATES: &str = "('success', 'failed', 'cancelled')";
 /// Rows per multi-row INSERT (well under SQLite's parameter limit).
 const INSERT_CHUNK: usize = 500;
+/// Rows per batched UPDATE of `mark_started` and `record_outcomes` (7
+/// parameters each, well under SQLite's parameter limit).
+const ROWS_PER_UPDATE: usize = 256;
 
 macro_rules! impl_compute_store {
     ($store:ty, $db:ty) => {
@@ -738,45 +743,78 @@ macro_rules! impl_compute_store {
             }
 
             async fn mark_started(&self, started: &[TaskStarted]) -> StoreResult<()> {
+                // One statement per chunk (not one per task): on SQLite every
+                // statement is a round trip to the connection's thread.
+                let mut seen = HashSet::new();
+                let started: Vec<&TaskStarted> = started.iter().filter(|s| seen.insert(s.task_id)).collect();
                 let mut tx = self.pool.begin().await?;
-                for s in started {
-                    sqlx::query("UPDATE tasks SET state = 'running', started_at = $2, worker = $3 WHERE id = $1 AND state IN ('waiting', 'dispatched')")
-                        .bind(s.task_id.to_string())
-                        .bind(to_millis(s.at))
-                        .bind(&s.worker)
-                        .execute(&mut *tx)
-                        .await?;
+                for chunk in started.chunks(ROWS_PER_UPDATE) {
+                    let mut query: QueryBuilder<$db> = QueryBuilder::new(
+                        "UPDATE tasks SET state = 'running', started_at = s_at, worker = s_worker FROM (",
+                    );
+                    for (i, s) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            query.push(" UNION ALL ");
+                        }
+                        query.push("SELECT ").push_bind(s.task_id.to_string());
+                        query.push(" AS s_id, CAST(").push_bind(to_millis(s.at));
+                        query.push(" AS BIGINT) AS s_at, ").push_bind(&s.worker);
+                        query.push(" AS s_worker");
+                    }
+                    query.push(") AS started WHERE id = s_id AND state IN ('waiting', 'dispatched')");
+                    query.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())
             }
 
             async fn record_outcomes(&self, outcomes: &[TaskOutcome]) -> StoreResult<Vec<Recorded>> {
+                // The first outcome of each task goes into one UPDATE per chunk
+                // (on SQLite every statement is a round trip to the
+                // connection's thread); the rest are duplicates, or outcomes of
+                // tasks already final or unknown, counted one by one (rare).
+                let mut seen = HashSet::new();
+                let firsts: Vec<&TaskOutcome> = outcomes.iter().filter(|o| seen.insert(o.task_id)).collect();
                 let mut tx = self.pool.begin().await?;
+                let mut updated: HashMap<TaskId, TaskInfo> = HashMap::with_capacity(firsts.len());
+                for chunk in firsts.chunks(ROWS_PER_UPDATE) {
+                    let mut query: QueryBuilder<$db> = QueryBuilder::new(
+                        "UPDATE tasks SET state = o_state, result = o_result, error = o_error, worker = COALESCE(o_worker, worker), started_at = COALESCE(started_at, o_started_at), finished_at = o_finished_at FROM (",
+                    );
+                    for (i, o) in chunk.iter().enumerate() {
+                        let state = match o.status {
+                            OutcomeStatus::Success => TaskState::Success,
+                            OutcomeStatus::Failed => TaskState::Failed,
+                        };
+                        let result = o
+                            .result
+                            .as_ref()
+                            .map(|r| serde_json::to_string(r).expect("result serializes"));
+                        if i > 0 {
+                            query.push(" UNION ALL ");
+                        }
+                        query.push("SELECT ").push_bind(o.task_id.to_string());
+                        query.push(" AS o_id, ").push_bind(state.as_str());
+                        query.push(" AS o_state, ").push_bind(result);
+                        query.push(" AS o_result, ").push_bind(o.error.clone());
+                        query.push(" AS o_error, ").push_bind(o.worker.clone());
+                        query.push(" AS o_worker, CAST(").push_bind(o.started_at.map(to_millis));
+                        query.push(" AS BIGINT) AS o_started_at, CAST(").push_bind(to_millis(o.finished_at));
+                        query.push(" AS BIGINT) AS o_finished_at");
+                    }
+                    query.push(format!(
+                        ") AS outcomes WHERE id = o_id AND state NOT IN {FINAL_STATES} RETURNING {TASK_COLUMNS}"
+                    ));
+                    let rows: Vec<TaskRow> = query.build_query_as().fetch_all(&mut *tx).await?;
+                    for row in rows {
+                        let task = row.into_info()?;
+                        updated.insert(task.id, task);
+                    }
+                }
                 let mut recorded = Vec::with_capacity(outcomes.len());
                 for o in outcomes {
-                    let state = match o.status {
-                        OutcomeStatus::Success => TaskState::Success,
-                        OutcomeStatus::Failed => TaskState::Failed,
-                    };
-                    let result = o
-                        .result
-                        .as_ref()
-                        .map(|r| serde_json::to_string(r).expect("result serializes"));
-                    let updated: Option<TaskRow> = sqlx::query_as(&format!(
-                        "UPDATE tasks SET state = $2, result = $3, error = $4, worker = COALESCE($5, worker), started_at = COALESCE(started_at, $6), finished_at = $7 WHERE id = $1 AND state NOT IN {FINAL_STATES} RETURNING {TASK_COLUMNS}"
-                    ))
-                    .bind(o.task_id.to_string())
-                    .bind(state.as_str())
-                    .bind(result)
-                    .bind(&o.error)
-                    .bind(&o.worker)
-                    .bind(o.started_at.map(to_millis))
-                    .bind(to_millis(o.finished_at))
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some(row) = updated {
-                        recorded.push(Recorded::First(Box::new(row.into_info()?)));
+                    if let Some(task) = updated.remove(&o.task_id) {
+                        recorded.push(Recorded::First(Box::new(task)));
                         continue;
                     }
                     let dup = sqlx::query("UPDATE tasks SET duplicate_results = duplicate_results + 1 WHERE id = $1")
