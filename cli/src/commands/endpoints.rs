@@ -139,3 +139,70 @@ pub(crate) fn table(list: &[EndpointInfo]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_protocol::compute::{BlockPhase, BlockReport, ChildReport};
+
+    fn endpoint() -> EndpointInfo {
+        serde_json::from_value(serde_json::json!({
+            "id": lattice_protocol::EndpointId::new(),
+            "name": "facility",
+            "owner_id": lattice_protocol::IdentityId::new(),
+            "status": "online",
+            "created_at": "2026-11-23T12:00:00Z",
+            "last_seen": null,
+            "agent_version": null,
+            "hostname": null,
+            "workers": 1,
+            "idle_slots": 0,
+            "agent_queue_depth": 0,
+            "waiting_tasks": 0
+        }))
+        .expect("an endpoint")
+    }
+
+    #[test]
+    fn a_plain_endpoint_says_nothing_of_user_agents() {
+        let text = describe(&endpoint());
+        assert!(!text.contains("multi-user"), "{text}");
+        assert!(!text.contains("user agents"), "{text}");
+    }
+
+    #[test]
+    fn a_multi_user_endpoint_lists_its_user_agents_and_their_blocks() {
+        let mut e = endpoint();
+        e.multi_user = true;
+        assert!(describe(&e).contains("user agents:   none running"));
+        e.children = vec![ChildReport {
+            local_user: "lattice-alice".into(),
+            variables: r#"{"walltime":600}"#.into(),
+            pid: Some(4242),
+            tasks: 3,
+            workers: 1,
+            blocks: vec![BlockReport {
+                id: "b1-1".into(),
+                job_id: Some("17".into()),
+                state: BlockPhase::Running,
+                message: None,
+                nodes: 1,
+                workers: 1,
+            }],
+            provider_error: Some("sbatch: error: invalid partition".into()),
+        }];
+        let text = describe(&e);
+        assert!(text.contains("mode:          multi-user"), "{text}");
+        assert!(
+            text.contains(
+                "lattice-alice  pid 4242  3 task(s), 1 worker(s)  variables {\"walltime\":600}"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("block b1-1  running    job 17"), "{text}");
+        assert!(
+            text.contains("cannot start workers: sbatch: error: invalid partition"),
+            "{text}"
+        );
+    }
+}

@@ -189,24 +189,7 @@ async fn endpoint_blocks_and_provider_error_round_trip(store: SharedStore) {
     use lattice_protocol::compute::{BlockPhase, BlockReport, ChildReport};
     let ada = identity("idp", "ada-blocks");
     store.insert_identity(&ada).await.unwrap();
-    let record = crate::store::EndpointRecord {
-        id: lattice_protocol::EndpointId::new(),
-        owner_id: ada.id,
-        name: "hpc".into(),
-        secret_hash: "hash-blocks".into(),
-        created_at: from_millis(to_millis(Utc::now())),
-        connected_at: None,
-        last_seen: None,
-        agent_version: None,
-        hostname: None,
-        workers: 0,
-        idle_slots: 0,
-        queue_depth: 0,
-        blocks: Vec::new(),
-        provider_error: None,
-        multi_user: false,
-        children: Vec::new(),
-    };
+    let record = endpoint_record(ada.id, "hpc");
     store.insert_endpoint(&record).await.unwrap();
     assert_eq!(
         store.endpoint(record.id).await.unwrap(),
