@@ -506,7 +506,7 @@ impl Facility {
 
     /// Stops the root agent with SIGTERM (it stops its children, which
     /// cancel their blocks) and waits for it.
-    fn stop(&mut self) {
+    async fn stop(&mut self) {
         // SAFETY: kill on a pid we own.
         unsafe {
             libc::kill(self.agent.id() as i32, libc::SIGTERM);
@@ -516,7 +516,7 @@ impl Facility {
             if let Ok(Some(_)) = self.agent.try_wait() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let _ = self.agent.kill();
         panic!("the multi-user agent did not stop within 60 s of SIGTERM");
@@ -652,7 +652,7 @@ async fn multi_user_agent_serves_several_identities_through_the_service() {
     let log = std::fs::read_to_string(facility.state.join("audit.log")).unwrap();
     assert!(log.contains("\"local_user\":\"lattice-bob\""), "{log}");
     assert!(log.contains("refused: no local account"), "{log}");
-    facility.stop();
+    facility.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -733,7 +733,7 @@ async fn slurm_backed_user_config_submits_blocks_as_the_mapped_user() {
         .await;
     assert_eq!(info.children[0].local_user, "lattice-alice");
     // Stopping the root stops the child, which cancels its block.
-    facility.stop();
+    facility.stop().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let squeue = std::process::Command::new("squeue")
@@ -751,6 +751,6 @@ async fn slurm_backed_user_config_submits_blocks_as_the_mapped_user() {
             std::time::Instant::now() < deadline,
             "job {job} still queued after the agent stopped"
         );
-        std::thread::sleep(Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -172,11 +172,6 @@ impl UserPool {
         reports
     }
 
-    /// Tasks queued or running in any child.
-    pub fn held(&self) -> usize {
-        self.tasks.len()
-    }
-
     /// Stops these tasks wherever they are; their outcomes are not reported.
     pub fn cancel(&mut self, task_ids: &[TaskId]) {
         for id in task_ids {
