@@ -16,7 +16,7 @@ use tokio::time::{Instant, Interval};
 use crate::blocks::{BlockEvent, BlockSettings, Blocks};
 use crate::channel::{self, ChannelEvent, ChannelParams};
 use crate::config::{AgentConfig, Credentials, EndpointCredential};
-use crate::credits::{Credits, PREFETCH};
+use crate::credits::{Credits, Prefetch};
 use crate::dispatcher::{self, Dispatcher, WorkerEvent};
 use crate::multi_user::runner::{spawn_runner, RunnerCommand, RunnerEvent};
 use crate::provider::{LocalProvider, LocalWorkers};
@@ -162,6 +162,7 @@ pub async fn run_agent(
         dispatcher: Dispatcher::default(),
         link: None,
         credits: Credits::default(),
+        prefetch: Prefetch::default(),
         expected_slots: config.workers.saturating_mul(config.worker_capacity),
         default_walltime_secs: config.default_walltime_secs,
         pending_started: Vec::new(),
@@ -370,6 +371,7 @@ struct Agent {
     /// Outgoing frames of the current connection, if connected.
     link: Option<mpsc::UnboundedSender<AgentFrame>>,
     credits: Credits,
+    prefetch: Prefetch,
     /// Slots of the local workers the agent starts.
     expected_slots: u32,
     default_walltime_secs: Option<u32>,
@@ -611,6 +613,11 @@ impl Agent {
 
     /// A final outcome: kept until acknowledged, sent when connected.
     fn record(&mut self, outcome: TaskOutcome) {
+        if let Some(started) = outcome.started_at {
+            if let Ok(run) = (outcome.finished_at - started).to_std() {
+                self.prefetch.observe(run);
+            }
+        }
         self.unacked.insert(outcome.task_id, outcome.clone());
         if self.link.is_some() {
             self.pending_results.push(outcome);
@@ -625,7 +632,9 @@ impl Agent {
             return link.max_tasks;
         }
         let planned = self.expected_slots + self.blocks.as_ref().map_or(0, Blocks::planned_slots);
-        PREFETCH.saturating_mul(planned.max(self.dispatcher.slots()))
+        self.prefetch
+            .per_slot()
+            .saturating_mul(planned.max(self.dispatcher.slots()))
     }
 
     fn scale(&mut self) {

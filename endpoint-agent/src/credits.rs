@@ -5,9 +5,46 @@
 //! connection and start from zero on every new connection, so after a
 //! reconnect the agent grants the window minus the tasks it still holds.
 
-/// Tasks held per worker slot: one running, the rest waiting, so that short
-/// tasks do not leave workers idle for a round trip to the service.
-pub(crate) const PREFETCH: u32 = 8;
+use std::time::Duration;
+
+/// Tasks held per worker slot before any task has finished here.
+pub(crate) const PREFETCH_INITIAL: u32 = 8;
+/// Fewest tasks held per slot: one running and the next one waiting.
+const PREFETCH_MIN: u32 = 2;
+/// Most tasks held per slot.
+const PREFETCH_MAX: u32 = 64;
+/// Work held per slot, in expected running time.
+const QUEUED_WORK: Duration = Duration::from_millis(50);
+
+/// Tasks held per worker slot (one running, the rest waiting), from how long
+/// tasks run here: about [`QUEUED_WORK`] of them. Short tasks then never
+/// leave a worker idle for a round trip to the service, and each grant
+/// brings many, so the service's per-grant cost is shared; long tasks are
+/// not hoarded by one agent while another sits idle.
+#[derive(Debug, Default)]
+pub(crate) struct Prefetch {
+    /// Moving average of run times, in microseconds.
+    mean_run_us: Option<f64>,
+}
+
+impl Prefetch {
+    /// A task ran for `run`.
+    pub(crate) fn observe(&mut self, run: Duration) {
+        let us = run.as_secs_f64() * 1e6;
+        self.mean_run_us = Some(match self.mean_run_us {
+            None => us,
+            Some(mean) => mean + (us - mean) / 16.0,
+        });
+    }
+
+    pub(crate) fn per_slot(&self) -> u32 {
+        let Some(mean) = self.mean_run_us else {
+            return PREFETCH_INITIAL;
+        };
+        let queued = QUEUED_WORK.as_secs_f64() * 1e6 / mean.max(1.0);
+        (queued.ceil() as u32).clamp(PREFETCH_MIN, PREFETCH_MAX)
+    }
+}
 
 /// Grants not yet used by the service on the current connection.
 #[derive(Debug, Default)]
@@ -33,10 +70,15 @@ impl Credits {
         self.outstanding = self.outstanding.saturating_sub(count);
     }
 
-    /// The credits to grant now so that held + outstanding reaches `window`.
+    /// The credits to grant now so that held + outstanding reaches `window`,
+    /// in grants of at least a quarter of the window: every grant costs the
+    /// service a queue read and a store write, so one per finished task
+    /// made short tasks pay them one by one. Holding back less than a
+    /// quarter never starves the agent, since it still holds or is owed
+    /// the other three quarters.
     pub(crate) fn top_up(&mut self, window: u32, held: u32) -> Option<u32> {
         let want = window.saturating_sub(held.saturating_add(self.outstanding));
-        if want == 0 {
+        if want == 0 || want < window / 4 {
             return None;
         }
         self.outstanding += want;
@@ -62,6 +104,38 @@ mod tests {
         assert_eq!(credits.top_up(4, 0), Some(2));
         // The window grows with more workers.
         assert_eq!(credits.top_up(8, 0), Some(4));
+    }
+
+    #[test]
+    fn prefetch_follows_how_long_tasks_run() {
+        let mut prefetch = Prefetch::default();
+        assert_eq!(prefetch.per_slot(), PREFETCH_INITIAL);
+        prefetch.observe(Duration::from_micros(300));
+        assert_eq!(prefetch.per_slot(), PREFETCH_MAX, "no-op tasks");
+        let mut prefetch = Prefetch::default();
+        prefetch.observe(Duration::from_millis(10));
+        assert_eq!(prefetch.per_slot(), 5, "50 ms of 10 ms tasks");
+        for _ in 0..200 {
+            prefetch.observe(Duration::from_secs(2));
+        }
+        assert_eq!(prefetch.per_slot(), PREFETCH_MIN, "long tasks");
+        // One short task does not swing it back at once.
+        prefetch.observe(Duration::ZERO);
+        assert_eq!(prefetch.per_slot(), PREFETCH_MIN);
+    }
+
+    #[test]
+    fn grants_wait_for_a_quarter_of_the_window() {
+        let mut credits = Credits::default();
+        assert_eq!(credits.top_up(16, 0), Some(16));
+        credits.received(16);
+        // 16 held; 3 finish: not worth a grant yet.
+        assert_eq!(credits.top_up(16, 13), None);
+        // The fourth makes a grant of 4.
+        assert_eq!(credits.top_up(16, 12), Some(4));
+        // An idle agent with nothing owed always gets its whole window.
+        credits.reset();
+        assert_eq!(credits.top_up(16, 0), Some(16));
     }
 
     #[test]

@@ -411,3 +411,46 @@ pub enum StreamEvent {
     /// Every task of the batch is final; the stream closes after this.
     Done { status: BatchStatus },
 }
+
+/// A client's message on the session stream (`GET /v1/stream`, a WebSocket
+/// of JSON text frames): one connection per client session carries its
+/// submissions and the results of every batch it follows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum SessionRequest {
+    /// Submit a batch (the body of `POST /v1/batches`). Answered by
+    /// `submitted` or `error` with the same `request_id`; the batch is then
+    /// followed on this connection.
+    Submit { request_id: u64, batch: BatchSubmit },
+    /// Follow a batch submitted earlier (e.g. before a kernel restart):
+    /// its already-final tasks come first, then the rest as they finish.
+    Subscribe { batch_id: BatchId },
+}
+
+/// The service's message on the session stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum SessionEvent {
+    /// A `submit` was accepted.
+    Submitted {
+        request_id: u64,
+        batch_id: BatchId,
+        task_ids: Vec<TaskId>,
+    },
+    /// Tasks of followed batches that reached their final state.
+    Tasks { tasks: Vec<TaskInfo> },
+    /// Every task of a followed batch is final; it is no longer followed.
+    Done { status: BatchStatus },
+    /// A request failed: `request_id` names a refused `submit`, `batch_id`
+    /// a refused `subscribe`; with neither, the connection closes after it.
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch_id: Option<BatchId>,
+        code: crate::ErrorCode,
+        message: String,
+    },
+}

@@ -68,6 +68,13 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// What an internal error's client does not see, for the log.
+    pub fn internal_detail(&self) -> Option<&str> {
+        self.internal.as_deref()
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {

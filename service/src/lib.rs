@@ -76,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .route("/batches", post(routes::tasks::submit_batch))
         .route("/batches/{id}", get(routes::tasks::batch_status))
         .route("/batches/{id}/stream", get(routes::tasks::stream))
+        .route("/stream", get(routes::session::session))
         .route("/collections", get(routes::collections::list))
         .route("/collections/{collection}", get(routes::collections::show))
         .route(

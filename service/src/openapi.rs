@@ -34,6 +34,7 @@ use crate::routes;
         routes::tasks::cancel,
         routes::tasks::batch_status,
         routes::tasks::stream,
+        routes::session::session,
         routes::collections::list,
         routes::collections::show,
         routes::collections::ls,
@@ -48,7 +49,8 @@ use crate::routes;
         routes::transfers::events,
         crate::relay::connect,
     ),
-    components(schemas(lattice_protocol::ErrorBody, lattice_protocol::ErrorCode, lattice_protocol::compute::StreamEvent)),
+    components(schemas(lattice_protocol::ErrorBody, lattice_protocol::ErrorCode, lattice_protocol::compute::StreamEvent,
+        lattice_protocol::compute::SessionRequest, lattice_protocol::compute::SessionEvent)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

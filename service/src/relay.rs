@@ -16,7 +16,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::Utc;
 use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use lattice_protocol::frames::{
     AgentFrame, OutcomeStatus, ServiceFrame, Submitter, TaskAssignment, TaskOutcome,
 };
@@ -34,6 +34,8 @@ use crate::store::{AgentConnection, EndpointRecord, Recorded};
 const PREFETCH: u16 = 2048;
 /// Most tasks in one `Tasks` frame.
 const MAX_TASKS_PER_FRAME: usize = 256;
+/// Most results recorded in one store write when several frames wait.
+const MAX_COALESCED_RESULTS: usize = 1024;
 /// An agent silent for this long is considered gone.
 const AGENT_SILENCE: Duration = Duration::from_secs(30);
 /// Time an agent has to say hello.
@@ -226,8 +228,28 @@ impl Session {
             let silence = tokio::time::sleep(AGENT_SILENCE);
             tokio::select! {
                 frame = next_frame(stream) => {
-                    let Some(frame) = frame? else { return Ok(()) };
+                    let Some(mut frame) = frame? else { return Ok(()) };
+                    // Results frames already received are recorded with this
+                    // one: one store write for all of them. Under load the
+                    // batches grow by themselves; idle, nothing waits.
+                    let mut after = None;
+                    if let AgentFrame::Results { results } = &mut frame {
+                        while results.len() < MAX_COALESCED_RESULTS {
+                            match next_frame(stream).now_or_never() {
+                                Some(Ok(Some(AgentFrame::Results { results: more }))) => results.extend(more),
+                                Some(next) => {
+                                    after = Some(next);
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                    }
                     self.handle(frame, &subscription).await?;
+                    if let Some(next) = after {
+                        let Some(frame) = next? else { return Ok(()) };
+                        self.handle(frame, &subscription).await?;
+                    }
                 }
                 delivery = subscription.deliveries.recv(), if self.credits > 0 => {
                     let Some(first) = delivery else {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use chrono::Utc;
-use lattice_protocol::compute::{FunctionSpec, TaskResult, TaskState};
+use lattice_protocol::compute::{FunctionSpec, SessionEvent, TaskResult, TaskState};
 use lattice_protocol::frames::{
     AgentFrame, OutcomeStatus, ServiceFrame, TaskAssignment, TaskOutcome, TaskStarted,
 };
@@ -455,6 +455,212 @@ async fn batch_stream_yields_every_task_then_done(service: &TestService) {
     assert_eq!(status["success"], 3, "{status}");
 }
 
+// ---- the session stream ---------------------------------------------------------
+
+/// The `submitted` answer to request `request_id`: (batch id, task ids).
+fn submitted(event: SessionEvent, request_id: u64) -> (String, Vec<TaskId>) {
+    match event {
+        SessionEvent::Submitted {
+            request_id: answered,
+            batch_id,
+            task_ids,
+        } => {
+            assert_eq!(answered, request_id);
+            (batch_id.to_string(), task_ids)
+        }
+        other => panic!("expected submitted {request_id}, got {other:?}"),
+    }
+}
+
+/// The `error` event: (request id, batch id, code, message).
+fn session_error(event: SessionEvent) -> (Option<u64>, Option<String>, String, String) {
+    match event {
+        SessionEvent::Error {
+            request_id,
+            batch_id,
+            code,
+            message,
+        } => (
+            request_id,
+            batch_id.map(|b| b.to_string()),
+            serde_json::to_value(code)
+                .expect("code")
+                .as_str()
+                .expect("a code")
+                .to_owned(),
+            message,
+        ),
+        other => panic!("expected an error event, got {other:?}"),
+    }
+}
+
+async fn session_stream_submits_batches_and_streams_their_results(service: &TestService) {
+    let scene = scene(service).await;
+    let mut session = scene
+        .running
+        .session(Some(&scene.token))
+        .await
+        .expect("open the session stream");
+    let batch = |tasks: serde_json::Value| json!({"function_id": scene.function, "endpoint_id": scene.endpoint, "tasks": tasks});
+    session
+        .send_json(
+            json!({"type": "submit", "request_id": 1, "batch": batch(json!([{"n": 1}, {"n": 2}]))}),
+        )
+        .await;
+    let (first, first_ids) = submitted(session.next().await, 1);
+    session
+        .send_json(json!({"type": "submit", "request_id": 2, "batch": batch(json!([{"n": 3}]))}))
+        .await;
+    let (second, second_ids) = submitted(session.next().await, 2);
+    assert_eq!((first_ids.len(), second_ids.len()), (2, 1));
+    assert_ne!(first, second);
+
+    let mut agent = scene.agent().await;
+    agent.credit(3).await;
+    let tasks = agent.assignments(3).await;
+    finish(&mut agent, &tasks).await;
+    let (streamed, statuses) = session.until_done(&[&first, &second]).await;
+    let mut expected = first_ids.clone();
+    expected.extend(&second_ids);
+    assert_eq!(
+        sorted(streamed.iter().map(|t| t.id).collect()),
+        sorted(expected)
+    );
+    assert!(
+        streamed.iter().all(|t| t.state == TaskState::Success),
+        "{streamed:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| s["success"] == s["total"]),
+        "{statuses:?}"
+    );
+
+    // The connection stays open for more work.
+    session
+        .send_json(json!({"type": "submit", "request_id": 3, "batch": batch(json!([{"n": 4}]))}))
+        .await;
+    let (third, _) = submitted(session.next().await, 3);
+    agent.credit(1).await;
+    let tasks = agent.assignments(1).await;
+    finish(&mut agent, &tasks).await;
+    let (streamed, _) = session.until_done(&[&third]).await;
+    assert_eq!(streamed.len(), 1);
+}
+
+async fn session_stream_follows_a_batch_submitted_earlier(service: &TestService) {
+    let scene = scene(service).await;
+    let (batch, ids) = scene.submit(3).await;
+    let mut agent = scene.agent().await;
+    agent.credit(3).await;
+    let tasks = agent.assignments(3).await;
+    // One final before the subscription, the others after it.
+    finish(&mut agent, &tasks[..1]).await;
+    let mut session = scene
+        .running
+        .session(Some(&scene.token))
+        .await
+        .expect("open the session stream");
+    session
+        .send_json(json!({"type": "subscribe", "batch_id": batch}))
+        .await;
+    finish(&mut agent, &tasks[1..]).await;
+    let (streamed, statuses) = session.until_done(&[&batch]).await;
+    assert_eq!(sorted(streamed.iter().map(|t| t.id).collect()), sorted(ids));
+    assert_eq!(statuses[0]["total"], 3, "{statuses:?}");
+}
+
+async fn session_stream_answers_bad_requests_with_errors_and_stays_open(service: &TestService) {
+    let scene = scene(service).await;
+    let (_, mallory) = service.user("mallory").await;
+    let mut session = scene
+        .running
+        .session(Some(&mallory))
+        .await
+        .expect("open the session stream");
+
+    session
+        .send_message(Message::Text("{not json".into()))
+        .await;
+    let (request_id, _, code, message) = session_error(session.next().await);
+    assert_eq!((request_id, code.as_str()), (None, "bad_request"));
+    assert!(message.contains("invalid session request"), "{message}");
+
+    session
+        .send_json(
+            json!({"type": "submit", "request_id": 7, "batch": {"function_id": scene.function}}),
+        )
+        .await;
+    let (request_id, _, code, message) = session_error(session.next().await);
+    assert_eq!((request_id, code.as_str()), (Some(7), "bad_request"));
+    assert!(
+        message.contains("endpoint_id"),
+        "names the missing field: {message}"
+    );
+
+    session
+        .send_json(json!({"type": "submit", "request_id": 8, "batch": {
+            "function_id": scene.function, "endpoint_id": scene.endpoint, "tasks": [{"n": 1}]}}))
+        .await;
+    let (request_id, _, code, _) = session_error(session.next().await);
+    assert_eq!(request_id, Some(8));
+    assert!(
+        code == "forbidden" || code == "not_found",
+        "alice's function and endpoint: {code}"
+    );
+
+    let (batch, _) = scene.submit(1).await;
+    session
+        .send_json(json!({"type": "subscribe", "batch_id": batch}))
+        .await;
+    let (_, refused_batch, code, _) = session_error(session.next().await);
+    assert_eq!(
+        (refused_batch.as_deref(), code.as_str()),
+        (Some(batch.as_str()), "not_found")
+    );
+
+    session
+        .send_message(Message::Binary(vec![1, 2, 3].into()))
+        .await;
+    let (_, _, code, message) = session_error(session.next().await);
+    assert_eq!(code, "bad_request");
+    assert!(message.contains("JSON text"), "{message}");
+
+    // Still open: mallory's own work goes through.
+    let function = service.shell_function(&mallory, "echo {n}").await;
+    let (endpoint, _) = service.endpoint(&mallory, "mine").await;
+    session
+        .send_json(json!({"type": "submit", "request_id": 9, "batch": {
+            "function_id": function, "endpoint_id": endpoint, "tasks": [{"n": 1}]}}))
+        .await;
+    submitted(session.next().await, 9);
+}
+
+async fn session_stream_checks_its_token_on_every_submission(service: &TestService) {
+    let scene = scene(service).await;
+    let refused = scene.running.session(None).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == StatusCode::UNAUTHORIZED),
+        "no token: {:?}",
+        refused.as_ref().map(|_| ())
+    );
+    let mut session = scene
+        .running
+        .session(Some(&scene.token))
+        .await
+        .expect("open the session stream");
+    let revoked = service
+        .post_json("/v1/auth/revoke", None, json!({ "token": scene.token }))
+        .await;
+    assert!(revoked.status.is_success(), "{revoked:?}");
+    session
+        .send_json(json!({"type": "submit", "request_id": 1, "batch": {
+            "function_id": scene.function, "endpoint_id": scene.endpoint, "tasks": [{"n": 1}]}}))
+        .await;
+    let (request_id, _, code, message) = session_error(session.next().await);
+    assert_eq!((request_id, code.as_str()), (Some(1), "unauthorized"));
+    assert!(message.contains("revoked"), "{message}");
+}
+
 // ---- lost agents -----------------------------------------------------------------
 
 async fn tasks_in_flight_when_the_agent_leaves_are_redelivered_with_attempt_2(
@@ -777,6 +983,10 @@ agent_channel_suite!(
     result_over_max_result_bytes_fails_the_task,
     result_for_another_endpoints_task_is_ignored,
     batch_stream_yields_every_task_then_done,
+    session_stream_submits_batches_and_streams_their_results,
+    session_stream_follows_a_batch_submitted_earlier,
+    session_stream_answers_bad_requests_with_errors_and_stays_open,
+    session_stream_checks_its_token_on_every_submission,
     tasks_in_flight_when_the_agent_leaves_are_redelivered_with_attempt_2,
     task_fails_with_worker_lost_after_max_retries_plus_one_lost_deliveries,
     garbage_frame_ends_the_session_and_the_service_carries_on,

@@ -301,6 +301,40 @@ async fn json_body_over_the_limit_is_413() {
 }
 
 #[tokio::test]
+async fn session_stream_frame_over_the_body_limit_is_refused_by_request_id() {
+    let service = service_with(|config| config.max_body_bytes = 2048).await;
+    let running = service.serve().await;
+    let (_, token) = service.user("alice").await;
+    let mut session = running
+        .session(Some(&token))
+        .await
+        .expect("open the session stream");
+    let submit = |request_id: u64, size: usize| {
+        json!({"type": "submit", "request_id": request_id, "batch": {
+            "function_id": uuid::Uuid::nil(), "endpoint_id": uuid::Uuid::nil(),
+            "tasks": [{"text": "x".repeat(size)}]}})
+    };
+    session.send_json(submit(4, 3000)).await;
+    match session.next().await {
+        lattice_protocol::compute::SessionEvent::Error {
+            request_id,
+            code,
+            message,
+            ..
+        } => {
+            assert_eq!(request_id, Some(4));
+            assert_eq!(code, lattice_protocol::ErrorCode::PayloadTooLarge);
+            assert!(message.contains("over the limit of 2048"), "{message}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // Over twice the limit the frame is not read: the connection closes.
+    session.send_json(submit(5, 5000)).await;
+    session.closed().await;
+    service.cleanup().await;
+}
+
+#[tokio::test]
 async fn form_body_over_the_limit_is_413() {
     let service = service_with(|config| config.max_body_bytes = 2048).await;
     let big = "x".repeat(4096);

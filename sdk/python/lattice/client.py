@@ -42,14 +42,18 @@ def _raise_for(response: httpx.Response) -> None:
         request_id = body.get("request_id")
     except Exception:  # noqa: BLE001 - not the API's error body
         code, message, request_id = "http_error", response.text[:500] or response.reason_phrase, None
-    status = response.status_code
+    raise error_from(response.status_code, code, message, request_id)
+
+
+def error_from(status: int, code: str, message: str, request_id: Optional[str] = None) -> APIError:
+    """The exception for an API error body."""
     if status == 401:
-        raise AuthExpired(status, code, message, request_id)
+        return AuthExpired(status, code, message, request_id)
     if status == 403:
         if "not allowed" in message:
-            raise FunctionNotAllowed("", message, None, status, code)
-        raise Forbidden(status, code, message, request_id)
-    raise APIError(status, code, message, request_id)
+            return FunctionNotAllowed("", message, None, status, code)
+        return Forbidden(status, code, message, request_id)
+    return APIError(status, code, message, request_id)
 
 
 class Client:
@@ -137,6 +141,11 @@ class Client:
                 return None
             return response.json()
         raise AssertionError("unreachable")
+
+    def session_url(self) -> str:
+        """The WebSocket URL of the session stream (submissions and results)."""
+        base = self.url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        return f"{base}/v1/stream"
 
     def stream_url(self, batch_id: str) -> str:
         """The WebSocket URL of a batch's result stream."""

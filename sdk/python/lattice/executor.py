@@ -4,11 +4,13 @@ Lattice endpoint.
 How it works: ``submit`` serializes the function (once per function; it
 is registered on first use) and the arguments in the caller's thread, so
 mistakes raise at once, and queues the call. One background thread runs an
-asyncio loop that sends queued calls in batches (one ``POST /v1/batches``
-per function for everything submitted while the previous request was in
-flight, at most ``batch_size`` tasks each) and follows each batch's result
-stream (a WebSocket the service pushes final tasks to). Futures resolve as
-results land; nothing polls.
+asyncio loop that sends queued calls in batches (one ``submit`` per function
+for everything submitted while the previous one was in flight, at most
+``batch_size`` tasks each) over the executor's one session stream
+(``GET /v1/stream``, a WebSocket), which also carries the results of every
+batch, several per frame. Futures resolve as results land; nothing polls.
+If the stream drops, the executor reconnects and follows its unfinished
+batches again.
 
 Every batch is also written to ``CONFIG_DIR/task_groups/<task_group_id>.jsonl``
 so that a new executor with the same ``task_group_id`` (after a kernel
@@ -30,9 +32,10 @@ from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import httpx
+import websockets
 
 from lattice import serialize
-from lattice.client import Client, _raise_for
+from lattice.client import Client, error_from
 from lattice.errors import APIError, AuthExpired, EndpointOffline, LatticeError, TaskCancelled
 from lattice.functions import PythonFunction, ShellFunction, WasmFunction
 from lattice.profile import config_dir
@@ -40,6 +43,10 @@ from lattice.results import outcome
 
 #: Largest batch the service takes by default.
 MAX_BATCH = 10_000
+
+#: The HTTP status each error code of the API goes with.
+_STATUS_OF = {"bad_request": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404, "conflict": 409,
+              "payload_too_large": 413, "unavailable": 503, "internal": 500}
 
 
 class LatticeFuture(concurrent.futures.Future):
@@ -276,7 +283,7 @@ class Executor(concurrent.futures.Executor):
                     futures.append(future)
             batches.append(record["batch_id"])
         for batch_id in dict.fromkeys(batches):
-            self._call_in_loop(lambda b=batch_id: self._loop.create_task(self._follow(b)))
+            self._call_in_loop(lambda b=batch_id: self._follow(b))
         return futures
 
     # ------------------------------------------------------------ submission
@@ -392,11 +399,18 @@ class Executor(concurrent.futures.Executor):
         self._http = httpx.AsyncClient(base_url=self.client.url, timeout=120.0)
         self._flushing = False
         self._last_send = 0.0
+        self._socket: Any = None
+        self._connect_lock = asyncio.Lock()
+        self._request_ids = 0
+        # request id -> (answer, its calls, the connection it was sent on)
+        self._requests: Dict[int, Tuple[asyncio.Future, List[_Pending], Any]] = {}
         self._ready.set()
         try:
             self._loop.run_forever()
         finally:
             try:
+                if self._socket is not None:
+                    self._loop.run_until_complete(self._socket.close())
                 self._loop.run_until_complete(self._http.aclose())
                 pending = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
                 for task in pending:
@@ -480,76 +494,169 @@ class Executor(concurrent.futures.Executor):
             body["max_retries"] = int(max_retries)
         if self.user_endpoint_config is not None:
             body["user_endpoint_config"] = self.user_endpoint_config
+        self._request_ids += 1
+        request_id = self._request_ids
+        waiter: asyncio.Future = self._loop.create_future()
+        message = json.dumps({"type": "submit", "request_id": request_id, "batch": body})
         try:
-            response = await self._http.post("/v1/batches", json=body, headers=self._auth())
-            _raise_for(response)
-            submitted = response.json()
+            for attempt in (1, 2):
+                socket = await self._session()
+                self._requests[request_id] = (waiter, items, socket)
+                try:
+                    await socket.send(message)
+                    break
+                except websockets.ConnectionClosed:
+                    # Not sent: the connection had closed under us. Once more on a new one.
+                    self._requests.pop(request_id, None)
+                    if self._socket is socket:
+                        self._socket = None
+                    if attempt == 2:
+                        raise
+            await waiter
         except Exception as e:  # noqa: BLE001 - every future of the batch learns why
+            self._requests.pop(request_id, None)
             error = e if isinstance(e, LatticeError) else APIError(0, "unreachable", f"submitting tasks failed: {e}")
             for item in items:
                 if not item.future.done():
                     item.future.set_exception(error)
+
+    def _on_submitted(self, event: Dict[str, Any]) -> None:
+        """Binds a batch's futures to their task ids; runs in the reader, so
+        that the batch's results, which may follow in the next frame, find them."""
+        request = self._requests.pop(event.get("request_id"), None)
+        if request is None:
             return
-        batch_id = submitted["batch_id"]
+        waiter, items, _socket = request
+        batch_id, task_ids = event["batch_id"], event["task_ids"]
         cancelled = []
         with self._lock:
-            for item, task_id in zip(items, submitted["task_ids"]):
+            for item, task_id in zip(items, task_ids):
                 item.future.task_id, item.future.batch_id = task_id, batch_id
                 self._futures[task_id] = item.future
                 if item.future.cancelled():
                     cancelled.append(task_id)
         handler = items[0].future._lattice_handler  # type: ignore[attr-defined]
-        self._record(batch_id, function_id, handler, submitted["task_ids"])
+        self._record(batch_id, items[0].key[0], handler, task_ids)
         # Counted once recorded: a kernel that dies after seeing the count
         # can be re-attached to these tasks (reload_tasks).
         self.stats["batch_requests"] += 1
         self.stats["tasks_submitted"] += len(items)
         if cancelled:
             self._cancel_remote(cancelled)
-        self._loop.create_task(self._follow(batch_id))
+        if not waiter.done():
+            waiter.set_result(None)
 
     def _auth(self) -> Dict[str, str]:
         return {"authorization": f"Bearer {self.client.token}"} if self.client.token else {}
 
-    async def _follow(self, batch_id: str) -> None:
-        """Reads a batch's result stream until ``done``; reconnects if it breaks."""
-        import websockets
+    # ------------------------------------------------------------ session stream
 
-        url = self.client.stream_url(batch_id)
-        delay = 0.2
-        while True:
+    async def _session(self) -> Any:
+        """The executor's one session stream (``GET /v1/stream``): it carries
+        the submissions and every result. Opened on first use and again
+        after a drop, following again every batch with unresolved futures."""
+        if self._socket is not None:
+            return self._socket
+        async with self._connect_lock:
+            if self._socket is not None:
+                return self._socket
+            self.stats["streams_opened"] += 1
             try:
-                self.stats["streams_opened"] += 1
-                async with websockets.connect(url, additional_headers=self._auth(), max_size=None,
-                                              open_timeout=60, ping_interval=20, ping_timeout=60,
-                                              compression=None) as socket:
-                    delay = 0.2
-                    async for message in socket:
-                        event = json.loads(message)
-                        if event.get("type") == "task":
-                            self._resolve(event["task"])
-                        elif event.get("type") == "done":
-                            return
-                if not self._batch_pending(batch_id):
-                    return
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - reconnect, or tell the futures
+                socket = await websockets.connect(self.client.session_url(), additional_headers=self._auth(),
+                                                  max_size=None, open_timeout=60, ping_interval=20,
+                                                  ping_timeout=60, compression=None)
+            except Exception as e:  # noqa: BLE001 - name what refused us
                 status = getattr(getattr(e, "response", None), "status_code", None)
-                if status in (401, 403, 404):
-                    error: BaseException = (AuthExpired(401, "unauthorized", "the result stream was refused")
-                                            if status == 401 else
-                                            APIError(status, "refused", f"the result stream of batch {batch_id} was refused"))
-                    self._fail_batch(batch_id, error)
-                    return
-                if not self._batch_pending(batch_id):
-                    return
+                if status == 401:
+                    raise AuthExpired(401, "unauthorized", "the service refused the token: run `lattice login` "
+                                      "again (or refresh LATTICE_TOKEN)") from e
+                if status is not None:
+                    raise APIError(status, "refused", f"the session stream was refused (HTTP {status})") from e
+                raise
+            for batch_id in self._pending_batches():
+                await socket.send(json.dumps({"type": "subscribe", "batch_id": batch_id}))
+            self._socket = socket
+            self._loop.create_task(self._read(socket))
+            return socket
+
+    async def _read(self, socket: Any) -> None:
+        close_code = None
+        try:
+            async for message in socket:
+                event = json.loads(message)
+                kind = event.get("type")
+                if kind == "tasks":
+                    for task in event["tasks"]:
+                        self._resolve(task)
+                elif kind == "submitted":
+                    self._on_submitted(event)
+                elif kind == "error":
+                    self._on_error(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the stream broke: reconnect below
+            close_code = getattr(getattr(e, "rcvd", None), "code", None)
+        if self._socket is socket:
+            self._socket = None
+        # Requests sent on this connection lost their answer with it.
+        lost = [rid for rid, (_w, _i, on) in self._requests.items() if on is socket]
+        for waiter, _items, _on in (self._requests.pop(rid) for rid in lost):
+            if not waiter.done():
+                waiter.set_exception(
+                    APIError(413, "payload_too_large", "the batch is larger than the service takes in one "
+                             "message; submit fewer or smaller arguments per batch") if close_code == 1009 else
+                    APIError(0, "unreachable", "the session stream closed before the service answered; the "
+                             "tasks may or may not have been submitted"))
+        if self._pending_batches():
+            self._loop.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.2
+        while self._socket is None and self._pending_batches():
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except (AuthExpired, APIError) as e:
+                if isinstance(e, AuthExpired) or e.status in (403, 404):
+                    for batch_id in self._pending_batches():
+                        self._fail_batch(batch_id, e)
+                    return
+            except Exception:  # noqa: BLE001 - the service is away: keep trying
+                pass
 
-    def _batch_pending(self, batch_id: str) -> bool:
+    def _on_error(self, event: Dict[str, Any]) -> None:
+        code, message = event.get("code", "internal"), event.get("message", "")
+        error = error_from(_STATUS_OF.get(code, 500), code, message)
+        request = self._requests.pop(event.get("request_id"), None) if event.get("request_id") is not None else None
+        if request is not None:
+            waiter = request[0]
+            if not waiter.done():
+                waiter.set_exception(error)
+        elif event.get("batch_id"):
+            self._fail_batch(event["batch_id"], error)
+        else:
+            warnings.warn(f"the session stream reported: {code}: {message}")
+
+    def _follow(self, batch_id: str) -> None:
+        """Follows a batch submitted by an earlier executor."""
+        async def follow() -> None:
+            try:
+                socket = await self._session()
+                await socket.send(json.dumps({"type": "subscribe", "batch_id": batch_id}))
+            except asyncio.CancelledError:
+                raise
+            except (AuthExpired, APIError) as e:
+                self._fail_batch(batch_id, e)
+            except Exception:  # noqa: BLE001 - the service is away: follow when it is back
+                self._loop.create_task(self._reconnect())
+        self._loop.create_task(follow())
+
+    def _pending_batches(self) -> List[str]:
         with self._lock:
-            return any(f.batch_id == batch_id and not f.done() for f in self._futures.values())
+            return list(dict.fromkeys(f.batch_id for f in self._futures.values() if f.batch_id and not f.done()))
 
     def _fail_batch(self, batch_id: str, error: BaseException) -> None:
         with self._lock:

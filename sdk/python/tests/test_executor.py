@@ -21,11 +21,37 @@ def test_many_submissions_travel_in_few_requests(endpoint):
     with Executor(endpoint_id=endpoint, batch_interval=0.2) as gce:
         futures = [gce.submit(lambda x: x + 1, i) for i in range(500)]
         assert [f.result(timeout=120) for f in futures] == list(range(1, 501))
-    # 500 calls submitted in a burst: a handful of batch requests, one
-    # result stream per batch, and no polling.
+    # 500 calls submitted in a burst: a handful of batches, all on the
+    # executor's one session stream, and no polling.
     assert gce.stats["tasks_submitted"] == 500
     assert gce.stats["batch_requests"] <= 10
-    assert gce.stats["streams_opened"] <= 2 * gce.stats["batch_requests"]
+    assert gce.stats["streams_opened"] == 1
+
+
+def test_one_connection_carries_every_batch_and_survives_a_drop(endpoint):
+    with Executor(endpoint_id=endpoint) as gce:
+        for i in range(3):  # three batches, one after another
+            assert gce.submit(lambda x: x * 2, i).result(timeout=60) == i * 2
+        assert (gce.stats["batch_requests"], gce.stats["streams_opened"]) == (3, 1)
+        # A task in flight when the connection drops still resolves: the
+        # executor reconnects and follows its batch again.
+        slow = gce.submit(lambda: (__import__("time").sleep(1.0), "slept")[1])
+        while slow.task_id is None:
+            __import__("time").sleep(0.01)
+        closed = threading.Event()
+
+        def drop() -> None:
+            async def close() -> None:
+                await gce._socket.close()
+                closed.set()
+            gce._loop.create_task(close())
+        gce._call_in_loop(drop)
+        assert closed.wait(10)
+        assert slow.result(timeout=60) == "slept"
+        assert gce.stats["streams_opened"] == 2
+        # And new work goes over the new connection.
+        assert gce.submit(lambda: 7).result(timeout=60) == 7
+        assert gce.stats["streams_opened"] == 2
 
 
 def test_batch_size_caps_a_request(endpoint):

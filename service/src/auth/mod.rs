@@ -85,22 +85,7 @@ impl<R: RequiredScope> FromRequestParts<AppState> for Authorized<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "missing bearer token: send `Authorization: Bearer TOKEN` (run `lattice login` to get one)",
-                )
-            })?
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
-        let secret = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("Authorization header must be `Bearer TOKEN`"))?;
+        let secret = bearer_secret(&parts.headers)?;
         let caller = authenticate(state, secret).await?;
         if let Some(scope) = R::SCOPE {
             if !caller.has_scope(scope) {
@@ -117,11 +102,36 @@ impl<R: RequiredScope> FromRequestParts<AppState> for Authorized<R> {
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header.
+pub fn bearer_secret(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing bearer token: send `Authorization: Bearer TOKEN` (run `lattice login` to get one)",
+            )
+        })?
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("Authorization header must be `Bearer TOKEN`"))
+}
+
 /// Resolves an access token to its caller.
 pub async fn authenticate(state: &AppState, secret: &str) -> Result<Caller, ApiError> {
+    authenticate_hashed(state, &hash_secret(secret)).await
+}
+
+/// [`authenticate`] with the token's hash, for long-lived connections that
+/// check their token again (expiry, revocation) without keeping the secret.
+pub async fn authenticate_hashed(state: &AppState, token_hash: &str) -> Result<Caller, ApiError> {
     let record = state
         .store
-        .token_by_hash(&hash_secret(secret))
+        .token_by_hash(token_hash)
         .await?
         .ok_or_else(|| ApiError::unauthorized("unknown token: run `lattice login` again"))?;
     if record.kind != TokenKind::Access {

@@ -7,5 +7,6 @@ pub mod endpoints;
 pub mod functions;
 pub mod health;
 pub mod identities;
+pub mod session;
 pub mod tasks;
 pub mod transfers;

@@ -27,14 +27,14 @@ pub const MAX_WALLTIME_SECS: u32 = 7 * 24 * 3600;
 /// Most ids in one `POST /v1/tasks/status`.
 pub const MAX_STATUS_IDS: usize = 10_000;
 
-struct Submission<'a> {
-    function_id: lattice_protocol::FunctionId,
-    endpoint_id: lattice_protocol::EndpointId,
-    tasks: Vec<TaskArgs>,
-    walltime_secs: Option<u32>,
-    max_retries: Option<u32>,
-    user_endpoint_config: Option<serde_json::Value>,
-    caller: &'a Caller,
+pub(crate) struct Submission<'a> {
+    pub(crate) function_id: lattice_protocol::FunctionId,
+    pub(crate) endpoint_id: lattice_protocol::EndpointId,
+    pub(crate) tasks: Vec<TaskArgs>,
+    pub(crate) walltime_secs: Option<u32>,
+    pub(crate) max_retries: Option<u32>,
+    pub(crate) user_endpoint_config: Option<serde_json::Value>,
+    pub(crate) caller: &'a Caller,
 }
 
 /// Largest `user_endpoint_config`, as JSON text.
@@ -63,7 +63,10 @@ fn check_user_endpoint_config(
     }
 }
 
-async fn submit(state: &AppState, s: Submission<'_>) -> Result<BatchSubmitted, ApiError> {
+pub(crate) async fn submit(
+    state: &AppState,
+    s: Submission<'_>,
+) -> Result<BatchSubmitted, ApiError> {
     if s.tasks.is_empty() {
         return Err(ApiError::bad_request(
             "tasks: a batch needs at least one task",
@@ -390,7 +393,11 @@ pub async fn cancel(
     Ok(Json(task))
 }
 
-async fn owned_batch(state: &AppState, caller: &Caller, id: BatchId) -> Result<(), ApiError> {
+pub(crate) async fn owned_batch(
+    state: &AppState,
+    caller: &Caller,
+    id: BatchId,
+) -> Result<(), ApiError> {
     let tasks = state
         .store
         .list_tasks(caller.identity_id, None, Some(id), 1)
@@ -435,12 +442,12 @@ pub async fn stream(
 
 /// How often a stream also looks at the store, for results recorded by
 /// another service replica.
-const STREAM_POLL: Duration = Duration::from_secs(1);
+pub(crate) const STREAM_POLL: Duration = Duration::from_secs(1);
 /// Overlap of successive polls, so a transaction that committed late with an
 /// earlier `finished_at` is not missed.
-const STREAM_OVERLAP_MS: i64 = 5_000;
+pub(crate) const STREAM_OVERLAP_MS: i64 = 5_000;
 /// Every this many polls, look at the whole batch (covers agent clock skew).
-const STREAM_FULL_RESCAN_EVERY: u32 = 10;
+pub(crate) const STREAM_FULL_RESCAN_EVERY: u32 = 10;
 
 /// Pushes a batch's final tasks: those already final, then each as this
 /// replica records it (broadcast, no store query per result), with a periodic

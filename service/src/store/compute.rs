@@ -588,26 +588,15 @@ macro_rules! impl_compute_store {
             }
 
             async fn insert_tasks(&self, tasks: &[TaskInfo]) -> StoreResult<()> {
+                // One chunk needs no transaction of its own: BEGIN and COMMIT
+                // are two more round trips to SQLite's connection thread.
+                if tasks.len() <= INSERT_CHUNK {
+                    let mut conn = self.pool.acquire().await?;
+                    return Self::insert_task_chunk(&mut conn, tasks).await;
+                }
                 let mut tx = self.pool.begin().await?;
                 for chunk in tasks.chunks(INSERT_CHUNK) {
-                    let mut query: QueryBuilder<$db> = QueryBuilder::new(
-                        "INSERT INTO tasks (id, batch_id, function_id, endpoint_id, owner_id, state, args, walltime_secs, max_retries, attempts, submitted_at, user_config) ",
-                    );
-                    query.push_values(chunk, |mut row, t| {
-                        row.push_bind(t.id.to_string())
-                            .push_bind(t.batch_id.to_string())
-                            .push_bind(t.function_id.to_string())
-                            .push_bind(t.endpoint_id.to_string())
-                            .push_bind(t.owner_id.to_string())
-                            .push_bind(t.state.as_str())
-                            .push_bind(serde_json::to_string(&t.args).expect("args serialize"))
-                            .push_bind(i64::from(t.walltime_secs))
-                            .push_bind(i64::from(t.max_retries))
-                            .push_bind(i64::from(t.attempts))
-                            .push_bind(to_millis(t.submitted_at))
-                            .push_bind(t.user_endpoint_config.as_ref().map(|c| c.to_string()));
-                    });
-                    query.build().execute(&mut *tx).await?;
+                    Self::insert_task_chunk(&mut tx, chunk).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -773,56 +762,14 @@ macro_rules! impl_compute_store {
                 // (on SQLite every statement is a round trip to the
                 // connection's thread); the rest are duplicates, or outcomes of
                 // tasks already final or unknown, counted one by one (rare).
-                let mut seen = HashSet::new();
-                let firsts: Vec<&TaskOutcome> = outcomes.iter().filter(|o| seen.insert(o.task_id)).collect();
+                // One chunk needs no transaction: the UPDATE is atomic, and a
+                // duplicate's count is a separate fact.
+                if outcomes.len() <= ROWS_PER_UPDATE {
+                    let mut conn = self.pool.acquire().await?;
+                    return Self::record_outcomes_on(&mut conn, outcomes).await;
+                }
                 let mut tx = self.pool.begin().await?;
-                let mut updated: HashMap<TaskId, TaskInfo> = HashMap::with_capacity(firsts.len());
-                for chunk in firsts.chunks(ROWS_PER_UPDATE) {
-                    let mut query: QueryBuilder<$db> = QueryBuilder::new(
-                        "UPDATE tasks SET state = o_state, result = o_result, error = o_error, worker = COALESCE(o_worker, worker), started_at = COALESCE(started_at, o_started_at), finished_at = o_finished_at FROM (",
-                    );
-                    for (i, o) in chunk.iter().enumerate() {
-                        let state = match o.status {
-                            OutcomeStatus::Success => TaskState::Success,
-                            OutcomeStatus::Failed => TaskState::Failed,
-                        };
-                        let result = o
-                            .result
-                            .as_ref()
-                            .map(|r| serde_json::to_string(r).expect("result serializes"));
-                        if i > 0 {
-                            query.push(" UNION ALL ");
-                        }
-                        query.push("SELECT ").push_bind(o.task_id.to_string());
-                        query.push(" AS o_id, ").push_bind(state.as_str());
-                        query.push(" AS o_state, ").push_bind(result);
-                        query.push(" AS o_result, ").push_bind(o.error.clone());
-                        query.push(" AS o_error, ").push_bind(o.worker.clone());
-                        query.push(" AS o_worker, CAST(").push_bind(o.started_at.map(to_millis));
-                        query.push(" AS BIGINT) AS o_started_at, CAST(").push_bind(to_millis(o.finished_at));
-                        query.push(" AS BIGINT) AS o_finished_at");
-                    }
-                    query.push(format!(
-                        ") AS outcomes WHERE id = o_id AND state NOT IN {FINAL_STATES} RETURNING {TASK_COLUMNS}"
-                    ));
-                    let rows: Vec<TaskRow> = query.build_query_as().fetch_all(&mut *tx).await?;
-                    for row in rows {
-                        let task = row.into_info()?;
-                        updated.insert(task.id, task);
-                    }
-                }
-                let mut recorded = Vec::with_capacity(outcomes.len());
-                for o in outcomes {
-                    if let Some(task) = updated.remove(&o.task_id) {
-                        recorded.push(Recorded::First(Box::new(task)));
-                        continue;
-                    }
-                    let dup = sqlx::query("UPDATE tasks SET duplicate_results = duplicate_results + 1 WHERE id = $1")
-                        .bind(o.task_id.to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                    recorded.push(if dup.rows_affected() == 1 { Recorded::Duplicate } else { Recorded::Unknown });
-                }
+                let recorded = Self::record_outcomes_on(&mut tx, outcomes).await?;
                 tx.commit().await?;
                 Ok(recorded)
             }
@@ -839,16 +786,13 @@ macro_rules! impl_compute_store {
             }
 
             async fn queue_push(&self, endpoint: EndpointId, tasks: &[TaskId], at: DateTime<Utc>) -> StoreResult<()> {
+                if tasks.len() <= INSERT_CHUNK {
+                    let mut conn = self.pool.acquire().await?;
+                    return Self::queue_push_chunk(&mut conn, endpoint, tasks, at).await;
+                }
                 let mut tx = self.pool.begin().await?;
                 for chunk in tasks.chunks(INSERT_CHUNK) {
-                    let mut query: QueryBuilder<$db> =
-                        QueryBuilder::new("INSERT INTO queue_messages (endpoint_id, task_id, enqueued_at) ");
-                    query.push_values(chunk, |mut row, id| {
-                        row.push_bind(endpoint.to_string())
-                            .push_bind(id.to_string())
-                            .push_bind(to_millis(at));
-                    });
-                    query.build().execute(&mut *tx).await?;
+                    Self::queue_push_chunk(&mut tx, endpoint, chunk, at).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -933,6 +877,95 @@ macro_rules! impl_compute_store {
                         .await?,
                 };
                 Ok(done.rows_affected())
+            }
+        }
+
+        impl $store {
+            async fn insert_task_chunk(conn: &mut <$db as sqlx::Database>::Connection, chunk: &[TaskInfo]) -> StoreResult<()> {
+                let mut query: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO tasks (id, batch_id, function_id, endpoint_id, owner_id, state, args, walltime_secs, max_retries, attempts, submitted_at, user_config) ",
+                );
+                query.push_values(chunk, |mut row, t| {
+                    row.push_bind(t.id.to_string())
+                        .push_bind(t.batch_id.to_string())
+                        .push_bind(t.function_id.to_string())
+                        .push_bind(t.endpoint_id.to_string())
+                        .push_bind(t.owner_id.to_string())
+                        .push_bind(t.state.as_str())
+                        .push_bind(serde_json::to_string(&t.args).expect("args serialize"))
+                        .push_bind(i64::from(t.walltime_secs))
+                        .push_bind(i64::from(t.max_retries))
+                        .push_bind(i64::from(t.attempts))
+                        .push_bind(to_millis(t.submitted_at))
+                        .push_bind(t.user_endpoint_config.as_ref().map(|c| c.to_string()));
+                });
+                query.build().execute(&mut *conn).await?;
+                Ok(())
+            }
+
+            async fn queue_push_chunk(conn: &mut <$db as sqlx::Database>::Connection, endpoint: EndpointId, chunk: &[TaskId], at: DateTime<Utc>) -> StoreResult<()> {
+                let mut query: QueryBuilder<$db> =
+                    QueryBuilder::new("INSERT INTO queue_messages (endpoint_id, task_id, enqueued_at) ");
+                query.push_values(chunk, |mut row, id| {
+                    row.push_bind(endpoint.to_string())
+                        .push_bind(id.to_string())
+                        .push_bind(to_millis(at));
+                });
+                query.build().execute(&mut *conn).await?;
+                Ok(())
+            }
+
+            async fn record_outcomes_on(conn: &mut <$db as sqlx::Database>::Connection, outcomes: &[TaskOutcome]) -> StoreResult<Vec<Recorded>> {
+                let mut seen = HashSet::new();
+                let firsts: Vec<&TaskOutcome> = outcomes.iter().filter(|o| seen.insert(o.task_id)).collect();
+                let mut updated: HashMap<TaskId, TaskInfo> = HashMap::with_capacity(firsts.len());
+                for chunk in firsts.chunks(ROWS_PER_UPDATE) {
+                    let mut query: QueryBuilder<$db> = QueryBuilder::new(
+                        "UPDATE tasks SET state = o_state, result = o_result, error = o_error, worker = COALESCE(o_worker, worker), started_at = COALESCE(started_at, o_started_at), finished_at = o_finished_at FROM (",
+                    );
+                    for (i, o) in chunk.iter().enumerate() {
+                        let state = match o.status {
+                            OutcomeStatus::Success => TaskState::Success,
+                            OutcomeStatus::Failed => TaskState::Failed,
+                        };
+                        let result = o
+                            .result
+                            .as_ref()
+                            .map(|r| serde_json::to_string(r).expect("result serializes"));
+                        if i > 0 {
+                            query.push(" UNION ALL ");
+                        }
+                        query.push("SELECT ").push_bind(o.task_id.to_string());
+                        query.push(" AS o_id, ").push_bind(state.as_str());
+                        query.push(" AS o_state, ").push_bind(result);
+                        query.push(" AS o_result, ").push_bind(o.error.clone());
+                        query.push(" AS o_error, ").push_bind(o.worker.clone());
+                        query.push(" AS o_worker, CAST(").push_bind(o.started_at.map(to_millis));
+                        query.push(" AS BIGINT) AS o_started_at, CAST(").push_bind(to_millis(o.finished_at));
+                        query.push(" AS BIGINT) AS o_finished_at");
+                    }
+                    query.push(format!(
+                        ") AS outcomes WHERE id = o_id AND state NOT IN {FINAL_STATES} RETURNING {TASK_COLUMNS}"
+                    ));
+                    let rows: Vec<TaskRow> = query.build_query_as().fetch_all(&mut *conn).await?;
+                    for row in rows {
+                        let task = row.into_info()?;
+                        updated.insert(task.id, task);
+                    }
+                }
+                let mut recorded = Vec::with_capacity(outcomes.len());
+                for o in outcomes {
+                    if let Some(task) = updated.remove(&o.task_id) {
+                        recorded.push(Recorded::First(Box::new(task)));
+                        continue;
+                    }
+                    let dup = sqlx::query("UPDATE tasks SET duplicate_results = duplicate_results + 1 WHERE id = $1")
+                        .bind(o.task_id.to_string())
+                        .execute(&mut *conn)
+                        .await?;
+                    recorded.push(if dup.rows_affected() == 1 { Recorded::Duplicate } else { Recorded::Unknown });
+                }
+                Ok(recorded)
             }
         }
     };

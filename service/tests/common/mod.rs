@@ -17,7 +17,7 @@ use axum::Router;
 use futures::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use lattice_protocol::api::Identity;
-use lattice_protocol::compute::{StreamEvent, TaskInfo, TaskState};
+use lattice_protocol::compute::{SessionEvent, StreamEvent, TaskInfo, TaskState};
 use lattice_protocol::frames::{AgentFrame, ServiceFrame, TaskAssignment};
 use lattice_protocol::framing;
 use lattice_protocol::{EndpointId, FunctionId, TaskId};
@@ -432,6 +432,16 @@ impl Running {
         ResultStream { ws }
     }
 
+    /// Opens the session stream (`GET /v1/stream`).
+    pub(crate) async fn session(
+        &self,
+        token: Option<&str>,
+    ) -> Result<SessionStream, tokio_tungstenite::tungstenite::Error> {
+        Ok(SessionStream {
+            ws: ws_connect(self.addr, "/v1/stream", token).await?,
+        })
+    }
+
     /// `GET /v1/health` over the socket; returns the status code.
     pub(crate) async fn health(&self) -> u16 {
         let response = tokio::time::timeout(PATIENCE, reqwest::get(self.url("/v1/health")))
@@ -469,6 +479,75 @@ impl ResultStream {
                 }
             }
         }
+    }
+}
+
+/// The session stream: JSON requests in, [`SessionEvent`]s out.
+pub(crate) struct SessionStream {
+    ws: Socket,
+}
+
+impl SessionStream {
+    pub(crate) async fn send_json(&mut self, request: Value) {
+        self.send_message(Message::Text(request.to_string().into()))
+            .await;
+    }
+
+    pub(crate) async fn send_message(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send a session request");
+    }
+
+    /// The next event.
+    pub(crate) async fn next(&mut self) -> SessionEvent {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("a session event in time")
+                .expect("the session stays open")
+                .expect("a session message");
+            match message {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("a session event")
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected session message {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for the service to close the connection.
+    pub(crate) async fn closed(&mut self) {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("the session closes in time");
+            match message {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(other)) => panic!("expected the session to close, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until `done` came for every batch in `batches`; returns the
+    /// tasks pushed meanwhile and the final statuses in the order they came.
+    pub(crate) async fn until_done(&mut self, batches: &[&str]) -> (Vec<TaskInfo>, Vec<Value>) {
+        let mut tasks = Vec::new();
+        let mut statuses = Vec::new();
+        while statuses.len() < batches.len() {
+            match self.next().await {
+                SessionEvent::Tasks { tasks: more } => tasks.extend(more),
+                SessionEvent::Done { status } => {
+                    assert!(
+                        batches.contains(&status.batch_id.to_string().as_str()),
+                        "done for a batch not asked about: {status:?}"
+                    );
+                    statuses.push(serde_json::to_value(status).expect("status"));
+                }
+                other => panic!("expected tasks or done, got {other:?}"),
+            }
+        }
+        (tasks, statuses)
     }
 }
 
