@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 use tracing::{debug, info_span, Instrument};
 
+use crate::buffers;
 use crate::checksum::{self, chunk_count, chunk_len};
 use crate::collection::{Collection, CollectionPath};
 use crate::endpoint::{Accepted, TransferEndpoint};
@@ -999,46 +1000,56 @@ async fn receive_chunk(
     let mut hasher = verify.then(|| checksum::chunk_hasher(version.size, chunk_size, index));
     let mut offset = index as u64 * chunk_size;
     let mut remaining = len;
-    // Contiguous buffers so one pwrite and one SIMD-wide blake3 update cover
-    // a whole MiB; the next buffer is read while the previous one is written.
-    // Two reusable buffers: one is filled from the stream while the other is
-    // written and hashed on the blocking pool.
-    type Written = (Result<(), TransferError>, Option<blake3::Hasher>, Vec<u8>);
+    // quinn's received pieces go to the file as they are (one pwritev per
+    // WRITE_BATCH bytes, no copy into a contiguous buffer) and are hashed on
+    // the blocking pool while the next batch arrives.
+    type Written = (Result<(), TransferError>, Option<blake3::Hasher>);
     let mut writing: Option<tokio::task::JoinHandle<Written>> = None;
-    let mut spare = vec![0u8; remaining.min(WRITE_BATCH as u64) as usize];
     while remaining > 0 {
-        let n = remaining.min(WRITE_BATCH as u64) as usize;
-        let mut buf = std::mem::take(&mut spare);
-        buf.resize(n, 0);
-        match stream.read_exact(&mut buf).await {
-            Ok(()) => {}
-            // The source reset the stream: its file changed; it will tell us what next.
-            Err(quinn::ReadExactError::ReadError(quinn::ReadError::Reset(_))) => return Ok(()),
-            Err(e) => return Err(wire::read_exact_error(e)),
+        let n = remaining.min(WRITE_BATCH as u64);
+        let mut pieces = Vec::new();
+        let mut got = 0u64;
+        while got < n {
+            match stream.read_chunk((n - got) as usize, true).await {
+                Ok(Some(chunk)) => {
+                    got += chunk.bytes.len() as u64;
+                    pieces.push(chunk.bytes);
+                }
+                Ok(None) => {
+                    return Err(TransferError::new(
+                        FaultCode::ConnectionReset,
+                        format!("data stream ended early in chunk {index} of file {id}"),
+                    ))
+                }
+                // The source reset the stream: its file changed; it will tell us what next.
+                Err(quinn::ReadError::Reset(_)) => return Ok(()),
+                Err(e) => return Err(wire::read_error(e)),
+            }
         }
         if let Some(previous) = writing.take() {
-            let (result, returned, buffer) = join(previous).await;
+            let (result, returned) = join(previous).await;
             hasher = returned;
-            spare = buffer;
             result?;
         }
         let (file, target, shared2) = (file.clone(), incoming.target.clone(), shared.clone());
         let at = offset;
         let mut h = hasher.take();
         writing = Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = file.write_all_at(&buf, at) {
-                return (Err(shared2.write_error(&target, e)), h, buf);
+            if let Err(e) = buffers::write_all_vectored_at(&file, &pieces, at) {
+                return (Err(shared2.write_error(&target, e)), h);
             }
             if let Some(h) = h.as_mut() {
-                h.update(&buf);
+                for piece in &pieces {
+                    h.update(piece);
+                }
             }
-            (Ok(()), h, buf)
+            (Ok(()), h)
         }));
-        offset += n as u64;
-        remaining -= n as u64;
+        offset += n;
+        remaining -= n;
     }
     if let Some(previous) = writing.take() {
-        let (result, returned, _) = join(previous).await;
+        let (result, returned) = join(previous).await;
         hasher = returned;
         result?;
     }
