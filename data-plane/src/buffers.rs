@@ -9,6 +9,7 @@
 //! `read_chunk`) straight to `pwritev`, without first copying them into one
 //! contiguous buffer.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
@@ -74,6 +75,44 @@ impl AsRef<[u8]> for Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         self.pool.put(std::mem::take(&mut self.buf));
+    }
+}
+
+/// Received data as a queue of pieces, cut into files without copying.
+#[derive(Default)]
+pub(crate) struct Pieces {
+    queue: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Pieces {
+    pub(crate) fn push(&mut self, piece: Bytes) {
+        self.len += piece.len();
+        self.queue.push_back(piece);
+    }
+
+    /// Bytes not taken yet.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The next `n` bytes (fewer if fewer are left), as one or more pieces.
+    pub(crate) fn take(&mut self, mut n: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                break;
+            };
+            let piece = if front.len() <= n {
+                self.queue.pop_front().expect("front exists")
+            } else {
+                front.split_to(n)
+            };
+            n -= piece.len();
+            self.len -= piece.len();
+            out.push(piece);
+        }
+        out
     }
 }
 
@@ -146,6 +185,15 @@ mod tests {
             .map(|i| Bytes::from(vec![(i % 251) as u8; (i % 7 + 1) as usize]))
             .collect();
         write_all_vectored_at(&file, &pieces, 3).unwrap();
+        let mut queue = Pieces::default();
+        for p in &pieces[..4] {
+            queue.push(p.clone()); // 1 + 2 + 3 + 4 bytes
+        }
+        assert_eq!(queue.len(), 10);
+        let taken = queue.take(4);
+        assert_eq!(taken.iter().map(Bytes::len).collect::<Vec<_>>(), [1, 2, 1]);
+        assert_eq!(queue.len(), 6);
+        assert_eq!(queue.take(100).iter().map(Bytes::len).sum::<usize>(), 6);
         let expected: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
         let mut got = vec![0u8; expected.len()];
         file.read_exact_at(&mut got, 3).unwrap();

@@ -1120,11 +1120,24 @@ async fn receive_batch(
             "batch of {total} bytes is over the limit"
         )));
     }
-    let mut data = vec![0u8; total as usize];
-    stream
-        .read_exact(&mut data)
-        .await
-        .map_err(wire::read_exact_error)?;
+    // The batch as quinn received it (no zeroed buffer, no copy); files are
+    // cut out of these pieces without copying either.
+    let mut data = buffers::Pieces::default();
+    while (data.len() as u64) < total {
+        match stream
+            .read_chunk((total - data.len() as u64) as usize, true)
+            .await
+        {
+            Ok(Some(chunk)) => data.push(chunk.bytes),
+            Ok(None) => {
+                return Err(TransferError::new(
+                    FaultCode::ConnectionReset,
+                    format!("batch {unit} ended early"),
+                ))
+            }
+            Err(e) => return Err(wire::read_error(e)),
+        }
+    }
     let targets: Vec<Option<Incoming>> = {
         let incoming = shared.incoming.lock().expect("incoming lock");
         files.iter().map(|f| incoming.get(&f.id).cloned()).collect()
@@ -1133,7 +1146,7 @@ async fn receive_batch(
         return Err(TransferError::protocol("batch names an unknown file"));
     }
     let shared2 = shared.clone();
-    let results = blocking(move || write_batch(&shared2, &files, targets, &data)).await?;
+    let results = blocking(move || write_batch(&shared2, &files, targets, data)).await?;
     for (id, result) in &results {
         if matches!(result, BatchResult::Done { .. }) {
             shared.incoming.lock().expect("incoming lock").remove(id);
@@ -1148,21 +1161,23 @@ fn write_batch(
     shared: &Shared,
     files: &[wire::BatchFile],
     targets: Vec<Option<Incoming>>,
-    data: &[u8],
+    mut data: buffers::Pieces,
 ) -> Result<Vec<(u64, BatchResult)>, TransferError> {
     let verify = shared.options.verify_checksum;
     let counters = &shared.progress.counters;
     let mut results = Vec::with_capacity(files.len());
-    let mut offset = 0usize;
     let mut parent_cache: Option<(CollectionPath, Dir)> = None;
     let mut done_records = Vec::with_capacity(files.len());
     for (file, incoming) in files.iter().zip(targets) {
         let incoming = incoming.expect("checked");
-        let bytes = &data[offset..offset + file.size as usize];
-        offset += file.size as usize;
+        let bytes = data.take(file.size as usize);
         Progress::add(&counters.bytes_transferred, file.size);
         let hash = if verify {
-            *blake3::hash(bytes).as_bytes()
+            let mut hasher = blake3::Hasher::new();
+            for piece in &bytes {
+                hasher.update(piece);
+            }
+            *hasher.finalize().as_bytes()
         } else {
             file.hash
         };
@@ -1187,18 +1202,14 @@ fn write_batch(
         }
         let parent = &parent_cache.as_ref().expect("just set").1;
         let temp = temp_name(&shared.transfer_id, &incoming.rel);
-        let write = || -> std::io::Result<()> {
-            let mut options = OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            let out = parent.open_with(&temp, &options)?.into_std();
-            out.write_all_at(bytes, 0)?;
+        let fill = |out: &std::fs::File| -> std::io::Result<()> {
+            buffers::write_all_vectored_at(out, &bytes, 0)?;
             if shared.options.preserve_mtime {
-                set_mtime(&out, file.mtime_ns)?;
+                set_mtime(out, file.mtime_ns)?;
             }
-            drop(out);
-            parent.rename(&temp, parent, name)
+            Ok(())
         };
-        if let Err(e) = write() {
+        if let Err(e) = write_whole_file(parent, name, &temp, &fill) {
             let _ = parent.remove_file(&temp);
             return Err(shared.write_error(target, e));
         }
@@ -1236,4 +1247,120 @@ fn write_batch(
         )
     })?;
     Ok(results)
+}
+
+/// Writes a small file so that it appears under its name only complete:
+/// preferably as an unnamed `O_TMPFILE` inode linked in once written (one
+/// directory update instead of three for create + rename); where that is not
+/// available, or to replace an existing file, through the temp name and a rename.
+fn write_whole_file(
+    parent: &Dir,
+    name: &OsStr,
+    temp: &OsStr,
+    fill: &dyn Fn(&std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if let Some(out) = open_tmpfile(parent) {
+        fill(&out)?;
+        match link_into(&out, parent, name) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = parent.remove_file(temp);
+                link_into(&out, parent, temp)?;
+                return parent.rename(temp, parent, name);
+            }
+            // Neither CAP_DAC_READ_SEARCH nor /proc: the portable way.
+            Err(_) => {}
+        }
+    }
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    let out = parent.open_with(temp, &options)?.into_std();
+    fill(&out)?;
+    drop(out);
+    parent.rename(temp, parent, name)
+}
+
+/// An unnamed file in `parent` (None where the file system lacks O_TMPFILE).
+fn open_tmpfile(parent: &Dir) -> Option<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: openat on an open directory descriptor with a NUL-terminated
+    // path; a non-negative result is a new descriptor we own.
+    let fd = unsafe {
+        libc::openat(
+            parent.as_raw_fd(),
+            c".".as_ptr(),
+            libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o666 as libc::c_uint,
+        )
+    };
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    (fd >= 0).then(|| unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Gives the `O_TMPFILE` inode `file` the name `name` in `parent` (a single
+/// component: it cannot leave the directory; an existing name is EEXIST).
+fn link_into(file: &std::fs::File, parent: &Dir, name: &OsStr) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let name = std::ffi::CString::new(name.as_bytes())?;
+    // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc/self/fd works without it.
+    // SAFETY: linkat with open descriptors and NUL-terminated paths.
+    let linked = unsafe {
+        libc::linkat(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            parent.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if linked == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    if error.kind() == std::io::ErrorKind::AlreadyExists {
+        return Err(error);
+    }
+    let proc_path = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    // SAFETY: as above.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            parent.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if linked == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_files_appear_complete_and_replace_existing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
+        let temp = OsString::from(format!("{PARTIAL_PREFIX}x"));
+        let fill =
+            |data: &'static [u8]| move |out: &std::fs::File| out.write_all_at(data, 0).map(|_| ());
+        write_whole_file(&parent, OsStr::new("a"), &temp, &fill(b"first")).unwrap();
+        write_whole_file(&parent, OsStr::new("a"), &temp, &fill(b"second")).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [OsString::from("a")]);
+        // A directory in the way is an error, and leaves nothing behind.
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        assert!(write_whole_file(&parent, OsStr::new("d"), &temp, &fill(b"x")).is_err());
+        let _ = parent.remove_file(&temp);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
 }
