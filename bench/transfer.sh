@@ -11,12 +11,12 @@
 # Needs root for apt-get/useradd.
 #
 # Fairness between the tools (each gets the same conditions):
-# - Every run writes into a fresh destination directory. The previous one
-#   is removed first and, if it held over 1,000 files, the bench waits 31 s:
-#   on ext4 without a journal (this machine's root), inodes freed in the
-#   last 30 s are skipped by a linear scan when new ones are allocated, so
-#   a tool that starts right after `rm -rf` of 20,000 files pays O(n^2) in
-#   file creation.
+# - Every run writes into a fresh destination directory. The previous
+#   one's files are truncated to free the disk space, but the inodes are
+#   only removed when the bench ends: on ext4 without a journal (this
+#   machine's root), inodes freed in the last 30-60 s are skipped by a
+#   linear scan when new ones are allocated, so a tool that starts right
+#   after `rm -rf` of 20,000 files pays O(n^2) in file creation.
 # - Before every run, as much memory as the data set is written and freed
 #   (BENCH_PREWARM=1): on a VM with free page reporting, memory freed for a
 #   few seconds goes back to the host and the first write to it costs a
@@ -92,7 +92,7 @@ $AGENT identity "$WORK/id-src" > "$WORK/fp-src"
 $AGENT identity "$WORK/id-dst" > "$WORK/fp-dst"
 DST_BASE=$WORK/dst
 if [ -e "$DST_BASE" ]; then
-  rm -rf "$DST_BASE"; sleep 31 # let ext4 forget the freed inodes (see above)
+  rm -rf "$DST_BASE"; sleep 61 # let ext4 forget the freed inodes (see above)
 fi
 DST_SEQ=0
 DST=
@@ -102,9 +102,7 @@ trap 'cleanup; cleanup_dst' EXIT
 # fresh_dst: a new, empty destination directory in $DST, memory pre-warmed.
 fresh_dst() {
   if [ -n "${DST:-}" ] && [ -d "$DST" ]; then
-    local files; files=$(find "$DST" -type f -printf . | wc -c)
-    rm -rf "$DST"
-    if [ "$files" -gt 1000 ]; then sleep 31; fi
+    find "$DST" -type f -exec truncate -s 0 {} +
   fi
   DST_SEQ=$((DST_SEQ + 1)); DST=$DST_BASE/$DST_SEQ; mkdir -p "$DST"
   if [ "${BENCH_PREWARM:-1}" = 1 ] && [ "$WARM_MIB" -gt 0 ]; then
