@@ -240,7 +240,7 @@ async fn run(
     // Wait for connection 0 (the control stream); others are picked up as they come.
     let deadline = tokio::time::Instant::now() + accept_timeout;
     let mut early = Vec::new();
-    let (control_send, mut control_recv) = loop {
+    let (control_send, control_recv) = loop {
         let accepted = tokio::time::timeout_at(deadline, registered.receiver.recv())
             .await
             .map_err(|_| {
@@ -285,6 +285,11 @@ async fn run(
     for connection in early {
         tasks.spawn(accept_streams(shared.clone(), connection));
     }
+    // Control frames are read by their own task: `read_frame` is not
+    // cancel-safe, and in the select below a tick or a new connection would
+    // drop it halfway through a frame (the next read then starts mid-frame).
+    let (frames_tx, mut frames) = mpsc::channel(16);
+    tasks.spawn(read_control(control_recv, frames_tx));
 
     let mut planner = Planner {
         shared: shared.clone(),
@@ -297,11 +302,11 @@ async fn run(
     let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
     let outcome: Result<u64, TransferError> = loop {
         tokio::select! {
-            frame = wire::read_frame::<ToDest>(&mut control_recv) => {
+            frame = frames.recv() => {
                 let message = match frame {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break Err(TransferError::new(FaultCode::ConnectionReset, "the source closed the control stream")),
-                    Err(e) => break Err(e),
+                    Some(Ok(Some(m))) => m,
+                    Some(Ok(None)) | None => break Err(TransferError::new(FaultCode::ConnectionReset, "the source closed the control stream")),
+                    Some(Err(e)) => break Err(e),
                 };
                 match planner.handle(message).await {
                     Ok(Some(deleted)) => break Ok(deleted),
@@ -867,6 +872,19 @@ fn delete_extraneous(
         *deleted += summary.files + summary.directories;
     }
     Ok(())
+}
+
+async fn read_control(
+    mut recv: RecvStream,
+    frames: mpsc::Sender<Result<Option<ToDest>, TransferError>>,
+) {
+    loop {
+        let frame = wire::read_frame::<ToDest>(&mut recv).await;
+        let stop = !matches!(frame, Ok(Some(_)));
+        if frames.send(frame).await.is_err() || stop {
+            break;
+        }
+    }
 }
 
 async fn write_control(
