@@ -311,9 +311,10 @@ fn transport(config: &EndpointConfig, loopback: bool) -> TransportConfig {
     t.receive_window(VarInt::from_u32(16 << 20));
     t.send_window(16 << 20);
     // Fill each packet from one stream rather than round-robin slices of
-    // all of them: the receiver then gets long contiguous pieces, which it
-    // hashes with blake3's wide SIMD path (a piece that starts or ends
-    // mid-KiB costs a slow single-block compression) and writes in fewer iovecs.
+    // all of them: fewer of a big file's streams are written at once (they
+    // contend on the file's inode lock), and the receiver gets long pieces
+    // that blake3 hashes on its wide SIMD path (a piece that starts or ends
+    // mid-KiB costs a slow single-block compression).
     t.send_fairness(false);
     t.max_idle_timeout(IdleTimeout::try_from(config.idle_timeout).ok());
     t.keep_alive_interval(Some(config.keep_alive));
