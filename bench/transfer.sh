@@ -7,7 +7,21 @@
 #   BENCH_QUICK=1 bench/transfer.sh   # small sizes (CI smoke)
 #
 # Env: BENCH_DIR (work dir, default /tmp/lattice-bench), BIG_MIB, SMALL_FILES,
-# RUNS (repetitions, the median is reported). Needs root for apt-get/useradd.
+# RUNS (repetitions, the median is reported), BENCH_PREWARM (default 1).
+# Needs root for apt-get/useradd.
+#
+# Fairness between the tools (each gets the same conditions):
+# - Every run writes into a fresh destination directory. The previous
+#   one's files are truncated to free the disk space, but the inodes are
+#   only removed when the bench ends: on ext4 without a journal (this
+#   machine's root), inodes freed in the last 30-60 s are skipped by a
+#   linear scan when new ones are allocated, so a tool that starts right
+#   after `rm -rf` of 20,000 files pays O(n^2) in file creation.
+# - Before every run, as much memory as the data set is written and freed
+#   (BENCH_PREWARM=1): on a VM with free page reporting, memory freed for a
+#   few seconds goes back to the host and the first write to it costs a
+#   host fault per page (~300 MB/s instead of GB/s into the page cache),
+#   which otherwise penalises whichever tool runs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -76,7 +90,25 @@ trap cleanup EXIT
 
 $AGENT identity "$WORK/id-src" > "$WORK/fp-src"
 $AGENT identity "$WORK/id-dst" > "$WORK/fp-dst"
-DST=$WORK/dst
+DST_BASE=$WORK/dst
+if [ -e "$DST_BASE" ]; then
+  rm -rf "$DST_BASE"; sleep 61 # let ext4 forget the freed inodes (see above)
+fi
+DST_SEQ=0
+DST=
+WARM_MIB=0
+cleanup_dst() { rm -rf "$DST_BASE"; }
+trap 'cleanup; cleanup_dst' EXIT
+# fresh_dst: a new, empty destination directory in $DST, memory pre-warmed.
+fresh_dst() {
+  if [ -n "${DST:-}" ] && [ -d "$DST" ]; then
+    find "$DST" -type f -exec truncate -s 0 {} +
+  fi
+  DST_SEQ=$((DST_SEQ + 1)); DST=$DST_BASE/$DST_SEQ; mkdir -p "$DST"
+  if [ "${BENCH_PREWARM:-1}" = 1 ] && [ "$WARM_MIB" -gt 0 ]; then
+    dd if=/dev/zero of="$WORK/prewarm" bs=1M count="$WARM_MIB" status=none; rm -f "$WORK/prewarm"
+  fi
+}
 now() { date +%s.%N; }
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
@@ -87,7 +119,7 @@ lattice() {
   [ "$recursive" = 1 ] && flags+=(--recursive)
   local dst_path=/; [ "$recursive" = 1 ] || dst_path=/$(basename "$src_path")
   local cred; cred=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  rm -rf "$DST"; mkdir -p "$DST" "$WORK/state"
+  mkdir -p "$WORK/state"; fresh_dst
   /usr/bin/time -f "%M" -o "$WORK/rss-dst" "$AGENT" receive --identity "$WORK/id-dst" --peer "$(cat "$WORK/fp-src")" \
     --credential "$cred" --listen 127.0.0.1:$PORT_LATTICE --root "$DST" --path "$dst_path" --state "$WORK/state" \
     --id "$id" "${flags[@]}" > "$WORK/out-dst" 2> "$WORK/err-dst" &
@@ -106,10 +138,9 @@ lattice() {
   record "$name" lattice "$(echo "$end - $start" | bc)" "$rss"
 }
 
-# timed NAME TOOL CMD... (destination $DST is emptied first)
+# timed NAME TOOL CMD... (run fresh_dst first: the command names $DST)
 timed() {
   local name=$1 tool=$2; shift 2
-  rm -rf "$DST"; mkdir -p "$DST"
   local start; start=$(now)
   "$@" > "$WORK/out-$tool" 2>&1 || { echo "$tool $name failed:" >&2; cat "$WORK/out-$tool" >&2; return 1; }
   local end; end=$(now)
@@ -123,17 +154,18 @@ count_of() { find "$1" -type f | wc -l; }
 
 run_set() { # NAME SRC_DIR (tree) | file
   local name=$1 src=$2 kind=$3
+  WARM_MIB=$(( $(du -sm --apparent-size "$src" | cut -f1) + 64 ))
   for _ in $(seq 1 "$RUNS"); do
     if [ "$kind" = file ]; then
       lattice "$name" "$(dirname "$src")" "/$(basename "$src")" 0
-      timed "$name" "guc -p 4" globus-url-copy -p 4 "ftp://127.0.0.1:$PORT_GSIFTP$src" "file://$DST/"
-      timed "$name" rsync rsync -a "$src" "$DST/"
-      timed "$name" cp cp "$src" "$DST/"
+      fresh_dst; timed "$name" "guc -p 4" globus-url-copy -p 4 "ftp://127.0.0.1:$PORT_GSIFTP$src" "file://$DST/"
+      fresh_dst; timed "$name" rsync rsync -a "$src" "$DST/"
+      fresh_dst; timed "$name" cp cp "$src" "$DST/"
     else
       lattice "$name" "$src" / 1
-      timed "$name" "guc -cc 4 -pp" globus-url-copy -r -cc 4 -pp -cd "ftp://127.0.0.1:$PORT_GSIFTP$src/" "file://$DST/"
-      timed "$name" rsync rsync -a "$src/" "$DST/"
-      timed "$name" cp cp -a "$src/." "$DST/"
+      fresh_dst; timed "$name" "guc -cc 4 -pp" globus-url-copy -r -cc 4 -pp -cd "ftp://127.0.0.1:$PORT_GSIFTP$src/" "file://$DST/"
+      fresh_dst; timed "$name" rsync rsync -a "$src/" "$DST/"
+      fresh_dst; timed "$name" cp cp -a "$src/." "$DST/"
     fi
   done
 }

@@ -117,6 +117,12 @@ fn main() {
         std::process::exit(2);
     };
     let args = Args::parse(&argv[1..]);
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if command == "identity" {
         let identity = AgentIdentity::load_or_generate(&PathBuf::from(&argv[1])).unwrap();
         println!("{}", identity.fingerprint());

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 use tracing::{debug, info_span, Instrument};
 
+use crate::buffers;
 use crate::checksum::{self, chunk_count, chunk_len};
 use crate::collection::{Collection, CollectionPath};
 use crate::endpoint::{Accepted, TransferEndpoint};
@@ -239,7 +240,7 @@ async fn run(
     // Wait for connection 0 (the control stream); others are picked up as they come.
     let deadline = tokio::time::Instant::now() + accept_timeout;
     let mut early = Vec::new();
-    let (control_send, mut control_recv) = loop {
+    let (control_send, control_recv) = loop {
         let accepted = tokio::time::timeout_at(deadline, registered.receiver.recv())
             .await
             .map_err(|_| {
@@ -284,6 +285,11 @@ async fn run(
     for connection in early {
         tasks.spawn(accept_streams(shared.clone(), connection));
     }
+    // Control frames are read by their own task: `read_frame` is not
+    // cancel-safe, and in the select below a tick or a new connection would
+    // drop it halfway through a frame (the next read then starts mid-frame).
+    let (frames_tx, mut frames) = mpsc::channel(16);
+    tasks.spawn(read_control(control_recv, frames_tx));
 
     let mut planner = Planner {
         shared: shared.clone(),
@@ -296,11 +302,11 @@ async fn run(
     let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
     let outcome: Result<u64, TransferError> = loop {
         tokio::select! {
-            frame = wire::read_frame::<ToDest>(&mut control_recv) => {
+            frame = frames.recv() => {
                 let message = match frame {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break Err(TransferError::new(FaultCode::ConnectionReset, "the source closed the control stream")),
-                    Err(e) => break Err(e),
+                    Some(Ok(Some(m))) => m,
+                    Some(Ok(None)) | None => break Err(TransferError::new(FaultCode::ConnectionReset, "the source closed the control stream")),
+                    Some(Err(e)) => break Err(e),
                 };
                 match planner.handle(message).await {
                     Ok(Some(deleted)) => break Ok(deleted),
@@ -868,6 +874,19 @@ fn delete_extraneous(
     Ok(())
 }
 
+async fn read_control(
+    mut recv: RecvStream,
+    frames: mpsc::Sender<Result<Option<ToDest>, TransferError>>,
+) {
+    loop {
+        let frame = wire::read_frame::<ToDest>(&mut recv).await;
+        let stop = !matches!(frame, Ok(Some(_)));
+        if frames.send(frame).await.is_err() || stop {
+            break;
+        }
+    }
+}
+
 async fn write_control(
     mut send: SendStream,
     mut messages: mpsc::UnboundedReceiver<ToSource>,
@@ -999,46 +1018,56 @@ async fn receive_chunk(
     let mut hasher = verify.then(|| checksum::chunk_hasher(version.size, chunk_size, index));
     let mut offset = index as u64 * chunk_size;
     let mut remaining = len;
-    // Contiguous buffers so one pwrite and one SIMD-wide blake3 update cover
-    // a whole MiB; the next buffer is read while the previous one is written.
-    // Two reusable buffers: one is filled from the stream while the other is
-    // written and hashed on the blocking pool.
-    type Written = (Result<(), TransferError>, Option<blake3::Hasher>, Vec<u8>);
+    // quinn's received pieces go to the file as they are (one pwritev per
+    // WRITE_BATCH bytes, no copy into a contiguous buffer) and are hashed on
+    // the blocking pool while the next batch arrives.
+    type Written = (Result<(), TransferError>, Option<blake3::Hasher>);
     let mut writing: Option<tokio::task::JoinHandle<Written>> = None;
-    let mut spare = vec![0u8; remaining.min(WRITE_BATCH as u64) as usize];
     while remaining > 0 {
-        let n = remaining.min(WRITE_BATCH as u64) as usize;
-        let mut buf = std::mem::take(&mut spare);
-        buf.resize(n, 0);
-        match stream.read_exact(&mut buf).await {
-            Ok(()) => {}
-            // The source reset the stream: its file changed; it will tell us what next.
-            Err(quinn::ReadExactError::ReadError(quinn::ReadError::Reset(_))) => return Ok(()),
-            Err(e) => return Err(wire::read_exact_error(e)),
+        let n = remaining.min(WRITE_BATCH as u64);
+        let mut pieces = Vec::new();
+        let mut got = 0u64;
+        while got < n {
+            match stream.read_chunk((n - got) as usize, true).await {
+                Ok(Some(chunk)) => {
+                    got += chunk.bytes.len() as u64;
+                    pieces.push(chunk.bytes);
+                }
+                Ok(None) => {
+                    return Err(TransferError::new(
+                        FaultCode::ConnectionReset,
+                        format!("data stream ended early in chunk {index} of file {id}"),
+                    ))
+                }
+                // The source reset the stream: its file changed; it will tell us what next.
+                Err(quinn::ReadError::Reset(_)) => return Ok(()),
+                Err(e) => return Err(wire::read_error(e)),
+            }
         }
         if let Some(previous) = writing.take() {
-            let (result, returned, buffer) = join(previous).await;
+            let (result, returned) = join(previous).await;
             hasher = returned;
-            spare = buffer;
             result?;
         }
         let (file, target, shared2) = (file.clone(), incoming.target.clone(), shared.clone());
         let at = offset;
         let mut h = hasher.take();
         writing = Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = file.write_all_at(&buf, at) {
-                return (Err(shared2.write_error(&target, e)), h, buf);
+            if let Err(e) = buffers::write_all_vectored_at(&file, &pieces, at) {
+                return (Err(shared2.write_error(&target, e)), h);
             }
             if let Some(h) = h.as_mut() {
-                h.update(&buf);
+                for piece in &pieces {
+                    h.update(piece);
+                }
             }
-            (Ok(()), h, buf)
+            (Ok(()), h)
         }));
-        offset += n as u64;
-        remaining -= n as u64;
+        offset += n;
+        remaining -= n;
     }
     if let Some(previous) = writing.take() {
-        let (result, returned, _) = join(previous).await;
+        let (result, returned) = join(previous).await;
         hasher = returned;
         result?;
     }
@@ -1109,11 +1138,24 @@ async fn receive_batch(
             "batch of {total} bytes is over the limit"
         )));
     }
-    let mut data = vec![0u8; total as usize];
-    stream
-        .read_exact(&mut data)
-        .await
-        .map_err(wire::read_exact_error)?;
+    // The batch as quinn received it (no zeroed buffer, no copy); files are
+    // cut out of these pieces without copying either.
+    let mut data = buffers::Pieces::default();
+    while (data.len() as u64) < total {
+        match stream
+            .read_chunk((total - data.len() as u64) as usize, true)
+            .await
+        {
+            Ok(Some(chunk)) => data.push(chunk.bytes),
+            Ok(None) => {
+                return Err(TransferError::new(
+                    FaultCode::ConnectionReset,
+                    format!("batch {unit} ended early"),
+                ))
+            }
+            Err(e) => return Err(wire::read_error(e)),
+        }
+    }
     let targets: Vec<Option<Incoming>> = {
         let incoming = shared.incoming.lock().expect("incoming lock");
         files.iter().map(|f| incoming.get(&f.id).cloned()).collect()
@@ -1122,7 +1164,7 @@ async fn receive_batch(
         return Err(TransferError::protocol("batch names an unknown file"));
     }
     let shared2 = shared.clone();
-    let results = blocking(move || write_batch(&shared2, &files, targets, &data)).await?;
+    let results = blocking(move || write_batch(&shared2, &files, targets, data)).await?;
     for (id, result) in &results {
         if matches!(result, BatchResult::Done { .. }) {
             shared.incoming.lock().expect("incoming lock").remove(id);
@@ -1137,21 +1179,23 @@ fn write_batch(
     shared: &Shared,
     files: &[wire::BatchFile],
     targets: Vec<Option<Incoming>>,
-    data: &[u8],
+    mut data: buffers::Pieces,
 ) -> Result<Vec<(u64, BatchResult)>, TransferError> {
     let verify = shared.options.verify_checksum;
     let counters = &shared.progress.counters;
     let mut results = Vec::with_capacity(files.len());
-    let mut offset = 0usize;
     let mut parent_cache: Option<(CollectionPath, Dir)> = None;
     let mut done_records = Vec::with_capacity(files.len());
     for (file, incoming) in files.iter().zip(targets) {
         let incoming = incoming.expect("checked");
-        let bytes = &data[offset..offset + file.size as usize];
-        offset += file.size as usize;
+        let bytes = data.take(file.size as usize);
         Progress::add(&counters.bytes_transferred, file.size);
         let hash = if verify {
-            *blake3::hash(bytes).as_bytes()
+            let mut hasher = blake3::Hasher::new();
+            for piece in &bytes {
+                hasher.update(piece);
+            }
+            *hasher.finalize().as_bytes()
         } else {
             file.hash
         };
@@ -1176,18 +1220,14 @@ fn write_batch(
         }
         let parent = &parent_cache.as_ref().expect("just set").1;
         let temp = temp_name(&shared.transfer_id, &incoming.rel);
-        let write = || -> std::io::Result<()> {
-            let mut options = OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            let out = parent.open_with(&temp, &options)?.into_std();
-            out.write_all_at(bytes, 0)?;
+        let fill = |out: &std::fs::File| -> std::io::Result<()> {
+            buffers::write_all_vectored_at(out, &bytes, 0)?;
             if shared.options.preserve_mtime {
-                set_mtime(&out, file.mtime_ns)?;
+                set_mtime(out, file.mtime_ns)?;
             }
-            drop(out);
-            parent.rename(&temp, parent, name)
+            Ok(())
         };
-        if let Err(e) = write() {
+        if let Err(e) = write_whole_file(parent, name, &temp, &fill) {
             let _ = parent.remove_file(&temp);
             return Err(shared.write_error(target, e));
         }
@@ -1225,4 +1265,120 @@ fn write_batch(
         )
     })?;
     Ok(results)
+}
+
+/// Writes a small file so that it appears under its name only complete:
+/// preferably as an unnamed `O_TMPFILE` inode linked in once written (one
+/// directory update instead of three for create + rename); where that is not
+/// available, or to replace an existing file, through the temp name and a rename.
+fn write_whole_file(
+    parent: &Dir,
+    name: &OsStr,
+    temp: &OsStr,
+    fill: &dyn Fn(&std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if let Some(out) = open_tmpfile(parent) {
+        fill(&out)?;
+        match link_into(&out, parent, name) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = parent.remove_file(temp);
+                link_into(&out, parent, temp)?;
+                return parent.rename(temp, parent, name);
+            }
+            // Neither CAP_DAC_READ_SEARCH nor /proc: the portable way.
+            Err(_) => {}
+        }
+    }
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    let out = parent.open_with(temp, &options)?.into_std();
+    fill(&out)?;
+    drop(out);
+    parent.rename(temp, parent, name)
+}
+
+/// An unnamed file in `parent` (None where the file system lacks O_TMPFILE).
+fn open_tmpfile(parent: &Dir) -> Option<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: openat on an open directory descriptor with a NUL-terminated
+    // path; a non-negative result is a new descriptor we own.
+    let fd = unsafe {
+        libc::openat(
+            parent.as_raw_fd(),
+            c".".as_ptr(),
+            libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o666 as libc::c_uint,
+        )
+    };
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    (fd >= 0).then(|| unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Gives the `O_TMPFILE` inode `file` the name `name` in `parent` (a single
+/// component: it cannot leave the directory; an existing name is EEXIST).
+fn link_into(file: &std::fs::File, parent: &Dir, name: &OsStr) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let name = std::ffi::CString::new(name.as_bytes())?;
+    // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc/self/fd works without it.
+    // SAFETY: linkat with open descriptors and NUL-terminated paths.
+    let linked = unsafe {
+        libc::linkat(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            parent.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if linked == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    if error.kind() == std::io::ErrorKind::AlreadyExists {
+        return Err(error);
+    }
+    let proc_path = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    // SAFETY: as above.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            parent.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if linked == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_files_appear_complete_and_replace_existing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
+        let temp = OsString::from(format!("{PARTIAL_PREFIX}x"));
+        let fill =
+            |data: &'static [u8]| move |out: &std::fs::File| out.write_all_at(data, 0).map(|_| ());
+        write_whole_file(&parent, OsStr::new("a"), &temp, &fill(b"first")).unwrap();
+        write_whole_file(&parent, OsStr::new("a"), &temp, &fill(b"second")).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [OsString::from("a")]);
+        // A directory in the way is an error, and leaves nothing behind.
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        assert!(write_whole_file(&parent, OsStr::new("d"), &temp, &fill(b"x")).is_err());
+        let _ = parent.remove_file(&temp);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
 }

@@ -37,7 +37,10 @@ pub struct EndpointConfig {
     pub accept_timeout: Duration,
     /// How long a source tries to reach its destination.
     pub connect_timeout: Duration,
-    /// Largest UDP payload path MTU discovery may try (loopback allows ~64 KiB).
+    /// Largest UDP payload path MTU discovery may try. With
+    /// `segmentation_offload` it is capped at 6,500 bytes (ten datagrams per
+    /// 64 KiB batch); to loopback addresses ~64 KiB datagrams are used
+    /// instead (without segmentation offload).
     pub mtu_upper_bound: u16,
     /// UDP payload size used before path MTU discovery (at least 1200).
     pub initial_mtu: u16,
@@ -295,6 +298,11 @@ impl Drop for Registered {
     }
 }
 
+/// Largest UDP payload tried on loopback (IPv6 loopback allows 65,487 bytes).
+const LOOPBACK_MTU: u16 = 65_000;
+/// Largest UDP payload with segmentation offload: 10 of them fit in 64 KiB.
+const GSO_MAX_MTU: u16 = 6_500;
+
 fn transport(config: &EndpointConfig, loopback: bool) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.max_concurrent_uni_streams(VarInt::from_u32(1024));
@@ -302,30 +310,67 @@ fn transport(config: &EndpointConfig, loopback: bool) -> TransportConfig {
     t.stream_receive_window(VarInt::from_u32(4 << 20));
     t.receive_window(VarInt::from_u32(16 << 20));
     t.send_window(16 << 20);
+    // Fill each packet from one stream rather than round-robin slices of
+    // all of them: fewer of a big file's streams are written at once (they
+    // contend on the file's inode lock), and the receiver gets long pieces
+    // that blake3 hashes on its wide SIMD path (a piece that starts or ends
+    // mid-KiB costs a slow single-block compression).
+    t.send_fairness(false);
     t.max_idle_timeout(IdleTimeout::try_from(config.idle_timeout).ok());
     t.keep_alive_interval(Some(config.keep_alive));
     let mut mtu = MtuDiscoveryConfig::default();
-    // Path MTU discovery finds jumbo frames (and loopback's large MTU) up to the bound.
-    let _ = loopback;
     t.initial_mtu(config.initial_mtu);
-    t.enable_segmentation_offload(config.segmentation_offload);
-    mtu.upper_bound(config.mtu_upper_bound.max(config.initial_mtu).max(1200));
+    // quinn sends up to 10 datagrams per GSO batch, and the kernel refuses
+    // (EMSGSIZE, which quinn treats as a silent loss) a batch over 64 KiB:
+    // with segmentation offload, datagrams must stay under 6.5 KB, or every
+    // batch is lost and the black-hole detector falls back to 1200 bytes.
+    let upper = if loopback {
+        // Loopback carries ~64 KiB datagrams: one per system call beats ten
+        // small ones (per-packet costs -- crypto setup, acks, loss
+        // detection -- dominate), so no GSO there.
+        t.enable_segmentation_offload(false);
+        // A burst of losses (a receive buffer overflowing while the peer is
+        // busy) looks like a black hole for large datagrams and drops the MTU
+        // back to 1200; loopback has no such holes, so search again soon
+        // instead of after quinn's default minute.
+        mtu.black_hole_cooldown(Duration::from_secs(1));
+        config.mtu_upper_bound.max(LOOPBACK_MTU)
+    } else if config.segmentation_offload {
+        t.enable_segmentation_offload(true);
+        config.mtu_upper_bound.min(GSO_MAX_MTU)
+    } else {
+        t.enable_segmentation_offload(false);
+        config.mtu_upper_bound
+    };
+    mtu.upper_bound(upper.max(config.initial_mtu).max(1200));
     t.mtu_discovery_config(Some(mtu));
     t
 }
 
+/// Asks for large socket buffers: a receiver that is briefly busy (hashing,
+/// writing) must not drop datagrams, which the sender would count as losses
+/// (halving its window). The `*FORCE` options pass `net.core.rmem_max` and
+/// work with CAP_NET_ADMIN; otherwise the plain ones are clamped to it.
 fn enlarge_socket_buffers(socket: &UdpSocket) {
-    let size: libc::c_int = 8 << 20;
-    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: setsockopt on an owned, open socket with a c_int value.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                &size as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+    let size: libc::c_int = 16 << 20;
+    for (forced, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        for option in [forced, plain] {
+            // SAFETY: setsockopt on an owned, open socket with a c_int value.
+            let done = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    &size as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            } == 0;
+            if done {
+                break;
+            }
         }
     }
 }

@@ -24,6 +24,7 @@
 //! The types in [`spec`] are serde-serializable so they can travel in
 //! protocol frames.
 
+mod buffers;
 mod checksum;
 mod collection;
 mod destination;

@@ -12,12 +12,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quinn::{Connection, RecvStream, VarInt};
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 use tracing::{debug, info_span, Instrument};
 
+use crate::buffers::BufferPool;
 use crate::checksum::{self, chunk_count, chunk_len};
 use crate::collection::{Collection, CollectionPath};
 use crate::endpoint::TransferEndpoint;
@@ -36,6 +37,8 @@ use crate::wire::{
 
 /// Bytes read (and written to a stream) at a time.
 const PIECE: usize = 1 << 20;
+/// Idle read buffers kept for reuse (at most this many MiB stay allocated).
+const MAX_IDLE_BUFFERS: usize = 48;
 /// Manifest entries per message.
 const MANIFEST_BATCH: usize = 1024;
 /// Manifest messages the destination may have unanswered.
@@ -110,6 +113,8 @@ struct Shared {
     hooks: TestHooks,
     progress: Arc<Progress>,
     skip_source_errors: bool,
+    /// Read buffers of `PIECE` bytes, back from quinn once acknowledged.
+    buffers: Arc<BufferPool>,
 }
 
 #[derive(Debug)]
@@ -276,6 +281,7 @@ async fn run(
         hooks: task.hooks.clone(),
         progress: progress.clone(),
         skip_source_errors: options.skip_source_errors,
+        buffers: BufferPool::new(PIECE, MAX_IDLE_BUFFERS),
     });
     let mut tasks = JoinSet::new();
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
@@ -375,6 +381,24 @@ async fn run(
             Err(e) => break Err(e),
         }
     };
+    for (index, c) in connections.iter().enumerate() {
+        let stats = c.stats();
+        debug!(
+            index,
+            mtu = stats.path.current_mtu,
+            sent_packets = stats.path.sent_packets,
+            lost_packets = stats.path.lost_packets,
+            congestion_events = stats.path.congestion_events,
+            probes = stats.path.sent_plpmtud_probes,
+            lost_probes = stats.path.lost_plpmtud_probes,
+            black_holes = stats.path.black_holes_detected,
+            cwnd = stats.path.cwnd,
+            rtt_us = stats.path.rtt.as_micros() as u64,
+            datagrams = stats.udp_tx.datagrams,
+            ios = stats.udp_tx.ios,
+            "connection stats"
+        );
+    }
     match &result {
         Ok(_) => {
             let _ = control_send.finish();
@@ -1060,13 +1084,14 @@ async fn send_chunk(
         let n = (len - done).min(PIECE as u64) as usize;
         let file = file.clone();
         let at = offset + done;
+        let pool = shared.buffers.clone();
         let (result, returned) = blocking(move || {
-            let mut buf = BytesMut::zeroed(n);
-            let result = file.read_exact_at(&mut buf, at).map(|()| {
+            let mut buf = pool.take();
+            let result = file.read_exact_at(&mut buf[..n], at).map(|()| {
                 if let Some(h) = hasher.as_mut() {
-                    h.update(&buf);
+                    h.update(&buf[..n]);
                 }
-                buf.freeze()
+                pool.freeze(buf, n)
             });
             (result, hasher)
         })
