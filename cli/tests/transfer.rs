@@ -19,7 +19,7 @@ const LATTICE: &str = env!("CARGO_BIN_EXE_lattice");
 /// Hang guard for anything that waits.
 const PATIENCE: Duration = Duration::from_secs(120);
 /// The file cut mid-transfer.
-const BIG: usize = 192 << 20;
+const BIG: usize = 384 << 20;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -234,15 +234,20 @@ fn transfers_resume_after_the_destination_agent_is_killed() {
         write(&local.join("big.bin"), &pattern(BIG, 7));
         let started = Instant::now();
         let id = submit(&s.platform, &["local:/big.bin", "remote:/big.bin"]);
-        wait_for("a partial file at the destination", || {
+        // Killed once some of the file has arrived: the partial file is
+        // sized up front, so count the blocks actually written.
+        wait_for("a partly written file at the destination", || {
+            use std::os::unix::fs::MetadataExt;
             std::fs::read_dir(&remote)
                 .unwrap()
                 .filter_map(Result::ok)
-                .any(|e| e.file_name().to_string_lossy().starts_with(".lattice-part-"))
+                .any(|e| {
+                    e.file_name().to_string_lossy().starts_with(".lattice-part-")
+                        && e.metadata().is_ok_and(|m| m.blocks() * 512 >= 8 << 20)
+                })
                 .then_some(())
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
         let before_kill = transfer(&s.client, id).await;
         assert!(
             !before_kill.status.is_final(),

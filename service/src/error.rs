@@ -79,7 +79,9 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
-            StoreError::Open { .. } | StoreError::Database(sqlx::Error::PoolTimedOut) => {
+            StoreError::Open { .. }
+            | StoreError::InUse { .. }
+            | StoreError::Database(sqlx::Error::PoolTimedOut) => {
                 tracing::error!(error = %err, "store unavailable");
                 ApiError::unavailable("the store is unavailable; try again shortly")
             }

@@ -1,10 +1,14 @@
-//! The embedded broker: queues persisted in the store's `queue_messages`
-//! table, leased to one consumer at a time. For a single service process
-//! (leases are cleared at startup, since a restarted service holds none).
+//! The embedded broker: messages persisted in the store's `queue_messages`
+//! table, leased in memory. For a single service process.
+//!
+//! Why leases live in memory: a restarted service holds no lease, so they
+//! were cleared at every start anyway, and keeping them in the store cost a
+//! write per dispatch. The store still has every message until it is acked
+//! (deleted) or dead-lettered, so nothing published is lost by a crash: at
+//! the next start each endpoint's queue is read back from the store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -14,22 +18,64 @@ use tokio::sync::{mpsc, watch};
 use super::{Broker, BrokerError, Delivery, Settle, Subscription};
 use crate::store::SharedStore;
 
-/// How often a consumer looks for messages even without a wake-up (another
-/// process may have published).
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
-/// Most messages leased per query.
-const LEASE_BATCH: u32 = 256;
-
 pub struct EmbeddedBroker {
     store: SharedStore,
-    /// Bumped on every publish to an endpoint, to wake its consumers.
-    wakeups: Mutex<HashMap<EndpointId, watch::Sender<u64>>>,
+    queues: Mutex<HashMap<EndpointId, Arc<Queue>>>,
+}
+
+/// One endpoint's queue in memory.
+struct Queue {
+    /// Messages not leased, by sequence number. The async mutex also orders
+    /// the first load from the store before any publish or lease.
+    ready: tokio::sync::Mutex<Ready>,
+    /// Bumped whenever messages become ready, to wake the consumers.
+    wakeup: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Ready {
+    loaded: bool,
+    messages: BTreeMap<i64, Message>,
+}
+
+#[derive(Clone, Copy)]
+struct Message {
+    task_id: TaskId,
+    deliveries: u32,
+}
+
+impl Queue {
+    /// The ready messages, read from the store on first use.
+    async fn lock(
+        &self,
+        store: &SharedStore,
+        endpoint: EndpointId,
+    ) -> Result<tokio::sync::MutexGuard<'_, Ready>, BrokerError> {
+        let mut ready = self.ready.lock().await;
+        if !ready.loaded {
+            for m in store.queue_pending(endpoint).await? {
+                ready.messages.insert(
+                    m.seq,
+                    Message {
+                        task_id: m.task_id,
+                        deliveries: m.deliveries,
+                    },
+                );
+            }
+            ready.loaded = true;
+        }
+        Ok(ready)
+    }
+
+    fn wake(&self) {
+        self.wakeup.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 impl EmbeddedBroker {
-    /// Opens the broker and returns leases a previous process left behind.
+    /// Opens the broker, clearing leases an earlier version left in the store.
     pub async fn open(store: SharedStore) -> Result<Arc<Self>, BrokerError> {
-        let released = store.queue_release_consumer(None).await?;
+        let released = store.queue_clear_leases().await?;
         if released > 0 {
             tracing::info!(
                 released,
@@ -38,16 +84,21 @@ impl EmbeddedBroker {
         }
         Ok(Arc::new(Self {
             store,
-            wakeups: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
         }))
     }
 
-    fn wakeup(&self, endpoint: EndpointId) -> watch::Sender<u64> {
-        self.wakeups
+    fn queue(&self, endpoint: EndpointId) -> Arc<Queue> {
+        self.queues
             .lock()
-            .expect("wakeups lock")
+            .expect("queues lock")
             .entry(endpoint)
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| {
+                Arc::new(Queue {
+                    ready: tokio::sync::Mutex::new(Ready::default()),
+                    wakeup: watch::channel(0).0,
+                })
+            })
             .clone()
     }
 }
@@ -59,9 +110,22 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn publish(&self, endpoint: EndpointId, tasks: &[TaskId]) -> Result<(), BrokerError> {
-        self.store.queue_push(endpoint, tasks, Utc::now()).await?;
-        self.wakeup(endpoint)
-            .send_modify(|n| *n = n.wrapping_add(1));
+        let queue = self.queue(endpoint);
+        {
+            // Held across the insert: a first load cannot see these rows
+            // and then get them pushed a second time.
+            let mut ready = queue.lock(&self.store, endpoint).await?;
+            for m in self.store.queue_push(endpoint, tasks, Utc::now()).await? {
+                ready.messages.insert(
+                    m.seq,
+                    Message {
+                        task_id: m.task_id,
+                        deliveries: m.deliveries,
+                    },
+                );
+            }
+        }
+        queue.wake();
         Ok(())
     }
 
@@ -73,12 +137,13 @@ impl Broker for EmbeddedBroker {
         let prefetch = usize::from(prefetch.max(1));
         let (delivery_tx, deliveries) = mpsc::channel(prefetch);
         let (settle, settle_rx) = mpsc::unbounded_channel();
+        let queue = self.queue(endpoint);
         let consumer = Consumer {
             store: self.store.clone(),
             endpoint,
-            name: format!("embedded-{}", uuid::Uuid::new_v4()),
             prefetch,
-            wakeup: self.wakeup(endpoint).subscribe(),
+            wakeup: queue.wakeup.subscribe(),
+            queue,
             deliveries: delivery_tx,
             settles: settle_rx,
             in_flight: HashMap::new(),
@@ -95,13 +160,13 @@ impl Broker for EmbeddedBroker {
 struct Consumer {
     store: SharedStore,
     endpoint: EndpointId,
-    name: String,
     prefetch: usize,
+    queue: Arc<Queue>,
     wakeup: watch::Receiver<u64>,
     deliveries: mpsc::Sender<Delivery>,
     settles: mpsc::UnboundedReceiver<Settle>,
-    /// Delivery tag (the queue row's seq) of every unsettled delivery.
-    in_flight: HashMap<u64, ()>,
+    /// Every unsettled delivery, by its tag (the message's sequence number).
+    in_flight: HashMap<u64, Message>,
 }
 
 impl Consumer {
@@ -114,24 +179,36 @@ impl Consumer {
             tracing::error!(endpoint_id = %self.endpoint, error = %e, "settling queue messages failed");
         }
         // Whatever is unsettled goes back to the queue.
-        if let Err(e) = self.store.queue_release_consumer(Some(&self.name)).await {
-            tracing::error!(endpoint_id = %self.endpoint, error = %e, "returning leased queue messages failed");
+        if !self.in_flight.is_empty() {
+            let unsettled: Vec<(i64, Message)> = self
+                .in_flight
+                .drain()
+                .map(|(tag, m)| (tag as i64, m))
+                .collect();
+            self.queue.ready.lock().await.messages.extend(unsettled);
+            self.queue.wake();
         }
     }
 
     async fn consume(&mut self) -> Result<(), BrokerError> {
         loop {
             let room = self.prefetch.saturating_sub(self.in_flight.len());
-            let mut leased_any = false;
             if room > 0 {
-                let leased = self
-                    .store
-                    .queue_lease(self.endpoint, &self.name, (room as u32).min(LEASE_BATCH))
-                    .await?;
-                leased_any = !leased.is_empty();
-                for message in leased {
-                    let tag = message.seq as u64;
-                    self.in_flight.insert(tag, ());
+                let leased: Vec<(i64, Message)> = {
+                    let mut ready = self.queue.lock(&self.store, self.endpoint).await?;
+                    let mut leased = Vec::with_capacity(room.min(ready.messages.len()));
+                    while leased.len() < room {
+                        let Some((seq, mut message)) = ready.messages.pop_first() else {
+                            break;
+                        };
+                        message.deliveries += 1;
+                        leased.push((seq, message));
+                    }
+                    leased
+                };
+                for (seq, message) in leased {
+                    let tag = seq as u64;
+                    self.in_flight.insert(tag, message);
                     let delivery = Delivery {
                         task_id: message.task_id,
                         tag,
@@ -142,13 +219,6 @@ impl Consumer {
                         return Ok(());
                     }
                 }
-            }
-            if leased_any && self.in_flight.len() < self.prefetch {
-                // More may be waiting; settle what arrived and lease again.
-                if !self.drain_settles().await? {
-                    return Ok(());
-                }
-                continue;
             }
             tokio::select! {
                 settle = self.settles.recv() => {
@@ -162,7 +232,6 @@ impl Consumer {
                         return Ok(());
                     }
                 }
-                _ = tokio::time::sleep(POLL_INTERVAL) => {}
                 _ = self.deliveries.closed() => return Ok(()),
             }
         }
@@ -190,20 +259,30 @@ impl Consumer {
         }
         let (mut acks, mut requeues, mut dead) = (Vec::new(), Vec::new(), Vec::new());
         for settle in batch {
-            let (tag, list) = match settle {
-                Settle::Ack(tag) => (tag, &mut acks),
-                Settle::Requeue(tag) => (tag, &mut requeues),
-                Settle::DeadLetter(tag) => (tag, &mut dead),
-            };
-            if self.in_flight.remove(&tag).is_some() {
-                list.push(tag as i64);
+            match settle {
+                Settle::Ack(tag) => {
+                    if self.in_flight.remove(&tag).is_some() {
+                        acks.push(tag as i64);
+                    }
+                }
+                Settle::Requeue(tag) => {
+                    if let Some(message) = self.in_flight.remove(&tag) {
+                        requeues.push((tag as i64, message));
+                    }
+                }
+                Settle::DeadLetter(tag) => {
+                    if self.in_flight.remove(&tag).is_some() {
+                        dead.push(tag as i64);
+                    }
+                }
             }
         }
         if !acks.is_empty() {
             self.store.queue_ack(&acks).await?;
         }
         if !requeues.is_empty() {
-            self.store.queue_release(&requeues).await?;
+            self.queue.ready.lock().await.messages.extend(requeues);
+            self.queue.wake();
         }
         if !dead.is_empty() {
             self.store.queue_dead_letter(&dead, Utc::now()).await?;

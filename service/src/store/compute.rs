@@ -68,9 +68,9 @@ pub struct DispatchedTask {
     pub user_config: Option<serde_json::Value>,
 }
 
-/// A leased message of the embedded queue.
+/// A message of the embedded queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeasedMessage {
+pub struct QueuedMessage {
     pub seq: i64,
     pub task_id: TaskId,
     pub deliveries: u32,
@@ -166,23 +166,20 @@ pub trait ComputeStore: Send + Sync + 'static {
     /// Cancels a task unless it is already final; true if it was cancelled.
     async fn cancel_task(&self, id: TaskId, at: DateTime<Utc>) -> StoreResult<bool>;
 
+    /// Appends messages; returns them with their sequence numbers.
     async fn queue_push(
         &self,
         endpoint: EndpointId,
         tasks: &[TaskId],
         at: DateTime<Utc>,
-    ) -> StoreResult<()>;
-    async fn queue_lease(
-        &self,
-        endpoint: EndpointId,
-        consumer: &str,
-        max: u32,
-    ) -> StoreResult<Vec<LeasedMessage>>;
+    ) -> StoreResult<Vec<QueuedMessage>>;
+    /// Every live (not dead-lettered) message of an endpoint, in order.
+    async fn queue_pending(&self, endpoint: EndpointId) -> StoreResult<Vec<QueuedMessage>>;
     async fn queue_ack(&self, seqs: &[i64]) -> StoreResult<()>;
-    async fn queue_release(&self, seqs: &[i64]) -> StoreResult<()>;
     async fn queue_dead_letter(&self, seqs: &[i64], at: DateTime<Utc>) -> StoreResult<()>;
-    /// Returns the leases of one consumer (`Some`) or of all (`None`, at startup).
-    async fn queue_release_consumer(&self, consumer: Option<&str>) -> StoreResult<u64>;
+    /// Clears leases recorded by earlier versions, which leased in the store
+    /// (leases now live in the embedded broker's memory).
+    async fn queue_clear_leases(&self) -> StoreResult<u64>;
 }
 
 fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
@@ -354,10 +351,20 @@ struct DispatchRow {
 }
 
 #[derive(sqlx::FromRow)]
-struct LeaseRow {
+struct QueueRow {
     seq: i64,
     task_id: String,
     deliveries: i64,
+}
+
+impl QueueRow {
+    fn into_message(self) -> StoreResult<QueuedMessage> {
+        Ok(QueuedMessage {
+            seq: self.seq,
+            task_id: TaskId(uuid_of("queue_messages", &self.task_id)?),
+            deliveries: self.deliveries.max(0) as u32,
+        })
+    }
 }
 
 const FUNCTION_COLUMNS: &str =
@@ -785,62 +792,36 @@ macro_rules! impl_compute_store {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn queue_push(&self, endpoint: EndpointId, tasks: &[TaskId], at: DateTime<Utc>) -> StoreResult<()> {
+            async fn queue_push(&self, endpoint: EndpointId, tasks: &[TaskId], at: DateTime<Utc>) -> StoreResult<Vec<QueuedMessage>> {
+                let mut out = Vec::with_capacity(tasks.len());
                 if tasks.len() <= INSERT_CHUNK {
                     let mut conn = self.pool.acquire().await?;
-                    return Self::queue_push_chunk(&mut conn, endpoint, tasks, at).await;
+                    Self::queue_push_chunk(&mut conn, endpoint, tasks, at, &mut out).await?;
+                } else {
+                    let mut tx = self.pool.begin().await?;
+                    for chunk in tasks.chunks(INSERT_CHUNK) {
+                        Self::queue_push_chunk(&mut tx, endpoint, chunk, at, &mut out).await?;
+                    }
+                    tx.commit().await?;
                 }
-                let mut tx = self.pool.begin().await?;
-                for chunk in tasks.chunks(INSERT_CHUNK) {
-                    Self::queue_push_chunk(&mut tx, endpoint, chunk, at).await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                out.sort_by_key(|m| m.seq);
+                Ok(out)
             }
 
-            async fn queue_lease(&self, endpoint: EndpointId, consumer: &str, max: u32) -> StoreResult<Vec<LeasedMessage>> {
-                let rows: Vec<LeaseRow> = sqlx::query_as(
-                    "UPDATE queue_messages SET lease_owner = $1, deliveries = deliveries + 1 \
-                     WHERE lease_owner IS NULL AND seq IN (SELECT seq FROM queue_messages \
-                       WHERE endpoint_id = $2 AND lease_owner IS NULL AND dead_at IS NULL ORDER BY seq LIMIT $3) \
-                     RETURNING seq, task_id, deliveries",
+            async fn queue_pending(&self, endpoint: EndpointId) -> StoreResult<Vec<QueuedMessage>> {
+                let rows: Vec<QueueRow> = sqlx::query_as(
+                    "SELECT seq, task_id, deliveries FROM queue_messages \
+                     WHERE endpoint_id = $1 AND dead_at IS NULL ORDER BY seq",
                 )
-                .bind(consumer)
                 .bind(endpoint.to_string())
-                .bind(i64::from(max))
                 .fetch_all(&self.pool)
                 .await?;
-                let mut leased = rows
-                    .into_iter()
-                    .map(|r| {
-                        Ok(LeasedMessage {
-                            seq: r.seq,
-                            task_id: TaskId(uuid_of("queue_messages", &r.task_id)?),
-                            deliveries: r.deliveries.max(0) as u32,
-                        })
-                    })
-                    .collect::<StoreResult<Vec<_>>>()?;
-                leased.sort_by_key(|m| m.seq);
-                Ok(leased)
+                rows.into_iter().map(QueueRow::into_message).collect()
             }
 
             async fn queue_ack(&self, seqs: &[i64]) -> StoreResult<()> {
                 for chunk in seqs.chunks(INSERT_CHUNK) {
                     let mut query: QueryBuilder<$db> = QueryBuilder::new("DELETE FROM queue_messages WHERE seq IN (");
-                    let mut list = query.separated(", ");
-                    for seq in chunk {
-                        list.push_bind(*seq);
-                    }
-                    query.push(")");
-                    query.build().execute(&self.pool).await?;
-                }
-                Ok(())
-            }
-
-            async fn queue_release(&self, seqs: &[i64]) -> StoreResult<()> {
-                for chunk in seqs.chunks(INSERT_CHUNK) {
-                    let mut query: QueryBuilder<$db> =
-                        QueryBuilder::new("UPDATE queue_messages SET lease_owner = NULL WHERE seq IN (");
                     let mut list = query.separated(", ");
                     for seq in chunk {
                         list.push_bind(*seq);
@@ -866,16 +847,10 @@ macro_rules! impl_compute_store {
                 Ok(())
             }
 
-            async fn queue_release_consumer(&self, consumer: Option<&str>) -> StoreResult<u64> {
-                let done = match consumer {
-                    Some(c) => sqlx::query("UPDATE queue_messages SET lease_owner = NULL WHERE lease_owner = $1")
-                        .bind(c)
-                        .execute(&self.pool)
-                        .await?,
-                    None => sqlx::query("UPDATE queue_messages SET lease_owner = NULL WHERE lease_owner IS NOT NULL")
-                        .execute(&self.pool)
-                        .await?,
-                };
+            async fn queue_clear_leases(&self) -> StoreResult<u64> {
+                let done = sqlx::query("UPDATE queue_messages SET lease_owner = NULL WHERE lease_owner IS NOT NULL")
+                    .execute(&self.pool)
+                    .await?;
                 Ok(done.rows_affected())
             }
         }
@@ -903,7 +878,13 @@ macro_rules! impl_compute_store {
                 Ok(())
             }
 
-            async fn queue_push_chunk(conn: &mut <$db as sqlx::Database>::Connection, endpoint: EndpointId, chunk: &[TaskId], at: DateTime<Utc>) -> StoreResult<()> {
+            async fn queue_push_chunk(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                endpoint: EndpointId,
+                chunk: &[TaskId],
+                at: DateTime<Utc>,
+                out: &mut Vec<QueuedMessage>,
+            ) -> StoreResult<()> {
                 let mut query: QueryBuilder<$db> =
                     QueryBuilder::new("INSERT INTO queue_messages (endpoint_id, task_id, enqueued_at) ");
                 query.push_values(chunk, |mut row, id| {
@@ -911,7 +892,11 @@ macro_rules! impl_compute_store {
                         .push_bind(id.to_string())
                         .push_bind(to_millis(at));
                 });
-                query.build().execute(&mut *conn).await?;
+                query.push(" RETURNING seq, task_id, deliveries");
+                let rows: Vec<QueueRow> = query.build_query_as().fetch_all(&mut *conn).await?;
+                for row in rows {
+                    out.push(row.into_message()?);
+                }
                 Ok(())
             }
 

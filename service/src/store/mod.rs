@@ -22,7 +22,7 @@ use lattice_protocol::api::{Identity, Scope};
 use lattice_protocol::{ClientId, IdentityId, LoginId, TokenId};
 
 pub use compute::{
-    AgentConnection, ComputeStore, DispatchedTask, EndpointRecord, LeasedMessage, Recorded,
+    AgentConnection, ComputeStore, DispatchedTask, EndpointRecord, QueuedMessage, Recorded,
 };
 pub use sql::{PostgresStore, SqliteStore};
 pub use transfers::{
@@ -41,6 +41,8 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("cannot open the store at {location}: another Lattice service holds it (SQLite is used by one process at a time; stop the other `lattice dev` or `lattice service`, or use another data directory)")]
+    InUse { location: String },
     #[error("store migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("store query failed: {0}")]

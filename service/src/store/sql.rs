@@ -13,7 +13,8 @@ use lattice_protocol::api::{Identity, Scope};
 use lattice_protocol::{ClientId, IdentityId, LoginId, TokenId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use uuid::Uuid;
 
@@ -34,16 +35,34 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens `sqlite://PATH` (creating the file) and applies migrations.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let open_err = |source| StoreError::Open {
-            location: url.to_owned(),
-            source,
+        let open_err = |source: sqlx::Error| {
+            let locked = source
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "5");
+            if locked {
+                StoreError::InUse {
+                    location: url.to_owned(),
+                }
+            } else {
+                StoreError::Open {
+                    location: url.to_owned(),
+                    source,
+                }
+            }
         };
         let options = SqliteConnectOptions::from_str(url)
             .map_err(open_err)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // One process owns the file: no lock calls per transaction and
+            // no shared-memory WAL index; a second service on the same
+            // file is refused ("database is locked").
+            .locking_mode(SqliteLockingMode::Exclusive)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
+            // Only another process can hold the file (see locking_mode):
+            // wait briefly for one that is exiting, then say who holds it.
+            .busy_timeout(Duration::from_secs(2))
             .foreign_keys(true);
         // One connection: SQLite runs one writer at a time anyway, and with
         // several connections a writer that finds the lock taken sleeps in
@@ -559,3 +578,30 @@ macro_rules! impl_store {
 
 impl_store!(SqliteStore, "sqlite");
 impl_store!(PostgresStore, "postgres");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_service_on_the_same_sqlite_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("lattice.db").display());
+        let first = SqliteStore::connect(&url).await.expect("first open");
+        let second = SqliteStore::connect(&url).await;
+        let message = match second {
+            Err(e @ StoreError::InUse { .. }) => e.to_string(),
+            other => panic!("expected InUse, got {:?}", other.map(|_| ())),
+        };
+        assert!(
+            message.contains("another Lattice service holds it"),
+            "{message}"
+        );
+        // Once the first is gone, the file opens again with its data.
+        first.pool.close().await;
+        drop(first);
+        SqliteStore::connect(&url)
+            .await
+            .expect("open after the first closed");
+    }
+}
