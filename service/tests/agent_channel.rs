@@ -87,6 +87,28 @@ impl Scene<'_> {
             .await
     }
 
+    /// Opens the session stream with the scene's token.
+    async fn session(&self) -> common::SessionStream {
+        self.running
+            .session(Some(&self.token))
+            .await
+            .expect("open the session stream")
+    }
+
+    /// Submits 3 tasks, hands them to an agent and finishes the first:
+    /// (batch, task ids, the agent, the assignments not finished yet).
+    async fn three_with_one_finished(
+        &self,
+    ) -> (String, Vec<TaskId>, FakeAgent, Vec<TaskAssignment>) {
+        let (batch, ids) = self.submit(3).await;
+        let mut agent = self.agent().await;
+        agent.credit(3).await;
+        let mut tasks = agent.assignments(3).await;
+        let rest = tasks.split_off(1);
+        finish(&mut agent, &tasks).await;
+        (batch, ids, agent, rest)
+    }
+
     async fn state_of(&self, id: TaskId) -> TaskState {
         self.service.task(&self.token, id).await.state
     }
@@ -440,14 +462,10 @@ async fn result_for_another_endpoints_task_is_ignored(service: &TestService) {
 
 async fn batch_stream_yields_every_task_then_done(service: &TestService) {
     let scene = scene(service).await;
-    let (batch, ids) = scene.submit(3).await;
-    let mut agent = scene.agent().await;
-    agent.credit(3).await;
-    let tasks = agent.assignments(3).await;
     // One final before the stream opens, the others while it is open.
-    finish(&mut agent, &tasks[..1]).await;
+    let (batch, ids, mut agent, rest) = scene.three_with_one_finished().await;
     let stream = scene.running.batch_stream(&scene.token, &batch).await;
-    finish(&mut agent, &tasks[1..]).await;
+    finish(&mut agent, &rest).await;
     let (streamed, status) = stream.until_done().await;
     assert_eq!(sorted(streamed.iter().map(|t| t.id).collect()), sorted(ids));
     assert!(streamed.iter().all(|t| t.state == TaskState::Success));
@@ -496,11 +514,7 @@ fn session_error(event: SessionEvent) -> (Option<u64>, Option<String>, String, S
 
 async fn session_stream_submits_batches_and_streams_their_results(service: &TestService) {
     let scene = scene(service).await;
-    let mut session = scene
-        .running
-        .session(Some(&scene.token))
-        .await
-        .expect("open the session stream");
+    let mut session = scene.session().await;
     let batch = |tasks: serde_json::Value| json!({"function_id": scene.function, "endpoint_id": scene.endpoint, "tasks": tasks});
     session
         .send_json(
@@ -549,21 +563,13 @@ async fn session_stream_submits_batches_and_streams_their_results(service: &Test
 
 async fn session_stream_follows_a_batch_submitted_earlier(service: &TestService) {
     let scene = scene(service).await;
-    let (batch, ids) = scene.submit(3).await;
-    let mut agent = scene.agent().await;
-    agent.credit(3).await;
-    let tasks = agent.assignments(3).await;
     // One final before the subscription, the others after it.
-    finish(&mut agent, &tasks[..1]).await;
-    let mut session = scene
-        .running
-        .session(Some(&scene.token))
-        .await
-        .expect("open the session stream");
+    let (batch, ids, mut agent, rest) = scene.three_with_one_finished().await;
+    let mut session = scene.session().await;
     session
         .send_json(json!({"type": "subscribe", "batch_id": batch}))
         .await;
-    finish(&mut agent, &tasks[1..]).await;
+    finish(&mut agent, &rest).await;
     let (streamed, statuses) = session.until_done(&[&batch]).await;
     assert_eq!(sorted(streamed.iter().map(|t| t.id).collect()), sorted(ids));
     assert_eq!(statuses[0]["total"], 3, "{statuses:?}");
@@ -643,11 +649,7 @@ async fn session_stream_checks_its_token_on_every_submission(service: &TestServi
         "no token: {:?}",
         refused.as_ref().map(|_| ())
     );
-    let mut session = scene
-        .running
-        .session(Some(&scene.token))
-        .await
-        .expect("open the session stream");
+    let mut session = scene.session().await;
     let revoked = service
         .post_json("/v1/auth/revoke", None, json!({ "token": scene.token }))
         .await;
