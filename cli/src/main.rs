@@ -106,7 +106,8 @@ enum Command {
     Mkdir(commands::files::MkdirArgs),
     /// Rename within a collection: `lattice rename local:/a local:/b`.
     Rename(commands::files::RenameArgs),
-    /// Delete a file, or a directory with --recursive: `lattice rm -r local:/old`.
+    /// Delete files or directories as a background delete task (waits for it
+    /// unless --no-wait): `lattice rm -r local:/old`.
     Rm(commands::files::RmArgs),
     /// Copy files or trees between collections, agent to agent, verified and
     /// resumable: `lattice transfer SRC_COLL:PATH DST_COLL:PATH --recursive`

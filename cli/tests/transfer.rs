@@ -198,8 +198,38 @@ fn collections_and_file_operations_through_the_cli() {
         ok(s.platform
             .cli(&["rename", "local:/a b/ünï/file", "local:/moved"]));
         assert_eq!(std::fs::read(local.join("moved")).unwrap(), b"12345");
-        ok(s.platform.cli(&["rm", "-r", "local:/a b"]));
+        let removed = ok(s.platform.cli(&["rm", "-r", "local:/a b"]));
         assert!(!local.join("a b").exists());
+        assert!(
+            removed.contains("deleted 0 file(s) and 2 director(ies)"),
+            "{removed}"
+        );
+
+        // `rm` is a delete task: a missing path fails it (exit 6) unless
+        // --ignore-missing; --no-wait prints the task id.
+        let missing = s.platform.cli(&["rm", "local:/not there"]);
+        assert_eq!(missing.status.code(), Some(6), "{missing:?}");
+        assert!(
+            String::from_utf8_lossy(&missing.stderr).contains("FILE_NOT_FOUND"),
+            "{missing:?}"
+        );
+        ok(s.platform
+            .cli(&["rm", "--ignore-missing", "local:/not there"]));
+        write(&local.join("later/x"), b"x");
+        write(&local.join("also"), b"y");
+        let id = ok(s
+            .platform
+            .cli(&["rm", "-r", "--no-wait", "local:/later", "local:/also"]));
+        ok(s.platform
+            .cli(&["transfer", "wait", id.trim(), "--timeout", "60"]));
+        let shown = ok(s.platform.cli(&["transfer", "show", id.trim()]));
+        assert!(
+            shown.contains("(delete)") && shown.contains("2 file(s), 1 directory"),
+            "{shown}"
+        );
+        assert!(!local.join("later").exists() && !local.join("also").exists());
+        let mixed = s.platform.cli(&["rm", "local:/a", "remote:/b"]);
+        assert_eq!(mixed.status.code(), Some(2), "{mixed:?}");
 
         // Refusals are exit code 4 with the service's message.
         let hostile = s.platform.cli(&["ls", "local:../"]);

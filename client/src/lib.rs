@@ -18,8 +18,9 @@ use lattice_protocol::compute::{
     FunctionInfo, FunctionRegister, TaskInfo, TaskStatusRequest, TaskSubmit,
 };
 use lattice_protocol::transfer::{
-    CollectionInfo, DeleteRequest, DeleteSummary, FileEntry, ListRequest, ListResponse,
-    MkdirRequest, RenameRequest, StatRequest, TransferEventInfo, TransferInfo, TransferSubmit,
+    CollectionInfo, DeleteRequest, DeleteSubmit, DeleteSummary, FileEntry, ListRequest,
+    ListResponse, MkdirRequest, RenameRequest, StatRequest, TransferEventInfo, TransferInfo,
+    TransferSubmit,
 };
 use lattice_protocol::{BatchId, EndpointId, ErrorBody, ErrorCode, FunctionId, TaskId, TransferId};
 use reqwest::{Method, StatusCode};
@@ -349,6 +350,11 @@ impl Client {
             request,
         )
         .await
+    }
+
+    /// Submits a delete task; follow it with [`Client::transfer`].
+    pub async fn submit_delete(&self, request: &DeleteSubmit) -> ClientResult<TransferInfo> {
+        self.post("v1/deletes", request).await
     }
 
     pub async fn submit_transfer(&self, request: &TransferSubmit) -> ClientResult<TransferInfo> {

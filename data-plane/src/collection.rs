@@ -11,6 +11,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cap_std::fs::{Dir, MetadataExt};
@@ -172,6 +173,39 @@ pub struct DeleteSummary {
     pub directories: u64,
 }
 
+/// Live counts of a running delete, and its stop switch (checked between
+/// two entries). Shared between the blocking thread that deletes and the
+/// task that reports progress.
+#[derive(Debug, Default)]
+pub struct DeleteControl {
+    files: AtomicU64,
+    directories: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl DeleteControl {
+    /// What was removed so far.
+    pub fn summary(&self) -> DeleteSummary {
+        DeleteSummary {
+            files: self.files.load(Ordering::Relaxed),
+            directories: self.directories.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Makes the delete stop before its next entry with [`CollectionError::Stopped`].
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn check(&self) -> Result<(), CollectionError> {
+        if self.stop.load(Ordering::Relaxed) {
+            Err(CollectionError::Stopped)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// A mapped collection: a root directory opened once as a capability.
 ///
 /// Cheap to clone (an `Arc` of the root's file descriptor). The async methods
@@ -248,7 +282,7 @@ impl Collection {
         recursive: bool,
     ) -> Result<DeleteSummary, CollectionError> {
         let path = CollectionPath::parse(path)?;
-        self.blocking(move |c| c.delete_blocking(&path, recursive))
+        self.blocking(move |c| c.delete_blocking(&path, recursive, &DeleteControl::default()))
             .await
     }
 
@@ -403,66 +437,77 @@ impl Collection {
         self.stat_blocking(to)
     }
 
-    pub(crate) fn delete_blocking(
+    /// Deletes `path` (a directory only if empty, unless `recursive`),
+    /// counting into `control` and stopping when it says so. Entries that
+    /// vanish meanwhile count as deleted by someone else and are passed over.
+    pub fn delete_blocking(
         &self,
         path: &CollectionPath,
         recursive: bool,
+        control: &DeleteControl,
     ) -> Result<DeleteSummary, CollectionError> {
         if path.is_root() {
             return Err(CollectionError::RootOperation { op: "delete" });
         }
+        control.check()?;
         let entry = self.stat_blocking(path)?;
-        let mut summary = DeleteSummary::default();
         if entry.kind != EntryKind::Dir {
             self.dir
                 .remove_file(path.as_relative())
                 .map_err(|e| CollectionError::from_io("delete", path.to_string(), e))?;
-            summary.files = 1;
-            return Ok(summary);
-        }
-        if !recursive {
+            control.files.fetch_add(1, Ordering::Relaxed);
+        } else if !recursive {
             self.dir
                 .remove_dir(path.as_relative())
                 .map_err(|e| CollectionError::from_io("delete", path.to_string(), e))?;
-            summary.directories = 1;
-            return Ok(summary);
+            control.directories.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.delete_tree(path, control)?;
         }
-        self.delete_tree(path, &mut summary)?;
-        Ok(summary)
+        Ok(control.summary())
     }
 
     /// Depth-first delete that never follows symlinks (they are unlinked).
     fn delete_tree(
         &self,
         path: &CollectionPath,
-        summary: &mut DeleteSummary,
+        control: &DeleteControl,
     ) -> Result<(), CollectionError> {
-        let read = self
-            .dir
-            .read_dir(path.as_relative())
-            .map_err(|e| CollectionError::from_io("delete", path.to_string(), e))?;
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        let read = match self.dir.read_dir(path.as_relative()) {
+            Ok(read) => read,
+            Err(e) if gone(&e) => return Ok(()),
+            Err(e) => return Err(CollectionError::from_io("delete", path.to_string(), e)),
+        };
         for item in read {
+            control.check()?;
             let item = item.map_err(|e| CollectionError::from_io("delete", path.to_string(), e))?;
             let child = path.join_name(&item.file_name());
-            let is_dir = item
-                .file_type()
-                .map(|t| t.is_dir())
-                .map_err(|e| CollectionError::from_io("delete", child.to_string(), e))?;
+            let is_dir = match item.file_type() {
+                Ok(t) => t.is_dir(),
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(CollectionError::from_io("delete", child.to_string(), e)),
+            };
             if is_dir {
-                self.delete_tree(&child, summary)?;
+                self.delete_tree(&child, control)?;
             } else {
                 match self.dir.remove_file(child.as_relative()) {
-                    Ok(()) => summary.files += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Ok(()) => {
+                        control.files.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) if gone(&e) => {}
                     Err(e) => return Err(CollectionError::from_io("delete", child.to_string(), e)),
                 }
             }
         }
-        self.dir
-            .remove_dir(path.as_relative())
-            .map_err(|e| CollectionError::from_io("delete", path.to_string(), e))?;
-        summary.directories += 1;
-        Ok(())
+        match self.dir.remove_dir(path.as_relative()) {
+            Ok(()) => {
+                control.directories.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) if gone(&e) => Ok(()),
+            Err(e) => Err(CollectionError::from_io("delete", path.to_string(), e)),
+        }
     }
 }
 

@@ -868,7 +868,11 @@ fn delete_extraneous(
             }
             continue;
         }
-        let summary = collection.delete_blocking(&root.join(&rel), true)?;
+        let summary = collection.delete_blocking(
+            &root.join(&rel),
+            true,
+            &crate::collection::DeleteControl::default(),
+        )?;
         *deleted += summary.files + summary.directories;
     }
     Ok(())

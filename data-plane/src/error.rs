@@ -29,6 +29,9 @@ pub enum CollectionError {
     NotADirectory { path: String },
     #[error("no space left on the device holding `{path}`")]
     NoSpace { path: String },
+    /// A [`crate::DeleteControl`] stopped the delete.
+    #[error("the delete was stopped before it finished")]
+    Stopped,
     #[error("refusing to {op} the collection root")]
     RootOperation { op: &'static str },
     #[error("collection root `{root}` cannot be opened: {source}")]
@@ -85,7 +88,10 @@ impl CollectionError {
                 FaultCode::PermissionDenied
             }
             CollectionError::NoSpace { .. } => FaultCode::NoSpaceLeft,
-            CollectionError::InvalidPath { .. } => FaultCode::InvalidPath,
+            CollectionError::InvalidPath { .. } | CollectionError::RootOperation { .. } => {
+                FaultCode::InvalidPath
+            }
+            CollectionError::Stopped => FaultCode::Cancelled,
             _ => FaultCode::IoError,
         }
     }

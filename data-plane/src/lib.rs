@@ -15,6 +15,7 @@
 //! - [`run_source`] / [`run_destination`]: one attempt of a transfer, each
 //!   returning a [`TransferReport`] (counters, fault events, checksums) or a
 //!   [`TransferFailure`] whose [`TransferError`] says whether to retry.
+//!   [`run_delete`] is one attempt of a delete task, reported the same way.
 //!
 //! What it must not do: know about the service's store, queues, tokens or
 //! compute; retry on its own across attempts (the service does, with backoff
@@ -27,6 +28,7 @@
 mod buffers;
 mod checksum;
 mod collection;
+mod delete;
 mod destination;
 mod endpoint;
 mod error;
@@ -39,7 +41,10 @@ pub mod spec;
 mod tls;
 mod wire;
 
-pub use collection::{Collection, CollectionPath, DeleteSummary, Entry, EntryKind, ListOptions};
+pub use collection::{
+    Collection, CollectionPath, DeleteControl, DeleteSummary, Entry, EntryKind, ListOptions,
+};
+pub use delete::{run_delete, DeleteTask};
 pub use destination::{run_destination, DestinationTask, PARTIAL_PREFIX};
 pub use endpoint::{EndpointConfig, TransferEndpoint};
 pub use error::{CollectionError, EndpointError, FaultCode, TransferError, TransferFailure};

@@ -237,3 +237,110 @@ async fn file_operations_with_awkward_names() {
     assert_eq!(json["kind"], "file");
     assert_eq!(json["path"], "/inside/secret");
 }
+
+/// One attempt of a delete task: counts, progress updates, refusals and
+/// `ignore_missing`.
+#[tokio::test]
+async fn delete_attempts_count_report_and_classify() {
+    use lattice_data_plane::{run_delete, DeleteTask, FaultCode, TransferUpdate};
+    let f = fixture();
+    for d in 0..4 {
+        for n in 0..50 {
+            std::fs::create_dir_all(f.root.path().join(format!("big/d{d}"))).unwrap();
+            std::fs::write(f.root.path().join(format!("big/d{d}/f{n}")), "x").unwrap();
+        }
+    }
+    let task = |path: &str, recursive: bool, ignore_missing: bool| DeleteTask {
+        transfer_id: "t.0".into(),
+        path: path.into(),
+        recursive,
+        ignore_missing,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let report = run_delete(f.collection.clone(), task("/big", true, false), Some(tx))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.counters.files, report.counters.directories),
+        (200, 5)
+    );
+    assert!(!f.root.path().join("big").exists());
+    // The last progress update has the final counts.
+    let mut last = None;
+    while let Ok(TransferUpdate::Progress(c)) = rx.try_recv() {
+        last = Some(c);
+    }
+    assert_eq!(last.map(|c| (c.files, c.directories)), Some((200, 5)));
+
+    let missing = run_delete(f.collection.clone(), task("/big", true, false), None)
+        .await
+        .unwrap_err();
+    assert_eq!(missing.error.code, FaultCode::FileNotFound);
+    assert!(!missing.error.retryable);
+    let ignored = run_delete(f.collection.clone(), task("/big", true, true), None)
+        .await
+        .unwrap();
+    assert_eq!(ignored.counters.files, 0);
+
+    // Not recursive: an empty directory goes, a full one stays (final error).
+    std::fs::create_dir(f.root.path().join("empty")).unwrap();
+    let empty = run_delete(f.collection.clone(), task("empty", false, false), None)
+        .await
+        .unwrap();
+    assert_eq!(empty.counters.directories, 1);
+    let full = run_delete(f.collection.clone(), task("inside", false, false), None)
+        .await
+        .unwrap_err();
+    assert!(!full.error.retryable, "{:?}", full.error);
+    assert!(full.error.message.contains("not empty"), "{:?}", full.error);
+    assert!(f.root.path().join("inside/secret").exists());
+
+    for hostile in ["/", "..", "inside/../..", "/./"] {
+        let refused = run_delete(f.collection.clone(), task(hostile, true, true), None)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.error.code, FaultCode::InvalidPath, "{hostile}");
+        assert!(!refused.error.retryable, "{hostile}");
+    }
+    assert!(f.root.path().join("inside/secret").exists());
+}
+
+/// A stopped delete ends between two entries with `Stopped`, having counted
+/// exactly what it removed, and leaves the rest for a retry.
+#[test]
+fn a_stopped_delete_leaves_the_rest_for_a_retry() {
+    use lattice_data_plane::{CollectionPath, DeleteControl};
+    const FILES: u64 = 20_000;
+    let f = fixture();
+    std::fs::create_dir_all(f.root.path().join("tree")).unwrap();
+    for n in 0..FILES {
+        std::fs::write(f.root.path().join(format!("tree/f{n}")), "x").unwrap();
+    }
+    let path = CollectionPath::parse("tree").unwrap();
+    let control = Arc::new(DeleteControl::default());
+    let stopper = {
+        let control = control.clone();
+        std::thread::spawn(move || {
+            while control.summary().files < 100 {
+                std::hint::spin_loop();
+            }
+            control.stop();
+        })
+    };
+    let err = f
+        .collection
+        .delete_blocking(&path, true, &control)
+        .unwrap_err();
+    stopper.join().unwrap();
+    assert!(matches!(err, CollectionError::Stopped), "{err}");
+    let removed = control.summary().files;
+    let left = std::fs::read_dir(f.root.path().join("tree"))
+        .unwrap()
+        .count() as u64;
+    assert!(removed >= 100 && left > 0, "removed {removed}, left {left}");
+    assert_eq!(removed + left, FILES);
+    let retry = DeleteControl::default();
+    let summary = f.collection.delete_blocking(&path, true, &retry).unwrap();
+    assert_eq!((summary.files, summary.directories), (left, 1));
+    assert!(!f.root.path().join("tree").exists());
+}

@@ -15,9 +15,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use lattice_data_plane::{
-    run_destination, run_source, AgentIdentity, Collection, CollectionError, Credential,
-    DestinationTask, EndpointConfig, Fingerprint, SourceTask, TransferEndpoint, TransferFailure,
-    TransferReport as EngineReport, TransferSpec, TransferUpdate,
+    run_delete, run_destination, run_source, AgentIdentity, Collection, CollectionError,
+    Credential, DeleteTask, DestinationTask, EndpointConfig, Fingerprint, SourceTask,
+    TransferEndpoint, TransferFailure, TransferReport as EngineReport, TransferSpec,
+    TransferUpdate,
 };
 use lattice_protocol::frames::{AgentFrame, ServiceFrame};
 use lattice_protocol::transfer::{
@@ -281,6 +282,34 @@ impl DataPlane {
                     async move { run_destination(&endpoint, task, Some(updates)).await }
                 });
             }
+            TransferCommand::Delete {
+                attempt,
+                collection,
+                transfer_id,
+                path,
+                recursive,
+                ignore_missing,
+            } => {
+                let Some(collection) = self.collections.get(&collection).cloned() else {
+                    let error = AttemptError {
+                        code: "INVALID_PATH".into(),
+                        message: format!(
+                            "this agent does not host a collection named `{collection}`"
+                        ),
+                        retryable: false,
+                    };
+                    return self.refuse(transfer_id, attempt, Side::Destination, error);
+                };
+                let task = DeleteTask {
+                    transfer_id: transfer_id.clone(),
+                    path,
+                    recursive,
+                    ignore_missing,
+                };
+                self.spawn_attempt(transfer_id, attempt, Side::Destination, move |updates| {
+                    run_delete(collection, task, Some(updates))
+                });
+            }
             TransferCommand::Send {
                 attempt,
                 collection,
@@ -482,7 +511,17 @@ pub(crate) fn without_data_plane(frame: ServiceFrame) -> Option<AgentFrame> {
             Side::Source,
             no_collections(MESSAGE),
         )),
-        _ => None,
+        TransferCommand::Delete {
+            attempt,
+            transfer_id,
+            ..
+        } => Some(done_with_error(
+            transfer_id,
+            attempt,
+            Side::Destination,
+            no_collections(MESSAGE),
+        )),
+        TransferCommand::Abort { .. } => None,
     }
 }
 
@@ -586,7 +625,9 @@ fn file_error(e: CollectionError) -> FileOpError {
         CollectionError::NotADirectory { .. } => FileErrorKind::NotADirectory,
         CollectionError::NoSpace { .. } => FileErrorKind::NoSpace,
         CollectionError::RootOperation { .. } => FileErrorKind::RootOperation,
-        CollectionError::Root { .. } | CollectionError::Io { .. } => FileErrorKind::Io,
+        CollectionError::Root { .. } | CollectionError::Io { .. } | CollectionError::Stopped => {
+            FileErrorKind::Io
+        }
     };
     FileOpError {
         kind,

@@ -305,6 +305,55 @@ pub struct TransferSubmit {
     pub submission_id: Option<String>,
 }
 
+/// What a task does: copy between two collections, or delete paths in one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum TaskKind {
+    #[default]
+    Transfer,
+    /// Each item's `source_path` (= `destination_path`) is deleted from the
+    /// one collection (source = destination); `counters.files` and
+    /// `counters.directories` count what was removed.
+    Delete {
+        /// A path that does not exist counts as deleted instead of failing
+        /// the task with FILE_NOT_FOUND.
+        #[serde(default)]
+        ignore_missing: bool,
+    },
+}
+
+/// One path of a delete task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeleteItem {
+    pub path: String,
+}
+
+/// `POST /v1/deletes`: a delete task, run by the collection's agent in the
+/// background and reported like a transfer (`/v1/transfers/{id}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeleteSubmit {
+    /// Collection id or name.
+    pub collection: String,
+    /// At least one; deleted in order.
+    pub items: Vec<DeleteItem>,
+    /// Directories are deleted with everything in them (otherwise only empty ones).
+    #[serde(default)]
+    pub recursive: bool,
+    #[serde(default)]
+    pub ignore_missing: bool,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Faults are retried until this time; then the task fails.
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+    /// Resubmitting with the same id returns the first task instead of a new one.
+    #[serde(default)]
+    pub submission_id: Option<String>,
+}
+
 /// Where a transfer task stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -381,6 +430,9 @@ pub struct TransferCounters {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransferInfo {
     pub id: TransferId,
+    /// A transfer, or a delete task (whose counters count removed files).
+    #[serde(default)]
+    pub kind: TaskKind,
     pub owner_id: IdentityId,
     pub label: Option<String>,
     pub status: TransferStatus,
@@ -498,6 +550,17 @@ pub enum TransferCommand {
         destination: String,
         destination_fingerprint: String,
         credential: String,
+    },
+    /// Delete `path` (an attempt of a delete task) in a blocking thread,
+    /// reporting [`TransferReport::Progress`] and `Done` as the destination
+    /// side; `Abort` stops it between two entries.
+    Delete {
+        attempt: u32,
+        collection: String,
+        transfer_id: String,
+        path: String,
+        recursive: bool,
+        ignore_missing: bool,
     },
     /// Stop any attempt of this transfer (its journal stays).
     Abort { transfer_id: String },

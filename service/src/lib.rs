@@ -103,6 +103,7 @@ pub fn app(state: AppState) -> Router {
             "/transfers",
             post(routes::transfers::submit).get(routes::transfers::list),
         )
+        .route("/deletes", post(routes::transfers::submit_delete))
         .route("/transfers/{id}", get(routes::transfers::show))
         .route("/transfers/{id}/cancel", post(routes::transfers::cancel))
         .route("/transfers/{id}/events", get(routes::transfers::events))

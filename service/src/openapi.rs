@@ -43,6 +43,7 @@ use crate::routes;
         routes::collections::rename,
         routes::collections::delete,
         routes::transfers::submit,
+        routes::transfers::submit_delete,
         routes::transfers::list,
         routes::transfers::show,
         routes::transfers::cancel,

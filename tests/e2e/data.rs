@@ -834,6 +834,298 @@ async fn bad_transfer_requests_are_4xx(scene: &Scene) {
         .assert_error(400, "bad_request");
 }
 
+/// A tmpfs of `size` mounted at `dir` (inside a collection root) for the
+/// guard's lifetime. Needs root: `None` (SKIPPED) otherwise, unless
+/// LATTICE_REQUIRE_SERVICES=1, which fails instead.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(test: &str, dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))
+            .and_then(|out| {
+                out.status.success().then_some(()).ok_or_else(|| {
+                    format!(
+                        "cannot mount a tmpfs (needs root): {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )
+                })
+            });
+        require_service(test, mounted).then(|| Tmpfs(dir.to_owned()))
+    }
+
+    fn resize(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .expect("mount -o remount");
+        assert!(status.success(), "remounting {:?} with size={size}", self.0);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Names left in `dir` (a full destination must not keep partial files).
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn a_full_destination_is_no_space_left(scene: &Scene) {
+    let src = scene.agent("src").await;
+    let dst = scene.agent("dst").await;
+    let data: Vec<u8> = (0..24u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    write(&src.root().join("big.bin"), &data);
+    let small = dst.root().join("small");
+    let Some(tmpfs) = Tmpfs::mount("data::a_full_destination_is_no_space_left", &small, "4m")
+    else {
+        return;
+    };
+    let submit = |fail_on_quota: bool| {
+        scene.transfer(json!({
+            "source_collection": "src",
+            "destination_collection": "dst",
+            "items": [{"source_path": "/big.bin", "destination_path": "/small/big.bin"}],
+            "options": {"fail_on_quota": fail_on_quota},
+        }))
+    };
+
+    // With fail_on_quota: the task fails for good, and cleanly.
+    let answer = submit(true).await;
+    assert_eq!(answer.status.as_u16(), 201, "{answer:?}");
+    let id = answer.str("id").to_owned();
+    let done = scene.finished(&id).await;
+    assert_eq!(done["status"], json!("failed"), "{done}");
+    let message = done["status_message"].as_str().unwrap_or("");
+    assert!(message.contains("NO_SPACE_LEFT"), "{done}");
+    assert!(
+        scene
+            .event_codes(&id)
+            .await
+            .iter()
+            .any(|c| c == "NO_SPACE_LEFT"),
+        "{done}"
+    );
+    assert_eq!(names_in(&small), Vec::<String>::new(), "partial files left");
+
+    // Without it: a retryable fault; the task stays active and retries,
+    // then succeeds once there is room.
+    let answer = submit(false).await;
+    let id = answer.str("id").to_owned();
+    wait_for("a NO_SPACE_LEFT event while the task retries", || async {
+        scene
+            .event_codes(&id)
+            .await
+            .iter()
+            .any(|c| c == "NO_SPACE_LEFT")
+            .then_some(())
+    })
+    .await;
+    let info = scene.get(&format!("/v1/transfers/{id}")).await.body;
+    assert_eq!(info["status"], json!("active"), "{info}");
+    tmpfs.resize("64m");
+    let done = scene.finished(&id).await;
+    assert_eq!(done["status"], json!("succeeded"), "{done}");
+    let copied = std::fs::read(small.join("big.bin")).expect("copied file");
+    assert!(copied == data, "the copy differs from the source");
+    assert_eq!(names_in(&small), vec!["big.bin".to_owned()]);
+    drop(tmpfs);
+}
+
+async fn delete_tasks_remove_trees_and_report_counts(scene: &Scene) {
+    let dst = scene.agent("dst").await;
+    let root = dst.root();
+    // 3 directories of 400 files, one name with a newline, a symlink out
+    // (unlinked, never followed) and a file outside it that must survive.
+    let outside = tempfile::tempdir().unwrap();
+    write(&outside.path().join("keep"), b"keep");
+    for d in 0..3 {
+        for f in 0..400 {
+            write(&root.join(format!("tree/d{d}/f {f}")), b"x");
+        }
+    }
+    write(&root.join("tree/new\nline"), b"y");
+    std::os::unix::fs::symlink(outside.path(), root.join("tree/out")).unwrap();
+    write(&root.join("single"), b"z");
+
+    let answer = scene
+        .post(
+            "/v1/deletes",
+            json!({"collection": "dst", "items": [{"path": "/tree"}, {"path": "/single"}],
+                   "recursive": true, "label": "cleanup"}),
+        )
+        .await;
+    assert_eq!(answer.status.as_u16(), 201, "{answer:?}");
+    assert_eq!(
+        answer.body["kind"],
+        json!({"type": "delete", "ignore_missing": false})
+    );
+    let id = answer.str("id").to_owned();
+    let done = scene.finished(&id).await;
+    assert_eq!(done["status"], json!("succeeded"), "{done}");
+    // 1200 + the newline file + the symlink + /single; tree, d0..d2.
+    assert_eq!(done["counters"]["files"], json!(1203), "{done}");
+    assert_eq!(done["counters"]["directories"], json!(4), "{done}");
+    assert_eq!(done["items_done"], json!(2), "{done}");
+    assert!(!root.join("tree").exists() && !root.join("single").exists());
+    assert_eq!(std::fs::read(outside.path().join("keep")).unwrap(), b"keep");
+    let codes = scene.event_codes(&id).await;
+    assert_eq!(codes, ["SUBMITTED", "SUCCEEDED"], "{codes:?}");
+
+    // A missing path fails the task with FILE_NOT_FOUND, unless ignored.
+    let missing = |ignore: bool| {
+        scene.post(
+            "/v1/deletes",
+            json!({"collection": "dst", "items": [{"path": "/not here"}], "ignore_missing": ignore}),
+        )
+    };
+    let id = missing(false).await.str("id").to_owned();
+    let done = scene.finished(&id).await;
+    assert_eq!(done["status"], json!("failed"), "{done}");
+    assert!(
+        done["status_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("FILE_NOT_FOUND"),
+        "{done}"
+    );
+    let id = missing(true).await.str("id").to_owned();
+    let done = scene.finished(&id).await;
+    assert_eq!(done["status"], json!("succeeded"), "{done}");
+    assert_eq!(done["counters"]["files"], json!(0), "{done}");
+
+    // A non-empty directory without `recursive` fails for good, and keeps it.
+    write(&root.join("full/f"), b"f");
+    let answer = scene
+        .post(
+            "/v1/deletes",
+            json!({"collection": "dst", "items": [{"path": "/full"}]}),
+        )
+        .await;
+    let done = scene.finished(answer.str("id")).await;
+    assert_eq!(done["status"], json!("failed"), "{done}");
+    assert!(
+        done["status_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not empty"),
+        "{done}"
+    );
+    assert!(root.join("full/f").exists());
+}
+
+async fn a_delete_task_waits_for_its_offline_agent(scene: &Scene) {
+    let mut dst = scene.agent("dst").await;
+    write(&dst.root().join("old/a"), b"a");
+    dst.stop().await;
+    scene.until_online("dst", false).await;
+    let body = json!({"collection": "dst", "items": [{"path": "/old"}], "recursive": true,
+                      "submission_id": "cleanup-1"});
+    let answer = scene.post("/v1/deletes", body.clone()).await;
+    assert_eq!(answer.status.as_u16(), 201, "{answer:?}");
+    let id = answer.str("id").to_owned();
+    wait_for("the delete to pause", || async {
+        let body = scene.get(&format!("/v1/transfers/{id}")).await.body;
+        (body["status"] == json!("paused")).then_some(())
+    })
+    .await;
+    assert!(dst.root().join("old/a").exists());
+    // Resubmitting is idempotent.
+    let again = scene.post("/v1/deletes", body).await;
+    assert_eq!(again.status.as_u16(), 200, "{again:?}");
+    assert_eq!(again.str("id"), id);
+    dst.start();
+    let done = scene.finished(&id).await;
+    assert_eq!(done["status"], json!("succeeded"), "{done}");
+    assert!(!dst.root().join("old").exists());
+    let codes = scene.event_codes(&id).await;
+    assert!(
+        codes.contains(&"PAUSED".to_owned()) && codes.contains(&"RESUMED".to_owned()),
+        "{codes:?}"
+    );
+}
+
+async fn bad_delete_requests_are_4xx(scene: &Scene) {
+    let _dst = scene.agent("dst").await;
+    for (body, status, needle) in [
+        (
+            json!({"collection": "dst", "items": []}),
+            400,
+            "at least one",
+        ),
+        (
+            json!({"collection": "dst", "items": [{"path": "/a/../.."}]}),
+            400,
+            "..",
+        ),
+        (
+            json!({"collection": "dst", "items": [{"path": "/"}]}),
+            400,
+            "root",
+        ),
+        (
+            json!({"collection": "dst", "items": [{"path": "/./"}]}),
+            400,
+            "root",
+        ),
+        (
+            json!({"collection": "dst", "items": [{"path": ""}]}),
+            400,
+            "required",
+        ),
+        (
+            json!({"collection": "nowhere", "items": [{"path": "/a"}]}),
+            404,
+            "does not exist",
+        ),
+        (
+            json!({"collection": "dst", "items": [{"nope": "/a"}]}),
+            400,
+            "path",
+        ),
+        (
+            json!({"collection": "dst", "items": [{"path": "/a"}], "deadline": "2000-01-01T00:00:00Z"}),
+            400,
+            "future",
+        ),
+    ] {
+        let answer = scene.post("/v1/deletes", body.clone()).await;
+        let code = if status == 404 {
+            "not_found"
+        } else {
+            "bad_request"
+        };
+        let message = answer.assert_error(status, code);
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+    let other = scene
+        .service
+        .post_json(
+            "/v1/deletes",
+            Some(&scene.other_token),
+            &json!({"collection": "dst", "items": [{"path": "/a"}]}),
+        )
+        .await;
+    // Another identity sees no `dst` of its own.
+    other.assert_error(404, "not_found");
+}
+
 macro_rules! data_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -874,4 +1166,8 @@ data_suite!(
     an_offline_endpoint_pauses_then_resumes,
     a_deadline_ends_a_paused_transfer,
     bad_transfer_requests_are_4xx,
+    a_full_destination_is_no_space_left,
+    delete_tasks_remove_trees_and_report_counts,
+    a_delete_task_waits_for_its_offline_agent,
+    bad_delete_requests_are_4xx,
 );

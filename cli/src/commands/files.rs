@@ -3,10 +3,11 @@
 
 use clap::{Args, Subcommand};
 use lattice_protocol::transfer::{
-    CollectionInfo, DeleteRequest, EntryKind, FileEntry, ListRequest, ListResponse, MkdirRequest,
-    RenameRequest,
+    CollectionInfo, DeleteItem, DeleteSubmit, EntryKind, FileEntry, ListRequest, ListResponse,
+    MkdirRequest, RenameRequest, TransferStatus,
 };
 
+use crate::commands::transfers;
 use crate::context::Context;
 use crate::output::UsageError;
 
@@ -245,34 +246,92 @@ pub(crate) async fn rename(ctx: &Context, args: RenameArgs) -> anyhow::Result<()
     ctx.output.emit(&entry, long_line)
 }
 
+const RM_HELP: &str = "\
+`rm` submits a delete task: the collection's agent deletes in the background,
+the task pauses while the agent is offline and resumes when it returns, and
+faults are retried until --deadline. By default `rm` waits for it and exits 0
+when everything is deleted, 6 if the task failed or was cancelled, 7 on
+--timeout (the task keeps going). Follow a task with `lattice transfer show|
+events|cancel ID`.
+
+Examples:
+  lattice rm local:/runs/42/out.h5
+  lattice rm --recursive local:/runs/42 local:/runs/43
+  lattice rm --recursive --no-wait scratch:/old-campaign    # prints the task id";
+
 #[derive(Args, Debug)]
+#[command(after_help = RM_HELP)]
 pub(crate) struct RmArgs {
-    /// COLLECTION:PATH to delete.
-    target: String,
-    /// Delete a directory and everything in it.
+    /// COLLECTION:PATH to delete (several are allowed, all in one collection).
+    #[arg(required = true, value_name = "COLLECTION:PATH")]
+    targets: Vec<String>,
+    /// Delete directories with everything in them (otherwise only empty ones).
     #[arg(short, long)]
     recursive: bool,
+    /// A path that does not exist counts as deleted instead of failing the task.
+    #[arg(long)]
+    ignore_missing: bool,
+    /// Print the task id and return at once instead of waiting.
+    #[arg(long)]
+    no_wait: bool,
+    /// Stop waiting after this many seconds (exit 7; the task keeps going).
+    #[arg(long, value_name = "SECS", conflicts_with = "no_wait")]
+    timeout: Option<u64>,
+    /// A label to recognise the task by.
+    #[arg(long)]
+    label: Option<String>,
+    /// Stop retrying at this time: RFC 3339 or a duration from now (30m, 12h).
+    #[arg(long, value_name = "TIME", value_parser = crate::commands::transfers::parse_deadline)]
+    deadline: Option<chrono::DateTime<chrono::Utc>>,
+    /// Resubmitting with the same id returns the first task instead of a new one.
+    #[arg(long, value_name = "ID")]
+    submission_id: Option<String>,
 }
 
 pub(crate) async fn rm(ctx: &Context, args: RmArgs) -> anyhow::Result<()> {
-    let (collection, path) = split_target(&args.target)?;
-    let summary = ctx
-        .client()
-        .await?
-        .delete_path(
-            &collection,
-            &DeleteRequest {
-                path,
-                recursive: args.recursive,
-            },
-        )
+    let mut collection = None;
+    let mut items = Vec::new();
+    for target in &args.targets {
+        let (c, path) = split_target(target)?;
+        match &collection {
+            None => collection = Some(c),
+            Some(first) if *first != c => {
+                return Err(UsageError(format!(
+                    "`{target}`: every path of one `rm` must be in one collection (the first is `{first}`)"
+                ))
+                .into())
+            }
+            Some(_) => {}
+        }
+        items.push(DeleteItem { path });
+    }
+    let client = ctx.client().await?;
+    let task = client
+        .submit_delete(&DeleteSubmit {
+            collection: collection.unwrap_or_default(),
+            items,
+            recursive: args.recursive,
+            ignore_missing: args.ignore_missing,
+            label: args.label,
+            deadline: args.deadline,
+            submission_id: args.submission_id,
+        })
         .await?;
-    ctx.output.emit(&summary, |s| {
-        format!(
-            "deleted {} file(s) and {} director(ies)",
-            s.files, s.directories
-        )
-    })
+    if args.no_wait {
+        return ctx.output.emit(&task, |t| t.id.to_string());
+    }
+    let info = transfers::wait_final(&client, task.id, args.timeout).await?;
+    if info.status == TransferStatus::Succeeded {
+        ctx.output.emit(&info, |t| {
+            format!(
+                "deleted {} file(s) and {} director(ies)",
+                t.counters.files, t.counters.directories
+            )
+        })
+    } else {
+        ctx.output.emit(&info, |t| transfers::describe(t, false))?;
+        transfers::fail_unless_succeeded(&info)
+    }
 }
 
 #[cfg(test)]

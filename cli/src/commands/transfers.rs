@@ -8,13 +8,13 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use lattice_client::Client;
 use lattice_protocol::transfer::{
-    SyncLevel, TransferEventInfo, TransferInfo, TransferItem, TransferOptions, TransferStatus,
-    TransferSubmit,
+    SyncLevel, TaskKind, TransferEventInfo, TransferInfo, TransferItem, TransferOptions,
+    TransferStatus, TransferSubmit,
 };
 use lattice_protocol::TransferId;
 
 use crate::commands::files::split_target;
-use crate::commands::tasks::{ExitWith, EXIT_TASK_FAILED, EXIT_TIMEOUT};
+use crate::commands::tasks::{ExitWith, EXIT_TASK_FAILED, EXIT_TIMEOUT as EXIT_TASK_TIMEOUT};
 use crate::context::Context;
 use crate::output::UsageError;
 
@@ -45,15 +45,16 @@ pub(crate) struct TransferArgs {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum TransferCommand {
-    /// Show a transfer: status, counters, the checksum of every file.
+    /// Show a transfer (status, counters, the checksum of every file) or a
+    /// delete task (`lattice rm`).
     Show { id: TransferId },
-    /// List your transfers, newest first.
+    /// List your transfers and delete tasks, newest first.
     List {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Cancel a transfer that is still running or paused.
+    /// Cancel a transfer or delete task that is still running or paused.
     Cancel { id: TransferId },
     /// Wait until a transfer is final; exit 0 if it succeeded, 6 if it failed
     /// or was cancelled, 7 on --timeout (the transfer keeps going).
@@ -137,7 +138,7 @@ fn parse_sync_level(text: &str) -> Result<SyncLevel, String> {
     }
 }
 
-fn parse_deadline(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+pub(crate) fn parse_deadline(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&chrono::Utc));
     }
@@ -244,40 +245,64 @@ pub(crate) async fn run(ctx: &Context, args: TransferArgs) -> anyhow::Result<()>
             ctx.output.emit(&events, |e| render_events(e))
         }
         Some(TransferCommand::Wait { id, timeout }) => {
-            let work = async {
-                loop {
-                    let info = client.transfer(id).await?;
-                    if info.status.is_final() {
-                        return Ok::<_, anyhow::Error>(info);
-                    }
-                    tokio::time::sleep(POLL).await;
-                }
-            };
-            let info = match timeout {
-                None => work.await?,
-                Some(secs) => tokio::time::timeout(Duration::from_secs(secs), work)
-                    .await
-                    .map_err(|_| ExitWith {
-                        code: EXIT_TIMEOUT,
-                        message: format!(
-                            "transfer {id} is not finished after {secs} s; it keeps going (`lattice transfer show {id}`)"
-                        ),
-                    })??,
-            };
+            let info = wait_final(&client, id, timeout).await?;
             ctx.output.emit(&info, |t| describe(t, false))?;
-            if info.status != TransferStatus::Succeeded {
-                return Err(ExitWith {
-                    code: EXIT_TASK_FAILED,
-                    message: format!(
-                        "transfer {id} {}: {}",
-                        info.status.as_str(),
-                        info.status_message.as_deref().unwrap_or("")
-                    ),
-                }
-                .into());
-            }
-            Ok(())
+            fail_unless_succeeded(&info)
         }
+    }
+}
+
+/// Polls a task (transfer or delete) until it is final; exit 7 after
+/// `timeout` seconds.
+pub(crate) async fn wait_final(
+    client: &Client,
+    id: TransferId,
+    timeout: Option<u64>,
+) -> anyhow::Result<TransferInfo> {
+    let work = async {
+        loop {
+            let info = client.transfer(id).await?;
+            if info.status.is_final() {
+                return Ok::<_, anyhow::Error>(info);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    match timeout {
+        None => work.await,
+        Some(secs) => tokio::time::timeout(Duration::from_secs(secs), work)
+            .await
+            .map_err(|_| ExitWith {
+                code: EXIT_TASK_TIMEOUT,
+                message: format!(
+                    "task {id} is not finished after {secs} s; it keeps going (`lattice transfer show {id}`)"
+                ),
+            })?,
+    }
+}
+
+/// Exit 6 with the task's status message unless it succeeded.
+pub(crate) fn fail_unless_succeeded(info: &TransferInfo) -> anyhow::Result<()> {
+    if info.status == TransferStatus::Succeeded {
+        return Ok(());
+    }
+    Err(ExitWith {
+        code: EXIT_TASK_FAILED,
+        message: format!(
+            "{} {} {}: {}",
+            kind_name(info.kind),
+            info.id,
+            info.status.as_str(),
+            info.status_message.as_deref().unwrap_or("")
+        ),
+    }
+    .into())
+}
+
+fn kind_name(kind: TaskKind) -> &'static str {
+    match kind {
+        TaskKind::Transfer => "transfer",
+        TaskKind::Delete { .. } => "delete",
     }
 }
 
@@ -343,9 +368,24 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn describe(t: &TransferInfo, checksums: bool) -> String {
+pub(crate) fn describe(t: &TransferInfo, checksums: bool) -> String {
     let c = &t.counters;
-    let mut text = format!(
+    let mut text = if let TaskKind::Delete { ignore_missing } = t.kind {
+        format!(
+            "{} (delete)\n  status:       {}\n  collection:   {}\n  paths:        {} of {} done{}\n  removed:      {} file(s), {} directory(ies)\n  faults:       {}\n  attempts:     {}",
+            t.id,
+            t.status.as_str(),
+            t.source_collection_name,
+            t.items_done,
+            t.items.len(),
+            if ignore_missing { " (missing paths ignored)" } else { "" },
+            c.files,
+            c.directories,
+            c.faults,
+            t.attempts,
+        )
+    } else {
+        format!(
         "{}\n  status:       {}\n  from:         {}\n  to:           {}\n  items:        {} of {} done\n  files:        {} transferred, {} skipped, {} resumed ({} found)\n  directories:  {}\n  bytes:        {} transferred, {} verified ({} found)\n  faults:       {}\n  attempts:     {}\n  rate:         {}/s effective",
         t.id,
         t.status.as_str(),
@@ -364,7 +404,8 @@ fn describe(t: &TransferInfo, checksums: bool) -> String {
         c.faults,
         t.attempts,
         human_bytes(t.effective_bytes_per_second),
-    );
+        )
+    };
     if let Some(label) = &t.label {
         text.push_str(&format!("\n  label:        {label}"));
     }
@@ -397,6 +438,20 @@ fn table(list: &[TransferInfo]) -> String {
     }
     list.iter()
         .map(|t| {
+            if let TaskKind::Delete { .. } = t.kind {
+                return format!(
+                    "{}  {:<9}  delete in {}  {} files  {} dirs{}",
+                    t.id,
+                    t.status.as_str(),
+                    t.source_collection_name,
+                    t.counters.files,
+                    t.counters.directories,
+                    t.label
+                        .as_deref()
+                        .map(|l| format!("  [{l}]"))
+                        .unwrap_or_default()
+                );
+            }
             format!(
                 "{}  {:<9}  {} -> {}  {} files  {}{}",
                 t.id,

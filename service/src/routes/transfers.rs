@@ -6,7 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use lattice_protocol::transfer::{
-    TransferCounters, TransferEventInfo, TransferInfo, TransferStatus, TransferSubmit,
+    DeleteSubmit, TaskKind, TransferCounters, TransferEventInfo, TransferInfo, TransferItem,
+    TransferOptions, TransferStatus, TransferSubmit,
 };
 use lattice_protocol::{ErrorBody, TransferId};
 use serde::Deserialize;
@@ -15,7 +16,9 @@ use crate::auth::{Authorized, Caller, Transfer};
 use crate::error::{ApiError, Json, Path, Query};
 use crate::routes::collections::usable_collection;
 use crate::state::AppState;
-use crate::store::{NewTransferEvent, StoreError, TransferProgress, TransferRecord};
+use crate::store::{
+    CollectionRecord, NewTransferEvent, StoreError, TransferProgress, TransferRecord,
+};
 
 /// Most items in one transfer task.
 const MAX_ITEMS: usize = 10_000;
@@ -46,6 +49,7 @@ async fn info(
     let elapsed_ms = (end - record.submitted_at).num_milliseconds().max(1) as u64;
     Ok(TransferInfo {
         id: record.id,
+        kind: record.kind,
         owner_id: record.owner_id,
         label: record.label,
         status: record.status,
@@ -112,89 +116,67 @@ fn check_globs(what: &str, globs: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Submit a transfer task. With a `submission_id` the owner already used,
-/// the first task is returned (200) instead of a new one (201).
-#[utoipa::path(post, path = "/v1/transfers", tag = "transfers", security(("bearer" = ["transfer"])),
-    request_body = TransferSubmit,
-    responses((status = 201, body = TransferInfo), (status = 200, body = TransferInfo, description = "resubmission of a known submission id"),
-        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn submit(
-    State(state): State<AppState>,
-    auth: Authorized<Transfer>,
-    Json(request): Json<TransferSubmit>,
-) -> Result<(StatusCode, Json<TransferInfo>), ApiError> {
-    if let Some(submission_id) = &request.submission_id {
-        if submission_id.is_empty() || submission_id.len() > 200 {
-            return Err(ApiError::bad_request("submission_id: use 1-200 characters"));
-        }
-        if let Some(existing) = state
-            .store
-            .transfer_by_submission(auth.identity_id, submission_id)
-            .await?
-        {
-            return Ok((StatusCode::OK, Json(info(&state, existing, false).await?)));
-        }
+/// A known submission id: the task it created first.
+async fn resubmitted(
+    state: &AppState,
+    caller: &Caller,
+    submission_id: Option<&str>,
+) -> Result<Option<TransferInfo>, ApiError> {
+    let Some(submission_id) = submission_id else {
+        return Ok(None);
+    };
+    if submission_id.is_empty() || submission_id.len() > 200 {
+        return Err(ApiError::bad_request("submission_id: use 1-200 characters"));
     }
-    if request.items.is_empty() {
-        return Err(ApiError::bad_request(
-            "items: give at least one source and destination path",
-        ));
+    match state
+        .store
+        .transfer_by_submission(caller.identity_id, submission_id)
+        .await?
+    {
+        Some(existing) => Ok(Some(info(state, existing, false).await?)),
+        None => Ok(None),
     }
-    if request.items.len() > MAX_ITEMS {
+}
+
+fn check_common(
+    label: Option<&str>,
+    deadline: Option<chrono::DateTime<Utc>>,
+    items: usize,
+) -> Result<(), ApiError> {
+    if items == 0 {
+        return Err(ApiError::bad_request("items: give at least one path"));
+    }
+    if items > MAX_ITEMS {
         return Err(ApiError::bad_request(format!(
-            "items: at most {MAX_ITEMS} per transfer"
+            "items: at most {MAX_ITEMS} per task"
         )));
     }
-    for (i, item) in request.items.iter().enumerate() {
-        check_path(&format!("items[{i}].source_path"), &item.source_path)?;
-        check_path(
-            &format!("items[{i}].destination_path"),
-            &item.destination_path,
-        )?;
+    if label.is_some_and(|l| l.len() > 256) {
+        return Err(ApiError::bad_request("label: at most 256 bytes"));
     }
-    check_globs("options.include", &request.options.include)?;
-    check_globs("options.exclude", &request.options.exclude)?;
-    if let Some(label) = &request.label {
-        if label.len() > 256 {
-            return Err(ApiError::bad_request("label: at most 256 bytes"));
-        }
+    if deadline.is_some_and(|d| d <= Utc::now()) {
+        return Err(ApiError::bad_request("deadline: must be in the future"));
     }
-    if let Some(deadline) = request.deadline {
-        if deadline <= Utc::now() {
-            return Err(ApiError::bad_request("deadline: must be in the future"));
-        }
-    }
-    let source = usable_collection(&state, &auth, &request.source_collection).await?;
-    let destination = usable_collection(&state, &auth, &request.destination_collection).await?;
-    let record = TransferRecord {
-        id: TransferId::new(),
-        owner_id: auth.identity_id,
-        label: request.label,
-        status: TransferStatus::Active,
-        status_message: None,
-        source_collection: source.id,
-        destination_collection: destination.id,
-        items: request.items,
-        options: request.options,
-        deadline: request.deadline,
-        submission_id: request.submission_id.clone(),
-        submitted_at: Utc::now(),
-        completed_at: None,
-        items_done: 0,
-        attempts: 0,
-        counters: TransferCounters::default(),
-    };
+    Ok(())
+}
+
+/// Records a new task (or, when two submissions with one id race, returns
+/// the winner's), its SUBMITTED event, and starts its runner.
+async fn create(
+    state: &AppState,
+    record: TransferRecord,
+    submitted: String,
+) -> Result<(StatusCode, Json<TransferInfo>), ApiError> {
     match state.store.insert_transfer(&record).await {
         Ok(()) => {}
-        // Two submissions with one id raced: the other one won.
-        Err(StoreError::Conflict(_)) if request.submission_id.is_some() => {
-            let submission_id = request.submission_id.as_deref().unwrap_or_default();
+        Err(StoreError::Conflict(_)) if record.submission_id.is_some() => {
+            let submission_id = record.submission_id.as_deref().unwrap_or_default();
             let existing = state
                 .store
-                .transfer_by_submission(auth.identity_id, submission_id)
+                .transfer_by_submission(record.owner_id, submission_id)
                 .await?
                 .ok_or_else(|| ApiError::internal("submission id conflict without a row"))?;
-            return Ok((StatusCode::OK, Json(info(&state, existing, false).await?)));
+            return Ok((StatusCode::OK, Json(info(state, existing, false).await?)));
         }
         Err(e) => return Err(e.into()),
     }
@@ -207,22 +189,159 @@ pub async fn submit(
             fault: false,
             side: None,
             path: None,
-            message: format!(
-                "{} item(s) from `{}` to `{}`",
-                record.items.len(),
-                source.name,
-                destination.name
-            ),
+            message: submitted,
             item: 0,
             attempt: 0,
         })
         .await?;
-    tracing::info!(transfer_id = %record.id, source = %source.name, destination = %destination.name, items = record.items.len(), "transfer submitted");
+    tracing::info!(transfer_id = %record.id, kind = ?record.kind, items = record.items.len(), "task submitted");
     crate::transfers::runner::spawn(state.clone(), record.id);
-    Ok((
-        StatusCode::CREATED,
-        Json(info(&state, record, false).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(info(state, record, false).await?)))
+}
+
+fn new_record(
+    caller: &Caller,
+    kind: TaskKind,
+    source: &CollectionRecord,
+    destination: &CollectionRecord,
+    items: Vec<TransferItem>,
+    options: TransferOptions,
+    (label, deadline, submission_id): (
+        Option<String>,
+        Option<chrono::DateTime<Utc>>,
+        Option<String>,
+    ),
+) -> TransferRecord {
+    TransferRecord {
+        id: TransferId::new(),
+        kind,
+        owner_id: caller.identity_id,
+        label,
+        status: TransferStatus::Active,
+        status_message: None,
+        source_collection: source.id,
+        destination_collection: destination.id,
+        items,
+        options,
+        deadline,
+        submission_id,
+        submitted_at: Utc::now(),
+        completed_at: None,
+        items_done: 0,
+        attempts: 0,
+        counters: TransferCounters::default(),
+    }
+}
+
+/// Submit a transfer task. With a `submission_id` the owner already used,
+/// the first task is returned (200) instead of a new one (201).
+#[utoipa::path(post, path = "/v1/transfers", tag = "transfers", security(("bearer" = ["transfer"])),
+    request_body = TransferSubmit,
+    responses((status = 201, body = TransferInfo), (status = 200, body = TransferInfo, description = "resubmission of a known submission id"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn submit(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Json(request): Json<TransferSubmit>,
+) -> Result<(StatusCode, Json<TransferInfo>), ApiError> {
+    if let Some(existing) = resubmitted(&state, &auth, request.submission_id.as_deref()).await? {
+        return Ok((StatusCode::OK, Json(existing)));
+    }
+    check_common(
+        request.label.as_deref(),
+        request.deadline,
+        request.items.len(),
+    )?;
+    for (i, item) in request.items.iter().enumerate() {
+        check_path(&format!("items[{i}].source_path"), &item.source_path)?;
+        check_path(
+            &format!("items[{i}].destination_path"),
+            &item.destination_path,
+        )?;
+    }
+    check_globs("options.include", &request.options.include)?;
+    check_globs("options.exclude", &request.options.exclude)?;
+    let source = usable_collection(&state, &auth, &request.source_collection).await?;
+    let destination = usable_collection(&state, &auth, &request.destination_collection).await?;
+    let submitted = format!(
+        "{} item(s) from `{}` to `{}`",
+        request.items.len(),
+        source.name,
+        destination.name
+    );
+    let record = new_record(
+        &auth,
+        TaskKind::Transfer,
+        &source,
+        &destination,
+        request.items,
+        request.options,
+        (request.label, request.deadline, request.submission_id),
+    );
+    create(&state, record, submitted).await
+}
+
+/// Submit a delete task: the collection's agent deletes the paths in the
+/// background (paused while it is offline, retried after faults); follow it
+/// with `/v1/transfers/{id}` and its events. Same idempotency as transfers.
+#[utoipa::path(post, path = "/v1/deletes", tag = "transfers", security(("bearer" = ["transfer"])),
+    request_body = DeleteSubmit,
+    responses((status = 201, body = TransferInfo), (status = 200, body = TransferInfo, description = "resubmission of a known submission id"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn submit_delete(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Json(request): Json<DeleteSubmit>,
+) -> Result<(StatusCode, Json<TransferInfo>), ApiError> {
+    if let Some(existing) = resubmitted(&state, &auth, request.submission_id.as_deref()).await? {
+        return Ok((StatusCode::OK, Json(existing)));
+    }
+    check_common(
+        request.label.as_deref(),
+        request.deadline,
+        request.items.len(),
+    )?;
+    for (i, item) in request.items.iter().enumerate() {
+        let what = format!("items[{i}].path");
+        check_path(&what, &item.path)?;
+        if item.path.split('/').all(|c| c.is_empty() || c == ".") {
+            return Err(ApiError::bad_request(format!(
+                "{what}: the collection's root cannot be deleted"
+            )));
+        }
+    }
+    let collection = usable_collection(&state, &auth, &request.collection).await?;
+    let submitted = format!(
+        "delete {} path(s) in `{}`{}",
+        request.items.len(),
+        collection.name,
+        if request.recursive {
+            ", recursively"
+        } else {
+            ""
+        }
+    );
+    let items = request
+        .items
+        .into_iter()
+        .map(|item| TransferItem {
+            destination_path: item.path.clone(),
+            source_path: item.path,
+            recursive: request.recursive,
+        })
+        .collect();
+    let record = new_record(
+        &auth,
+        TaskKind::Delete {
+            ignore_missing: request.ignore_missing,
+        },
+        &collection,
+        &collection,
+        items,
+        TransferOptions::default(),
+        (request.label, request.deadline, request.submission_id),
+    );
+    create(&state, record, submitted).await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

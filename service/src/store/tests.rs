@@ -350,8 +350,8 @@ async fn collections_are_announced_withdrawn_and_owner_scoped(store: SharedStore
 
 async fn transfers_keep_submission_ids_events_and_final_states(store: SharedStore) {
     use lattice_protocol::transfer::{
-        CollectionAnnounce, FileChecksum, TransferCounters, TransferItem, TransferOptions,
-        TransferStatus,
+        CollectionAnnounce, FileChecksum, TaskKind, TransferCounters, TransferItem,
+        TransferOptions, TransferStatus,
     };
     let ada = identity("https://idp.example.org", "ada-transfers");
     store.insert_identity(&ada).await.unwrap();
@@ -376,6 +376,7 @@ async fn transfers_keep_submission_ids_events_and_final_states(store: SharedStor
         .unwrap();
     let record = TransferRecord {
         id: lattice_protocol::TransferId::new(),
+        kind: TaskKind::Transfer,
         owner_id: ada.id,
         label: Some("nightly".into()),
         status: TransferStatus::Active,
@@ -426,10 +427,18 @@ async fn transfers_keep_submission_ids_events_and_final_states(store: SharedStor
     store.insert_transfer(&no_submission).await.unwrap();
     let again = TransferRecord {
         id: lattice_protocol::TransferId::new(),
+        kind: TaskKind::Delete {
+            ignore_missing: true,
+        },
         submission_id: None,
         ..record.clone()
     };
     store.insert_transfer(&again).await.unwrap();
+    assert_eq!(
+        store.transfer(again.id).await.unwrap(),
+        Some(again.clone()),
+        "a delete task's kind round-trips"
+    );
     assert_eq!(store.unfinished_transfers().await.unwrap().len(), 3);
 
     let counters = TransferCounters {

@@ -6,8 +6,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lattice_protocol::transfer::{
-    CollectionAnnounce, FileChecksum, Side, TransferCounters, TransferEventInfo, TransferItem,
-    TransferOptions, TransferStatus,
+    CollectionAnnounce, FileChecksum, Side, TaskKind, TransferCounters, TransferEventInfo,
+    TransferItem, TransferOptions, TransferStatus,
 };
 use lattice_protocol::{CollectionId, EndpointId, IdentityId, TransferId};
 use uuid::Uuid;
@@ -32,6 +32,7 @@ pub struct CollectionRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransferRecord {
     pub id: TransferId,
+    pub kind: TaskKind,
     pub owner_id: IdentityId,
     pub label: Option<String>,
     pub status: TransferStatus,
@@ -181,11 +182,12 @@ impl CollectionRow {
     }
 }
 
-const TRANSFER_COLUMNS: &str = "id, owner_id, label, status, status_message, source_collection, destination_collection, items, options, deadline, submission_id, submitted_at, completed_at, items_done, attempts, counters";
+const TRANSFER_COLUMNS: &str = "id, kind, owner_id, label, status, status_message, source_collection, destination_collection, items, options, deadline, submission_id, submitted_at, completed_at, items_done, attempts, counters";
 
 #[derive(sqlx::FromRow)]
 struct TransferRow {
     id: String,
+    kind: String,
     owner_id: String,
     label: Option<String>,
     status: String,
@@ -208,6 +210,7 @@ impl TransferRow {
         const T: &str = "transfers";
         Ok(TransferRecord {
             id: TransferId(uuid_of(T, &self.id)?),
+            kind: serde_json::from_str(&self.kind).map_err(|e| corrupt(T, e))?,
             owner_id: IdentityId(uuid_of(T, &self.owner_id)?),
             label: self.label,
             status: TransferStatus::parse(&self.status)
@@ -373,9 +376,10 @@ macro_rules! impl_transfer_store {
 
             async fn insert_transfer(&self, t: &TransferRecord) -> StoreResult<()> {
                 sqlx::query(&format!(
-                    "INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                    "INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
                 ))
                 .bind(t.id.to_string())
+                .bind(serde_json::to_string(&t.kind).expect("kind serializes"))
                 .bind(t.owner_id.to_string())
                 .bind(&t.label)
                 .bind(t.status.as_str())

@@ -9,13 +9,17 @@
 //! is the same for every attempt of an item, so the destination's restart
 //! journal makes a retry resume. While either endpoint is offline the task
 //! is `paused`; it resumes when both are back.
+//!
+//! A delete task ([`TaskKind::Delete`]) has one collection: each attempt is
+//! a `TransferCommand::Delete` to its agent, which reports like a
+//! destination (progress, then `Done`).
 
 use std::time::Duration;
 
 use chrono::Utc;
 use lattice_protocol::frames::ServiceFrame;
 use lattice_protocol::transfer::{
-    AttemptError, AttemptSpec, FileChecksum, Side, TransferCommand, TransferCounters,
+    AttemptError, AttemptSpec, FileChecksum, Side, TaskKind, TransferCommand, TransferCounters,
     TransferReport, TransferStatus,
 };
 use lattice_protocol::{EndpointId, TransferId};
@@ -31,6 +35,9 @@ const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long the destination has to say it listens.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// After one side failed, how long the other may take to end by itself
+/// before it is told to abort.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
 /// After one side failed, how long the other has to report its end.
 const PEER_DONE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often a paused task checks whether its endpoints are back.
@@ -158,6 +165,7 @@ impl Runner {
         };
         let endpoints = [source.endpoint_id, destination.endpoint_id];
         let mut backoff = BACKOFF_INITIAL;
+        let mut item_retry = false;
         while (progress.items_done as usize) < record.items.len() {
             let item_index = progress.items_done as usize;
             let item = &record.items[item_index];
@@ -179,16 +187,34 @@ impl Runner {
             progress.live_destination = TransferCounters::default();
             self.write(&mut progress, true).await?;
             tracing::info!(transfer_id = %self.id, item = item_index, attempt, "transfer attempt starting");
-            let outcome = self
-                .attempt(
-                    &record,
-                    &mut progress,
-                    attempt,
-                    spec,
-                    (source.name.as_str(), source.endpoint_id),
-                    (destination.name.as_str(), destination.endpoint_id),
-                )
-                .await?;
+            let outcome = match record.kind {
+                TaskKind::Transfer => {
+                    self.attempt(
+                        &record,
+                        &mut progress,
+                        attempt,
+                        spec,
+                        (source.name.as_str(), source.endpoint_id),
+                        (destination.name.as_str(), destination.endpoint_id),
+                    )
+                    .await?
+                }
+                TaskKind::Delete { ignore_missing } => {
+                    // A retry may find the path gone: an earlier attempt of
+                    // this item (perhaps before a service restart) removed it.
+                    let retry = item_retry || progress.attempts > progress.items_done + 1;
+                    self.delete_attempt(
+                        &record,
+                        &mut progress,
+                        attempt,
+                        spec,
+                        ignore_missing || retry,
+                        (source.name.as_str(), source.endpoint_id),
+                    )
+                    .await?
+                }
+            };
+            item_retry = true;
             progress.live_source = TransferCounters::default();
             progress.live_destination = TransferCounters::default();
             match outcome {
@@ -203,6 +229,7 @@ impl Runner {
                         .await?;
                     progress.items_done += 1;
                     backoff = BACKOFF_INITIAL;
+                    item_retry = false;
                     self.write(&mut progress, true).await?;
                 }
                 Attempt::Failed { error, counters } => {
@@ -240,7 +267,16 @@ impl Runner {
                 Attempt::Stopped(stop) => return self.stopped(&mut progress, stop).await,
             }
         }
-        let message = format!("{} item(s) transferred", progress.items_done);
+        let message = match record.kind {
+            TaskKind::Transfer => format!("{} item(s) transferred", progress.items_done),
+            TaskKind::Delete { .. } => {
+                let counters = progress.counters();
+                format!(
+                    "{} path(s) deleted: {} file(s), {} directory(ies) removed",
+                    progress.items_done, counters.files, counters.directories
+                )
+            }
+        };
         self.finish(
             &mut progress,
             TransferStatus::Succeeded,
@@ -362,6 +398,11 @@ impl Runner {
             None;
         let mut destination_done: Option<(TransferCounters, Option<AttemptError>)> = None;
         let mut peer_deadline: Option<Instant> = None;
+        // After one side failed, the other usually ends by itself (it saw the
+        // same fault on the connection); it is aborted only if it has not
+        // after ABORT_GRACE, so that it can finish its clean-up (a final
+        // failure removes its partial files and journal).
+        let mut abort_peer_at: Option<(Instant, EndpointId)> = None;
         loop {
             if let (Some(s), Some(d)) = (&source_done, &destination_done) {
                 let counters = merge(&s.0, &d.0);
@@ -376,10 +417,18 @@ impl Runner {
                     },
                 });
             }
-            let wait_until =
-                peer_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let wait_until = abort_peer_at
+                .map(|(at, _)| at)
+                .or(peer_deadline)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let input = match self.next_input(wait_until, record.deadline).await {
                 Ok(Some(input)) => input,
+                Ok(None) if abort_peer_at.is_some() => {
+                    if let Some((_, peer)) = abort_peer_at.take() {
+                        self.abort(&transfer_id, &[peer]);
+                    }
+                    continue;
+                }
                 Ok(None) => {
                     // One side failed and the other never reported: give up on it.
                     self.abort(&transfer_id, &[source, destination]);
@@ -436,7 +485,7 @@ impl Runner {
                             ..
                         } if from == source => {
                             if error.is_some() && destination_done.is_none() {
-                                self.abort(&transfer_id, &[destination]);
+                                abort_peer_at = Some((Instant::now() + ABORT_GRACE, destination));
                                 peer_deadline = Some(Instant::now() + PEER_DONE_TIMEOUT);
                             }
                             progress.live_source = counters.clone();
@@ -449,7 +498,7 @@ impl Runner {
                             ..
                         } if from == destination => {
                             if error.is_some() && source_done.is_none() {
-                                self.abort(&transfer_id, &[source]);
+                                abort_peer_at = Some((Instant::now() + ABORT_GRACE, source));
                                 peer_deadline = Some(Instant::now() + PEER_DONE_TIMEOUT);
                             }
                             progress.live_destination = counters.clone();
@@ -459,6 +508,98 @@ impl Runner {
                             self.report(progress, item, attempt, from, [source, destination], other)
                                 .await?
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one attempt of one item of a delete task on the collection's
+    /// agent. No timeout: a large tree takes as long as it takes, and the
+    /// agent going away ends the attempt.
+    async fn delete_attempt(
+        &mut self,
+        record: &TransferRecord,
+        progress: &mut Progress,
+        attempt: u32,
+        spec: AttemptSpec,
+        ignore_missing: bool,
+        (collection, endpoint): (&str, EndpointId),
+    ) -> StoreResult<Attempt> {
+        let transfer_id = spec.transfer_id.clone();
+        let command = TransferCommand::Delete {
+            attempt,
+            collection: collection.to_owned(),
+            transfer_id: transfer_id.clone(),
+            path: spec.source_path,
+            recursive: spec.recursive,
+            ignore_missing,
+        };
+        if !self.state.agents.send_one(
+            endpoint,
+            ServiceFrame::Transfer {
+                command: Box::new(command),
+            },
+        ) {
+            return Ok(retryable(
+                "CONNECT_FAILED",
+                "the collection's agent went offline",
+            ));
+        }
+        loop {
+            let input = match self
+                .next_input(Instant::now() + Duration::from_secs(3600), record.deadline)
+                .await
+            {
+                Ok(Some(input)) => input,
+                Ok(None) => continue,
+                Err(stop) => {
+                    self.abort(&transfer_id, &[endpoint]);
+                    return Ok(Attempt::Stopped(stop));
+                }
+            };
+            match input {
+                RunnerInput::Cancel => {
+                    self.abort(&transfer_id, &[endpoint]);
+                    return Ok(Attempt::Stopped(Stop::Cancelled));
+                }
+                RunnerInput::EndpointGone(e) if e == endpoint => {
+                    return Ok(Attempt::Failed {
+                        error: AttemptError {
+                            code: "CONNECTION_RESET".into(),
+                            message: format!(
+                                "endpoint {e} went offline; the delete resumes when it reconnects"
+                            ),
+                            retryable: true,
+                        },
+                        counters: progress.live_destination.clone(),
+                    });
+                }
+                RunnerInput::EndpointGone(_) => {}
+                RunnerInput::Report { from, report } => {
+                    if from != endpoint
+                        || report.attempt() != attempt
+                        || report.transfer_id() != transfer_id
+                    {
+                        continue;
+                    }
+                    match report {
+                        TransferReport::Done {
+                            counters, error, ..
+                        } => {
+                            return Ok(match error {
+                                None => Attempt::Succeeded {
+                                    counters,
+                                    checksums: Vec::new(),
+                                },
+                                Some(error) => Attempt::Failed { error, counters },
+                            })
+                        }
+                        TransferReport::Progress { counters, .. } => {
+                            progress.live_destination = counters;
+                            self.write(progress, false).await?;
+                        }
+                        TransferReport::Fault { .. } | TransferReport::Listening { .. } => {}
                     }
                 }
             }
