@@ -85,6 +85,9 @@ pub struct DataSettings {
     /// The IP sources should connect to [default: the listen IP, or for a
     /// wildcard listen address the local IP this host uses to reach the service].
     pub advertise: Option<IpAddr>,
+    /// Fault injection for every attempt this agent sends (tests only).
+    #[cfg(feature = "testsuite")]
+    pub source_hooks: lattice_data_plane::TestHooks,
 }
 
 impl Default for DataSettings {
@@ -93,6 +96,8 @@ impl Default for DataSettings {
             collections: Vec::new(),
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             advertise: None,
+            #[cfg(feature = "testsuite")]
+            source_hooks: lattice_data_plane::TestHooks::default(),
         }
     }
 }
@@ -112,6 +117,8 @@ pub(crate) struct DataPlane {
     journal_dir: PathBuf,
     outgoing: mpsc::UnboundedSender<AgentFrame>,
     running: Running,
+    #[cfg(feature = "testsuite")]
+    source_hooks: lattice_data_plane::TestHooks,
 }
 
 impl DataPlane {
@@ -182,6 +189,8 @@ impl DataPlane {
             journal_dir: state_dir.join("data").join("journals"),
             outgoing,
             running: Arc::default(),
+            #[cfg(feature = "testsuite")]
+            source_hooks: settings.source_hooks.clone(),
         }))
     }
 
@@ -326,13 +335,10 @@ impl DataPlane {
                         message: format!("bad destination address `{destination}`: {e}"),
                         retryable: false,
                     })?;
-                    Ok(SourceTask::new(
-                        s,
-                        c,
-                        address,
-                        fingerprint,
-                        Credential(credential),
-                    ))
+                    let task = SourceTask::new(s, c, address, fingerprint, Credential(credential));
+                    #[cfg(feature = "testsuite")]
+                    let task = task.with_test_hooks(self.source_hooks.clone());
+                    Ok(task)
                 });
                 let task = match prepared {
                     Ok(task) => task,

@@ -7,8 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lattice_data_plane::TestHooks;
 use lattice_endpoint_agent::{
     run_agent, AgentConfig, CollectionConfig, Credentials, EndpointCredential,
 };
@@ -42,6 +45,8 @@ struct Agent {
     task: Option<tokio::task::JoinHandle<Result<(), lattice_endpoint_agent::AgentError>>>,
     state_dir: PathBuf,
     credential: EndpointCredential,
+    /// Fault injection for the attempts this agent sends.
+    hooks: TestHooks,
     _state: tempfile::TempDir,
 }
 
@@ -74,6 +79,7 @@ impl Agent {
             root: self.root.path().to_owned(),
         }];
         config.data.listen = ([127, 0, 0, 1], 0).into();
+        config.data.source_hooks = self.hooks.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         self.stop = Some(stop);
         self.task = Some(tokio::spawn(run_agent(config, async move {
@@ -152,6 +158,11 @@ impl Scene {
 
     /// Registers endpoint `name` and runs its agent hosting collection `name`.
     async fn agent(&self, name: &str) -> Agent {
+        self.agent_with_hooks(name, TestHooks::default()).await
+    }
+
+    /// [`Scene::agent`] whose sending side runs `hooks`.
+    async fn agent_with_hooks(&self, name: &str, hooks: TestHooks) -> Agent {
         let answer = self.post("/v1/endpoints", json!({"name": name})).await;
         assert!(answer.status.is_success(), "{answer:?}");
         let endpoint_id: EndpointId =
@@ -170,6 +181,7 @@ impl Scene {
             task: None,
             state_dir: state.path().to_owned(),
             credential,
+            hooks,
             _state: state,
         };
         agent.start();
@@ -1126,6 +1138,108 @@ async fn bad_delete_requests_are_4xx(scene: &Scene) {
     other.assert_error(404, "not_found");
 }
 
+/// 40 MiB: five 8 MiB chunks at the engine's default tuning.
+fn big_pattern(seed: u32) -> Vec<u8> {
+    (0..40u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 24) as u8)
+        .collect()
+}
+
+async fn a_chunk_corrupted_in_flight_is_detected_and_sent_again(scene: &Scene) {
+    let once = Arc::new(AtomicBool::new(true));
+    let hooks = TestHooks {
+        corrupt_chunk: Some(Arc::new(move |_, index| {
+            index == 2 && once.swap(false, Ordering::SeqCst)
+        })),
+        ..TestHooks::default()
+    };
+    let src = scene.agent_with_hooks("src", hooks).await;
+    let dst = scene.agent("dst").await;
+    let data = big_pattern(1);
+    write(&src.root().join("big.bin"), &data);
+    let answer = scene
+        .transfer(json!({
+            "source_collection": "src",
+            "destination_collection": "dst",
+            "items": [{"source_path": "/big.bin", "destination_path": "/big.bin"}],
+        }))
+        .await;
+    let id = answer.str("id").to_owned();
+    let done = scene.finished(&id).await;
+    assert_eq!(done["status"], json!("succeeded"), "{done}");
+    let copied = std::fs::read(dst.root().join("big.bin")).unwrap();
+    assert!(copied == data, "the copy differs from the source");
+    assert_eq!(
+        done["checksums"][0]["blake3"],
+        json!(blake3_hex(&data)),
+        "{done}"
+    );
+    let codes = scene.event_codes(&id).await;
+    assert_eq!(
+        codes.iter().filter(|c| *c == "VERIFY_CHECKSUM").count(),
+        1,
+        "one VERIFY_CHECKSUM event: {codes:?}"
+    );
+    assert_eq!(done["counters"]["faults"], json!(1), "{done}");
+    assert_eq!(
+        done["counters"]["bytes_transferred"],
+        json!(data.len() as u64 + (8 << 20)),
+        "the corrupted chunk is sent twice: {done}"
+    );
+}
+
+async fn a_source_changed_during_its_transfer_is_read_again(scene: &Scene) {
+    // The collection root exists only once the agent does: the hook learns
+    // the file's path afterwards.
+    let target: Arc<std::sync::Mutex<Option<PathBuf>>> = Arc::default();
+    let once = Arc::new(AtomicBool::new(true));
+    let hooks = TestHooks {
+        after_chunk_sent: Some(Arc::new({
+            let target = target.clone();
+            move |_, index| {
+                let path = target.lock().unwrap().clone();
+                if let Some(path) =
+                    path.filter(|_| index == 0 && once.swap(false, Ordering::SeqCst))
+                {
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&path)
+                        .unwrap();
+                    f.write_all(&[7u8; 100_000]).unwrap();
+                }
+            }
+        })),
+        ..TestHooks::default()
+    };
+    let src = scene.agent_with_hooks("src", hooks).await;
+    let dst = scene.agent("dst").await;
+    let path = src.root().join("growing.bin");
+    *target.lock().unwrap() = Some(path.clone());
+    write(&path, &big_pattern(2));
+    let answer = scene
+        .transfer(json!({
+            "source_collection": "src",
+            "destination_collection": "dst",
+            "items": [{"source_path": "/growing.bin", "destination_path": "/growing.bin"}],
+        }))
+        .await;
+    let id = answer.str("id").to_owned();
+    let done = scene.finished(&id).await;
+    assert_eq!(done["status"], json!("succeeded"), "{done}");
+    let now = std::fs::read(&path).unwrap();
+    assert_eq!(now.len(), (40 << 20) + 100_000);
+    let copied = std::fs::read(dst.root().join("growing.bin")).unwrap();
+    assert!(copied == now, "the copy is not the file as it ended up");
+    assert_eq!(
+        done["checksums"][0]["blake3"],
+        json!(blake3_hex(&now)),
+        "{done}"
+    );
+    let codes = scene.event_codes(&id).await;
+    assert!(codes.iter().any(|c| c == "FILE_SIZE_CHANGED"), "{codes:?}");
+}
+
 macro_rules! data_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1170,4 +1284,6 @@ data_suite!(
     delete_tasks_remove_trees_and_report_counts,
     a_delete_task_waits_for_its_offline_agent,
     bad_delete_requests_are_4xx,
+    a_chunk_corrupted_in_flight_is_detected_and_sent_again,
+    a_source_changed_during_its_transfer_is_read_again,
 );
