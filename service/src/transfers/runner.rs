@@ -165,7 +165,10 @@ impl Runner {
         };
         let endpoints = [source.endpoint_id, destination.endpoint_id];
         let mut backoff = BACKOFF_INITIAL;
-        let mut item_retry = false;
+        // Whether an attempt of the current item may have run. A runner
+        // resuming a started task (after a service restart) cannot tell, and
+        // assumes so.
+        let mut item_retry = record.attempts > 0;
         while (progress.items_done as usize) < record.items.len() {
             let item_index = progress.items_done as usize;
             let item = &record.items[item_index];
@@ -201,14 +204,13 @@ impl Runner {
                 }
                 TaskKind::Delete { ignore_missing } => {
                     // A retry may find the path gone: an earlier attempt of
-                    // this item (perhaps before a service restart) removed it.
-                    let retry = item_retry || progress.attempts > progress.items_done + 1;
+                    // this item removed it.
                     self.delete_attempt(
                         &record,
                         &mut progress,
                         attempt,
                         spec,
-                        ignore_missing || retry,
+                        ignore_missing || item_retry,
                         (source.name.as_str(), source.endpoint_id),
                     )
                     .await?
