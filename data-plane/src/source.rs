@@ -24,7 +24,7 @@ use crate::collection::{Collection, CollectionPath};
 use crate::endpoint::TransferEndpoint;
 use crate::error::{CollectionError, FaultCode, TransferError, TransferFailure};
 use crate::filters::Filters;
-use crate::hooks::TestHooks;
+use crate::hooks::{FileCallback, TestHooks};
 use crate::progress::Progress;
 use crate::spec::{
     Credential, FileChecksum, Side, TransferEvent, TransferReport, TransferSpec, TransferUpdate,
@@ -1000,8 +1000,12 @@ async fn send_chunk(
     let len = chunk_len(size, chunk_size, index);
     let offset = index as u64 * chunk_size;
     let (collection, open_path) = (shared.collection.clone(), path.clone());
+    let (before_read, hook_rel) = (shared.hooks.before_read.clone(), rel.clone());
     let opened = blocking(
         move || -> Result<(std::fs::File, u64, i64), CollectionError> {
+            if let Some(hook) = &before_read {
+                hook(&hook_rel);
+            }
             let file = open_file(&collection, &open_path)?;
             let metadata = file
                 .metadata()
@@ -1144,7 +1148,9 @@ async fn send_batch(
 ) -> Result<(), TransferError> {
     let collection = shared.collection.clone();
     let verify = shared.verify;
-    let (header, data, reports) = blocking(move || read_batch(&collection, files, verify)).await;
+    let before_read = shared.hooks.before_read.clone();
+    let (header, data, reports) =
+        blocking(move || read_batch(&collection, files, verify, before_read.as_ref())).await;
     for r in reports {
         report(r);
     }
@@ -1174,11 +1180,15 @@ fn read_batch(
     collection: &Collection,
     files: Vec<BatchItem>,
     verify: bool,
+    before_read: Option<&FileCallback>,
 ) -> (Vec<BatchFile>, Vec<Bytes>, Vec<Report>) {
     let mut header = Vec::with_capacity(files.len());
     let mut data = Vec::with_capacity(files.len());
     let mut reports = Vec::new();
     for item in files {
+        if let Some(hook) = before_read {
+            hook(&item.rel);
+        }
         match read_stable(collection, &item, &mut reports) {
             Ok((bytes, size, mtime_ns)) => {
                 let hash = if verify {

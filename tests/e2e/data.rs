@@ -1240,6 +1240,65 @@ async fn a_source_changed_during_its_transfer_is_read_again(scene: &Scene) {
     assert!(codes.iter().any(|c| c == "FILE_SIZE_CHANGED"), "{codes:?}");
 }
 
+async fn a_vanished_source_file_is_skipped_or_fails(scene: &Scene) {
+    // Removes the file named `gone` just before the source opens it.
+    let tree: Arc<std::sync::Mutex<Option<PathBuf>>> = Arc::default();
+    let hooks = TestHooks {
+        before_read: Some(Arc::new({
+            let tree = tree.clone();
+            move |rel| {
+                if let Some(tree) = tree.lock().unwrap().clone() {
+                    if rel.ends_with("gone") {
+                        let _ = std::fs::remove_file(tree.join(rel));
+                    }
+                }
+            }
+        })),
+        ..TestHooks::default()
+    };
+    let src = scene.agent_with_hooks("src", hooks).await;
+    let dst = scene.agent("dst").await;
+    *tree.lock().unwrap() = Some(src.root().join("tree"));
+    for skip in [true, false] {
+        write(&src.root().join("tree/keep"), b"kept");
+        write(&src.root().join("tree/sub/gone"), b"vanishes");
+        let destination = format!("/copy-{skip}");
+        let answer = scene
+            .transfer(json!({
+                "source_collection": "src",
+                "destination_collection": "dst",
+                "items": [{"source_path": "/tree", "destination_path": destination, "recursive": true}],
+                "options": {"skip_source_errors": skip},
+            }))
+            .await;
+        let id = answer.str("id").to_owned();
+        let done = scene.finished(&id).await;
+        let codes = scene.event_codes(&id).await;
+        assert!(codes.iter().any(|c| c == "FILE_NOT_FOUND"), "{codes:?}");
+        if skip {
+            assert_eq!(done["status"], json!("succeeded"), "{done}");
+            assert_eq!(done["counters"]["files"], json!(1), "{done}");
+            assert_eq!(done["counters"]["files_skipped"], json!(1), "{done}");
+            let copy = dst.root().join("copy-true");
+            assert_eq!(std::fs::read(copy.join("keep")).unwrap(), b"kept");
+            assert!(!copy.join("sub/gone").exists());
+            let events = scene.get(&format!("/v1/transfers/{id}/events")).await.body;
+            let event = events
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["code"] == json!("FILE_NOT_FOUND"))
+                .cloned()
+                .unwrap();
+            assert_eq!(event["path"], json!("sub/gone"), "{event}");
+        } else {
+            assert_eq!(done["status"], json!("failed"), "{done}");
+            let message = done["status_message"].as_str().unwrap_or("");
+            assert!(message.contains("FILE_NOT_FOUND"), "{done}");
+        }
+    }
+}
+
 macro_rules! data_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1286,4 +1345,5 @@ data_suite!(
     bad_delete_requests_are_4xx,
     a_chunk_corrupted_in_flight_is_detected_and_sent_again,
     a_source_changed_during_its_transfer_is_read_again,
+    a_vanished_source_file_is_skipped_or_fails,
 );
