@@ -1000,11 +1000,15 @@ async fn send_chunk(
     let len = chunk_len(size, chunk_size, index);
     let offset = index as u64 * chunk_size;
     let (collection, open_path) = (shared.collection.clone(), path.clone());
-    let (before_read, hook_rel) = (shared.hooks.before_read.clone(), rel.clone());
+    let before_read = shared
+        .hooks
+        .before_read
+        .as_ref()
+        .map(|hook| (hook.clone(), rel.clone()));
     let opened = blocking(
         move || -> Result<(std::fs::File, u64, i64), CollectionError> {
-            if let Some(hook) = &before_read {
-                hook(&hook_rel);
+            if let Some((hook, rel)) = &before_read {
+                hook(rel);
             }
             let file = open_file(&collection, &open_path)?;
             let metadata = file

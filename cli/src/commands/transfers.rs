@@ -14,7 +14,7 @@ use lattice_protocol::transfer::{
 use lattice_protocol::TransferId;
 
 use crate::commands::files::split_target;
-use crate::commands::tasks::{ExitWith, EXIT_TASK_FAILED, EXIT_TIMEOUT as EXIT_TASK_TIMEOUT};
+use crate::commands::tasks::{ExitWith, EXIT_TASK_FAILED, EXIT_TIMEOUT};
 use crate::context::Context;
 use crate::output::UsageError;
 
@@ -273,7 +273,7 @@ pub(crate) async fn wait_final(
         Some(secs) => tokio::time::timeout(Duration::from_secs(secs), work)
             .await
             .map_err(|_| ExitWith {
-                code: EXIT_TASK_TIMEOUT,
+                code: EXIT_TIMEOUT,
                 message: format!(
                     "task {id} is not finished after {secs} s; it keeps going (`lattice transfer show {id}`)"
                 ),
