@@ -296,6 +296,7 @@ async fn run(
         root: root.clone(),
         recursive: spec.recursive,
         resume: Arc::new(StdMutex::new(resume)),
+        created_dirs: Arc::default(),
         seen: HashSet::new(),
         dir_mtimes: Vec::new(),
     };
@@ -387,6 +388,8 @@ struct Planner {
     root: CollectionPath,
     recursive: bool,
     resume: Arc<StdMutex<Resume>>,
+    /// Directories this attempt created: nothing in them needs a stat.
+    created_dirs: Arc<StdMutex<HashSet<CollectionPath>>>,
     /// Every path the source listed (for delete_extraneous).
     seen: HashSet<Vec<u8>>,
     dir_mtimes: Vec<(CollectionPath, i64)>,
@@ -438,8 +441,12 @@ impl Planner {
         let root = self.root.clone();
         let recursive = self.recursive;
         let resume = self.resume.clone();
-        let (items, dirs) =
-            blocking(move || plan_entries(&shared, &root, recursive, &resume, entries)).await?;
+        let created = self.created_dirs.clone();
+        let (items, dirs) = blocking(move || {
+            let mut created = created.lock().expect("created dirs lock");
+            plan_entries(&shared, &root, recursive, &resume, &mut created, entries)
+        })
+        .await?;
         if self.shared.options.preserve_mtime {
             self.dir_mtimes.extend(dirs);
         }
@@ -600,6 +607,7 @@ fn plan_entries(
     root: &CollectionPath,
     recursive: bool,
     resume: &StdMutex<Resume>,
+    created_dirs: &mut HashSet<CollectionPath>,
     entries: Vec<WireEntry>,
 ) -> Result<Planned, TransferError> {
     let dir = shared.collection.dir();
@@ -627,9 +635,15 @@ fn plan_entries(
         let target = root.join(&rel);
         if entry.dir {
             Progress::add(&counters.directories, 1);
-            if let Err(e) = dir.create_dir_all(target.as_relative()) {
-                let error = CollectionError::from_io("mkdir", target.to_string(), e);
-                return Err(TransferError::from_collection(&error));
+            match create_dir(dir, &target) {
+                Ok(true) => {
+                    created_dirs.insert(target.clone());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let error = CollectionError::from_io("mkdir", target.to_string(), e);
+                    return Err(TransferError::from_collection(&error));
+                }
             }
             dirs.push((target, entry.mtime_ns));
             continue;
@@ -640,8 +654,17 @@ fn plan_entries(
             size: entry.size,
             mtime_ns: entry.mtime_ns,
         };
-        let existing = match dir.symlink_metadata(target.as_relative()) {
-            Ok(m) => Some(m),
+        // The source lists a directory before its contents: in a directory
+        // this attempt created, nothing exists yet (one failed lookup saved
+        // per file; a file someone else puts there is still replaced whole).
+        let in_new_dir = target
+            .split_last()
+            .is_some_and(|(parent, _)| created_dirs.contains(&parent));
+        let existing = match (!in_new_dir)
+            .then(|| dir.symlink_metadata(target.as_relative()))
+            .transpose()
+        {
+            Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 return Err(TransferError::from_collection(&CollectionError::from_io(
@@ -701,6 +724,22 @@ fn plan_entries(
         items.push((entry.id, PlanItem::Send { have }));
     }
     Ok((items, dirs))
+}
+
+/// Creates the directory `target` and any missing parents; `true` if
+/// `target` did not exist before.
+fn create_dir(dir: &Dir, target: &CollectionPath) -> std::io::Result<bool> {
+    match dir.create_dir(target.as_relative()) {
+        Ok(()) => Ok(true),
+        // create_dir_all still fails if it exists as something else.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            dir.create_dir_all(target.as_relative()).map(|()| false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            dir.create_dir_all(target.as_relative()).map(|()| true)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn remember(shared: &Shared, id: u64, rel: &[u8], target: &CollectionPath) {

@@ -310,6 +310,72 @@ async fn source_file_changing_during_its_transfer_is_read_again() {
     assert_eq!(dst.checksums[0].blake3, b3(&now));
 }
 
+#[tokio::test]
+async fn small_files_changed_before_they_are_read_are_read_again() {
+    let pair = Pair::new();
+    let root = pair.src().to_path_buf();
+    for i in 0..10 {
+        write(&root.join(format!("f{i}")), &pattern(5_000, i));
+    }
+    // Between the walk and the read: one file grows, one shrinks, one keeps
+    // its size but gets new bytes and a new mtime.
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let hooks = TestHooks {
+        before_read: Some(Arc::new({
+            let root = root.clone();
+            move |rel| {
+                if !seen.lock().unwrap().insert(rel.to_owned()) {
+                    return;
+                }
+                let path = root.join(rel);
+                match rel {
+                    "f2" => write(&path, &pattern(7_000, 20)),
+                    "f5" => write(&path, &pattern(100, 50)),
+                    "f7" => {
+                        write(&path, &pattern(5_000, 70));
+                        let later =
+                            std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+                        std::fs::File::options()
+                            .write(true)
+                            .open(&path)
+                            .unwrap()
+                            .set_modified(later)
+                            .unwrap();
+                    }
+                    _ => {}
+                }
+            }
+        })),
+        ..TestHooks::default()
+    };
+    let (_, dst) = pair
+        .run_with(&spec("small-change", "/", "/", true), hooks, None)
+        .await
+        .ok();
+    assert_eq!(
+        tree(pair.src()),
+        tree(pair.dst()),
+        "the copies are the files as they ended up"
+    );
+    let changed: Vec<_> = dst
+        .events
+        .iter()
+        .filter(|e| e.code == FaultCode::FileSizeChanged)
+        .filter_map(|e| e.path.clone())
+        .collect();
+    for name in ["f2", "f5", "f7"] {
+        assert!(changed.iter().any(|p| p == name), "{name}: {changed:?}");
+    }
+    assert_eq!(changed.len(), 3, "{changed:?}");
+    for sum in &dst.checksums {
+        assert_eq!(
+            sum.blake3,
+            b3(&std::fs::read(root.join(&sum.path)).unwrap()),
+            "{sum:?}"
+        );
+    }
+}
+
 /// A 1 MiB tmpfs as the destination (needs root; skipped otherwise unless
 /// LATTICE_REQUIRE_SERVICES=1).
 struct Tmpfs(tempfile::TempDir);
