@@ -254,11 +254,29 @@ fn transfers_resume_after_the_destination_agent_is_killed() {
         write(&local.join("tree/dir with space/ünïcødé"), b"unicode");
         write(&local.join("tree/dir with space/new\nline"), b"newline");
         write(&local.join("tree/one.bin"), &pattern(3 << 20, 1));
-        let id = submit(&s.platform, &["local:/tree", "remote:/copy", "--recursive", "--label", "tree"]);
+        let id = submit(
+            &s.platform,
+            &["local:/tree", "remote:/copy", "--recursive", "--label", "tree",
+              "--connections", "1", "--streams", "2", "--chunk-size", "1MiB"],
+        );
         ok(s.platform.cli(&["transfer", "wait", &id.to_string(), "--timeout", "120"]));
         assert_eq!(tree(&local.join("tree")), tree(&remote.join("copy")));
         let shown = ok(s.platform.cli(&["transfer", "show", &id.to_string()]));
         assert!(shown.contains("succeeded") && shown.contains("checksums"), "{shown}");
+        assert!(
+            shown.contains("tuning:       1 connection(s), 2 stream(s) each, 1.0 MiB chunks"),
+            "{shown}"
+        );
+        for (flag, value, says) in [
+            ("--chunk-size", "3MiB", "power of two"),
+            ("--connections", "0", "--connections must be 1 to 16"),
+            ("--streams", "100", "--streams must be 1 to 64"),
+        ] {
+            let refused = s.platform.cli(&["transfer", "local:/tree", "remote:/x", "-r", flag, value]);
+            assert_eq!(refused.status.code(), Some(2), "{flag} {value}: {refused:?}");
+            let stderr = String::from_utf8_lossy(&refused.stderr);
+            assert!(stderr.contains(says), "{flag} {value}: {stderr}");
+        }
 
         // A large file: SIGKILL the destination agent mid-file, restart it.
         write(&local.join("big.bin"), &pattern(BIG, 7));

@@ -680,8 +680,31 @@ mod tests {
                 exclude: vec!["*.tmp".into()],
                 ..Default::default()
             },
+            tuning: lattice_protocol::transfer::TransferTuning {
+                connections: Some(1),
+                chunk_size: Some(1 << 20),
+                ..Default::default()
+            },
         };
         let engine: TransferSpec = convert(&spec).unwrap();
+        let defaults = lattice_data_plane::Tuning::default();
+        assert_eq!(
+            engine.tuning,
+            lattice_data_plane::Tuning {
+                connections: 1,
+                chunk_size: 1 << 20,
+                ..defaults.clone()
+            },
+            "set fields reach the engine, the rest keep its defaults"
+        );
+        let untuned = AttemptSpec {
+            tuning: Default::default(),
+            ..spec.clone()
+        };
+        assert_eq!(
+            convert::<_, TransferSpec>(&untuned).unwrap().tuning,
+            defaults
+        );
         assert_eq!(
             engine.options.sync_level,
             Some(lattice_data_plane::SyncLevel::Mtime)

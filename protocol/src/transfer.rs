@@ -271,6 +271,68 @@ impl Default for TransferOptions {
     }
 }
 
+/// How the engine moves one task's bytes; every field left out takes the
+/// engine's default (2 connections x 4 streams, 8 MiB chunks), which suits a
+/// LAN. Raise `connections` on a long fat link: each QUIC connection has its
+/// own congestion window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TransferTuning {
+    /// QUIC connections between the two agents, 1 to 16 [default: 2].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
+    /// Concurrent streams per connection, 1 to 64 [default: 4].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams_per_connection: Option<u32>,
+    /// Bytes per chunk of a large file (the unit sent in parallel, verified
+    /// and journaled for restart): a power of two from 64 KiB to 1 GiB
+    /// [default: 8 MiB].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<u64>,
+}
+
+impl TransferTuning {
+    pub const MAX_CONNECTIONS: u32 = 16;
+    pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+    pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
+    pub const MAX_CHUNK_SIZE: u64 = 1 << 30;
+
+    /// Checks the ranges above; the message names the field and its range.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(n) = self.connections {
+            if !(1..=Self::MAX_CONNECTIONS).contains(&n) {
+                return Err(format!(
+                    "tuning.connections must be 1 to {}, not {n}",
+                    Self::MAX_CONNECTIONS
+                ));
+            }
+        }
+        if let Some(n) = self.streams_per_connection {
+            if !(1..=Self::MAX_STREAMS_PER_CONNECTION).contains(&n) {
+                return Err(format!(
+                    "tuning.streams_per_connection must be 1 to {}, not {n}",
+                    Self::MAX_STREAMS_PER_CONNECTION
+                ));
+            }
+        }
+        if let Some(size) = self.chunk_size {
+            if !size.is_power_of_two()
+                || !(Self::MIN_CHUNK_SIZE..=Self::MAX_CHUNK_SIZE).contains(&size)
+            {
+                return Err(format!(
+                    "tuning.chunk_size must be a power of two from 64 KiB (65536) to 1 GiB (1073741824), not {size}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == TransferTuning::default()
+    }
+}
+
 /// One source -> destination pair of a transfer task.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -295,6 +357,9 @@ pub struct TransferSubmit {
     pub items: Vec<TransferItem>,
     #[serde(default)]
     pub options: TransferOptions,
+    /// Engine tuning for this task (defaults suit a LAN).
+    #[serde(default, skip_serializing_if = "TransferTuning::is_default")]
+    pub tuning: TransferTuning,
     #[serde(default)]
     pub label: Option<String>,
     /// Faults are retried until this time; then the task fails.
@@ -444,6 +509,9 @@ pub struct TransferInfo {
     pub destination_collection_name: String,
     pub items: Vec<TransferItem>,
     pub options: TransferOptions,
+    /// What the task asked of the engine (`{}`: its defaults).
+    #[serde(default)]
+    pub tuning: TransferTuning,
     pub deadline: Option<DateTime<Utc>>,
     pub submission_id: Option<String>,
     pub submitted_at: DateTime<Utc>,
@@ -515,7 +583,7 @@ pub struct TransferEventInfo {
 // ------------------------------------------------------------ agent channel
 
 /// What both agents are told about one attempt: the engine's `TransferSpec`
-/// (same shape; tuning is left to the engine's defaults).
+/// (same shape; tuning fields left out take the engine's defaults).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptSpec {
     /// Stable across attempts of one item: names the destination's journal.
@@ -524,6 +592,8 @@ pub struct AttemptSpec {
     pub destination_path: String,
     pub recursive: bool,
     pub options: TransferOptions,
+    #[serde(default, skip_serializing_if = "TransferTuning::is_default")]
+    pub tuning: TransferTuning,
 }
 
 /// Service -> agent: run or stop one side of a transfer attempt.

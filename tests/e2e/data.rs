@@ -836,6 +836,33 @@ async fn bad_transfer_requests_are_4xx(scene: &Scene) {
             "items": [{"source_path": "/a", "destination_path": "/b"}], "deadline": "2001-01-01T00:00:00Z"}))
         .await
         .assert_error(400, "bad_request");
+    for (tuning, field) in [
+        (json!({"connections": 0}), "tuning.connections"),
+        (json!({"connections": 17}), "tuning.connections"),
+        (
+            json!({"streams_per_connection": 65}),
+            "tuning.streams_per_connection",
+        ),
+        (json!({"chunk_size": 3 << 20}), "tuning.chunk_size"),
+        (json!({"chunk_size": 32 << 10}), "tuning.chunk_size"),
+        (json!({"chunk_size": 2u64 << 30}), "tuning.chunk_size"),
+    ] {
+        let message = scene
+            .transfer(
+                json!({"source_collection": "src", "destination_collection": "src",
+                "items": [{"source_path": "/a", "destination_path": "/b"}], "tuning": tuning}),
+            )
+            .await
+            .assert_error(400, "bad_request");
+        assert!(message.contains(field), "{tuning}: {message}");
+    }
+    scene
+        .transfer(
+            json!({"source_collection": "src", "destination_collection": "src",
+            "items": [{"source_path": "/a", "destination_path": "/b"}], "tuning": {"window": 1}}),
+        )
+        .await
+        .assert_error(400, "bad_request");
     scene
         .get(&format!("/v1/transfers/{}", uuid_like()))
         .await
@@ -1146,6 +1173,17 @@ fn big_pattern(seed: u32) -> Vec<u8> {
 }
 
 async fn a_chunk_corrupted_in_flight_is_detected_and_sent_again(scene: &Scene) {
+    corrupt_one_chunk(scene, None).await;
+}
+
+/// The task's tuning reaches both engines: with 1 MiB chunks the one
+/// corrupted chunk costs 1 MiB (not the default 8 MiB), over one connection.
+async fn a_task_tuning_reaches_the_engine(scene: &Scene) {
+    corrupt_one_chunk(scene, Some(1 << 20)).await;
+}
+
+/// Transfers a 40 MiB file whose third chunk is corrupted once in flight.
+async fn corrupt_one_chunk(scene: &Scene, chunk_size: Option<u64>) {
     let once = Arc::new(AtomicBool::new(true));
     let hooks = TestHooks {
         corrupt_chunk: Some(Arc::new(move |_, index| {
@@ -1157,13 +1195,19 @@ async fn a_chunk_corrupted_in_flight_is_detected_and_sent_again(scene: &Scene) {
     let dst = scene.agent("dst").await;
     let data = big_pattern(1);
     write(&src.root().join("big.bin"), &data);
-    let answer = scene
-        .transfer(json!({
-            "source_collection": "src",
-            "destination_collection": "dst",
-            "items": [{"source_path": "/big.bin", "destination_path": "/big.bin"}],
-        }))
-        .await;
+    let mut request = json!({
+        "source_collection": "src",
+        "destination_collection": "dst",
+        "items": [{"source_path": "/big.bin", "destination_path": "/big.bin"}],
+    });
+    if let Some(size) = chunk_size {
+        request["tuning"] = json!({"chunk_size": size, "connections": 1});
+    }
+    let answer = scene.transfer(request.clone()).await;
+    assert_eq!(
+        answer.body["tuning"],
+        request.get("tuning").cloned().unwrap_or(json!({}))
+    );
     let id = answer.str("id").to_owned();
     let done = scene.finished(&id).await;
     assert_eq!(done["status"], json!("succeeded"), "{done}");
@@ -1183,7 +1227,7 @@ async fn a_chunk_corrupted_in_flight_is_detected_and_sent_again(scene: &Scene) {
     assert_eq!(done["counters"]["faults"], json!(1), "{done}");
     assert_eq!(
         done["counters"]["bytes_transferred"],
-        json!(data.len() as u64 + (8 << 20)),
+        json!(data.len() as u64 + chunk_size.unwrap_or(8 << 20)),
         "the corrupted chunk is sent twice: {done}"
     );
 }
@@ -1344,6 +1388,7 @@ data_suite!(
     a_delete_task_waits_for_its_offline_agent,
     bad_delete_requests_are_4xx,
     a_chunk_corrupted_in_flight_is_detected_and_sent_again,
+    a_task_tuning_reaches_the_engine,
     a_source_changed_during_its_transfer_is_read_again,
     a_vanished_source_file_is_skipped_or_fails,
 );

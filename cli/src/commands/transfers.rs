@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use lattice_client::Client;
 use lattice_protocol::transfer::{
     SyncLevel, TaskKind, TransferEventInfo, TransferInfo, TransferItem, TransferOptions,
-    TransferStatus, TransferSubmit,
+    TransferStatus, TransferSubmit, TransferTuning,
 };
 use lattice_protocol::TransferId;
 
@@ -124,6 +124,48 @@ pub(crate) struct SubmitArgs {
     /// starting another (safe retries of the submission itself).
     #[arg(long, value_name = "ID")]
     submission_id: Option<String>,
+    /// QUIC connections between the two agents, 1-16 [default: 2]. Raise it
+    /// on a long fat link, where one congestion window limits throughput.
+    #[arg(long, value_name = "N", help_heading = "Tuning")]
+    connections: Option<u32>,
+    /// Concurrent streams per connection, 1-64 [default: 4].
+    #[arg(long, value_name = "N", help_heading = "Tuning")]
+    streams: Option<u32>,
+    /// Chunk size of large files, the unit sent in parallel, verified and
+    /// kept across restarts: a power of two from 64KiB to 1GiB, e.g. 1MiB,
+    /// 64MiB [default: 8MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_chunk_size, help_heading = "Tuning")]
+    chunk_size: Option<u64>,
+}
+
+/// `65536`, `64KiB`, `8MiB`, `1GiB` (also `K`, `M`, `G`, binary units).
+fn parse_chunk_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "`{text}`: expected bytes or a size like 64KiB, 8MiB, 1GiB"
+            ))
+        }
+    };
+    let size = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("`{text}`: expected bytes or a size like 64KiB, 8MiB, 1GiB"))?;
+    TransferTuning {
+        chunk_size: Some(size),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|_| format!("`{text}`: a chunk size is a power of two from 64KiB to 1GiB"))?;
+    Ok(size)
 }
 
 fn parse_sync_level(text: &str) -> Result<SyncLevel, String> {
@@ -331,6 +373,17 @@ async fn submit(ctx: &Context, client: &Client, args: SubmitArgs) -> anyhow::Res
             )
         }
     };
+    let tuning = TransferTuning {
+        connections: args.connections,
+        streams_per_connection: args.streams,
+        chunk_size: args.chunk_size,
+    };
+    tuning.validate().map_err(|e| {
+        UsageError(
+            e.replace("tuning.streams_per_connection", "--streams")
+                .replace("tuning.connections", "--connections"),
+        )
+    })?;
     let request = TransferSubmit {
         source_collection,
         destination_collection,
@@ -345,6 +398,7 @@ async fn submit(ctx: &Context, client: &Client, args: SubmitArgs) -> anyhow::Res
             include: args.include,
             exclude: args.exclude,
         },
+        tuning,
         label: args.label,
         deadline: args.deadline,
         submission_id: args.submission_id,
@@ -411,6 +465,19 @@ pub(crate) fn describe(t: &TransferInfo, checksums: bool) -> String {
     }
     if let Some(deadline) = &t.deadline {
         text.push_str(&format!("\n  deadline:     {}", deadline.to_rfc3339()));
+    }
+    if !t.tuning.is_default() {
+        let mut parts = Vec::new();
+        if let Some(n) = t.tuning.connections {
+            parts.push(format!("{n} connection(s)"));
+        }
+        if let Some(n) = t.tuning.streams_per_connection {
+            parts.push(format!("{n} stream(s) each"));
+        }
+        if let Some(size) = t.tuning.chunk_size {
+            parts.push(format!("{} chunks", human_bytes(size)));
+        }
+        text.push_str(&format!("\n  tuning:       {}", parts.join(", ")));
     }
     text.push_str(&format!(
         "\n  submitted:    {}",
@@ -512,6 +579,27 @@ mod tests {
         assert!(parse_batch("src:/a other:/b\nsrc:/c dst:/d\n", false).is_err());
         assert!(parse_batch("src:/a\n", false).is_err());
         assert!(parse_batch("# nothing\n", false).is_err());
+    }
+
+    #[test]
+    fn chunk_sizes_take_binary_units() {
+        assert_eq!(parse_chunk_size("65536"), Ok(64 << 10));
+        assert_eq!(parse_chunk_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_chunk_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_chunk_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_chunk_size("1GiB"), Ok(1 << 30));
+        for bad in [
+            "3MiB",
+            "32KiB",
+            "2GiB",
+            "8 XB",
+            "MiB",
+            "",
+            "99999999999999999999G",
+        ] {
+            let error = parse_chunk_size(bad).unwrap_err();
+            assert!(error.contains(&format!("`{bad}`")), "{bad}: {error}");
+        }
     }
 
     #[test]

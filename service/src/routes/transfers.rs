@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use lattice_protocol::transfer::{
     DeleteSubmit, TaskKind, TransferCounters, TransferEventInfo, TransferInfo, TransferItem,
-    TransferOptions, TransferStatus, TransferSubmit,
+    TransferOptions, TransferStatus, TransferSubmit, TransferTuning,
 };
 use lattice_protocol::{ErrorBody, TransferId};
 use serde::Deserialize;
@@ -60,6 +60,7 @@ async fn info(
         destination_collection_name,
         items: record.items,
         options: record.options,
+        tuning: record.tuning,
         deadline: record.deadline,
         submission_id: record.submission_id,
         submitted_at: record.submitted_at,
@@ -205,7 +206,7 @@ fn new_record(
     source: &CollectionRecord,
     destination: &CollectionRecord,
     items: Vec<TransferItem>,
-    options: TransferOptions,
+    (options, tuning): (TransferOptions, TransferTuning),
     (label, deadline, submission_id): (
         Option<String>,
         Option<chrono::DateTime<Utc>>,
@@ -223,6 +224,7 @@ fn new_record(
         destination_collection: destination.id,
         items,
         options,
+        tuning,
         deadline,
         submission_id,
         submitted_at: Utc::now(),
@@ -261,6 +263,7 @@ pub async fn submit(
     }
     check_globs("options.include", &request.options.include)?;
     check_globs("options.exclude", &request.options.exclude)?;
+    request.tuning.validate().map_err(ApiError::bad_request)?;
     let source = usable_collection(&state, &auth, &request.source_collection).await?;
     let destination = usable_collection(&state, &auth, &request.destination_collection).await?;
     let submitted = format!(
@@ -275,7 +278,7 @@ pub async fn submit(
         &source,
         &destination,
         request.items,
-        request.options,
+        (request.options, request.tuning),
         (request.label, request.deadline, request.submission_id),
     );
     create(&state, record, submitted).await
@@ -338,7 +341,7 @@ pub async fn submit_delete(
         &collection,
         &collection,
         items,
-        TransferOptions::default(),
+        (TransferOptions::default(), TransferTuning::default()),
         (request.label, request.deadline, request.submission_id),
     );
     create(&state, record, submitted).await

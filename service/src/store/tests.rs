@@ -351,7 +351,7 @@ async fn collections_are_announced_withdrawn_and_owner_scoped(store: SharedStore
 async fn transfers_keep_submission_ids_events_and_final_states(store: SharedStore) {
     use lattice_protocol::transfer::{
         CollectionAnnounce, FileChecksum, TaskKind, TransferCounters, TransferItem,
-        TransferOptions, TransferStatus,
+        TransferOptions, TransferStatus, TransferTuning,
     };
     let ada = identity("https://idp.example.org", "ada-transfers");
     store.insert_identity(&ada).await.unwrap();
@@ -389,6 +389,11 @@ async fn transfers_keep_submission_ids_events_and_final_states(store: SharedStor
             recursive: true,
         }],
         options: TransferOptions::default(),
+        tuning: TransferTuning {
+            connections: Some(8),
+            streams_per_connection: None,
+            chunk_size: Some(1 << 20),
+        },
         deadline: None,
         submission_id: Some("s-1".into()),
         submitted_at: from_millis(to_millis(Utc::now())),
@@ -400,7 +405,8 @@ async fn transfers_keep_submission_ids_events_and_final_states(store: SharedStor
     store.insert_transfer(&record).await.unwrap();
     assert_eq!(
         store.transfer(record.id).await.unwrap(),
-        Some(record.clone())
+        Some(record.clone()),
+        "a transfer round-trips, its tuning with it"
     );
     let duplicate = TransferRecord {
         id: lattice_protocol::TransferId::new(),

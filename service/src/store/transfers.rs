@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lattice_protocol::transfer::{
     CollectionAnnounce, FileChecksum, Side, TaskKind, TransferCounters, TransferEventInfo,
-    TransferItem, TransferOptions, TransferStatus,
+    TransferItem, TransferOptions, TransferStatus, TransferTuning,
 };
 use lattice_protocol::{CollectionId, EndpointId, IdentityId, TransferId};
 use uuid::Uuid;
@@ -41,6 +41,7 @@ pub struct TransferRecord {
     pub destination_collection: CollectionId,
     pub items: Vec<TransferItem>,
     pub options: TransferOptions,
+    pub tuning: TransferTuning,
     pub deadline: Option<DateTime<Utc>>,
     pub submission_id: Option<String>,
     pub submitted_at: DateTime<Utc>,
@@ -182,7 +183,7 @@ impl CollectionRow {
     }
 }
 
-const TRANSFER_COLUMNS: &str = "id, kind, owner_id, label, status, status_message, source_collection, destination_collection, items, options, deadline, submission_id, submitted_at, completed_at, items_done, attempts, counters";
+const TRANSFER_COLUMNS: &str = "id, kind, owner_id, label, status, status_message, source_collection, destination_collection, items, options, deadline, submission_id, submitted_at, completed_at, items_done, attempts, counters, tuning";
 
 #[derive(sqlx::FromRow)]
 struct TransferRow {
@@ -203,6 +204,7 @@ struct TransferRow {
     items_done: i64,
     attempts: i64,
     counters: String,
+    tuning: String,
 }
 
 impl TransferRow {
@@ -220,6 +222,7 @@ impl TransferRow {
             destination_collection: CollectionId(uuid_of(T, &self.destination_collection)?),
             items: serde_json::from_str(&self.items).map_err(|e| corrupt(T, e))?,
             options: serde_json::from_str(&self.options).map_err(|e| corrupt(T, e))?,
+            tuning: serde_json::from_str(&self.tuning).map_err(|e| corrupt(T, e))?,
             deadline: self.deadline.map(from_millis),
             submission_id: self.submission_id,
             submitted_at: from_millis(self.submitted_at),
@@ -376,7 +379,7 @@ macro_rules! impl_transfer_store {
 
             async fn insert_transfer(&self, t: &TransferRecord) -> StoreResult<()> {
                 sqlx::query(&format!(
-                    "INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                    "INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
                 ))
                 .bind(t.id.to_string())
                 .bind(serde_json::to_string(&t.kind).expect("kind serializes"))
@@ -395,6 +398,7 @@ macro_rules! impl_transfer_store {
                 .bind(i64::from(t.items_done))
                 .bind(i64::from(t.attempts))
                 .bind(serde_json::to_string(&t.counters).expect("counters serialize"))
+                .bind(serde_json::to_string(&t.tuning).expect("tuning serializes"))
                 .execute(&self.pool)
                 .await?;
                 Ok(())

@@ -185,6 +185,7 @@ impl Runner {
                 destination_path: item.destination_path.clone(),
                 recursive: item.recursive,
                 options: record.options.clone(),
+                tuning: record.tuning,
             };
             progress.live_source = TransferCounters::default();
             progress.live_destination = TransferCounters::default();
