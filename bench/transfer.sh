@@ -92,7 +92,9 @@ $AGENT identity "$WORK/id-src" > "$WORK/fp-src"
 $AGENT identity "$WORK/id-dst" > "$WORK/fp-dst"
 DST_BASE=$WORK/dst
 if [ -e "$DST_BASE" ]; then
-  rm -rf "$DST_BASE"; sleep 61 # let ext4 forget the freed inodes (see above)
+  # sync: ext4 skips freed inodes for 60 s, or 360 s while their inode
+  # table block is still dirty (fs/ext4/ialloc.c, recently_deleted)
+  rm -rf "$DST_BASE"; sync; sleep 61
 fi
 DST_SEQ=0
 DST=
@@ -110,6 +112,10 @@ fresh_dst() {
   fi
 }
 now() { date +%s.%N; }
+# CPU seconds the whole machine has been busy (user, nice, system, irq,
+# softirq from /proc/stat): the delta over a run is what the tool cost both
+# cores, its server and kernel work (a GridFTP server, loopback softirqs) included.
+busy() { awk '/^cpu /{printf "%.2f", ($2+$3+$4+$7+$8)/100}' /proc/stat; }
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
 
@@ -127,34 +133,34 @@ lattice() {
   # The destination agent's endpoint is long-lived in production: start the
   # clock once it listens (a datagram sent earlier is lost and re-sent after ~1 s).
   for _ in $(seq 1 200); do grep -q "listening on" "$WORK/err-dst" 2>/dev/null && break; sleep 0.02; done
-  local start; start=$(now)
+  local start; start=$(now); local busy0; busy0=$(busy)
   /usr/bin/time -f "%M" -o "$WORK/rss-src" "$AGENT" send --identity "$WORK/id-src" --peer "$(cat "$WORK/fp-dst")" \
     --credential "$cred" --to 127.0.0.1:$PORT_LATTICE --root "$src_root" --path "$src_path" --id "$id" "${flags[@]}" \
     > "$WORK/out-src" 2> "$WORK/err-src" || { cat "$WORK/out-src" "$WORK/err-src" >&2; }
   wait $receiver || { cat "$WORK/out-dst" "$WORK/err-dst" >&2; return 1; }
-  local end; end=$(now)
+  local end; end=$(now); local busy1; busy1=$(busy)
   grep -q '"ok":true' "$WORK/out-dst" || { echo "lattice $name failed" >&2; cat "$WORK/out-dst" >&2; return 1; }
   local rss; rss=$(( ($(cat "$WORK/rss-dst") > $(cat "$WORK/rss-src") ? $(cat "$WORK/rss-dst") : $(cat "$WORK/rss-src")) / 1024 ))
-  record "$name" lattice "$(echo "$end - $start" | bc)" "$rss"
+  record "$name" lattice "$(echo "$end - $start" | bc)" "$rss" "$(echo "$busy1 - $busy0" | bc)"
 }
 
 # timed NAME TOOL CMD... (run fresh_dst first: the command names $DST)
 timed() {
   local name=$1 tool=$2; shift 2
-  local start; start=$(now)
+  local start; start=$(now); local busy0; busy0=$(busy)
   "$@" > "$WORK/out-$tool" 2>&1 || { echo "$tool $name failed:" >&2; cat "$WORK/out-$tool" >&2; return 1; }
-  local end; end=$(now)
-  record "$name" "$tool" "$(echo "$end - $start" | bc)" -
+  local end; end=$(now); local busy1; busy1=$(busy)
+  record "$name" "$tool" "$(echo "$end - $start" | bc)" - "$(echo "$busy1 - $busy0" | bc)"
 }
 
-record() { printf '%s\t%s\t%s\t%s\n' "$@" >> "$RESULTS"; }
+record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$RESULTS"; }
 
 size_of() { du -sb --apparent-size "$1" | cut -f1; }
 count_of() { find "$1" -type f | wc -l; }
 
 run_set() { # NAME SRC_DIR (tree) | file
   local name=$1 src=$2 kind=$3
-  WARM_MIB=$(( $(du -sm --apparent-size "$src" | cut -f1) + 64 ))
+  WARM_MIB=$(( 2 * $(du -sm --apparent-size "$src" | cut -f1) + 256 ))
   for _ in $(seq 1 "$RUNS"); do
     if [ "$kind" = file ]; then
       lattice "$name" "$(dirname "$src")" "/$(basename "$src")" 0
@@ -180,27 +186,31 @@ import sys, statistics, collections
 path, big, small, small_n, mixed, mixed_n = sys.argv[1], *map(int, sys.argv[2:])
 rows = collections.defaultdict(list)
 rss = collections.defaultdict(list)
+cpu = collections.defaultdict(list)
 order = []
 for line in open(path):
-    name, tool, secs, mem = line.rstrip("\n").split("\t")
+    name, tool, secs, mem, busy = line.rstrip("\n").split("\t")
     if (name, tool) not in rows: order.append((name, tool))
     rows[(name, tool)].append(float(secs))
+    cpu[(name, tool)].append(float(busy))
     if mem != "-": rss[name].append(int(mem))
 def volume(name):
     if name.startswith("a"): return big, 1
     if name.startswith("b"): return small, small_n
     return mixed, mixed_n
-print("| data set | tool | seconds | MiB/s | files/s | Lattice speed-up |")
-print("|---|---|---:|---:|---:|---:|")
+print("| data set | tool | seconds | MiB/s | files/s | CPU s | Lattice speed-up |")
+print("|---|---|---:|---:|---:|---:|---:|")
 for name, tool in order:
     t = statistics.median(rows[(name, tool)])
     lat = statistics.median(rows[(name, "lattice")])
     size, n = volume(name)
     ratio = "—" if tool == "lattice" else "%.2fx" % (t / lat)
-    print(f"| {name} | {tool} | {t:.2f} | {size / t / 2**20:,.0f} | {n / t:,.0f} | {ratio} |")
+    c = statistics.median(cpu[(name, tool)])
+    print(f"| {name} | {tool} | {t:.2f} | {size / t / 2**20:,.0f} | {n / t:,.0f} | {c:.2f} | {ratio} |")
 print()
 for name in rss:
     print(f"peak RSS of a Lattice agent, {name}: {max(rss[name])} MiB")
 print("Lattice: QUIC + TLS 1.3 (AES-GCM), blake3 of every file on both sides; guc: plain GridFTP (no encryption, no checksum).")
 print("'Lattice speed-up' = peer time / Lattice time (above 1: Lattice is faster).")
+print("'CPU s' = CPU seconds the machine was busy during the run (both cores, all processes).")
 PY

@@ -1058,13 +1058,15 @@ async fn receive_chunk(
     };
 
     let verify = shared.options.verify_checksum;
-    let mut hasher = verify.then(|| checksum::chunk_hasher(version.size, chunk_size, index));
+    let mut hasher = verify.then(|| {
+        checksum::PieceHasher::new(checksum::chunk_hasher(version.size, chunk_size, index))
+    });
     let mut offset = index as u64 * chunk_size;
     let mut remaining = len;
     // quinn's received pieces go to the file as they are (one pwritev per
     // WRITE_BATCH bytes, no copy into a contiguous buffer) and are hashed on
     // the blocking pool while the next batch arrives.
-    type Written = (Result<(), TransferError>, Option<blake3::Hasher>);
+    type Written = (Result<(), TransferError>, Option<checksum::PieceHasher>);
     let mut writing: Option<tokio::task::JoinHandle<Written>> = None;
     while remaining > 0 {
         let n = remaining.min(WRITE_BATCH as u64);
@@ -1121,8 +1123,8 @@ async fn receive_chunk(
         Err(e) => return Err(wire::read_exact_error(e)),
     }
     Progress::add(&shared.progress.counters.bytes_transferred, len);
-    let ok = match &hasher {
-        Some(h) => checksum::finish_chunk(h, version.size, chunk_size) == cv,
+    let ok = match &mut hasher {
+        Some(h) => checksum::finish_chunk(h.flushed(), version.size, chunk_size) == cv,
         None => true,
     };
     if !ok {
@@ -1234,11 +1236,11 @@ fn write_batch(
         let bytes = data.take(file.size as usize);
         Progress::add(&counters.bytes_transferred, file.size);
         let hash = if verify {
-            let mut hasher = blake3::Hasher::new();
+            let mut hasher = checksum::PieceHasher::new(blake3::Hasher::new());
             for piece in &bytes {
                 hasher.update(piece);
             }
-            *hasher.finalize().as_bytes()
+            *hasher.flushed().finalize().as_bytes()
         } else {
             file.hash
         };
