@@ -721,6 +721,11 @@ mod tests {
                     sync_level: Some(SyncLevel::Checksum),
                     ..Default::default()
                 },
+                tuning: TransferTuning {
+                    streams_per_connection: Some(3),
+                    chunk_size: Some(1 << 20),
+                    ..Default::default()
+                },
             },
             destination: "127.0.0.1:4000".into(),
             destination_fingerprint: "ab".into(),
@@ -729,6 +734,17 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&command).unwrap();
         let back: TransferCommand = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(back, command);
+        // Default tuning is left out on the wire and comes back as default.
+        let TransferCommand::Send { spec, .. } = &command else {
+            unreachable!()
+        };
+        let untuned = AttemptSpec {
+            tuning: TransferTuning::default(),
+            ..spec.clone()
+        };
+        let bytes = rmp_serde::to_vec_named(&untuned).unwrap();
+        let back: AttemptSpec = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, untuned);
         let result: Result<FileOpOutcome, FileOpError> = Err(FileOpError {
             kind: FileErrorKind::Escape,
             message: "no".into(),
