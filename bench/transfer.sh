@@ -14,14 +14,17 @@
 # - Every run writes into a fresh destination directory. The previous
 #   one's files are truncated to free the disk space, but the inodes are
 #   only removed when the bench ends: on ext4 without a journal (this
-#   machine's root), inodes freed in the last 30-60 s are skipped by a
-#   linear scan when new ones are allocated, so a tool that starts right
-#   after `rm -rf` of 20,000 files pays O(n^2) in file creation.
-# - Before every run, as much memory as the data set is written and freed
-#   (BENCH_PREWARM=1): on a VM with free page reporting, memory freed for a
-#   few seconds goes back to the host and the first write to it costs a
-#   host fault per page (~300 MB/s instead of GB/s into the page cache),
-#   which otherwise penalises whichever tool runs first.
+#   machine's root), inodes freed in the last 60 s (360 s while their inode
+#   table block is dirty) are skipped by a linear scan when new ones are
+#   allocated, so a tool that starts right after `rm -rf` of 20,000 files
+#   pays O(n^2) in file creation.
+# - Before every run, twice the data set's size plus 256 MiB of memory is
+#   written and freed (BENCH_PREWARM=1): on a VM with free page reporting,
+#   memory freed for a few seconds goes back to the host and the first
+#   write to it costs a host fault per page (~300 MB/s instead of GB/s into
+#   the page cache), which otherwise penalises whichever tool runs first.
+#   The data set's size alone left the tools' heaps and the kernel's inode
+#   and directory caches to fault in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
