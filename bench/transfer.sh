@@ -47,9 +47,10 @@ fi
 id gftp >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin gftp
 
 echo "building the Lattice bench agent (release)" >&2
-cargo build --release -q -p lattice-data-plane --example transfer_bench
+cargo build --release -q -p lattice-data-plane --example transfer_bench --example bench_floor
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 AGENT=$TARGET/release/examples/transfer_bench
+FLOOR=$TARGET/release/examples/bench_floor
 
 mkdir -p "$WORK"; chmod 755 "$WORK"
 DATA=$WORK/data
@@ -181,6 +182,10 @@ run_set() { # NAME SRC_DIR (tree) | file
 
 run_set "a: 1 file ${BIG_MIB} MiB" "$DATA/big/file.bin" file
 run_set "b: $SMALL_FILES x 16 KiB" "$DATA/small" tree
+# The floors of (a) and (b) on this machine, (b)'s measured on the same
+# file system in the same state as the tools' runs (see bench_floor.rs).
+fresh_dst
+"$FLOOR" "$(echo "scale=3; $BIG_MIB / 1024" | bc)" --small-files "$SMALL_FILES" "$DST/files" > "$WORK/floor.txt"
 run_set "c: mixed tree" "$DATA/mixed" tree
 
 python3 - "$RESULTS" "$(size_of "$DATA/big/file.bin")" "$(size_of "$DATA/small")" "$(count_of "$DATA/small")" \
@@ -217,3 +222,6 @@ print("Lattice: QUIC + TLS 1.3 (AES-GCM), blake3 of every file on both sides; gu
 print("'Lattice speed-up' = peer time / Lattice time (above 1: Lattice is faster).")
 print("'CPU s' = CPU seconds the machine was busy during the run (both cores, all processes).")
 PY
+echo
+echo "Floors: what any encrypted, verified copy must spend on this machine (data-plane/examples/bench_floor.rs):"
+cat "$WORK/floor.txt"
