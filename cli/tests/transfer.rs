@@ -243,6 +243,51 @@ fn collections_and_file_operations_through_the_cli() {
 }
 
 #[test]
+fn transfers_within_one_agent() {
+    runtime().block_on(async {
+        let s = scene().await;
+        let local = s.platform.local_collection_root();
+        write(&local.join("in/a.txt"), b"alpha");
+        write(&local.join("in/sub/b.bin"), &pattern(3 << 20, 2));
+
+        // One agent is both sides: its source and destination attempts run
+        // side by side (one used to replace the other: AUTH_FAILED).
+        let id = submit(&s.platform, &["local:/in", "local:/out", "--recursive"]);
+        ok(s.platform
+            .cli(&["transfer", "wait", &id.to_string(), "--timeout", "60"]));
+        assert_eq!(tree(&local.join("in")), tree(&local.join("out")));
+        let done = transfer(&s.client, id).await;
+        assert_eq!((done.counters.files, done.attempts), (2, 1), "{done:?}");
+
+        // A tree into itself, a path onto itself, and a delete that would
+        // remove its own source are refused up front (exit 4), naming why.
+        for (args, says) in [
+            (
+                &["local:/in", "local:/in/copy", "-r"][..],
+                "copied into itself",
+            ),
+            (
+                &["local:/in/a.txt", "local:/in/a.txt"][..],
+                "are the same path",
+            ),
+            (
+                &["local:/in/sub", "local:/in", "-r", "--delete"][..],
+                "would delete the source",
+            ),
+        ] {
+            let mut all = vec!["transfer"];
+            all.extend_from_slice(args);
+            let refused = s.platform.cli(&all);
+            assert_eq!(refused.status.code(), Some(4), "{args:?}: {refused:?}");
+            let stderr = String::from_utf8_lossy(&refused.stderr);
+            assert!(stderr.contains(says), "{args:?}: {stderr}");
+        }
+        assert!(!local.join("in/copy").exists());
+        assert_eq!(std::fs::read(local.join("in/a.txt")).unwrap(), b"alpha");
+    });
+}
+
+#[test]
 fn transfers_resume_after_the_destination_agent_is_killed() {
     runtime().block_on(async {
         let mut s = scene().await;

@@ -105,7 +105,9 @@ impl Default for DataSettings {
 /// How long the last progress and fault updates of an attempt may take to go out.
 const FORWARD_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
-type Running = Arc<Mutex<HashMap<String, (u32, Side, AbortHandle)>>>;
+/// The attempt running per transfer and side: one agent is both sides of a
+/// transfer between two of its collections (or within one).
+type Running = Arc<Mutex<HashMap<(String, Side), (u32, AbortHandle)>>>;
 
 /// The data plane of one agent. Built once at start (opens the collection
 /// roots, binds the UDP socket, loads or creates the agent's certificate).
@@ -233,17 +235,24 @@ impl DataPlane {
     fn transfer(&self, command: TransferCommand) {
         match command {
             TransferCommand::Abort { transfer_id } => {
-                let aborted = self
-                    .running
-                    .lock()
-                    .expect("running lock")
-                    .remove(&transfer_id);
-                if let Some((attempt, side, handle)) = aborted {
+                let aborted: Vec<_> = {
+                    let mut running = self.running.lock().expect("running lock");
+                    [Side::Source, Side::Destination]
+                        .into_iter()
+                        .filter_map(|side| {
+                            let key = (transfer_id.clone(), side);
+                            running
+                                .remove(&key)
+                                .map(|(attempt, handle)| (attempt, side, handle))
+                        })
+                        .collect()
+                };
+                for (attempt, side, handle) in aborted {
                     handle.abort();
                     tracing::info!(transfer_id, attempt, "transfer attempt aborted");
                     // The service waits for both sides' end.
                     let _ = self.outgoing.send(done_with_error(
-                        transfer_id,
+                        transfer_id.clone(),
                         attempt,
                         side,
                         AttemptError {
@@ -394,8 +403,9 @@ impl DataPlane {
         let outgoing = self.outgoing.clone();
         let running = self.running.clone();
         let id = transfer_id.clone();
+        let key = (transfer_id.clone(), side);
         let mut running_now = self.running.lock().expect("running lock");
-        if let Some((old_attempt, _, old)) = running_now.remove(&transfer_id) {
+        if let Some((old_attempt, old)) = running_now.remove(&key) {
             tracing::info!(
                 transfer_id,
                 old_attempt,
@@ -456,8 +466,9 @@ impl DataPlane {
             tracing::info!(transfer_id = %id, attempt, side = ?side, ok = error.is_none(), files = report.counters.files, bytes = report.counters.bytes_transferred, "transfer attempt ended");
             {
                 let mut running = running.lock().expect("running lock");
-                if running.get(&id).is_some_and(|(a, _, _)| *a == attempt) {
-                    running.remove(&id);
+                let key = (id.clone(), side);
+                if running.get(&key).is_some_and(|(a, _)| *a == attempt) {
+                    running.remove(&key);
                 }
             }
             let _ = outgoing.send(AgentFrame::Transfer {
@@ -475,13 +486,13 @@ impl DataPlane {
                 },
             });
         });
-        running_now.insert(transfer_id, (attempt, side, task.abort_handle()));
+        running_now.insert(key, (attempt, task.abort_handle()));
     }
 }
 
 impl Drop for DataPlane {
     fn drop(&mut self) {
-        for (_, (_, _, handle)) in self.running.lock().expect("running lock").drain() {
+        for (_, (_, handle)) in self.running.lock().expect("running lock").drain() {
             handle.abort();
         }
         self.endpoint.close();

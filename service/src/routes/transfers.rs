@@ -106,6 +106,55 @@ fn check_path(what: &str, path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A path's components on its agent's file system: the collection's root
+/// (as the agent announced it) then the path within it.
+fn host_components<'a>(root: &'a str, path: &'a str) -> Vec<&'a str> {
+    root.split('/')
+        .chain(path.split('/'))
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect()
+}
+
+/// Between collections of one endpoint (or within one collection): refuses
+/// an item whose source and destination are the same place, a tree copied
+/// into itself (the walk would meet the copy), and, with
+/// `delete_extraneous`, a destination that holds the source (the source
+/// would be deleted as extraneous while it is read).
+fn check_overlap(
+    source: &CollectionRecord,
+    destination: &CollectionRecord,
+    items: &[TransferItem],
+    options: &TransferOptions,
+) -> Result<(), ApiError> {
+    if source.endpoint_id != destination.endpoint_id {
+        return Ok(());
+    }
+    for (i, item) in items.iter().enumerate() {
+        let from = host_components(&source.root, &item.source_path);
+        let to = host_components(&destination.root, &item.destination_path);
+        let (src, dst) = (
+            format!("{}:{}", source.name, item.source_path),
+            format!("{}:{}", destination.name, item.destination_path),
+        );
+        if from == to {
+            return Err(ApiError::bad_request(format!(
+                "items[{i}]: `{src}` and `{dst}` are the same path"
+            )));
+        }
+        if item.recursive && to.starts_with(&from) {
+            return Err(ApiError::bad_request(format!(
+                "items[{i}]: the destination `{dst}` is inside the source `{src}`: the tree would be copied into itself"
+            )));
+        }
+        if item.recursive && options.delete_extraneous && from.starts_with(&to) {
+            return Err(ApiError::bad_request(format!(
+                "items[{i}]: the destination `{dst}` holds the source `{src}`: delete_extraneous would delete the source"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_globs(what: &str, globs: &[String]) -> Result<(), ApiError> {
     for glob in globs {
         if glob.is_empty() || glob.len() > 1024 || glob.contains('\0') {
@@ -266,6 +315,7 @@ pub async fn submit(
     request.tuning.validate().map_err(ApiError::bad_request)?;
     let source = usable_collection(&state, &auth, &request.source_collection).await?;
     let destination = usable_collection(&state, &auth, &request.destination_collection).await?;
+    check_overlap(&source, &destination, &request.items, &request.options)?;
     let submitted = format!(
         "{} item(s) from `{}` to `{}`",
         request.items.len(),
@@ -467,4 +517,69 @@ pub async fn events(
             .transfer_events(id, params.after.unwrap_or(0), limit)
             .await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_protocol::{CollectionId, EndpointId, IdentityId};
+
+    fn collection(name: &str, endpoint: EndpointId, root: &str) -> CollectionRecord {
+        CollectionRecord {
+            id: CollectionId::new(),
+            owner_id: IdentityId::new(),
+            endpoint_id: endpoint,
+            name: name.into(),
+            root: root.into(),
+            created_at: Utc::now(),
+            announced_at: Utc::now(),
+            withdrawn_at: None,
+        }
+    }
+
+    fn check(
+        (source, from): (&CollectionRecord, &str),
+        (destination, to): (&CollectionRecord, &str),
+        recursive: bool,
+        delete_extraneous: bool,
+    ) -> Result<(), String> {
+        let items = [TransferItem {
+            source_path: from.into(),
+            destination_path: to.into(),
+            recursive,
+        }];
+        let options = TransferOptions {
+            delete_extraneous,
+            ..TransferOptions::default()
+        };
+        check_overlap(source, destination, &items, &options).map_err(|e| e.message)
+    }
+
+    #[test]
+    fn overlapping_sides_on_one_endpoint_are_refused() {
+        let endpoint = EndpointId::new();
+        let data = collection("data", endpoint, "/srv/data");
+        let runs = collection("runs", endpoint, "/srv/data/runs");
+        let elsewhere = collection("far", EndpointId::new(), "/srv/data");
+
+        let same = check((&data, "/a.txt"), (&data, "a.txt"), false, false).unwrap_err();
+        assert!(same.contains("are the same path"), "{same}");
+        let same = check((&data, "/runs/x"), (&runs, "//x/."), true, false).unwrap_err();
+        assert!(same.contains("are the same path"), "{same}");
+        let into = check((&data, "/in"), (&data, "/in/copy"), true, false).unwrap_err();
+        assert!(into.contains("copied into itself"), "{into}");
+        let into = check((&data, "/"), (&runs, "/x"), true, false).unwrap_err();
+        assert!(into.contains("copied into itself"), "{into}");
+        let deletes = check((&data, "/in/sub"), (&data, "/in"), true, true).unwrap_err();
+        assert!(deletes.contains("would delete the source"), "{deletes}");
+
+        // Side by side, a file into a directory beside it, a subtree out
+        // without delete, and anything between endpoints: fine.
+        check((&data, "/in"), (&data, "/out"), true, true).unwrap();
+        check((&data, "/in"), (&data, "/input"), true, false).unwrap();
+        check((&data, "/in/a.txt"), (&data, "/in/b.txt"), false, false).unwrap();
+        check((&data, "/in/sub"), (&data, "/in"), true, false).unwrap();
+        check((&data, "/in"), (&elsewhere, "/in/copy"), true, true).unwrap();
+        check((&data, "/in"), (&elsewhere, "/in"), true, true).unwrap();
+    }
 }
