@@ -414,13 +414,14 @@ fn failures_cancel_and_idempotent_submission_through_the_cli() {
         assert_eq!(first, second);
         ok(s.platform.cli(&["transfer", "wait", &first.to_string()]));
 
-        // --batch: several pairs, one task.
+        // --batch: several pairs, one task; `-r` makes one pair recursive.
         write(&local.join("b1"), b"b1");
         write(&local.join("b 2"), b"b2");
+        write(&local.join("bdir/inner"), b"b3");
         let batch = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
             batch.path(),
-            "# pairs\nlocal:/b1 remote:/b1\n\"local:/b 2\" \"remote:/b 2\"\n",
+            "# pairs\nlocal:/b1 remote:/b1\n\"local:/b 2\" \"remote:/b 2\"\n-r local:/bdir remote:/bdir\n",
         )
         .unwrap();
         let id = submit(&s.platform, &["--batch", batch.path().to_str().unwrap()]);
@@ -429,7 +430,11 @@ fn failures_cancel_and_idempotent_submission_through_the_cli() {
             std::fs::read(s.remote_root.path().join("b 2")).unwrap(),
             b"b2"
         );
-        assert_eq!(transfer(&s.client, id).await.items_done, 2);
+        assert_eq!(
+            std::fs::read(s.remote_root.path().join("bdir/inner")).unwrap(),
+            b"b3"
+        );
+        assert_eq!(transfer(&s.client, id).await.items_done, 3);
 
         // An offline destination pauses the task; cancel ends it (wait: 6).
         s.remote.kill();

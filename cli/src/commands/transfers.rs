@@ -25,7 +25,7 @@ const TRANSFER_HELP: &str = "\
 Examples:
   lattice transfer laptop:/data/run1 hpc:/scratch/run1 --recursive
   lattice transfer laptop:/big.h5 hpc:/in/big.h5 --sync-level checksum --label nightly
-  lattice transfer --batch pairs.txt --recursive     # one `SRC DST` pair a line
+  lattice transfer --batch pairs.txt                 # `SRC DST` or `--recursive SRC DST` a line
   lattice transfer wait ID --timeout 3600
 
 The service retries faults (dropped connections, checksum mismatches, a full
@@ -78,8 +78,10 @@ pub(crate) struct SubmitArgs {
     #[arg(required_unless_present = "batch", conflicts_with = "batch")]
     destination: Option<String>,
     /// Read `SRC DST` pairs from FILE, one a line (`#` comments; quote a
-    /// path with spaces in double quotes); all sources in one collection,
-    /// all destinations in one collection.
+    /// path with spaces in double quotes; `--recursive` or `-r` on a line
+    /// makes that pair recursive, --recursive on the command line all
+    /// pairs); all sources in one collection, all destinations in one
+    /// collection.
     #[arg(long, value_name = "FILE")]
     batch: Option<PathBuf>,
     /// Copy directories with everything in them.
@@ -238,10 +240,13 @@ fn parse_batch(text: &str, recursive: bool) -> Result<(String, String, Vec<Trans
             continue;
         }
         let at = |e: String| format!("line {}: {e}", n + 1);
-        let parts = tokens(line).map_err(at)?;
+        let mut parts = tokens(line).map_err(at)?;
+        let before = parts.len();
+        parts.retain(|t| t != "--recursive" && t != "-r");
+        let line_recursive = parts.len() < before;
         let [source, destination] = parts.as_slice() else {
             return Err(at(format!(
-                "expected `SRC_COLLECTION:PATH DST_COLLECTION:PATH`, got {} field(s)",
+                "expected `[--recursive] SRC_COLLECTION:PATH DST_COLLECTION:PATH`, got {} path(s)",
                 parts.len()
             )));
         };
@@ -259,7 +264,7 @@ fn parse_batch(text: &str, recursive: bool) -> Result<(String, String, Vec<Trans
         items.push(TransferItem {
             source_path: sp,
             destination_path: dp,
-            recursive,
+            recursive: recursive || line_recursive,
         });
     }
     let (source, destination) = collections.ok_or("the batch file has no pairs")?;
@@ -576,6 +581,13 @@ mod tests {
         assert_eq!(items.len(), 2);
         assert_eq!(items[1].source_path, "/with space");
         assert!(items[1].recursive);
+        let (_, _, items) = parse_batch(
+            "src:/a dst:/b\n-r src:/c dst:/d\nsrc:/e dst:/f --recursive\n",
+            false,
+        )
+        .unwrap();
+        let recursive: Vec<bool> = items.iter().map(|i| i.recursive).collect();
+        assert_eq!(recursive, [false, true, true]);
         assert!(parse_batch("src:/a other:/b\nsrc:/c dst:/d\n", false).is_err());
         assert!(parse_batch("src:/a\n", false).is_err());
         assert!(parse_batch("# nothing\n", false).is_err());
