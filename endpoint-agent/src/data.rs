@@ -249,7 +249,7 @@ impl DataPlane {
                 };
                 for (attempt, side, handle) in aborted {
                     handle.abort();
-                    tracing::info!(transfer_id, attempt, "transfer attempt aborted");
+                    tracing::info!(transfer_id, attempt, side = ?side, "transfer attempt aborted");
                     // The service waits for both sides' end.
                     let _ = self.outgoing.send(done_with_error(
                         transfer_id.clone(),
