@@ -810,6 +810,51 @@ fn verify_partial(
     have
 }
 
+/// Removes what an abandoned transfer left at its destination: the partial
+/// files its journal names (beside their targets under `destination_path`)
+/// and the journal. For a transfer the service gave up on (cancelled, past
+/// its deadline); a retry could no longer resume it. Blocking. Returns the
+/// number of partial files removed; a transfer without a journal has none.
+pub fn discard_destination(
+    collection: &Collection,
+    destination_path: &str,
+    state_dir: &std::path::Path,
+    transfer_id: &str,
+) -> Result<u64, TransferError> {
+    let io_error = |what: &str, e: std::io::Error| {
+        TransferError::new(FaultCode::IoError, format!("{what}: {e}"))
+    };
+    if !crate::journal::journal_path(state_dir, transfer_id).exists() {
+        return Ok(0);
+    }
+    let root =
+        CollectionPath::parse(destination_path).map_err(|e| TransferError::from_collection(&e))?;
+    let (mut journal, resume) = Journal::open(state_dir, transfer_id)
+        .map_err(|e| io_error("opening the restart journal", e))?;
+    let mut removed = 0;
+    for rel in resume.partial.keys() {
+        let Ok(rel_path) = CollectionPath::from_bytes(rel) else {
+            continue;
+        };
+        let Some((parent, _)) = root.join(&rel_path).split_last() else {
+            continue;
+        };
+        // Opened, never created: a directory that is gone holds no partial file.
+        let Ok(parent) = collection.dir().open_dir(parent.as_relative()) else {
+            continue;
+        };
+        match parent.remove_file(temp_name(transfer_id, rel)) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("removing a partial file", e)),
+        }
+    }
+    journal
+        .remove_file()
+        .map_err(|e| io_error("removing the restart journal", e))?;
+    Ok(removed)
+}
+
 /// Opens (creating if needed) the partial file of `target`; `truncate` starts over.
 fn open_partial(
     shared: &Shared,
@@ -1040,6 +1085,19 @@ async fn receive_chunk(
                 let fresh = guard.as_ref().is_some();
                 let (shared2, incoming2) = (shared.clone(), incoming.clone());
                 let partial = blocking(move || {
+                    // Recorded first: a partial file the journal does not
+                    // name could not be found to discard an abandoned transfer.
+                    shared2
+                        .journal
+                        .lock()
+                        .expect("journal lock")
+                        .partial_created(&incoming2.rel)
+                        .map_err(|e| {
+                            TransferError::new(
+                                FaultCode::IoError,
+                                format!("writing the restart journal: {e}"),
+                            )
+                        })?;
                     open_partial(
                         &shared2,
                         &incoming2.rel,
@@ -1404,6 +1462,69 @@ fn link_into(file: &std::fs::File, parent: &Dir, name: &OsStr) -> std::io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discarding_removes_the_partial_files_the_journal_names_and_the_journal() {
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let collection = Collection::open(root.path()).unwrap();
+        let id = "task.0";
+        let version = SourceVersion {
+            size: 10,
+            mtime_ns: 1,
+        };
+        {
+            let (mut journal, _) = Journal::open(state.path(), id).unwrap();
+            journal.partial_created(b"a/big").unwrap();
+            journal
+                .chunk_done(b"a/big", version, 4, 0, [1; 32])
+                .unwrap();
+            journal.partial_created(b"no chunk yet").unwrap();
+            journal.partial_created(b"done").unwrap();
+            journal.file_done(b"done", version).unwrap();
+            journal.partial_created(b"gone/dir/x").unwrap();
+            journal.flush().unwrap();
+        }
+        let dest = root.path().join("dest");
+        std::fs::create_dir_all(dest.join("a")).unwrap();
+        let partial = |rel: &str| temp_name(id, rel.as_bytes());
+        std::fs::write(dest.join("a").join(partial("a/big")), b"x").unwrap();
+        std::fs::write(dest.join(partial("no chunk yet")), b"x").unwrap();
+        std::fs::write(dest.join("done"), b"complete").unwrap();
+        std::fs::write(dest.join("unrelated"), b"mine").unwrap();
+
+        let removed = discard_destination(&collection, "/dest", state.path(), id).unwrap();
+        assert_eq!(removed, 2);
+        let mut left: Vec<_> = walk_names(&dest);
+        left.sort();
+        assert_eq!(left, ["a/", "done", "unrelated"]);
+        assert!(!crate::journal::journal_path(state.path(), id).exists());
+        // Nothing left to discard: a second call (or one for another id) is a no-op.
+        assert_eq!(
+            discard_destination(&collection, "/dest", state.path(), id).unwrap(),
+            0
+        );
+        assert!(!crate::journal::journal_path(state.path(), id).exists());
+    }
+
+    fn walk_names(dir: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().unwrap().is_dir() {
+                out.push(format!("{name}/"));
+                out.extend(
+                    walk_names(&entry.path())
+                        .into_iter()
+                        .map(|n| format!("{name}/{n}")),
+                );
+            } else {
+                out.push(name);
+            }
+        }
+        out
+    }
 
     #[test]
     fn whole_files_appear_complete_and_replace_existing_ones() {

@@ -9,7 +9,10 @@
 //! what was in flight. Chunks claimed by the journal are re-hashed from the
 //! partial file before they are trusted (a crash may have lost page-cache
 //! data). A torn last record is ignored. The journal is removed when the
-//! transfer succeeds (or fails for good).
+//! transfer succeeds (or fails for good). A partial file is recorded before
+//! it is created, so a transfer abandoned by the service (cancelled, past
+//! its deadline) can have its partial files removed from the journal alone
+//! ([`crate::discard_destination`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -33,6 +36,8 @@ enum Record {
         size: u64,
         mtime_ns: i64,
     },
+    /// A partial file is about to be created for `path`.
+    Partial { path: Vec<u8> },
 }
 
 /// A file the source described as (size, mtime).
@@ -121,6 +126,14 @@ impl Journal {
         })
     }
 
+    /// Records (and flushes) that a partial file for `path` is about to be created.
+    pub(crate) fn partial_created(&mut self, path: &[u8]) -> io::Result<()> {
+        self.append(&Record::Partial {
+            path: path.to_vec(),
+        })?;
+        self.flush()
+    }
+
     pub(crate) fn file_done(&mut self, path: &[u8], version: SourceVersion) -> io::Result<()> {
         self.append(&Record::File {
             path: path.to_vec(),
@@ -176,6 +189,9 @@ fn apply(resume: &mut Resume, record: Record) {
             resume.partial.remove(&path);
             resume.done.insert(path, SourceVersion { size, mtime_ns });
         }
+        Record::Partial { path } => {
+            resume.partial.entry(path).or_default();
+        }
     }
 }
 
@@ -208,9 +224,15 @@ mod tests {
         j.file_done(b"big", v).unwrap();
         j.flush().unwrap();
         drop(j);
-        let (j, resume) = Journal::open(dir.path(), "t1").unwrap();
+        let (mut j, resume) = Journal::open(dir.path(), "t1").unwrap();
         assert!(resume.partial.is_empty());
         assert_eq!(resume.done.len(), 2);
+        // A partial file recorded before any of its chunks: known, nothing to resume.
+        j.partial_created(b"next").unwrap();
+        drop(j);
+        let (j, resume) = Journal::open(dir.path(), "t1").unwrap();
+        let next = &resume.partial[&b"next"[..]];
+        assert!(next.version.is_none() && next.chunks.is_empty());
         let mut j = j;
         j.remove_file().unwrap();
         assert!(!path.exists());

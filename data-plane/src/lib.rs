@@ -15,7 +15,9 @@
 //! - [`run_source`] / [`run_destination`]: one attempt of a transfer, each
 //!   returning a [`TransferReport`] (counters, fault events, checksums) or a
 //!   [`TransferFailure`] whose [`TransferError`] says whether to retry.
-//!   [`run_delete`] is one attempt of a delete task, reported the same way.
+//!   [`run_delete`] is one attempt of a delete task, reported the same way;
+//!   [`discard_destination`] removes what a transfer the service gave up on
+//!   left at its destination (partial files, journal).
 //!
 //! What it must not do: know about the service's store, queues, tokens or
 //! compute; retry on its own across attempts (the service does, with backoff
@@ -45,7 +47,7 @@ pub use collection::{
     Collection, CollectionPath, DeleteControl, DeleteSummary, Entry, EntryKind, ListOptions,
 };
 pub use delete::{run_delete, DeleteTask};
-pub use destination::{run_destination, DestinationTask, PARTIAL_PREFIX};
+pub use destination::{discard_destination, run_destination, DestinationTask, PARTIAL_PREFIX};
 pub use endpoint::{EndpointConfig, TransferEndpoint};
 pub use error::{CollectionError, EndpointError, FaultCode, TransferError, TransferFailure};
 pub use hooks::TestHooks;

@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use lattice_data_plane::{
-    run_delete, run_destination, run_source, AgentIdentity, Collection, CollectionError,
-    Credential, DeleteTask, DestinationTask, EndpointConfig, Fingerprint, SourceTask,
-    TransferEndpoint, TransferFailure, TransferReport as EngineReport, TransferSpec,
+    discard_destination, run_delete, run_destination, run_source, AgentIdentity, Collection,
+    CollectionError, Credential, DeleteTask, DestinationTask, EndpointConfig, Fingerprint,
+    SourceTask, TransferEndpoint, TransferFailure, TransferReport as EngineReport, TransferSpec,
     TransferUpdate,
 };
 use lattice_protocol::frames::{AgentFrame, ServiceFrame};
@@ -262,6 +262,35 @@ impl DataPlane {
                         },
                     ));
                 }
+            }
+            TransferCommand::Discard {
+                transfer_id,
+                collection,
+                destination_path,
+            } => {
+                let key = (transfer_id.clone(), Side::Destination);
+                if let Some((_, handle)) = self.running.lock().expect("running lock").remove(&key) {
+                    handle.abort();
+                }
+                let Some(collection) = self.collections.get(&collection).cloned() else {
+                    return;
+                };
+                let state_dir = self.journal_dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    match discard_destination(
+                        &collection,
+                        &destination_path,
+                        &state_dir,
+                        &transfer_id,
+                    ) {
+                        Ok(removed) => {
+                            tracing::info!(transfer_id, removed, "abandoned transfer discarded")
+                        }
+                        Err(e) => {
+                            tracing::warn!(transfer_id, error = %e, "discarding an abandoned transfer")
+                        }
+                    }
+                });
             }
             TransferCommand::Listen {
                 attempt,
@@ -538,7 +567,7 @@ pub(crate) fn without_data_plane(frame: ServiceFrame) -> Option<AgentFrame> {
             Side::Destination,
             no_collections(MESSAGE),
         )),
-        TransferCommand::Abort { .. } => None,
+        TransferCommand::Abort { .. } | TransferCommand::Discard { .. } => None,
     }
 }
 

@@ -634,6 +634,15 @@ pub enum TransferCommand {
     },
     /// Stop any attempt of this transfer (its journal stays).
     Abort { transfer_id: String },
+    /// The service gave up on this transfer (cancelled, past its deadline,
+    /// failed for good): as its destination, stop any attempt and remove
+    /// the partial files and the journal it left under `destination_path`
+    /// of `collection`. Nothing is reported back.
+    Discard {
+        transfer_id: String,
+        collection: String,
+        destination_path: String,
+    },
 }
 
 /// How one side's attempt ended.

@@ -1343,6 +1343,92 @@ async fn a_vanished_source_file_is_skipped_or_fails(scene: &Scene) {
     }
 }
 
+/// The partial files under `root` and the restart journals of `agent`.
+fn leftovers(root: &Path, agent: &Agent) -> (Vec<String>, Vec<String>) {
+    let partials = names_in(root)
+        .into_iter()
+        .filter(|n| n.starts_with(lattice_data_plane::PARTIAL_PREFIX))
+        .collect();
+    let journals_dir = agent.state_dir.join("data").join("journals");
+    let journals = if journals_dir.exists() {
+        names_in(&journals_dir)
+    } else {
+        Vec::new()
+    };
+    (partials, journals)
+}
+
+/// A transfer the service gives up on (cancelled, past its deadline)
+/// while a file is half-written leaves neither the partial file nor the
+/// restart journal at the destination: no retry would resume them.
+async fn an_abandoned_transfer_leaves_nothing_behind(scene: &Scene) {
+    // Pace the source (reads run on the blocking pool): 40 chunks of 1 MiB
+    // on two streams at 200 ms a chunk take 4 s.
+    let hooks = TestHooks {
+        before_read: Some(Arc::new(|_| std::thread::sleep(Duration::from_millis(200)))),
+        ..TestHooks::default()
+    };
+    let src = scene.agent_with_hooks("src", hooks).await;
+    let dst = scene.agent("dst").await;
+    write(&src.root().join("big.bin"), &big_pattern(3));
+    for how in ["cancel", "deadline"] {
+        let destination = format!("/{how}.bin");
+        let mut body = json!({
+            "source_collection": "src",
+            "destination_collection": "dst",
+            "items": [{"source_path": "/big.bin", "destination_path": destination}],
+            "tuning": {"connections": 1, "streams_per_connection": 2, "chunk_size": 1 << 20},
+        });
+        if how == "deadline" {
+            let at = chrono::Utc::now() + chrono::Duration::seconds(2);
+            body["deadline"] = json!(at);
+        }
+        let answer = scene.transfer(body).await;
+        assert_eq!(answer.status.as_u16(), 201, "{answer:?}");
+        let id = answer.str("id").to_owned();
+        if how == "cancel" {
+            wait_for("a partial file and its journal", || async {
+                let (partials, journals) = leftovers(dst.root(), &dst);
+                (!partials.is_empty() && !journals.is_empty()).then_some(())
+            })
+            .await;
+            let cancelled = scene
+                .post(&format!("/v1/transfers/{id}/cancel"), json!({}))
+                .await;
+            assert!(cancelled.status.is_success(), "{cancelled:?}");
+        }
+        let done = scene.finished(&id).await;
+        let expected = if how == "cancel" {
+            "cancelled"
+        } else {
+            "failed"
+        };
+        assert_eq!(done["status"], json!(expected), "{done}");
+        assert_eq!(done["items_done"], json!(0), "{done}");
+        if how == "deadline" {
+            // Part of the file was written before the deadline (a cancel
+            // comes once a partial file was seen, before progress is reported).
+            assert!(
+                done["counters"]["bytes_transferred"].as_u64().unwrap() > 0,
+                "{done}"
+            );
+        }
+        wait_for(
+            "the destination to discard the partial file and journal",
+            || async {
+                let (partials, journals) = leftovers(dst.root(), &dst);
+                (partials.is_empty() && journals.is_empty()).then_some(())
+            },
+        )
+        .await;
+        assert!(!dst.root().join(&destination[1..]).exists());
+        if how == "deadline" {
+            let codes = scene.event_codes(&id).await;
+            assert!(codes.iter().any(|c| c == "DEADLINE_EXCEEDED"), "{codes:?}");
+        }
+    }
+}
+
 macro_rules! data_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1391,4 +1477,5 @@ data_suite!(
     a_task_tuning_reaches_the_engine,
     a_source_changed_during_its_transfer_is_read_again,
     a_vanished_source_file_is_skipped_or_fails,
+    an_abandoned_transfer_leaves_nothing_behind,
 );

@@ -28,7 +28,9 @@ use tokio::time::Instant;
 
 use super::RunnerInput;
 use crate::state::AppState;
-use crate::store::{NewTransferEvent, StoreResult, TransferProgress, TransferRecord};
+use crate::store::{
+    CollectionRecord, NewTransferEvent, StoreResult, TransferProgress, TransferRecord,
+};
 
 /// First retry delay; doubles up to [`BACKOFF_MAX`].
 const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
@@ -175,7 +177,10 @@ impl Runner {
             // Wait for both endpoints (paused meanwhile).
             match self.wait_online(&record, &mut progress, endpoints).await? {
                 Ok(()) => {}
-                Err(stop) => return self.stopped(&mut progress, stop).await,
+                Err(stop) => {
+                    self.discard(&record, &progress, &destination);
+                    return self.stopped(&mut progress, stop).await;
+                }
             }
             progress.attempts += 1;
             let attempt = progress.attempts;
@@ -218,6 +223,9 @@ impl Runner {
                 }
             };
             item_retry = true;
+            // What the attempt reported so far: its total if it was stopped
+            // (the agents' Done reports then never come).
+            let reported = merge(&progress.live_source, &progress.live_destination);
             progress.live_source = TransferCounters::default();
             progress.live_destination = TransferCounters::default();
             match outcome {
@@ -251,6 +259,7 @@ impl Runner {
                         .await?;
                     progress.faults += 1;
                     if !retry {
+                        self.discard(&record, &progress, &destination);
                         return self
                             .finish(
                                 &mut progress,
@@ -263,11 +272,16 @@ impl Runner {
                     progress.message = Some(message);
                     self.write(&mut progress, true).await?;
                     if let Err(stop) = self.sleep(backoff, record.deadline).await {
+                        self.discard(&record, &progress, &destination);
                         return self.stopped(&mut progress, stop).await;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
-                Attempt::Stopped(stop) => return self.stopped(&mut progress, stop).await,
+                Attempt::Stopped(stop) => {
+                    progress.done = add(&progress.done, &reported);
+                    self.discard(&record, &progress, &destination);
+                    return self.stopped(&mut progress, stop).await;
+                }
             }
         }
         let message = match record.kind {
@@ -781,6 +795,39 @@ impl Runner {
                     }),
                 },
             );
+        }
+    }
+
+    /// The task ends without the current item: the destination agent
+    /// removes what its attempts left (partial files, journal), which no
+    /// retry will resume. Sent after any `Abort`, on the same connection.
+    /// An offline destination keeps them.
+    fn discard(
+        &self,
+        record: &TransferRecord,
+        progress: &Progress,
+        destination: &CollectionRecord,
+    ) {
+        if record.kind != TaskKind::Transfer || progress.attempts == 0 {
+            return;
+        }
+        let index = progress.items_done as usize;
+        let Some(item) = record.items.get(index) else {
+            return;
+        };
+        let command = TransferCommand::Discard {
+            transfer_id: engine_id(self.id, index),
+            collection: destination.name.clone(),
+            destination_path: item.destination_path.clone(),
+        };
+        let sent = self.state.agents.send_one(
+            destination.endpoint_id,
+            ServiceFrame::Transfer {
+                command: Box::new(command),
+            },
+        );
+        if !sent {
+            tracing::info!(transfer_id = %self.id, item = index, "the destination is offline: what the item's attempts left there stays");
         }
     }
 
