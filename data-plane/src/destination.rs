@@ -526,12 +526,7 @@ impl Planner {
             journal
                 .file_done(&rel, version)
                 .and_then(|()| journal.flush())
-                .map_err(|e| {
-                    TransferError::new(
-                        FaultCode::IoError,
-                        format!("writing the restart journal: {e}"),
-                    )
-                })
+                .map_err(journal_write_error)
         })
         .await?;
         shared.incoming.lock().expect("incoming lock").remove(&id);
@@ -808,6 +803,14 @@ fn verify_partial(
     debug!(file = %target, chunks = have.len(), "resuming a partial file");
     *shared.slot(id).blocking_lock() = Some(partial);
     have
+}
+
+/// The fault for a failed write of the restart journal.
+fn journal_write_error(e: std::io::Error) -> TransferError {
+    TransferError::new(
+        FaultCode::IoError,
+        format!("writing the restart journal: {e}"),
+    )
 }
 
 /// Removes what an abandoned transfer left at its destination: the partial
@@ -1092,12 +1095,7 @@ async fn receive_chunk(
                         .lock()
                         .expect("journal lock")
                         .partial_created(&incoming2.rel)
-                        .map_err(|e| {
-                            TransferError::new(
-                                FaultCode::IoError,
-                                format!("writing the restart journal: {e}"),
-                            )
-                        })?;
+                        .map_err(journal_write_error)?;
                     open_partial(
                         &shared2,
                         &incoming2.rel,
@@ -1214,12 +1212,7 @@ async fn receive_chunk(
             .and_then(|()| journal.flush())
     })
     .await
-    .map_err(|e| {
-        TransferError::new(
-            FaultCode::IoError,
-            format!("writing the restart journal: {e}"),
-        )
-    })?;
+    .map_err(journal_write_error)?;
     let _ = shared.control.send(ToSource::ChunkAck {
         id,
         gen,
@@ -1354,19 +1347,11 @@ fn write_batch(
     }
     let mut journal = shared.journal.lock().expect("journal lock");
     for (rel, version) in done_records {
-        journal.file_done(&rel, version).map_err(|e| {
-            TransferError::new(
-                FaultCode::IoError,
-                format!("writing the restart journal: {e}"),
-            )
-        })?;
+        journal
+            .file_done(&rel, version)
+            .map_err(journal_write_error)?;
     }
-    journal.flush().map_err(|e| {
-        TransferError::new(
-            FaultCode::IoError,
-            format!("writing the restart journal: {e}"),
-        )
-    })?;
+    journal.flush().map_err(journal_write_error)?;
     Ok(results)
 }
 
