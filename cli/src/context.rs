@@ -11,10 +11,23 @@ use crate::output::Output;
 pub(crate) struct Context {
     pub(crate) output: Output,
     pub(crate) url: Option<String>,
+    /// `--ca-file` / `LATTICE_CA_FILE`, already installed as the process's
+    /// trust; a config file's `ca_file` applies only without it.
+    pub(crate) ca_file: Option<PathBuf>,
     pub(crate) token: Option<String>,
 }
 
 impl Context {
+    /// Installs a config file's `ca_file` unless the flag or variable named
+    /// one (flags and environment win over files, as everywhere).
+    pub(crate) fn apply_file_ca(&self, file_ca: Option<&std::path::Path>) -> anyhow::Result<()> {
+        if let (None, Some(path)) = (&self.ca_file, file_ca) {
+            lattice_tls::install_process_trust(Some(path))
+                .map_err(|e| anyhow::anyhow!("ca_file in the config file: {e}"))?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn profile_path(&self) -> anyhow::Result<PathBuf> {
         Ok(Profile::default_path()?)
     }

@@ -32,6 +32,8 @@ Exit codes:
 Environment:
   LATTICE_URL    service URL (overrides the saved profile)
   LATTICE_TOKEN  access token (overrides the saved profile)
+  LATTICE_CA_FILE  extra CA certificates (PEM) to trust, as --ca-file
+  SSL_CERT_FILE, SSL_CERT_DIR  replace the system's CA store, as for OpenSSL and curl
   LATTICE_LOG    log filter, e.g. `debug` or `lattice_service=debug`";
 
 /// Lattice: federated research computing. Run functions and move data on
@@ -50,6 +52,12 @@ struct Cli {
     /// Service URL [default: the saved profile's, else http://127.0.0.1:8470].
     #[arg(long, global = true, env = "LATTICE_URL", value_name = "URL")]
     url: Option<String>,
+
+    /// Also trust the certificate authorities in this PEM file (a site's
+    /// private CA) for every TLS connection: the service, OpenID Connect,
+    /// RabbitMQ. Added to the system's store and the bundled public roots.
+    #[arg(long, global = true, env = "LATTICE_CA_FILE", value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -154,19 +162,25 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(ca_file) = &cli.ca_file {
+        // Before any connection: every client of this process uses it.
+        lattice_tls::install_process_trust(Some(ca_file))
+            .map_err(|e| UsageError(format!("--ca-file / LATTICE_CA_FILE: {e}")))?;
+    }
     let ctx = Context {
         output: Output {
             format: cli.format,
             jmespath: cli.jmespath,
         },
         url: cli.url,
+        ca_file: cli.ca_file,
         token: std::env::var("LATTICE_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
     };
     match cli.command {
         Command::Dev(args) => commands::dev::run(args).await,
-        Command::Service(args) => commands::service::run(args).await,
+        Command::Service(args) => commands::service::run(&ctx, args).await,
         Command::Login(args) => {
             logging::init(Default::default(), "warn");
             commands::auth::login(&ctx, args).await

@@ -8,6 +8,7 @@
 
 pub mod profile;
 pub mod stream;
+pub mod websocket;
 
 use lattice_protocol::api::{
     ClientCreateRequest, ClientCreated, ClientInfo, Health, LoginStartRequest, LoginStartResponse,
@@ -76,8 +77,11 @@ impl Client {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
+        let trust = lattice_tls::process_trust()
+            .map_err(|e| ClientError::NotConfigured(e.to_string()))?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .use_preconfigured_tls((*trust.client_config()).clone())
             .build()
             .map_err(|e| ClientError::Transport {
                 url: base.to_string(),
@@ -124,7 +128,7 @@ impl Client {
         }
         let response = request.send().await.map_err(|e| ClientError::Transport {
             url: self.base.to_string(),
-            detail: error_chain(&e),
+            detail: lattice_tls::explain(&e, &authority(&self.base)).unwrap_or_else(|| error_chain(&e)),
         })?;
         decode(response, &self.base).await
     }
@@ -416,6 +420,12 @@ async fn decode<T: DeserializeOwned>(
             detail: format!("unexpected response body: {e}"),
         });
     }
+    if lattice_tls::is_plain_http_refusal(status.as_u16(), &bytes) {
+        return Err(ClientError::Transport {
+            url: base.to_string(),
+            detail: plain_http_hint(base),
+        });
+    }
     match serde_json::from_slice::<ErrorBody>(&bytes) {
         Ok(body) => Err(ClientError::Api {
             status: status.as_u16(),
@@ -429,6 +439,27 @@ async fn decode<T: DeserializeOwned>(
             ),
         }),
     }
+}
+
+/// `host:port` of a URL, as certificate messages name it.
+pub(crate) fn authority(url: &url::Url) -> String {
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        _ => url.to_string(),
+    }
+}
+
+/// What to say when a plain-HTTP request reached a TLS port.
+pub(crate) fn plain_http_hint(url: &url::Url) -> String {
+    let mut https = url.clone();
+    let scheme = if url.scheme() == "ws" { "wss" } else { "https" };
+    let _ = https.set_scheme(scheme);
+    format!(
+        "{} serves TLS on this port, but the URL says {}://: use {https}",
+        authority(url),
+        url.scheme()
+    )
 }
 
 /// A collection id or name as one URL path segment.

@@ -5,14 +5,14 @@ use lattice_protocol::compute::StreamEvent;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::websocket::{self, Socket};
 use crate::{Client, ClientError, ClientResult};
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Final tasks of a batch as they land, then `Done`.
 pub struct BatchStream {
     socket: Socket,
+    /// The service's URL, for error messages.
+    url: String,
 }
 
 impl BatchStream {
@@ -35,23 +35,18 @@ impl BatchStream {
             })?;
             request.headers_mut().insert("authorization", value);
         }
-        // disable_nagle: results are small frames that must not wait.
-        match tokio_tungstenite::connect_async_with_config(request, None, true).await {
-            Ok((socket, _)) => Ok(Self { socket }),
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                let status = response.status().as_u16();
-                let body = response
-                    .body()
-                    .as_deref()
-                    .and_then(|b| serde_json::from_slice(b).ok());
-                match body {
-                    Some(body) => Err(ClientError::Api { status, body }),
-                    None => Err(transport(format!(
-                        "result stream refused with HTTP {status}"
-                    ))),
-                }
-            }
-            Err(e) => Err(transport(format!("opening the result stream: {e}"))),
+        match websocket::connect(request, None).await {
+            Ok(socket) => Ok(Self {
+                socket,
+                url: client.base_url().to_string(),
+            }),
+            Err(e) => match websocket::refusal_body(&e) {
+                Some((status, body)) => Err(ClientError::Api { status, body }),
+                None => Err(transport(format!(
+                    "opening the result stream: {}",
+                    websocket::describe_error(&url, &e)
+                ))),
+            },
         }
     }
 
@@ -63,7 +58,7 @@ impl BatchStream {
                 Some(Ok(Message::Text(text))) => {
                     return serde_json::from_str(&text).map(Some).map_err(|e| {
                         ClientError::Transport {
-                            url: String::new(),
+                            url: self.url.clone(),
                             detail: format!("unexpected stream message: {e}"),
                         }
                     })
@@ -71,7 +66,7 @@ impl BatchStream {
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => {
                     return Err(ClientError::Transport {
-                        url: String::new(),
+                        url: self.url.clone(),
                         detail: format!("result stream broke: {e}"),
                     })
                 }

@@ -142,8 +142,7 @@ pub(crate) fn spawn(
     })
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = lattice_client::websocket::Socket;
 
 async fn connect(params: &ChannelParams) -> Result<Ws, String> {
     let mut request = params
@@ -158,13 +157,13 @@ async fn connect(params: &ChannelParams) -> Result<Ws, String> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES + 1024))
         .max_frame_size(Some(MAX_FRAME_BYTES + 1024));
-    let (mut ws, _) = tokio::time::timeout(
+    let mut ws = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(request, Some(config), true),
+        lattice_client::websocket::connect(request, Some(config)),
     )
     .await
     .map_err(|_| format!("no answer within {HANDSHAKE_TIMEOUT:?}"))?
-    .map_err(describe_ws_error)?;
+    .map_err(|e| lattice_client::websocket::describe_error(&params.url, &e))?;
 
     let hello = AgentFrame::Hello {
         endpoint_id: params.endpoint_id,

@@ -190,6 +190,10 @@ impl AgentConfig {
 #[serde(deny_unknown_fields)]
 pub struct EndpointFileConfig {
     pub service_url: String,
+    /// Extra CA certificates (PEM) to trust for `service_url` (a site's
+    /// private CA); `--ca-file` or `LATTICE_CA_FILE` win over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// Local worker processes [default: 2, or 0 with a `[provider]`].
     #[serde(default)]
     pub workers: Option<u32>,
@@ -238,6 +242,7 @@ impl EndpointFileConfig {
     pub fn new(service_url: impl Into<String>) -> Self {
         Self {
             service_url: service_url.into(),
+            ca_file: None,
             workers: None,
             worker_capacity: default_capacity(),
             dispatcher_listen: None,
@@ -310,6 +315,16 @@ impl EndpointFileConfig {
         ));
         out.push_str("# The service this endpoint registers with and connects to.\n");
         out.push_str(&format!("service_url = {}\n\n", quoted(&self.service_url)));
+        out.push_str("# CA certificates (PEM) to trust for an https:// service_url signed by a\n");
+        out.push_str("# private CA, added to the system's store (--ca-file and LATTICE_CA_FILE\n");
+        out.push_str("# win over this).\n");
+        match &self.ca_file {
+            Some(path) => out.push_str(&format!(
+                "ca_file = {}\n\n",
+                quoted(&path.display().to_string())
+            )),
+            None => out.push_str("# ca_file = \"/etc/pki/site-ca.pem\"\n\n"),
+        }
         out.push_str("# Worker processes the agent starts on this machine (0: only workers\n");
         out.push_str("# started elsewhere with `lattice worker --dispatcher ADDR` or by the\n");
         out.push_str("# [provider] below). Default: 2, or 0 when a [provider] is set.\n");

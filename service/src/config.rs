@@ -102,6 +102,17 @@ pub struct ServiceArgs {
     #[arg(long, env = "LATTICE_MAX_RESULT_BYTES", value_name = "BYTES")]
     pub max_result_bytes: Option<usize>,
 
+    /// Serve HTTPS with this certificate chain (PEM; the leaf first). Read
+    /// again on SIGHUP and whenever the file changes, so a renewal needs no
+    /// restart. Needs --tls-key. Without it the service speaks plain HTTP
+    /// (behind a TLS-terminating proxy, or on loopback).
+    #[arg(long, env = "LATTICE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "LATTICE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Issuer URL of the OpenID Connect provider for `lattice login`
     /// (discovery at ISSUER/.well-known/openid-configuration).
     #[arg(long, env = "LATTICE_OIDC_ISSUER", value_name = "URL")]
@@ -122,6 +133,13 @@ pub struct ServiceArgs {
     pub oidc_client_secret: Option<String>,
 }
 
+/// The certificate and key the service serves HTTPS with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// The TOML file's shape; unknown keys are an error.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +156,11 @@ pub struct FileConfig {
     pub default_walltime: Option<u32>,
     pub max_batch_tasks: Option<usize>,
     pub max_result_bytes: Option<usize>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Extra CA certificates (PEM) for outbound TLS (OpenID Connect,
+    /// RabbitMQ); `--ca-file` and `LATTICE_CA_FILE` win over it.
+    pub ca_file: Option<PathBuf>,
     pub oidc: Option<OidcFileConfig>,
 }
 
@@ -173,6 +196,11 @@ pub struct ServiceConfig {
     pub max_batch_tasks: usize,
     pub max_result_bytes: usize,
     pub oidc: Option<OidcConfig>,
+    /// Serve HTTPS with these files (`None`: plain HTTP).
+    pub tls: Option<TlsFiles>,
+    /// The config file's `ca_file` (the binary installs the process's trust
+    /// from it when no flag or variable named one).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A configuration problem, naming the key.
@@ -216,10 +244,24 @@ impl ServiceConfig {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "tls_cert",
+                    message: "set both tls_cert and tls_key, or neither".into(),
+                })
+            }
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = match args.public_url.or(file.public_url) {
             Some(url) => url,
             None => {
-                url::Url::parse(&format!("http://{listen}")).map_err(|e| ConfigError::Invalid {
+                url::Url::parse(&format!("{scheme}://{listen}")).map_err(|e| ConfigError::Invalid {
                     key: "public_url",
                     message: e.to_string(),
                 })?
@@ -325,6 +367,8 @@ impl ServiceConfig {
             max_batch_tasks,
             max_result_bytes,
             oidc,
+            tls,
+            ca_file: file.ca_file,
         })
     }
 

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod error;
+mod https;
 pub mod openapi;
 pub mod relay;
 pub mod routes;
@@ -185,18 +186,33 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Small frames (task assignments, results) must not wait for Nagle's
-    // algorithm and delayed ACKs: that alone adds ~40 ms per round trip.
-    let listener = listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::trace!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
     if let Err(e) = transfers::resume_all(&state).await {
         tracing::error!(error = %e, "cannot resume unfinished transfers");
     }
-    axum::serve(listener, app(state))
+    let Some(files) = state.config.tls.clone() else {
+        use axum::serve::ListenerExt;
+        // Small frames (task assignments, results) must not wait for Nagle's
+        // algorithm and delayed ACKs: that alone adds ~40 ms per round trip.
+        // (The TLS listener sets it too.)
+        let listener = listener.tap_io(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::trace!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        return axum::serve(listener, app(state))
+            .with_graceful_shutdown(shutdown)
+            .await;
+    };
+    let cert = lattice_tls::ServerCert::load(&files.cert, &files.key)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let config = cert
+        .server_config()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let watcher = cert.spawn_watcher();
+    let listener = https::TlsListener::new(listener, config)?;
+    let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    watcher.abort();
+    served
 }

@@ -10,6 +10,7 @@
 //! handle is dropped.
 
 pub mod platform;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -210,6 +210,7 @@ pub(crate) async fn endpoint(ctx: &Context, command: EndpointCommand) -> anyhow:
                     path.display()
                 );
             };
+            ctx.apply_file_ca(file.ca_file.as_deref())?;
             let credentials = credentials(ctx, &name, &dir, Some(&file.service_url)).await?;
             let mut config = AgentConfig::new(credentials, dir);
             config.apply_file(&file);
@@ -284,6 +285,7 @@ async fn multi_user(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
         audit_log = %audit_path.display(),
         "multi-user mode: tasks run as their submitters' local accounts"
     );
+    ctx.apply_file_ca(file.ca_file.as_deref())?;
     let credentials = credentials(ctx, &args.name, &dir, Some(&file.service_url)).await?;
     let mut config = AgentConfig::new(credentials, dir);
     config.apply_file(&file);

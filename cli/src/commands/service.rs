@@ -3,11 +3,17 @@
 use anyhow::Context as _;
 use lattice_service::{ServiceArgs, ServiceConfig};
 
+use crate::context::Context;
 use crate::logging;
 
-pub(crate) async fn run(args: ServiceArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &Context, args: ServiceArgs) -> anyhow::Result<()> {
     let config = ServiceConfig::load(args)?;
     logging::init(config.log_format, "info");
+    ctx.apply_file_ca(config.ca_file.as_deref())?;
+    if let Some(tls) = &config.tls {
+        // Refuse unusable files before anything starts (serving loads them again).
+        lattice_tls::ServerCert::load(&tls.cert, &tls.key)?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -16,6 +22,8 @@ pub(crate) async fn run(args: ServiceArgs) -> anyhow::Result<()> {
         .context("opening the store")?;
     tracing::info!(
         listen = %listener.local_addr()?,
+        public_url = %config.public_url,
+        tls = config.tls.is_some(),
         store = state.store.kind(),
         oidc = state.oidc.is_configured(),
         "lattice service ready"

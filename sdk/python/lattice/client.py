@@ -27,6 +27,7 @@ from lattice.errors import (
     NotConfigured,
 )
 from lattice.profile import Profile, default_path, expires_at_from
+from lattice.tls import explain as explain_tls, ssl_context
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
@@ -86,7 +87,7 @@ class Client:
         # Only a token from the profile can be refreshed and saved back.
         self._profile = profile if (profile and not token and not env_token and self.token == profile.access_token) else None
         self._lock = threading.Lock()
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, follow_redirects=False)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, follow_redirects=False, verify=ssl_context())
 
     # ------------------------------------------------------------ plumbing
 
@@ -133,7 +134,8 @@ class Client:
             try:
                 response = self._http.request(method, path, json=json, params=params, headers=self._headers())
             except httpx.TransportError as e:
-                raise APIError(0, "unreachable", f"cannot reach the Lattice service at {self.url}: {e}") from e
+                detail = explain_tls(e, self.url) or str(e)
+                raise APIError(0, "unreachable", f"cannot reach the Lattice service at {self.url}: {detail}") from e
             if response.status_code == 401 and attempt == 1 and self._refresh():
                 continue
             _raise_for(response)
@@ -314,7 +316,7 @@ def login(
     if not url:
         raise NotConfigured("lattice.login() needs the service URL, e.g. lattice.login('https://lattice.example.org')")
     url = url.rstrip("/")
-    with httpx.Client(base_url=url, timeout=30.0) as http:
+    with httpx.Client(base_url=url, timeout=30.0, verify=ssl_context()) as http:
         started = http.post("/v1/auth/login", json={})
         _raise_for(started)
         start = started.json()

@@ -40,6 +40,7 @@ from lattice.errors import APIError, AuthExpired, EndpointOffline, LatticeError,
 from lattice.functions import PythonFunction, ShellFunction, WasmFunction
 from lattice.profile import config_dir
 from lattice.results import outcome
+from lattice.tls import ssl_context
 
 #: Largest batch the service takes by default.
 MAX_BATCH = 10_000
@@ -562,9 +563,11 @@ class Executor(concurrent.futures.Executor):
                 return self._socket
             self.stats["streams_opened"] += 1
             try:
-                socket = await websockets.connect(self.client.session_url(), additional_headers=self._auth(),
+                url = self.client.session_url()
+                socket = await websockets.connect(url, additional_headers=self._auth(),
                                                   max_size=None, open_timeout=60, ping_interval=20,
-                                                  ping_timeout=60, compression=None)
+                                                  ping_timeout=60, compression=None,
+                                                  ssl=ssl_context() if url.startswith("wss:") else None)
             except Exception as e:  # noqa: BLE001 - name what refused us
                 status = getattr(getattr(e, "response", None), "status_code", None)
                 if status == 401:

@@ -83,10 +83,16 @@ impl OidcLogin {
             .join("v1/auth/oidc/callback")
             .map(|u| u.to_string())
             .unwrap_or_else(|_| format!("{public_url}v1/auth/oidc/callback"));
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             // Following redirects from the provider would open the service to SSRF.
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(15))
+            .timeout(std::time::Duration::from_secs(15));
+        // The provider is often a site's own, signed by its private CA.
+        match lattice_tls::process_trust() {
+            Ok(trust) => http = http.use_preconfigured_tls((*trust.client_config()).clone()),
+            Err(e) => tracing::error!(error = %e, "OpenID Connect: using the bundled public roots only"),
+        }
+        let http = http
             .build()
             .expect("reqwest client with static settings");
         Self {

@@ -93,6 +93,29 @@ pub struct RabbitBroker {
     declared: StdMutex<HashSet<EndpointId>>,
 }
 
+/// For `amqps://`: the system's store (lapin's own) plus the process's
+/// extra CA file, so a broker with a site-CA certificate is trusted as the
+/// rest of Lattice trusts it.
+async fn amqps_trust() -> lapin::tcp::OwnedTLSConfig {
+    let ca_file = lattice_tls::process_trust()
+        .ok()
+        .and_then(|trust| trust.ca_file().map(std::path::Path::to_owned));
+    let cert_chain = match ca_file {
+        Some(path) => match tokio::fs::read_to_string(&path).await {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read the CA file for amqps://");
+                None
+            }
+        },
+        None => None,
+    };
+    lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain,
+    }
+}
+
 impl RabbitBroker {
     /// Connects to `amqp_url` (`amqp://user:pass@host:5672/%2f`; `amqps://` for TLS) and
     /// declares the dead-letter exchange and queue.
@@ -129,8 +152,10 @@ impl RabbitBroker {
         self.declared.lock().expect("declared lock").clear();
         let properties =
             ConnectionProperties::default().with_connection_name("lattice-service".into());
+        let runtime = lapin::runtime::default_runtime().map_err(|e| unavailable("connecting", e))?;
+        let connect = Connection::connect_with_config(&self.url, properties, amqps_trust().await, runtime);
         let connection =
-            tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.url, properties))
+            tokio::time::timeout(CONNECT_TIMEOUT, connect)
                 .await
                 .map_err(|_| unavailable("connecting", "timed out"))?
                 .map_err(|e| unavailable("connecting", e))?;
