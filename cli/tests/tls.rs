@@ -118,13 +118,14 @@ impl Deployment {
             .spawn()
             .expect("start `lattice service`");
         let nginx = nginx_bin.map(|bin| {
-            Nginx::start(&bin, &pki.server, &format!("127.0.0.1:{service_port}"))
-                .expect("start nginx")
+            Nginx::start(
+                &bin,
+                public_port,
+                &pki.server,
+                &format!("127.0.0.1:{service_port}"),
+            )
+            .expect("start nginx")
         });
-        let url = match &nginx {
-            Some(n) => Url::parse(&format!("https://127.0.0.1:{}/", n.port)).unwrap(),
-            None => url,
-        };
         let deployment = Self {
             url,
             pki,
@@ -253,7 +254,10 @@ impl Deployment {
     /// `lattice endpoint configure` + `start`, trusting the CA only through
     /// `ca_file` in the config file it wrote.
     fn configured_agent(&self, name: &str, collection: &Path) -> Child {
-        ok(self.cli(TrustBy::Nothing, &["endpoint", "configure", name, "--workers", "1"]));
+        ok(self.cli(
+            TrustBy::Nothing,
+            &["endpoint", "configure", name, "--workers", "1"],
+        ));
         let path = self
             .config_home()
             .join("lattice/endpoints")
@@ -261,7 +265,10 @@ impl Deployment {
             .join("config.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let example = "# ca_file = \"/etc/pki/site-ca.pem\"";
-        assert!(text.contains(example), "the template shows ca_file:\n{text}");
+        assert!(
+            text.contains(example),
+            "the template shows ca_file:\n{text}"
+        );
         let text = text.replace(
             example,
             &format!("ca_file = {:?}", self.pki.ca.display().to_string()),
@@ -281,7 +288,10 @@ impl Deployment {
     /// Waits until `lattice endpoint show NAME` says online.
     fn wait_online(&self, name: &str) {
         eventually(&format!("endpoint {name} online"), || {
-            let output = self.cli(TrustBy::Flag, &["endpoint", "show", name, "--format", "json"]);
+            let output = self.cli(
+                TrustBy::Flag,
+                &["endpoint", "show", name, "--format", "json"],
+            );
             output.status.success()
                 && serde_json::from_slice::<Value>(&output.stdout)
                     .map(|v| v["status"] == "online")
@@ -332,7 +342,11 @@ fn refused(output: Output) -> String {
         "expected a refusal, got success: {}",
         String::from_utf8_lossy(&output.stdout)
     );
-    assert_eq!(stderr.trim().lines().count(), 1, "one clear message: {stderr}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one clear message: {stderr}"
+    );
     stderr
 }
 
@@ -367,7 +381,9 @@ async fn works_over_tls(deployment: &Deployment) {
     // 1,000 tasks; `task wait --batch` follows the result stream (wss://).
     let function = ok(deployment.cli(
         TrustBy::SslCertFile,
-        &["function", "register", "--shell", "echo {n}", "--name", "echo"],
+        &[
+            "function", "register", "--shell", "echo {n}", "--name", "echo",
+        ],
     ));
     let args = deployment.dir.path().join("args.jsonl");
     let lines: String = (0..1000).map(|n| format!("{{\"n\": {n}}}\n")).collect();
@@ -390,7 +406,16 @@ async fn works_over_tls(deployment: &Deployment) {
     let batch_id = batch["batch_id"].as_str().unwrap().to_owned();
     let waited = ok(deployment.cli(
         TrustBy::Flag,
-        &["task", "wait", "--batch", &batch_id, "--timeout", "300", "--format", "json"],
+        &[
+            "task",
+            "wait",
+            "--batch",
+            &batch_id,
+            "--timeout",
+            "300",
+            "--format",
+            "json",
+        ],
     ));
     let status: Value = serde_json::from_str(&waited).unwrap();
     assert_eq!(status["total"], 1000, "{status}");
@@ -492,8 +517,7 @@ fn sdk_python() -> Option<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_serves_tls_itself() {
-    let Some(deployment) = Deployment::start("the_service_serves_tls_itself", false).await
-    else {
+    let Some(deployment) = Deployment::start("the_service_serves_tls_itself", false).await else {
         return;
     };
     works_over_tls(&deployment).await;
@@ -520,7 +544,10 @@ async fn the_service_behind_nginx_terminating_tls() {
             .output()
             .unwrap(),
     );
-    assert!(stderr.contains("serves TLS on this port") && stderr.contains("https://"), "{stderr}");
+    assert!(
+        stderr.contains("serves TLS on this port") && stderr.contains("https://"),
+        "{stderr}"
+    );
 }
 
 /// What must be refused, with one message naming the problem each.
@@ -529,8 +556,14 @@ async fn refusals(deployment: &Deployment) {
 
     // No trusted CA: unknown issuer, and how to trust one.
     let stderr = refused(deployment.cli(TrustBy::Nothing, &["whoami"]));
-    assert!(stderr.contains(&host) && stderr.contains("unknown issuer"), "{stderr}");
-    assert!(stderr.contains("--ca-file") && stderr.contains("LATTICE_CA_FILE"), "{stderr}");
+    assert!(
+        stderr.contains(&host) && stderr.contains("unknown issuer"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--ca-file") && stderr.contains("LATTICE_CA_FILE"),
+        "{stderr}"
+    );
 
     // A CA file that is not one: a usage error naming it.
     let bogus = deployment.dir.path().join("bogus.pem");
@@ -556,22 +589,31 @@ async fn refusals(deployment: &Deployment) {
             .output()
             .unwrap(),
     );
-    assert!(stderr.contains("serves TLS on this port") && stderr.contains(&deployment.url.to_string()), "{stderr}");
+    assert!(
+        stderr.contains("serves TLS on this port") && stderr.contains(&deployment.url.to_string()),
+        "{stderr}"
+    );
     let mut ws = plain.join("v1/agent/connect").unwrap();
     ws.set_scheme("ws").unwrap();
-    let error = lattice_client::websocket::connect(ws.as_str(), None)
-        .await
-        .err()
-        .expect("a ws:// upgrade on the TLS port is refused");
+    let error = match lattice_client::websocket::connect(ws.as_str(), None).await {
+        Ok(_) => panic!("a ws:// upgrade on the TLS port must be refused"),
+        Err(e) => e,
+    };
     let text = lattice_client::websocket::describe_error(&ws, &error);
-    assert!(text.contains("serves TLS on this port") && text.contains("wss://"), "{text}");
+    assert!(
+        text.contains("serves TLS on this port") && text.contains("wss://"),
+        "{text}"
+    );
 
     // Certificates swapped while the service runs: each refused in words,
     // then the good one again, all without a restart.
     let served = deployment.served.as_ref().expect("the service serves TLS");
     let swaps: [(&CertFiles, &str); 3] = [
         (&deployment.pki.expired, "has expired"),
-        (&deployment.pki.wrong_name, "is not valid for the name 127.0.0.1"),
+        (
+            &deployment.pki.wrong_name,
+            "is not valid for the name 127.0.0.1",
+        ),
         (&deployment.pki.untrusted, "unknown issuer"),
     ];
     for (pair, expected) in swaps {

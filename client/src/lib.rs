@@ -77,8 +77,8 @@ impl Client {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let trust = lattice_tls::process_trust()
-            .map_err(|e| ClientError::NotConfigured(e.to_string()))?;
+        let trust =
+            lattice_tls::process_trust().map_err(|e| ClientError::NotConfigured(e.to_string()))?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .use_preconfigured_tls((*trust.client_config()).clone())
@@ -128,7 +128,8 @@ impl Client {
         }
         let response = request.send().await.map_err(|e| ClientError::Transport {
             url: self.base.to_string(),
-            detail: lattice_tls::explain(&e, &authority(&self.base)).unwrap_or_else(|| error_chain(&e)),
+            detail: lattice_tls::explain(&e, &authority(&self.base))
+                .unwrap_or_else(|| error_chain(&e)),
         })?;
         decode(response, &self.base).await
     }

@@ -106,11 +106,21 @@ pub struct ServiceArgs {
     /// again on SIGHUP and whenever the file changes, so a renewal needs no
     /// restart. Needs --tls-key. Without it the service speaks plain HTTP
     /// (behind a TLS-terminating proxy, or on loopback).
-    #[arg(long, env = "LATTICE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "LATTICE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// The private key (PEM) of --tls-cert.
-    #[arg(long, env = "LATTICE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "LATTICE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// Issuer URL of the OpenID Connect provider for `lattice login`
@@ -260,12 +270,12 @@ impl ServiceConfig {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = match args.public_url.or(file.public_url) {
             Some(url) => url,
-            None => {
-                url::Url::parse(&format!("{scheme}://{listen}")).map_err(|e| ConfigError::Invalid {
+            None => url::Url::parse(&format!("{scheme}://{listen}")).map_err(|e| {
+                ConfigError::Invalid {
                     key: "public_url",
                     message: e.to_string(),
-                })?
-            }
+                }
+            })?,
         };
         let data_dir = args.data_dir.or(file.data_dir).unwrap_or(default_data_dir);
         let database_url = args

@@ -38,7 +38,10 @@ pub(crate) struct TlsListener {
 }
 
 impl TlsListener {
-    pub(crate) fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        tcp: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (sender, ready) = mpsc::channel(READY_QUEUE);
         let acceptor = TlsAcceptor::from(config);

@@ -9,9 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 /// PEM files of a certificate and its key.
 #[derive(Clone, Debug)]
@@ -132,14 +130,10 @@ pub fn nginx_bin() -> Result<PathBuf, String> {
 impl Nginx {
     /// Serves `https://127.0.0.1:PORT` with `cert`, proxying to `upstream`
     /// (`127.0.0.1:PORT` of a plain-HTTP service).
-    pub fn start(bin: &Path, cert: &CertFiles, upstream: &str) -> anyhow::Result<Self> {
+    pub fn start(bin: &Path, port: u16, cert: &CertFiles, upstream: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let port = crate::free_port();
         let conf = dir.path().join("nginx.conf");
-        std::fs::write(
-            &conf,
-            nginx_conf(dir.path(), port, cert, upstream),
-        )?;
+        std::fs::write(&conf, nginx_conf(dir.path(), port, cert, upstream))?;
         let log = std::fs::File::create(dir.path().join("stderr.log"))?;
         let child = Command::new(bin)
             .arg("-c")

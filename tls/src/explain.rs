@@ -54,9 +54,9 @@ fn certificate(error: &CertificateError, host: &str) -> String {
              renewed (or this machine's clock is wrong)",
             ago(time.as_secs().saturating_sub(not_after.as_secs()))
         ),
-        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => format!(
-            "the certificate of {host} is not valid yet: check this machine's clock"
-        ),
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            format!("the certificate of {host} is not valid yet: check this machine's clock")
+        }
         CertificateError::NotValidForName => format!(
             "the certificate of {host} is not valid for the name {host}: use the host name the \
              certificate was issued for, or reissue it with this name"
@@ -137,7 +137,10 @@ mod tests {
         let text = explain(&unknown, "lattice.example.org").unwrap();
         assert!(text.contains("lattice.example.org"), "{text}");
         assert!(text.contains("unknown issuer"), "{text}");
-        assert!(text.contains("LATTICE_CA_FILE") && text.contains("SSL_CERT_FILE"), "{text}");
+        assert!(
+            text.contains("LATTICE_CA_FILE") && text.contains("SSL_CERT_FILE"),
+            "{text}"
+        );
 
         let expired = wrapped(CertificateError::Expired.into());
         assert!(explain(&expired, "h").unwrap().contains("has expired"));

@@ -9,9 +9,9 @@
 //! noticed by content, not modification time: two writes within one clock
 //! tick of the file system would otherwise look the same.
 
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
@@ -232,7 +232,10 @@ mod tests {
         let (cert, key) = write_pair(dir.path(), "a.test");
         let missing = dir.path().join("nope.pem");
         let err = ServerCert::load(&missing, &key).unwrap_err().to_string();
-        assert!(err.contains("certificate") && err.contains("nope.pem"), "{err}");
+        assert!(
+            err.contains("certificate") && err.contains("nope.pem"),
+            "{err}"
+        );
         std::fs::write(&key, "garbage").unwrap();
         let err = ServerCert::load(&cert, &key).unwrap_err().to_string();
         assert!(err.contains("key") && err.contains("key.pem"), "{err}");

@@ -116,11 +116,13 @@ impl Trust {
 /// `SSL_CERT_FILE` or `SSL_CERT_DIR` if set (then they replace the system
 /// store), for error messages.
 fn env_locations() -> Option<(&'static str, PathBuf)> {
-    ["SSL_CERT_FILE", "SSL_CERT_DIR"].into_iter().find_map(|name| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(|v| (name, PathBuf::from(v)))
-    })
+    ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .into_iter()
+        .find_map(|name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(|v| (name, PathBuf::from(v)))
+        })
 }
 
 /// Every certificate in a PEM file; at least one.
@@ -135,9 +137,7 @@ fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| error(format!("not a PEM file: {e}")))?;
     if certs.is_empty() {
-        return Err(error(
-            "no `-----BEGIN CERTIFICATE-----` block in it".into(),
-        ));
+        return Err(error("no `-----BEGIN CERTIFICATE-----` block in it".into()));
     }
     Ok(certs)
 }
@@ -196,6 +196,9 @@ mod tests {
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let err = Trust::load(Some(&empty)).unwrap_err().to_string();
-        assert!(err.contains("empty.pem") && err.contains("BEGIN CERTIFICATE"), "{err}");
+        assert!(
+            err.contains("empty.pem") && err.contains("BEGIN CERTIFICATE"),
+            "{err}"
+        );
     }
 }

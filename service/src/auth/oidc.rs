@@ -90,11 +90,11 @@ impl OidcLogin {
         // The provider is often a site's own, signed by its private CA.
         match lattice_tls::process_trust() {
             Ok(trust) => http = http.use_preconfigured_tls((*trust.client_config()).clone()),
-            Err(e) => tracing::error!(error = %e, "OpenID Connect: using the bundled public roots only"),
+            Err(e) => {
+                tracing::error!(error = %e, "OpenID Connect: using the bundled public roots only")
+            }
         }
-        let http = http
-            .build()
-            .expect("reqwest client with static settings");
+        let http = http.build().expect("reqwest client with static settings");
         Self {
             config,
             redirect_url,

@@ -152,13 +152,14 @@ impl RabbitBroker {
         self.declared.lock().expect("declared lock").clear();
         let properties =
             ConnectionProperties::default().with_connection_name("lattice-service".into());
-        let runtime = lapin::runtime::default_runtime().map_err(|e| unavailable("connecting", e))?;
-        let connect = Connection::connect_with_config(&self.url, properties, amqps_trust().await, runtime);
-        let connection =
-            tokio::time::timeout(CONNECT_TIMEOUT, connect)
-                .await
-                .map_err(|_| unavailable("connecting", "timed out"))?
-                .map_err(|e| unavailable("connecting", e))?;
+        let runtime =
+            lapin::runtime::default_runtime().map_err(|e| unavailable("connecting", e))?;
+        let connect =
+            Connection::connect_with_config(&self.url, properties, amqps_trust().await, runtime);
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| unavailable("connecting", "timed out"))?
+            .map_err(|e| unavailable("connecting", e))?;
         let publisher = publishing_channel(&connection).await?;
         declare_dead_letter_topology(&publisher).await?;
         let link = Arc::new(Link {
