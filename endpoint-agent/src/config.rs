@@ -576,6 +576,11 @@ mod tests {
             # The service this endpoint registers with and connects to.
             service_url = "https://lattice.example.org"
 
+            # CA certificates (PEM) to trust for an https:// service_url signed by a
+            # private CA, added to the system's store (--ca-file and LATTICE_CA_FILE
+            # win over this).
+            # ca_file = "/etc/pki/site-ca.pem"
+
             # Worker processes the agent starts on this machine (0: only workers
             # started elsewhere with `lattice worker --dispatcher ADDR` or by the
             # [provider] below). Default: 2, or 0 when a [provider] is set.
