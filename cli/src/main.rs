@@ -84,7 +84,8 @@ enum Command {
     /// Register and inspect functions.
     #[command(subcommand)]
     Function(commands::functions::FunctionCommand),
-    /// Inspect endpoints.
+    /// List and inspect endpoints; configure and start an endpoint's agent
+    /// from a config file (`lattice endpoint configure NAME`, `start NAME`).
     #[command(subcommand)]
     Endpoint(EndpointCommand),
     /// Submit, inspect, cancel and wait for tasks.
@@ -128,13 +129,17 @@ enum EndpointCommand {
     /// List your endpoints with status, workers and waiting tasks.
     List,
     /// Show one endpoint (id or name).
-    Show { endpoint: String },
+    Show {
+        /// Endpoint id or name.
+        endpoint: String,
+    },
     #[command(flatten)]
     Agent(commands::agent::EndpointCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let token_from_env = std::env::var("LATTICE_TOKEN").is_ok_and(|t| !t.is_empty());
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if matches!(cli.command, Command::Dev(_)) {
         // `lattice dev` is the service, its queue and an agent in one
@@ -154,8 +159,17 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `lattice task list | head -2`: the reader has all it wanted.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
+            if token_from_env && is_unauthorized(&err) {
+                eprintln!(
+                    "hint: the token came from LATTICE_TOKEN, which overrides the saved profile: \
+                     set a valid token there, or unset LATTICE_TOKEN to use the profile \
+                     (`lattice login`, or the one `lattice dev` writes)"
+                );
+            }
             ExitCode::from(exit_code(&err))
         }
     }
@@ -283,6 +297,25 @@ async fn endpoint(ctx: &Context, command: EndpointCommand) -> anyhow::Result<()>
     }
 }
 
+/// Whether the service refused the token (401).
+fn is_unauthorized(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ClientError>(),
+            Some(ClientError::Api { status: 401, .. })
+        )
+    })
+}
+
+/// Whether the error is stdout's reader having gone away (EPIPE).
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Maps an error to the documented exit codes.
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
@@ -305,4 +338,48 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         }
     }
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument and option of every subcommand says what it is in
+    /// `--help` (hidden ones and clap's own `--help`/`--version` aside).
+    #[test]
+    fn every_argument_has_a_description() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                let described = arg
+                    .get_help()
+                    .or(arg.get_long_help())
+                    .is_some_and(|h| !h.to_string().trim().is_empty());
+                if !described {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.is_hide_set() || sub.get_name() == "help" {
+                    continue;
+                }
+                let about = sub.get_about().or(sub.get_long_about());
+                if about.is_none_or(|a| a.to_string().trim().is_empty()) {
+                    missing.push(format!("{path} {} (the subcommand)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "lattice", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "without a description:\n{}",
+            missing.join("\n")
+        );
+    }
 }

@@ -16,7 +16,10 @@ pub(crate) enum CollectionCommand {
     /// List your collections with their endpoint and status.
     List,
     /// Show one collection (id or name), with its root directory on its host.
-    Show { collection: String },
+    Show {
+        /// Collection id or name.
+        collection: String,
+    },
 }
 
 /// Splits `COLLECTION:PATH` (the path may be empty: the collection root).

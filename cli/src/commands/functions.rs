@@ -35,15 +35,22 @@ pub(crate) enum FunctionCommand {
         /// A name to recognise it by [default: the command's first word].
         #[arg(long)]
         name: Option<String>,
+        /// A sentence on what the function does, shown by `function show`.
         #[arg(long)]
         description: Option<String>,
     },
     /// List your functions.
     List,
     /// Show one function.
-    Show { id: FunctionId },
+    Show {
+        /// Function id.
+        id: FunctionId,
+    },
     /// Delete a function: new tasks are refused, running ones finish.
-    Delete { id: FunctionId },
+    Delete {
+        /// Function id.
+        id: FunctionId,
+    },
 }
 
 pub(crate) async fn run(ctx: &Context, command: FunctionCommand) -> anyhow::Result<()> {

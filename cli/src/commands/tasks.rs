@@ -37,6 +37,7 @@ pub(crate) struct ExitWith {
 pub(crate) enum TaskCommand {
     /// Submit one task; prints its id. Tasks for an offline endpoint wait until it returns.
     Submit {
+        /// The function to run (an id from `lattice function register` or `list`).
         function_id: FunctionId,
         /// Endpoint id or name.
         #[arg(long)]
@@ -48,9 +49,11 @@ pub(crate) enum TaskCommand {
         limits: Limits,
     },
     /// Submit many tasks from a JSON-lines file (one object of arguments per line);
-    /// prints the batch id and the task ids.
+    /// prints the batch id and how many tasks (`--format json`: every task id).
     SubmitBatch {
+        /// The function to run (an id from `lattice function register` or `list`).
         function_id: FunctionId,
+        /// Endpoint id or name.
         #[arg(long)]
         endpoint: String,
         /// JSON lines; `-` reads standard input.
@@ -60,25 +63,36 @@ pub(crate) enum TaskCommand {
         limits: Limits,
     },
     /// Show a task: state, result, error, timestamps.
-    Show { id: TaskId },
+    Show {
+        /// Task id.
+        id: TaskId,
+    },
     /// List your tasks, newest first.
     List {
         /// waiting, dispatched, running, success, failed or cancelled.
         #[arg(long)]
         state: Option<String>,
+        /// Only the tasks of this batch.
         #[arg(long)]
         batch: Option<BatchId>,
+        /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
     /// Cancel a task that has not finished.
-    Cancel { id: TaskId },
+    Cancel {
+        /// Task id.
+        id: TaskId,
+    },
     /// Wait for a task or a batch. Exit code 0 when all succeeded, 6 when any
     /// failed or was cancelled, 7 on timeout.
     Wait {
+        /// The task to wait for.
         #[arg(required_unless_present = "batch", conflicts_with = "batch")]
         id: Option<TaskId>,
-        #[arg(long)]
+        /// Wait for every task of this batch instead (a progress bar; results
+        /// stream as they land).
+        #[arg(long, value_name = "BATCH_ID")]
         batch: Option<BatchId>,
         /// Give up after this many seconds.
         #[arg(long, value_name = "SECS")]
@@ -170,13 +184,14 @@ pub(crate) async fn run(ctx: &Context, command: TaskCommand) -> anyhow::Result<(
                     user_endpoint_config: limits.user_endpoint_config,
                 })
                 .await?;
+            // Text shows the batch and a count; the ids are in `--format json`.
             ctx.output.emit(&submitted, |s| {
-                let mut text = format!("batch {}", s.batch_id);
-                for id in &s.task_ids {
-                    text.push('\n');
-                    text.push_str(&id.to_string());
-                }
-                text
+                format!(
+                    "batch {}: {} tasks submitted (wait with `lattice task wait --batch {}`; ids with --format json)",
+                    s.batch_id,
+                    s.task_ids.len(),
+                    s.batch_id
+                )
             })
         }
         TaskCommand::Show { id } => {

@@ -47,7 +47,10 @@ pub(crate) struct TransferArgs {
 pub(crate) enum TransferCommand {
     /// Show a transfer (status, counters, the checksum of every file) or a
     /// delete task (`lattice rm`).
-    Show { id: TransferId },
+    Show {
+        /// Transfer or delete task id.
+        id: TransferId,
+    },
     /// List your transfers and delete tasks, newest first.
     List {
         /// At most this many.
@@ -55,17 +58,24 @@ pub(crate) enum TransferCommand {
         limit: u32,
     },
     /// Cancel a transfer or delete task that is still running or paused.
-    Cancel { id: TransferId },
+    Cancel {
+        /// Transfer or delete task id.
+        id: TransferId,
+    },
     /// Wait until a transfer is final; exit 0 if it succeeded, 6 if it failed
     /// or was cancelled, 7 on --timeout (the transfer keeps going).
     Wait {
+        /// Transfer or delete task id.
         id: TransferId,
         /// Give up after this many seconds.
         #[arg(long, value_name = "SECS")]
         timeout: Option<u64>,
     },
     /// Faults and status changes of a transfer, oldest first.
-    Events { id: TransferId },
+    Events {
+        /// Transfer or delete task id.
+        id: TransferId,
+    },
 }
 
 #[derive(Args, Debug)]
