@@ -41,6 +41,9 @@ _LAZY = {
     "RemoteError": "lattice.errors",
     "RemoteTraceback": "lattice.errors",
     "EndpointOffline": "lattice.errors",
+    "TaskInfo": "lattice.tasks",
+    "TaskResult": "lattice.tasks",
+    "ExceptionInfo": "lattice.tasks",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -65,6 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from lattice.executor import Executor, LatticeFuture
     from lattice.functions import ShellFunction, ShellResult, WasmFunction
     from lattice.progress import progress
+    from lattice.tasks import ExceptionInfo, TaskInfo, TaskResult
 
 
 def __getattr__(name: str) -> Any:

@@ -27,6 +27,7 @@ from lattice.errors import (
     NotConfigured,
 )
 from lattice.profile import Profile, default_path, expires_at_from
+from lattice.tasks import TaskInfo
 from lattice.tls import explain as explain_tls, ssl_context
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -241,21 +242,22 @@ class Client:
         task = {serialize.ARGS_KEY: serialize.serialize_args(args, kwargs)}
         return self.submit_batch(function_id, endpoint_id, [task])["task_ids"][0]
 
-    def get_task(self, task_id: str) -> JSON:
-        return self.request("GET", f"/v1/tasks/{task_id}")
+    def get_task(self, task_id: str) -> TaskInfo:
+        return TaskInfo(self.request("GET", f"/v1/tasks/{task_id}"))
 
-    def get_tasks(self, task_ids: Iterable[str]) -> List[JSON]:
+    def get_tasks(self, task_ids: Iterable[str]) -> List[TaskInfo]:
         """Many tasks in few round trips (``POST /v1/tasks/status``)."""
         ids = list(task_ids)
-        out: List[JSON] = []
+        out: List[TaskInfo] = []
         for start in range(0, len(ids), 10_000):
-            out.extend(self.request("POST", "/v1/tasks/status", json={"task_ids": ids[start:start + 10_000]}))
+            tasks = self.request("POST", "/v1/tasks/status", json={"task_ids": ids[start:start + 10_000]})
+            out.extend(TaskInfo(task) for task in tasks)
         return out
 
     def list_tasks(self, *, state: Optional[str] = None, batch_id: Optional[str] = None,
-                   limit: Optional[int] = None) -> List[JSON]:
+                   limit: Optional[int] = None) -> List[TaskInfo]:
         params = {k: v for k, v in {"state": state, "batch_id": batch_id, "limit": limit}.items() if v is not None}
-        return self.request("GET", "/v1/tasks", params=params)
+        return [TaskInfo(task) for task in self.request("GET", "/v1/tasks", params=params)]
 
     def cancel_task(self, task_id: str) -> JSON:
         return self.request("POST", f"/v1/tasks/{task_id}/cancel", json={})

@@ -40,6 +40,7 @@ from lattice.errors import APIError, AuthExpired, EndpointOffline, LatticeError,
 from lattice.functions import PythonFunction, ShellFunction, WasmFunction
 from lattice.profile import config_dir
 from lattice.results import outcome
+from lattice.tasks import TaskInfo
 from lattice.tls import ssl_context
 
 #: Largest batch the service takes by default.
@@ -52,14 +53,15 @@ _STATUS_OF = {"bad_request": 400, "unauthorized": 401, "forbidden": 403, "not_fo
 
 class LatticeFuture(concurrent.futures.Future):
     """A future of one Lattice task. ``task_id`` is set once the task has
-    been submitted; ``task`` holds the final ``TaskInfo`` (state, timings,
-    worker, stdout and stderr of the call)."""
+    been submitted; ``task`` holds the final :class:`~lattice.TaskInfo`
+    once it is done (``fut.task.state``, ``fut.task.worker``,
+    ``fut.task.result.stdout``...; also a dict: ``fut.task["state"]``)."""
 
     def __init__(self, executor: Optional["Executor"] = None) -> None:
         super().__init__()
         self.task_id: Optional[str] = None
         self.batch_id: Optional[str] = None
-        self.task: Optional[Dict[str, Any]] = None
+        self.task: Optional[TaskInfo] = None
         self._executor = executor
 
     def __repr__(self) -> str:
@@ -672,6 +674,7 @@ class Executor(concurrent.futures.Executor):
             future = self._futures.pop(task["id"], None)
         if future is None or future.done():
             return
+        task = TaskInfo(task)
         future.task = task
         if task.get("state") == "cancelled":
             if not concurrent.futures.Future.cancel(future):

@@ -44,6 +44,8 @@ def test_bag_of_tasks_notebook(platform, tmp_path, monkeypatch):
     notebook = nbformat.read(path, as_version=4)
     for key, value in platform.env().items():
         monkeypatch.setenv(key, value)
+    # The kernel imports this SDK, not whichever one is installed.
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
     monkeypatch.setenv("LATTICE_NOTEBOOK_OUTPUT_DIR", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
@@ -53,5 +55,6 @@ def test_bag_of_tasks_notebook(platform, tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert "300 results" in text
     assert "TypeError from the endpoint" in text
+    assert "    x = rate * x * (1 - x)\n" in text  # the remote traceback shows the failing line
     assert any("image/png" in o.get("data", {}) for o in outputs), "the plot was not shown inline"
     assert (tmp_path / "bag_of_tasks.png").stat().st_size > 1000
