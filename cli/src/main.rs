@@ -325,6 +325,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<UsageError>().is_some() {
             return 2;
         }
+        if cause.downcast_ref::<output::Refused>().is_some() {
+            return 4;
+        }
         if let Some(client_error) = cause.downcast_ref::<ClientError>() {
             return match client_error {
                 ClientError::Api {

@@ -36,6 +36,9 @@ impl Output {
                 Some(expr) => apply_jmespath(expr, &json)?,
                 None => json,
             };
+            if json.is_null() && self.jmespath.is_some() {
+                return Err(NothingMatched(self.jmespath.clone().unwrap_or_default()).into());
+            }
             serde_json::to_string_pretty(&json)? + "\n"
         } else {
             let mut t = text(value);
@@ -70,6 +73,60 @@ pub(crate) fn apply_jmespath(
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct UsageError(pub(crate) String);
+
+/// Something named that does not exist, or names several things (exit code
+/// 4, as the service's own not-found and conflict answers).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Refused(pub(crate) String);
+
+/// A `--jmespath` expression that selected nothing (exit code 1, nothing
+/// printed): a script's `$(...)` must not receive `null`.
+#[derive(Debug, thiserror::Error)]
+#[error("--jmespath `{0}` matched nothing")]
+pub(crate) struct NothingMatched(pub(crate) String);
+
+/// Resolves a name among the caller's things of one kind: exactly one must
+/// carry it. `kind` is `endpoint`, `function`, ...
+pub(crate) fn one_named<T, I: Copy>(
+    kind: &str,
+    given: &str,
+    all: &[T],
+    name: impl Fn(&T) -> &str,
+    id: impl Fn(&T) -> I,
+) -> Result<I, Refused> {
+    let matching: Vec<&T> = all.iter().filter(|t| name(t) == given).collect();
+    match matching.as_slice() {
+        [one] => Ok(id(one)),
+        [] => {
+            let names: Vec<&str> = all.iter().map(&name).collect();
+            Err(Refused(format!(
+                "no {kind} named `{given}` (yours: {}); give a {kind} id or name",
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )))
+        }
+        _ => Err(Refused(format!(
+            "{} {kind}s are named `{given}`; give the id (`lattice {kind} list`)",
+            matching.len()
+        ))),
+    }
+}
+
+/// A clap value parser for an id type that says in words what is wrong.
+pub(crate) fn id_of<T: std::str::FromStr>(
+    kind: &'static str,
+    listed_by: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |text: &str| {
+        text.parse::<T>().map_err(|_| {
+            format!("`{text}` is not a {kind} id (ids look like 0d6f6a3e-5c1b-4b7e-9a62-3f1c2d4e5f60; {listed_by} shows them)")
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,10 @@
 //! The CLI's contract for scripts, through the real binary on `lattice
 //! dev`: output to a reader that went away ends quietly, `submit-batch`
-//! prints a count (ids in JSON), and a bad `LATTICE_TOKEN` is named as the
-//! source of the token.
+//! prints a count (ids in JSON), a bad `LATTICE_TOKEN` is named as the
+//! source of the token, every create returns `id`, functions can be named,
+//! exit codes follow the README (not found 4 by id or name, client-side
+//! mistakes 2), `--jmespath` that matches nothing fails, a mistyped option
+//! of `lattice run` is caught, and clients can be deleted and re-keyed.
 
 use std::process::{Command, Output, Stdio};
 
@@ -51,32 +54,27 @@ fn scripts_get_quiet_pipes_counts_and_named_token_sources() {
     std::fs::write(args.path(), "{\"n\": 1}\n{\"n\": 2}\n{\"n\": 3}\n").unwrap();
     let args = args.path().to_str().unwrap();
 
+    let submit_batch = |extra: &[&str]| {
+        let mut command = vec![
+            "task",
+            "submit-batch",
+            &function,
+            "--endpoint",
+            "local",
+            "--args-file",
+            args,
+        ];
+        command.extend_from_slice(extra);
+        platform.cli(&command)
+    };
     // Text: the batch and a count, not one line per task.
-    let submitted = platform.cli(&[
-        "task",
-        "submit-batch",
-        &function,
-        "--endpoint",
-        "local",
-        "--args-file",
-        args,
-    ]);
+    let submitted = submit_batch(&[]);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
     let text = String::from_utf8_lossy(&submitted.stdout);
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(text.contains("3 tasks submitted"), "{text}");
     // JSON: every id.
-    let submitted = platform.cli(&[
-        "task",
-        "submit-batch",
-        &function,
-        "--endpoint",
-        "local",
-        "--args-file",
-        args,
-        "--format",
-        "json",
-    ]);
+    let submitted = submit_batch(&["--format", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&submitted.stdout).unwrap();
     assert_eq!(json["task_ids"].as_array().map(Vec::len), Some(3), "{json}");
     let batch = json["batch_id"].as_str().unwrap().to_owned();
@@ -111,4 +109,154 @@ fn scripts_get_quiet_pipes_counts_and_named_token_sources() {
         stderr.contains("LATTICE_TOKEN") && stderr.contains("unset"),
         "{stderr}"
     );
+}
+
+/// The exit code and stderr of a CLI call.
+fn code_and_stderr(output: &Output) -> (Option<i32>, String) {
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn names_ids_exit_codes_and_clients_follow_one_contract() {
+    let platform = DevPlatform::start(
+        LATTICE.as_ref(),
+        DevOptions {
+            local_workers: Some(1),
+            ..Default::default()
+        },
+    );
+    // Every create answers `id`.
+    let registered = platform.cli(&[
+        "function", "register", "--shell", "echo {n}", "--name", "greet", "--format", "json",
+    ]);
+    let function: serde_json::Value = serde_json::from_slice(&registered.stdout).unwrap();
+    let function_id = function["id"].as_str().unwrap().to_owned();
+    let submitted = platform.cli(&[
+        "task",
+        "submit",
+        "greet",
+        "--endpoint",
+        "local",
+        "--arg",
+        "n=7",
+        "--format",
+        "json",
+    ]);
+    let task: serde_json::Value = serde_json::from_slice(&submitted.stdout).unwrap();
+    assert!(
+        task["id"].is_string() && task["id"] == task["task_id"],
+        "{task}"
+    );
+    assert!(task["batch_id"].is_string(), "{task}");
+    let waited = platform.cli(&["task", "wait", task["id"].as_str().unwrap()]);
+    assert_eq!(waited.status.code(), Some(0), "{waited:?}");
+    assert!(String::from_utf8_lossy(&waited.stdout).contains("    7"));
+
+    // Functions by name wherever an id is accepted.
+    let shown = platform.cli(&[
+        "function",
+        "show",
+        "greet",
+        "--format",
+        "json",
+        "--jmespath",
+        "id",
+    ]);
+    let shown: String = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown, function_id);
+
+    // Not found is 4, by name or by id; several of one name is 4 too.
+    let (code, stderr) =
+        code_and_stderr(&platform.cli(&["task", "submit", "nosuch", "--endpoint", "local"]));
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(
+        stderr.contains("no function named `nosuch`") && stderr.contains("greet"),
+        "{stderr}"
+    );
+    let (code, stderr) =
+        code_and_stderr(&platform.cli(&["task", "submit", &function_id, "--endpoint", "nowhere"]));
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(
+        stderr.contains("no endpoint named `nowhere`") && stderr.contains("local"),
+        "{stderr}"
+    );
+    let (code, _) =
+        code_and_stderr(&platform.cli(&["task", "show", "0d6f6a3e-5c1b-4b7e-9a62-3f1c2d4e5f60"]));
+    assert_eq!(code, Some(4));
+    platform.cli(&["function", "register", "--shell", "true", "--name", "greet"]);
+    let (code, stderr) = code_and_stderr(&platform.cli(&["function", "show", "greet"]));
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("2 functions are named `greet`"), "{stderr}");
+
+    // Client-side mistakes are 2, in words.
+    let (code, stderr) = code_and_stderr(&platform.cli(&["task", "show", "oops"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("`oops` is not a task id"), "{stderr}");
+    let (code, stderr) = code_and_stderr(&platform.cli(&["task", "list", "--state", "bogus"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    let (code, stderr) = code_and_stderr(&platform.cli(&[
+        "run",
+        "--endpoint",
+        "local",
+        "--walltme",
+        "5",
+        "--",
+        "true",
+    ]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("did you mean `--walltime`"), "{stderr}");
+    let broken = platform.config_dir().join("lattice/endpoints/broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("config.toml"),
+        "service_url = \"x\"\nworkerz = 3\n",
+    )
+    .unwrap();
+    let (code, stderr) = code_and_stderr(&platform.cli(&["endpoint", "start", "broken"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("workerz"), "{stderr}");
+
+    // A JMESPath that selects nothing prints nothing and fails.
+    let nothing = platform.cli(&["whoami", "--jmespath", "no.such.field"]);
+    assert_eq!(nothing.status.code(), Some(1), "{nothing:?}");
+    assert!(nothing.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("matched nothing"));
+
+    // Clients: created with `id`, re-keyed, deleted; the old secrets stop working.
+    let created = platform.cli(&["client", "create", "nightly", "--format", "json"]);
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let client_id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["id"], created["client_id"]);
+    let text = platform.cli(&["client", "create", "other"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("not your endpoints or collections"));
+    let client = platform.client();
+    let token = |secret: &serde_json::Value| {
+        let client = client.clone();
+        let request = lattice_protocol::api::TokenRequest::ClientCredentials {
+            client_id: client_id.parse().unwrap(),
+            client_secret: secret.as_str().unwrap().to_owned(),
+            scope: None,
+        };
+        runtime().block_on(async move { client.token(&request).await })
+    };
+    assert!(token(&created["client_secret"]).is_ok());
+    let rotated = platform.cli(&["client", "rotate-secret", &client_id, "--format", "json"]);
+    let rotated: serde_json::Value = serde_json::from_slice(&rotated.stdout).unwrap();
+    assert!(token(&created["client_secret"]).is_err());
+    assert!(token(&rotated["client_secret"]).is_ok());
+    let deleted = platform.cli(&["client", "delete", &client_id]);
+    assert_eq!(deleted.status.code(), Some(0), "{deleted:?}");
+    assert!(token(&rotated["client_secret"]).is_err());
+    let (code, _) = code_and_stderr(&platform.cli(&["client", "delete", &client_id]));
+    assert_eq!(code, Some(4));
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }

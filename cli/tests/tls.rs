@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use lattice_tests::platform::succeeded as ok;
 use lattice_tests::tls::{install_pair, nginx_bin, CertFiles, Nginx, TestPki};
 use lattice_tests::{browser_login, free_port, require_service, OidcProvider};
 use serde_json::Value;
@@ -251,6 +252,19 @@ impl Deployment {
             .expect("start `lattice agent`")
     }
 
+    /// `lattice whoami` with the service's URL changed to `http://`: refused.
+    fn whoami_over_plain_http(&self) -> String {
+        let mut plain = self.url.clone();
+        plain.set_scheme("http").unwrap();
+        refused(
+            self.command(TrustBy::Flag)
+                .env("LATTICE_URL", plain.as_str())
+                .arg("whoami")
+                .output()
+                .unwrap(),
+        )
+    }
+
     /// `lattice endpoint configure` + `start`, trusting the CA only through
     /// `ca_file` in the config file it wrote.
     fn configured_agent(&self, name: &str, collection: &Path) -> Child {
@@ -319,18 +333,6 @@ fn clean_env(command: &mut Command) {
     ] {
         command.env_remove(name);
     }
-}
-
-#[track_caller]
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// A refused command: non-zero, one line of stderr, which is returned.
@@ -534,18 +536,9 @@ async fn the_service_behind_nginx_terminating_tls() {
     works_over_tls(&deployment).await;
 
     // Plain http:// to nginx's TLS port: nginx's 400, said in words.
-    let mut plain = deployment.url.clone();
-    plain.set_scheme("http").unwrap();
-    let stderr = refused(
-        deployment
-            .command(TrustBy::Flag)
-            .env("LATTICE_URL", plain.as_str())
-            .arg("whoami")
-            .output()
-            .unwrap(),
-    );
+    let stderr = deployment.whoami_over_plain_http();
     assert!(
-        stderr.contains("serves TLS on this port") && stderr.contains("https://"),
+        stderr.contains("serves TLS on this port") && stderr.contains(deployment.url.as_str()),
         "{stderr}"
     );
 }
@@ -579,21 +572,12 @@ async fn refusals(deployment: &Deployment) {
     assert!(String::from_utf8_lossy(&output.stderr).contains("bogus.pem"));
 
     // http:// and ws:// to the TLS port: told to use https:// / wss://.
-    let mut plain = deployment.url.clone();
-    plain.set_scheme("http").unwrap();
-    let stderr = refused(
-        deployment
-            .command(TrustBy::Flag)
-            .env("LATTICE_URL", plain.as_str())
-            .arg("whoami")
-            .output()
-            .unwrap(),
-    );
+    let stderr = deployment.whoami_over_plain_http();
     assert!(
-        stderr.contains("serves TLS on this port") && stderr.contains(&deployment.url.to_string()),
+        stderr.contains("serves TLS on this port") && stderr.contains(deployment.url.as_str()),
         "{stderr}"
     );
-    let mut ws = plain.join("v1/agent/connect").unwrap();
+    let mut ws = deployment.url.join("v1/agent/connect").unwrap();
     ws.set_scheme("ws").unwrap();
     let error = match lattice_client::websocket::connect(ws.as_str(), None).await {
         Ok(_) => panic!("a ws:// upgrade on the TLS port must be refused"),

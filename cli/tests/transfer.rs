@@ -7,12 +7,12 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use lattice_client::Client;
 use lattice_protocol::transfer::{TransferInfo, TransferStatus};
 use lattice_protocol::TransferId;
+use lattice_tests::platform::succeeded as ok;
 use lattice_tests::platform::{AgentProcess, DevOptions, DevPlatform};
 
 const LATTICE: &str = env!("CARGO_BIN_EXE_lattice");
@@ -26,22 +26,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-#[track_caller]
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        text(&output),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text(&output)
 }
 
 fn write(path: &Path, bytes: &[u8]) {

@@ -23,7 +23,9 @@ use lattice_protocol::transfer::{
     ListResponse, MkdirRequest, RenameRequest, StatRequest, TransferEventInfo, TransferInfo,
     TransferSubmit,
 };
-use lattice_protocol::{BatchId, EndpointId, ErrorBody, ErrorCode, FunctionId, TaskId, TransferId};
+use lattice_protocol::{
+    BatchId, ClientId, EndpointId, ErrorBody, ErrorCode, FunctionId, TaskId, TransferId,
+};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -185,6 +187,19 @@ impl Client {
 
     pub async fn list_clients(&self) -> ClientResult<Vec<ClientInfo>> {
         self.get("v1/clients").await
+    }
+
+    /// Deletes a client: its secret stops working, its tokens are revoked.
+    pub async fn delete_client(&self, id: ClientId) -> ClientResult<()> {
+        self.request::<(), ()>(Method::DELETE, &format!("v1/clients/{id}"), None)
+            .await
+    }
+
+    /// A new secret for a client (shown once); the old one and every token
+    /// issued to the client stop working.
+    pub async fn rotate_client_secret(&self, id: ClientId) -> ClientResult<ClientCreated> {
+        self.post(&format!("v1/clients/{id}/secret"), &serde_json::json!({}))
+            .await
     }
 
     /// Registers an endpoint; the answer carries the agent's secret (once).

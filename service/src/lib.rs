@@ -27,7 +27,7 @@ use std::future::Future;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use lattice_protocol::ErrorCode;
 use tower_http::trace::TraceLayer;
@@ -54,6 +54,8 @@ pub fn app(state: AppState) -> Router {
             "/clients",
             post(routes::clients::create).get(routes::clients::list),
         )
+        .route("/clients/{id}", delete(routes::clients::delete))
+        .route("/clients/{id}/secret", post(routes::clients::rotate_secret))
         .route(
             "/functions",
             post(routes::functions::register).get(routes::functions::list),

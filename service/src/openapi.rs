@@ -19,6 +19,8 @@ use crate::routes;
         routes::identities::link,
         routes::clients::create,
         routes::clients::list,
+        routes::clients::delete,
+        routes::clients::rotate_secret,
         routes::functions::register,
         routes::functions::list,
         routes::functions::show,

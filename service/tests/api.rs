@@ -461,6 +461,95 @@ async fn client_credentials_for_a_scope_the_client_lacks_are_403() {
     assert!(message.contains("manage"), "{message}");
 }
 
+/// A client-credentials token, or the refusal.
+async fn client_token(service: &TestService, client_id: &Value, secret: &Value) -> Answer {
+    service
+        .post_json(
+            "/v1/auth/token",
+            None,
+            json!({
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": secret,
+            }),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn a_rotated_secret_replaces_the_old_one_and_revokes_its_tokens() {
+    let service = service().await;
+    let (_, owner) = service.user("rotating-owner").await;
+    let (_, stranger) = service.user("rotating-stranger").await;
+    let created = service
+        .post_json("/v1/clients", Some(&owner), json!({"name": "nightly"}))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let (id, old_secret) = (&created.body["client_id"], &created.body["client_secret"]);
+    let old_token = client_token(&service, id, old_secret).await;
+    let old_token = str_field(&old_token.body, "access_token").to_owned();
+    let path = format!("/v1/clients/{}/secret", id.as_str().unwrap());
+
+    // Only the owner may rotate; to anyone else the client does not exist.
+    let refused = service.post_json(&path, Some(&stranger), json!({})).await;
+    assert_error(&refused, StatusCode::NOT_FOUND, "not_found");
+    let rotated = service.post_json(&path, Some(&owner), json!({})).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{rotated:?}");
+    let new_secret = &rotated.body["client_secret"];
+    assert_ne!(new_secret, old_secret);
+
+    assert_eq!(
+        service.whoami(&old_token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let with_old = client_token(&service, id, old_secret).await;
+    assert_error(&with_old, StatusCode::UNAUTHORIZED, "unauthorized");
+    let with_new = client_token(&service, id, new_secret).await;
+    assert_eq!(with_new.status, StatusCode::OK, "{with_new:?}");
+    let new_token = str_field(&with_new.body, "access_token");
+    assert_eq!(service.whoami(new_token).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_deleted_client_loses_its_secret_and_tokens() {
+    let service = service().await;
+    let (_, owner) = service.user("deleting-owner").await;
+    let (_, stranger) = service.user("deleting-stranger").await;
+    let created = service
+        .post_json("/v1/clients", Some(&owner), json!({"name": "leaked"}))
+        .await;
+    let (id, secret) = (&created.body["client_id"], &created.body["client_secret"]);
+    let token = client_token(&service, id, secret).await;
+    let token = str_field(&token.body, "access_token").to_owned();
+    let path = format!("/v1/clients/{}", id.as_str().unwrap());
+
+    let refused = service.delete(&path, Some(&stranger)).await;
+    assert_error(&refused, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(service.whoami(&token).await.status, StatusCode::OK);
+
+    let deleted = service.delete(&path, Some(&owner)).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
+    assert_eq!(
+        service.whoami(&token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let again = client_token(&service, id, secret).await;
+    assert_error(&again, StatusCode::UNAUTHORIZED, "unauthorized");
+    let listed = service.get("/v1/clients", Some(&owner)).await;
+    assert_eq!(listed.body, json!([]));
+    // Gone, and an id that never was, alike.
+    assert_error(
+        &service.delete(&path, Some(&owner)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &service.delete("/v1/clients/not-an-id", Some(&owner)).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+}
+
 // ---- refresh rotation ----------------------------------------------------
 
 async fn refresh(service: &TestService, refresh_token: &str) -> Answer {

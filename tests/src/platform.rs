@@ -299,3 +299,17 @@ fn send_signal(pid: u32, signal: Signal) {
         .arg(pid.to_string())
         .status();
 }
+
+/// The stdout of a command that must have succeeded; otherwise fails the
+/// test with its exit code, stdout and stderr.
+#[track_caller]
+pub fn succeeded(output: Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {stdout}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}

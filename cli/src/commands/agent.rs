@@ -147,7 +147,9 @@ pub(crate) async fn endpoint(ctx: &Context, command: EndpointCommand) -> anyhow:
                         .then(|| EndpointFileConfig::load(&path))
                         .transpose()
                 })
-                .await??
+                .await?
+                // A config file the user wrote is checked here, client-side.
+                .map_err(|e| crate::output::UsageError(e.to_string()))?
             };
             let mut config = match existing {
                 Some(config) => config,
@@ -202,7 +204,9 @@ pub(crate) async fn endpoint(ctx: &Context, command: EndpointCommand) -> anyhow:
                         .then(|| EndpointFileConfig::load(&path))
                         .transpose()
                 })
-                .await??
+                .await?
+                // A config file the user wrote is checked here, client-side.
+                .map_err(|e| crate::output::UsageError(e.to_string()))?
             };
             let Some(file) = file else {
                 anyhow::bail!(
@@ -241,7 +245,8 @@ async fn multi_user(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
     let (file, settings, router) = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let file = EndpointFileConfig::load(&path)?;
+            let file = EndpointFileConfig::load(&path)
+                .map_err(|e| crate::output::UsageError(e.to_string()))?;
             let settings = file.multi_user.clone().with_context(|| {
                 format!(
                     "--multi-user needs a [multi_user] table in {}",

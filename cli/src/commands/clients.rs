@@ -1,9 +1,30 @@
-//! `lattice client create|list`: client applications for automation.
+//! `lattice client create|list|delete|rotate-secret`: client applications
+//! for automation.
 
 use clap::Subcommand;
-use lattice_protocol::api::{ClientCreateRequest, Scope};
+use lattice_protocol::api::{ClientCreateRequest, ClientCreated, Scope};
+use lattice_protocol::ClientId;
+use serde::Serialize;
 
 use crate::context::Context;
+use crate::output::id_of;
+
+/// What `client create` and `rotate-secret` print in JSON: `id` like every
+/// command that creates something, and the client with its secret.
+#[derive(Serialize)]
+struct WithSecret {
+    id: ClientId,
+    #[serde(flatten)]
+    created: ClientCreated,
+}
+
+/// Until endpoints and collections can be shared, a client's identity owns
+/// nothing of its creator's.
+const OWNS_NOTHING_YET: &str =
+    "The client is an identity of its own: it can use what it creates (functions, \
+endpoints it registers), not your endpoints or collections. Sharing them with it \
+comes with groups and sharing; until then run its work on an endpoint it registers \
+itself (`lattice agent` with the client's token).";
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum ClientCommand {
@@ -18,6 +39,29 @@ pub(crate) enum ClientCommand {
     },
     /// List the client applications you own.
     List,
+    /// Delete a client: its secret stops working and every token issued to
+    /// it is revoked at once.
+    Delete {
+        /// Client id (`lattice client list`).
+        #[arg(value_parser = id_of::<ClientId>("client", "`lattice client list`"))]
+        id: ClientId,
+    },
+    /// Give a client a new secret (shown once): the old secret stops working
+    /// and every token issued to the client is revoked.
+    RotateSecret {
+        /// Client id (`lattice client list`).
+        #[arg(value_parser = id_of::<ClientId>("client", "`lattice client list`"))]
+        id: ClientId,
+    },
+}
+
+fn describe_secret(c: &WithSecret) -> String {
+    format!(
+        "client id:     {}\nclient secret: {}\nscopes:        {}\n\nThe secret is shown only now; store it safely.\n{OWNS_NOTHING_YET}",
+        c.id,
+        c.created.client_secret,
+        Scope::join(&c.created.client.scopes)
+    )
 }
 
 pub(crate) async fn run(ctx: &Context, command: ClientCommand) -> anyhow::Result<()> {
@@ -38,14 +82,11 @@ pub(crate) async fn run(ctx: &Context, command: ClientCommand) -> anyhow::Result
             let created = client
                 .create_client(&ClientCreateRequest { name, scopes })
                 .await?;
-            ctx.output.emit(&created, |c| {
-                format!(
-                    "client id:     {}\nclient secret: {}\nscopes:        {}\n\nThe secret is shown only now; store it safely.",
-                    c.client.client_id,
-                    c.client_secret,
-                    Scope::join(&c.client.scopes)
-                )
-            })
+            let created = WithSecret {
+                id: created.client.client_id,
+                created,
+            };
+            ctx.output.emit(&created, describe_secret)
         }
         ClientCommand::List => {
             let clients = client.list_clients().await?;
@@ -59,6 +100,16 @@ pub(crate) async fn run(ctx: &Context, command: ClientCommand) -> anyhow::Result
                     .collect::<Vec<_>>()
                     .join("\n")
             })
+        }
+        ClientCommand::Delete { id } => {
+            client.delete_client(id).await?;
+            eprintln!("Deleted client {id}; its tokens are revoked.");
+            Ok(())
+        }
+        ClientCommand::RotateSecret { id } => {
+            let created = client.rotate_client_secret(id).await?;
+            let created = WithSecret { id, created };
+            ctx.output.emit(&created, describe_secret)
         }
     }
 }

@@ -4,31 +4,19 @@ use lattice_client::Client;
 use lattice_protocol::compute::{EndpointInfo, EndpointStatus};
 use lattice_protocol::EndpointId;
 
-use crate::output::UsageError;
-
 /// Resolves an endpoint given by id or by name (among the caller's endpoints).
 pub(crate) async fn resolve(client: &Client, given: &str) -> anyhow::Result<EndpointId> {
     if let Ok(id) = given.parse::<EndpointId>() {
         return Ok(id);
     }
     let endpoints = client.endpoints().await?;
-    let matching: Vec<&EndpointInfo> = endpoints.iter().filter(|e| e.name == given).collect();
-    match matching.as_slice() {
-        [one] => Ok(one.id),
-        [] => Err(UsageError(format!(
-            "no endpoint named `{given}` (yours: {}); give an endpoint id or name",
-            endpoints
-                .iter()
-                .map(|e| e.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .into()),
-        _ => Err(UsageError(format!(
-            "several endpoints are named `{given}`; give the id"
-        ))
-        .into()),
-    }
+    Ok(crate::output::one_named(
+        "endpoint",
+        given,
+        &endpoints,
+        |e| &e.name,
+        |e| e.id,
+    )?)
 }
 
 pub(crate) fn status_word(e: &EndpointInfo) -> &'static str {
@@ -40,12 +28,12 @@ pub(crate) fn status_word(e: &EndpointInfo) -> &'static str {
 
 pub(crate) fn describe(e: &EndpointInfo) -> String {
     let mut text = format!(
-        "{}\n  name:          {}\n  status:        {}\n  workers:       {} ({} idle slots)\n  waiting tasks: {}\n  agent queue:   {}",
+        "{}\n  name:          {}\n  status:        {}\n  workers:       {} ({})\n  waiting tasks: {}\n  agent queue:   {}",
         e.id,
         e.name,
         status_word(e),
         e.workers,
-        e.idle_slots,
+        count(e.idle_slots, "idle slot"),
         e.waiting_tasks,
         e.agent_queue_depth
     );
@@ -62,12 +50,12 @@ pub(crate) fn describe(e: &EndpointInfo) -> String {
         text.push_str("\n  blocks:");
         for block in &e.blocks {
             text.push_str(&format!(
-                "\n    {}  {:<9}  job {}  {} node(s), {} worker(s)",
+                "\n    {}  {:<9}  job {}  {}, {}",
                 block.id,
                 format!("{:?}", block.state).to_lowercase(),
                 block.job_id.as_deref().unwrap_or("-"),
-                block.nodes,
-                block.workers
+                count(block.nodes, "node"),
+                count(block.workers, "worker")
             ));
             if let Some(message) = &block.message {
                 text.push_str(&format!("\n      {message}"));
@@ -85,21 +73,21 @@ pub(crate) fn describe(e: &EndpointInfo) -> String {
         }
         for child in &e.children {
             text.push_str(&format!(
-                "\n    {}  pid {}  {} task(s), {} worker(s)  variables {}",
+                "\n    {}  pid {}  {}, {}  variables {}",
                 child.local_user,
                 child.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
-                child.tasks,
-                child.workers,
+                count(child.tasks, "task"),
+                count(child.workers, "worker"),
                 child.variables
             ));
             for block in &child.blocks {
                 text.push_str(&format!(
-                    "\n      block {}  {:<9}  job {}  {} node(s), {} worker(s)",
+                    "\n      block {}  {:<9}  job {}  {}, {}",
                     block.id,
                     format!("{:?}", block.state).to_lowercase(),
                     block.job_id.as_deref().unwrap_or("-"),
-                    block.nodes,
-                    block.workers
+                    count(block.nodes, "node"),
+                    count(block.workers, "worker")
                 ));
             }
             if let Some(error) = &child.provider_error {
@@ -121,6 +109,16 @@ pub(crate) fn describe(e: &EndpointInfo) -> String {
     text
 }
 
+/// `1 worker`, `2 workers`.
+pub(crate) fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 pub(crate) fn table(list: &[EndpointInfo]) -> String {
     if list.is_empty() {
         return "no endpoints (start one with `lattice agent --name NAME` or `lattice dev`)".into();
@@ -128,10 +126,10 @@ pub(crate) fn table(list: &[EndpointInfo]) -> String {
     list.iter()
         .map(|e| {
             format!(
-                "{}  {:<7}  {:>3} workers  {:>6} waiting  {}",
+                "{}  {:<7}  {:>11}  {:>6} waiting  {}",
                 e.id,
                 status_word(e),
-                e.workers,
+                count(e.workers, "worker"),
                 e.waiting_tasks,
                 e.name
             )
@@ -195,7 +193,7 @@ mod tests {
         assert!(text.contains("mode:          multi-user"), "{text}");
         assert!(
             text.contains(
-                "lattice-alice  pid 4242  3 task(s), 1 worker(s)  variables {\"walltime\":600}"
+                "lattice-alice  pid 4242  3 tasks, 1 worker  variables {\"walltime\":600}"
             ),
             "{text}"
         );

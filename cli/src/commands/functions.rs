@@ -8,6 +8,8 @@ use clap::{ArgGroup, Subcommand};
 use lattice_protocol::compute::{FunctionInfo, FunctionRegister, FunctionSpec};
 use lattice_protocol::FunctionId;
 
+use lattice_client::Client;
+
 use crate::context::Context;
 use crate::output::UsageError;
 
@@ -43,13 +45,13 @@ pub(crate) enum FunctionCommand {
     List,
     /// Show one function.
     Show {
-        /// Function id.
-        id: FunctionId,
+        /// Function id or name.
+        function: String,
     },
     /// Delete a function: new tasks are refused, running ones finish.
     Delete {
-        /// Function id.
-        id: FunctionId,
+        /// Function id or name.
+        function: String,
     },
 }
 
@@ -110,16 +112,33 @@ pub(crate) async fn run(ctx: &Context, command: FunctionCommand) -> anyhow::Resu
                     .join("\n")
             })
         }
-        FunctionCommand::Show { id } => {
+        FunctionCommand::Show { function } => {
+            let id = resolve(&client, &function).await?;
             let function = client.function(id).await?;
             ctx.output.emit(&function, describe)
         }
-        FunctionCommand::Delete { id } => {
+        FunctionCommand::Delete { function } => {
+            let id = resolve(&client, &function).await?;
             client.delete_function(id).await?;
             eprintln!("Deleted function {id}.");
             Ok(())
         }
     }
+}
+
+/// A function id, or the name of exactly one of the caller's functions.
+pub(crate) async fn resolve(client: &Client, given: &str) -> anyhow::Result<FunctionId> {
+    if let Ok(id) = given.parse::<FunctionId>() {
+        return Ok(id);
+    }
+    let functions = client.functions().await?;
+    Ok(crate::output::one_named(
+        "function",
+        given,
+        &functions,
+        |f| &f.name,
+        |f| f.id,
+    )?)
 }
 
 fn describe(f: &FunctionInfo) -> String {

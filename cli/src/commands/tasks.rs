@@ -13,12 +13,12 @@ use lattice_protocol::compute::{
     BatchStatus, BatchSubmit, FunctionRegister, FunctionSpec, StreamEvent, TaskArgs, TaskInfo,
     TaskState, TaskSubmit,
 };
-use lattice_protocol::{template, BatchId, FunctionId, TaskId};
+use lattice_protocol::{template, BatchId, TaskId};
 use serde::Serialize;
 
 use crate::commands::endpoints::resolve;
 use crate::context::Context;
-use crate::output::UsageError;
+use crate::output::{id_of, UsageError};
 
 /// Exit code when a waited-for task failed or was cancelled.
 pub(crate) const EXIT_TASK_FAILED: u8 = 6;
@@ -37,8 +37,9 @@ pub(crate) struct ExitWith {
 pub(crate) enum TaskCommand {
     /// Submit one task; prints its id. Tasks for an offline endpoint wait until it returns.
     Submit {
-        /// The function to run (an id from `lattice function register` or `list`).
-        function_id: FunctionId,
+        /// The function to run: its id, or its name when no other function of
+        /// yours has it (`lattice function list`).
+        function: String,
         /// Endpoint id or name.
         #[arg(long)]
         endpoint: String,
@@ -51,8 +52,9 @@ pub(crate) enum TaskCommand {
     /// Submit many tasks from a JSON-lines file (one object of arguments per line);
     /// prints the batch id and how many tasks (`--format json`: every task id).
     SubmitBatch {
-        /// The function to run (an id from `lattice function register` or `list`).
-        function_id: FunctionId,
+        /// The function to run: its id, or its name when no other function of
+        /// yours has it (`lattice function list`).
+        function: String,
         /// Endpoint id or name.
         #[arg(long)]
         endpoint: String,
@@ -65,15 +67,16 @@ pub(crate) enum TaskCommand {
     /// Show a task: state, result, error, timestamps.
     Show {
         /// Task id.
+        #[arg(value_parser = id_of::<TaskId>("task", "`lattice task list`"))]
         id: TaskId,
     },
     /// List your tasks, newest first.
     List {
-        /// waiting, dispatched, running, success, failed or cancelled.
-        #[arg(long)]
+        /// Only tasks in this state.
+        #[arg(long, value_parser = ["waiting", "dispatched", "running", "success", "failed", "cancelled"])]
         state: Option<String>,
         /// Only the tasks of this batch.
-        #[arg(long)]
+        #[arg(long, value_parser = id_of::<BatchId>("batch", "`lattice task submit-batch --format json`"))]
         batch: Option<BatchId>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
@@ -82,17 +85,22 @@ pub(crate) enum TaskCommand {
     /// Cancel a task that has not finished.
     Cancel {
         /// Task id.
+        #[arg(value_parser = id_of::<TaskId>("task", "`lattice task list`"))]
         id: TaskId,
     },
     /// Wait for a task or a batch. Exit code 0 when all succeeded, 6 when any
     /// failed or was cancelled, 7 on timeout.
     Wait {
         /// The task to wait for.
-        #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+        #[arg(
+            required_unless_present = "batch",
+            conflicts_with = "batch",
+            value_parser = id_of::<TaskId>("task", "`lattice task list`")
+        )]
         id: Option<TaskId>,
         /// Wait for every task of this batch instead (a progress bar; results
         /// stream as they land).
-        #[arg(long, value_name = "BATCH_ID")]
+        #[arg(long, value_name = "BATCH_ID", value_parser = id_of::<BatchId>("batch", "`lattice task submit-batch --format json`"))]
         batch: Option<BatchId>,
         /// Give up after this many seconds.
         #[arg(long, value_name = "SECS")]
@@ -130,21 +138,34 @@ fn parse_arg(text: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), value.to_owned()))
 }
 
+/// What `task submit` prints in JSON: `id` like every command that creates
+/// something, plus the batch the task belongs to.
 #[derive(Serialize)]
 struct Submitted {
+    id: TaskId,
+    /// The same as `id` (kept for scripts written before `id`).
     task_id: TaskId,
     batch_id: BatchId,
+}
+
+/// What `task submit-batch` prints in JSON: the batch as `id`, and every task.
+#[derive(Serialize)]
+struct BatchCreated {
+    id: BatchId,
+    #[serde(flatten)]
+    submitted: lattice_protocol::compute::BatchSubmitted,
 }
 
 pub(crate) async fn run(ctx: &Context, command: TaskCommand) -> anyhow::Result<()> {
     let client = ctx.client().await?;
     match command {
         TaskCommand::Submit {
-            function_id,
+            function,
             endpoint,
             args,
             limits,
         } => {
+            let function_id = super::functions::resolve(&client, &function).await?;
             let endpoint_id = resolve(&client, &endpoint).await?;
             let args: TaskArgs = args
                 .into_iter()
@@ -161,17 +182,19 @@ pub(crate) async fn run(ctx: &Context, command: TaskCommand) -> anyhow::Result<(
                 })
                 .await?;
             let out = Submitted {
+                id: submitted.task_ids[0],
                 task_id: submitted.task_ids[0],
                 batch_id: submitted.batch_id,
             };
             ctx.output.emit(&out, |s| s.task_id.to_string())
         }
         TaskCommand::SubmitBatch {
-            function_id,
+            function,
             endpoint,
             args_file,
             limits,
         } => {
+            let function_id = super::functions::resolve(&client, &function).await?;
             let endpoint_id = resolve(&client, &endpoint).await?;
             let tasks = read_args_file(&args_file)?;
             let submitted = client
@@ -185,12 +208,16 @@ pub(crate) async fn run(ctx: &Context, command: TaskCommand) -> anyhow::Result<(
                 })
                 .await?;
             // Text shows the batch and a count; the ids are in `--format json`.
-            ctx.output.emit(&submitted, |s| {
+            let created = BatchCreated {
+                id: submitted.batch_id,
+                submitted,
+            };
+            ctx.output.emit(&created, |c| {
                 format!(
                     "batch {}: {} tasks submitted (wait with `lattice task wait --batch {}`; ids with --format json)",
-                    s.batch_id,
-                    s.task_ids.len(),
-                    s.batch_id
+                    c.id,
+                    c.submitted.task_ids.len(),
+                    c.id
                 )
             })
         }
@@ -385,43 +412,42 @@ async fn with_timeout<T>(
 }
 
 pub(crate) fn describe(t: &TaskInfo) -> String {
-    let mut text = format!(
-        "{}\n  state:     {}\n  function:  {}\n  endpoint:  {}\n  batch:     {}\n  submitted: {}",
-        t.id,
-        t.state.as_str(),
-        t.function_id,
-        t.endpoint_id,
-        t.batch_id,
-        t.submitted_at.to_rfc3339()
-    );
+    fn line(text: &mut String, label: &str, value: impl std::fmt::Display) {
+        text.push_str(&format!("\n  {:<11} {value}", format!("{label}:")));
+    }
+    let mut text = t.id.to_string();
+    line(&mut text, "state", t.state.as_str());
+    line(&mut text, "function", t.function_id);
+    line(&mut text, "endpoint", t.endpoint_id);
+    line(&mut text, "batch", t.batch_id);
+    line(&mut text, "submitted", t.submitted_at.to_rfc3339());
     for (label, at) in [
         ("dispatched", t.dispatched_at),
         ("started", t.started_at),
         ("finished", t.finished_at),
     ] {
         if let Some(at) = at {
-            text.push_str(&format!("\n  {label:<10} {}", at.to_rfc3339()));
+            line(&mut text, label, at.to_rfc3339());
         }
     }
     if let Some(worker) = &t.worker {
-        text.push_str(&format!("\n  worker:    {worker}"));
+        line(&mut text, "worker", worker);
     }
-    text.push_str(&format!("\n  attempts:  {}", t.attempts));
+    line(&mut text, "attempts", t.attempts);
     if let Some(problem) = &t.endpoint_problem {
-        text.push_str(&format!("\n  waiting:   {problem}"));
+        line(&mut text, "waiting", problem);
     }
     if let Some(error) = &t.error {
-        text.push_str(&format!("\n  error:     {error}"));
+        line(&mut text, "error", error);
     }
     if let Some(result) = &t.result {
         if let Some(code) = result.returncode {
-            text.push_str(&format!("\n  exit code: {code}"));
+            line(&mut text, "exit code", code);
         }
-        if !result.stdout.is_empty() {
-            text.push_str(&format!("\n  stdout:\n{}", indent(&result.stdout)));
-        }
-        if !result.stderr.is_empty() {
-            text.push_str(&format!("\n  stderr:\n{}", indent(&result.stderr)));
+        for (label, output) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
+            if !output.is_empty() {
+                text.push_str(&format!("\n  {label}:\n{}", indent(output)));
+            }
         }
     }
     text
@@ -449,9 +475,64 @@ pub(crate) struct RunArgs {
     command: Vec<String>,
 }
 
+/// Options of `lattice run` itself, for spotting a mistyped one.
+const RUN_OPTIONS: &[&str] = &[
+    "--endpoint",
+    "--walltime",
+    "--max-retries",
+    "--user-endpoint-config",
+    "--timeout",
+    "--format",
+    "--jmespath",
+    "--url",
+    "--ca-file",
+];
+
+/// A word that clap took into the command but that the user meant as an
+/// option of `lattice run`: one before `--` (everything before `--` that is
+/// not an option of `run` is an unknown option), or, without `--`, a first
+/// word that looks like a mistyped option. `argv` is the process's.
+fn check_run_flags(command: &[String], argv: &[String]) -> Result<(), UsageError> {
+    let suspect = match argv.iter().position(|a| a == "--") {
+        // Words after `--` are the command; any more came from before it.
+        Some(dash) => {
+            let after = argv.len() - dash - 1;
+            (command.len() > after && command[0].starts_with('-')).then(|| command[0].clone())
+        }
+        None => command
+            .first()
+            .filter(|w| w.starts_with("--") && closest_option(w).is_some())
+            .cloned(),
+    };
+    let Some(word) = suspect else {
+        return Ok(());
+    };
+    let flag = word.split('=').next().unwrap_or(&word);
+    let hint = match closest_option(flag) {
+        Some(option) => format!(" (did you mean `{option}`?)"),
+        None => String::new(),
+    };
+    Err(UsageError(format!(
+        "unknown option `{flag}` for `lattice run`{hint}; the command goes after `--`, e.g. `lattice run --endpoint local -- hostname`"
+    )))
+}
+
+/// The option of `lattice run` closest to `word`, if it is close.
+fn closest_option(word: &str) -> Option<&'static str> {
+    let flag = word.split('=').next().unwrap_or(word);
+    RUN_OPTIONS
+        .iter()
+        .map(|option| (strsim::damerau_levenshtein(flag, option), *option))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, option)| option)
+}
+
 /// `lattice run`: register if needed, submit, wait, print stdout and stderr,
 /// exit with the task's return code.
 pub(crate) async fn run_command(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    check_run_flags(&args.command, &argv)?;
     let client = ctx.client().await?;
     let endpoint_id = resolve(&client, &args.endpoint).await?;
     // Each word is quoted, and braces are escaped so they are not placeholders.
@@ -517,4 +598,50 @@ pub(crate) async fn run_command(ctx: &Context, args: RunArgs) -> anyhow::Result<
         ),
     }
     .into())
+}
+
+#[cfg(test)]
+mod run_flag_tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_mistyped_option_of_run_is_refused_with_a_suggestion() {
+        // clap passed `--walltme 5 -- true` into the command.
+        let argv = words("lattice run --endpoint local --walltme 5 -- true");
+        let err = check_run_flags(&words("--walltme 5 -- true"), &argv).unwrap_err();
+        assert!(
+            err.0.contains("`--walltme`") && err.0.contains("`--walltime`"),
+            "{}",
+            err.0
+        );
+        // Without `--`: a first word that looks like an option of run.
+        let argv = words("lattice run --endpoint local --timout 5 true");
+        let err = check_run_flags(&words("--timout 5 true"), &argv).unwrap_err();
+        assert!(err.0.contains("`--timeout`"), "{}", err.0);
+    }
+
+    #[test]
+    fn commands_are_left_alone() {
+        for (argv, command) in [
+            (
+                "lattice run --endpoint local -- sh -c x -- y",
+                "sh -c x -- y",
+            ),
+            (
+                "lattice run --endpoint local hostname -- foo",
+                "hostname -- foo",
+            ),
+            ("lattice run --endpoint local -- --version", "--version"),
+            ("lattice run --endpoint local ls -la", "ls -la"),
+        ] {
+            assert!(
+                check_run_flags(&words(command), &words(argv)).is_ok(),
+                "{argv}"
+            );
+        }
+    }
 }

@@ -16,7 +16,7 @@ use lattice_protocol::TransferId;
 use crate::commands::files::split_target;
 use crate::commands::tasks::{ExitWith, EXIT_TASK_FAILED, EXIT_TIMEOUT};
 use crate::context::Context;
-use crate::output::UsageError;
+use crate::output::{id_of, UsageError};
 
 /// How often `wait` polls.
 const POLL: Duration = Duration::from_millis(500);
@@ -49,6 +49,7 @@ pub(crate) enum TransferCommand {
     /// delete task (`lattice rm`).
     Show {
         /// Transfer or delete task id.
+        #[arg(value_parser = id_of::<TransferId>("transfer", "`lattice transfer list`"))]
         id: TransferId,
     },
     /// List your transfers and delete tasks, newest first.
@@ -60,12 +61,14 @@ pub(crate) enum TransferCommand {
     /// Cancel a transfer or delete task that is still running or paused.
     Cancel {
         /// Transfer or delete task id.
+        #[arg(value_parser = id_of::<TransferId>("transfer", "`lattice transfer list`"))]
         id: TransferId,
     },
     /// Wait until a transfer is final; exit 0 if it succeeded, 6 if it failed
     /// or was cancelled, 7 on --timeout (the transfer keeps going).
     Wait {
         /// Transfer or delete task id.
+        #[arg(value_parser = id_of::<TransferId>("transfer", "`lattice transfer list`"))]
         id: TransferId,
         /// Give up after this many seconds.
         #[arg(long, value_name = "SECS")]
@@ -74,6 +77,7 @@ pub(crate) enum TransferCommand {
     /// Faults and status changes of a transfer, oldest first.
     Events {
         /// Transfer or delete task id.
+        #[arg(value_parser = id_of::<TransferId>("transfer", "`lattice transfer list`"))]
         id: TransferId,
     },
 }

@@ -5,7 +5,7 @@ use lattice_protocol::api::{ClientCreateRequest, ClientCreated, ClientInfo, Iden
 use lattice_protocol::{ClientId, ErrorBody, IdentityId};
 
 use crate::auth::{hash_secret, new_secret, Authorized, Manage};
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, Json, Path};
 use crate::state::AppState;
 use crate::store::ClientRecord;
 
@@ -83,4 +83,61 @@ pub async fn list(
 ) -> Result<Json<Vec<ClientInfo>>, ApiError> {
     let clients = state.store.clients_owned_by(auth.identity_id).await?;
     Ok(Json(clients.into_iter().map(info).collect()))
+}
+
+/// The caller's client `id`; someone else's is as unknown as a missing one.
+async fn owned_client(
+    state: &AppState,
+    auth: &Authorized<Manage>,
+    id: ClientId,
+) -> Result<ClientRecord, ApiError> {
+    match state.store.client(id).await? {
+        Some(client) if client.owner_id == auth.identity_id => Ok(client),
+        _ => Err(ApiError::not_found(format!("no client {id} of yours"))),
+    }
+}
+
+/// Delete a client: its secret stops working and every token issued to it
+/// is revoked at once. Its identity stays as the owner of what it submitted.
+#[utoipa::path(delete, path = "/v1/clients/{id}", tag = "clients", security(("bearer" = ["manage"])),
+    params(("id" = ClientId, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    auth: Authorized<Manage>,
+    Path(id): Path<ClientId>,
+) -> Result<StatusCode, ApiError> {
+    owned_client(&state, &auth, id).await?;
+    if !state.store.delete_client(id, Utc::now()).await? {
+        return Err(ApiError::not_found(format!("no client {id} of yours")));
+    }
+    tracing::info!(client_id = %id, owner_id = %auth.identity_id, "client deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Give a client a new secret (returned once): the old secret stops working
+/// and every token issued to the client is revoked.
+#[utoipa::path(post, path = "/v1/clients/{id}/secret", tag = "clients", security(("bearer" = ["manage"])),
+    params(("id" = ClientId, Path)),
+    responses((status = 200, body = ClientCreated), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    auth: Authorized<Manage>,
+    Path(id): Path<ClientId>,
+) -> Result<Json<ClientCreated>, ApiError> {
+    let mut client = owned_client(&state, &auth, id).await?;
+    let secret = new_secret("lat_cs_");
+    client.secret_hash = hash_secret(&secret);
+    if !state
+        .store
+        .replace_client_secret(id, &client.secret_hash, Utc::now())
+        .await?
+    {
+        return Err(ApiError::not_found(format!("no client {id} of yours")));
+    }
+    tracing::info!(client_id = %id, owner_id = %auth.identity_id, "client secret rotated");
+    Ok(Json(ClientCreated {
+        client: info(client),
+        client_secret: secret,
+    }))
 }

@@ -168,6 +168,18 @@ pub trait Store: ComputeStore + TransferStore + Send + Sync + 'static {
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()>;
     async fn client(&self, id: ClientId) -> StoreResult<Option<ClientRecord>>;
     async fn clients_owned_by(&self, owner: IdentityId) -> StoreResult<Vec<ClientRecord>>;
+    /// Deletes a client and revokes every token issued to it, in one
+    /// transaction; false if there was no such client. Its identity stays
+    /// (what it submitted keeps an owner).
+    async fn delete_client(&self, id: ClientId, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Replaces a client's secret and revokes every token issued to it, in
+    /// one transaction; false if there was no such client.
+    async fn replace_client_secret(
+        &self,
+        id: ClientId,
+        secret_hash: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 
     async fn insert_login(&self, login: &LoginRecord) -> StoreResult<()>;
     async fn login_by_state(&self, csrf_state: &str) -> StoreResult<Option<LoginRecord>>;

@@ -285,6 +285,10 @@ const TOKEN_COLUMNS: &str = "id, token_hash, kind, identity_id, scopes, family_i
 const CLIENT_COLUMNS: &str = "id, name, secret_hash, identity_id, owner_id, scopes, created_at";
 const LOGIN_COLUMNS: &str = "id, csrf_state, nonce, pkce_verifier, redirect_uri, device_code_hash, created_at, expires_at, callback_at, identity_id, error, redeemed_at";
 
+/// Revokes every live token issued to a client (`$1`) at `$2`.
+const REVOKE_CLIENT_TOKENS: &str =
+    "UPDATE tokens SET revoked_at = $2 WHERE client_id = $1 AND revoked_at IS NULL";
+
 macro_rules! impl_store {
     ($store:ty, $kind:literal) => {
         #[async_trait]
@@ -487,6 +491,42 @@ macro_rules! impl_store {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter().map(ClientRow::into_record).collect()
+            }
+
+            async fn delete_client(&self, id: ClientId, at: DateTime<Utc>) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(REVOKE_CLIENT_TOKENS)
+                    .bind(id.to_string())
+                    .bind(to_millis(at))
+                    .execute(&mut *tx)
+                    .await?;
+                let deleted = sqlx::query("DELETE FROM clients WHERE id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(deleted.rows_affected() == 1)
+            }
+
+            async fn replace_client_secret(
+                &self,
+                id: ClientId,
+                secret_hash: &str,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let updated = sqlx::query("UPDATE clients SET secret_hash = $2 WHERE id = $1")
+                    .bind(id.to_string())
+                    .bind(secret_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(REVOKE_CLIENT_TOKENS)
+                    .bind(id.to_string())
+                    .bind(to_millis(at))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(updated.rows_affected() == 1)
             }
 
             async fn insert_login(&self, login: &LoginRecord) -> StoreResult<()> {

@@ -147,6 +147,61 @@ async fn clients_are_listed_by_owner(store: SharedStore) {
         .is_empty());
 }
 
+async fn deleting_or_rekeying_a_client_revokes_its_tokens(store: SharedStore) {
+    let owner = identity("idp", "rekey-owner");
+    let robot = identity("client", "rekey-robot");
+    store.insert_identity(&owner).await.unwrap();
+    store.insert_identity(&robot).await.unwrap();
+    let now = from_millis(to_millis(Utc::now()));
+    let client = ClientRecord {
+        id: ClientId::new(),
+        name: "pipeline".into(),
+        secret_hash: "old".into(),
+        identity_id: robot.id,
+        owner_id: owner.id,
+        scopes: vec![Scope::Compute],
+        created_at: now,
+    };
+    store.insert_client(&client).await.unwrap();
+    let mut issued = token(robot.id, TokenKind::Access, TokenId::new());
+    issued.client_id = Some(client.id);
+    let unrelated = token(robot.id, TokenKind::Access, TokenId::new());
+    store.insert_token(&issued).await.unwrap();
+    store.insert_token(&unrelated).await.unwrap();
+    let revoked = |record: &TokenRecord| {
+        let (store, hash) = (store.clone(), record.token_hash.clone());
+        async move {
+            store
+                .token_by_hash(&hash)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some()
+        }
+    };
+
+    assert!(store
+        .replace_client_secret(client.id, "new", now)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.client(client.id).await.unwrap().unwrap().secret_hash,
+        "new"
+    );
+    assert!(revoked(&issued).await);
+    assert!(!revoked(&unrelated).await);
+
+    assert!(store.delete_client(client.id, now).await.unwrap());
+    assert_eq!(store.client(client.id).await.unwrap(), None);
+    assert!(!store.delete_client(client.id, now).await.unwrap());
+    assert!(!store
+        .replace_client_secret(client.id, "x", now)
+        .await
+        .unwrap());
+    assert!(!revoked(&unrelated).await);
+}
+
 async fn login_callbacks_and_redemptions_happen_once(store: SharedStore) {
     let ada = identity("idp", "ada");
     store.insert_identity(&ada).await.unwrap();
@@ -573,6 +628,7 @@ store_suite!(
     linked_identities_share_a_primary,
     refresh_tokens_can_be_used_once,
     clients_are_listed_by_owner,
+    deleting_or_rekeying_a_client_revokes_its_tokens,
     login_callbacks_and_redemptions_happen_once,
     endpoint_blocks_and_provider_error_round_trip,
     collections_are_announced_withdrawn_and_owner_scoped,
