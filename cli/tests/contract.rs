@@ -260,3 +260,110 @@ fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+#[test]
+fn a_wait_says_why_it_waits_and_outlives_a_service_restart() {
+    let mut platform = DevPlatform::start(
+        LATTICE.as_ref(),
+        DevOptions {
+            local_workers: Some(1),
+            ..Default::default()
+        },
+    );
+    // An endpoint whose agent was there and is gone.
+    let mut agent = platform.agent("away", 1);
+    let online = || {
+        let shown = platform.cli(&["endpoint", "show", "away", "--format", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&shown.stdout)
+            .is_ok_and(|v| v["status"] == "online")
+    };
+    eventually("the agent `away` online", online);
+    agent.kill();
+    eventually("the agent `away` offline", || !online());
+
+    let (code, stderr) = code_and_stderr(&platform.cli(&[
+        "run",
+        "--endpoint",
+        "away",
+        "--timeout",
+        "3",
+        "--",
+        "true",
+    ]));
+    assert_eq!(code, Some(7), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("note: endpoint `away` is offline (last seen ")
+            .count(),
+        1,
+        "said once: {stderr}"
+    );
+    let waiting = platform.cli(&[
+        "task",
+        "list",
+        "--state",
+        "waiting",
+        "--format",
+        "json",
+        "--jmespath",
+        "[0].id",
+    ]);
+    let waiting: String = serde_json::from_slice(&waiting.stdout).unwrap();
+    let shown = platform.cli(&["task", "show", &waiting]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("waiting:") && shown.contains("`away` is offline"),
+        "{shown}"
+    );
+
+    // `task wait` across a restart of the service: reconnects, then reports.
+    let task = platform.cli(&[
+        "run",
+        "--endpoint",
+        "local",
+        "--timeout",
+        "1",
+        "--",
+        "sleep",
+        "3",
+    ]);
+    assert_eq!(task.status.code(), Some(7), "{task:?}");
+    let sleeping = platform.cli(&[
+        "task",
+        "list",
+        "--format",
+        "json",
+        "--jmespath",
+        "[?state!='waiting'] | [0].id",
+    ]);
+    let sleeping: String = serde_json::from_slice(&sleeping.stdout).unwrap();
+    // The URL and token in the environment: a restart rewrites the profile.
+    let waiter = Command::new(LATTICE)
+        .args(["task", "wait", &sleeping, "--timeout", "120"])
+        .env("XDG_CONFIG_HOME", platform.config_dir())
+        .env("LATTICE_LOG", "warn")
+        .env("LATTICE_URL", &platform.url)
+        .env("LATTICE_TOKEN", &platform.token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    platform.restart();
+    let waited = waiter.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&waited.stderr);
+    assert_eq!(waited.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("reconnecting"),
+        "the wait saw the restart: {stderr}"
+    );
+}
+
+#[track_caller]
+fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "not in time: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -381,14 +381,47 @@ fn failures_cancel_and_idempotent_submission_through_the_cli() {
         let mut s = scene().await;
         let local = s.platform.local_collection_root();
 
-        // A missing source: a FILE_NOT_FOUND event, the task fails, `wait` exits 6.
-        let id = submit(&s.platform, &["local:/missing", "remote:/missing"]);
+        // What the source agent can tell at submission is refused at once
+        // (exit 4): a missing source, a directory without -r.
+        let refused = s.platform.cli(&["transfer", "local:/missing", "remote:/missing"]);
+        assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("`/missing` does not exist in collection `local`"), "{stderr}");
+        write(&local.join("adir/x"), b"x");
+        let refused = s.platform.cli(&["transfer", "local:/adir", "remote:/adir"]);
+        assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("is a directory: transfer it with --recursive"));
+
+        // Past the items looked at on submission, a missing source is a
+        // fault of the task: FILE_NOT_FOUND, and `wait` exits 6.
+        let mut pairs = String::new();
+        for n in 0..100 {
+            write(&local.join(format!("many/f{n}")), b"m");
+            pairs.push_str(&format!("local:/many/f{n} remote:/many/f{n}\n"));
+        }
+        pairs.push_str("local:/missing remote:/missing\n");
+        let many = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(many.path(), pairs).unwrap();
+        let id = submit(&s.platform, &["--batch", many.path().to_str().unwrap()]);
         let wait = s.platform.cli(&["transfer", "wait", &id.to_string()]);
         assert_eq!(wait.status.code(), Some(6), "{wait:?}");
         let events =
             ok(s.platform
                 .cli(&["transfer", "events", &id.to_string(), "--format", "json"]));
         assert!(events.contains("FILE_NOT_FOUND"), "{events}");
+
+        // A file sent to an existing directory, or to `dir/`, lands inside
+        // it under its own name, as with cp.
+        write(&local.join("f1.txt"), b"first");
+        write(&local.join("f2.txt"), b"second");
+        ok(s.platform.cli(&["mkdir", "remote:/single"]));
+        let into = submit(&s.platform, &["local:/f1.txt", "remote:/single"]);
+        ok(s.platform.cli(&["transfer", "wait", &into.to_string()]));
+        let slash = submit(&s.platform, &["local:/f2.txt", "remote:/single/"]);
+        ok(s.platform.cli(&["transfer", "wait", &slash.to_string()]));
+        let single = s.remote_root.path().join("single");
+        assert_eq!(std::fs::read(single.join("f1.txt")).unwrap(), b"first");
+        assert_eq!(std::fs::read(single.join("f2.txt")).unwrap(), b"second");
 
         // Resubmitting with a submission id returns the same task.
         write(&local.join("one"), b"1");

@@ -431,9 +431,29 @@ impl Collection {
         if from.is_root() || to.is_root() {
             return Err(CollectionError::RootOperation { op: "rename" });
         }
-        self.dir
+        if let Err(e) = self
+            .dir
             .rename(from.as_relative(), &self.dir, to.as_relative())
-            .map_err(|e| CollectionError::from_io("rename", format!("{from} -> {to}"), e))?;
+        {
+            // ENOENT names neither side: say which one is missing.
+            if e.kind() == std::io::ErrorKind::NotFound {
+                let missing = if self.dir.symlink_metadata(from.as_relative()).is_err() {
+                    from.clone()
+                } else {
+                    to.split_last()
+                        .map(|(parent, _)| parent)
+                        .unwrap_or_else(|| to.clone())
+                };
+                return Err(CollectionError::NotFound {
+                    path: missing.to_string(),
+                });
+            }
+            return Err(CollectionError::from_io(
+                "rename",
+                format!("{from} -> {to}"),
+                e,
+            ));
+        }
         self.stat_blocking(to)
     }
 

@@ -344,3 +344,22 @@ fn a_stopped_delete_leaves_the_rest_for_a_retry() {
     assert_eq!((summary.files, summary.directories), (left, 1));
     assert!(!f.root.path().join("tree").exists());
 }
+
+#[tokio::test]
+async fn a_rename_names_the_missing_side() {
+    let f = fixture();
+    let c = &f.collection;
+    let err = c.rename("/inside/nope", "/inside/other").await.unwrap_err();
+    assert!(
+        matches!(&err, CollectionError::NotFound { path } if path == "/inside/nope"),
+        "{err}"
+    );
+    let err = c
+        .rename("/inside/secret", "/no/such/dir/secret")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CollectionError::NotFound { path } if path == "/no/such/dir"),
+        "{err}"
+    );
+}

@@ -364,8 +364,9 @@ pub struct TaskInfo {
     pub walltime_secs: u32,
     /// Final results that arrived after the first one and were dropped.
     pub duplicate_results: u32,
-    /// For a task not yet final: why its endpoint cannot run it now (its
-    /// provider cannot start workers), so it does not wait silently.
+    /// For a task not yet final: why its endpoint cannot run it now (it is
+    /// offline, since when; or its provider cannot start workers), so it
+    /// does not wait silently.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_problem: Option<String>,
     /// The variables submitted for a multi-user endpoint's user config.

@@ -653,13 +653,35 @@ fn blake3_hex(bytes: &[u8]) -> String {
 }
 
 async fn a_missing_source_fails_with_file_not_found(scene: &Scene) {
-    let _src = scene.agent("src").await;
+    let src = scene.agent("src").await;
     let _dst = scene.agent("dst").await;
-    let answer = scene
+    // The source agent is asked at submission: refused at once, named.
+    let refused = scene
         .transfer(json!({
             "source_collection": "src",
             "destination_collection": "dst",
             "items": [{"source_path": "/does not exist", "destination_path": "/x"}],
+        }))
+        .await;
+    assert_eq!(refused.status.as_u16(), 404, "{refused:?}");
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("items[0]: `/does not exist` does not exist")),
+        "{refused:?}"
+    );
+    // Past the items looked at on submission, it is the task's fault.
+    let mut items = Vec::new();
+    for n in 0..lattice_service::transfers::submission::PROBED_ITEMS {
+        write(&src.root().join(format!("f{n}")), b"f");
+        items.push(json!({"source_path": format!("/f{n}"), "destination_path": format!("/f{n}")}));
+    }
+    items.push(json!({"source_path": "/does not exist", "destination_path": "/x"}));
+    let answer = scene
+        .transfer(json!({
+            "source_collection": "src",
+            "destination_collection": "dst",
+            "items": items,
         }))
         .await;
     let id = answer.str("id").to_owned();

@@ -1,7 +1,7 @@
 //! `lattice endpoint list|show` (configure/start live with the agent).
 
 use lattice_client::Client;
-use lattice_protocol::compute::{EndpointInfo, EndpointStatus};
+use lattice_protocol::compute::{BlockPhase, BlockReport, EndpointInfo, EndpointStatus};
 use lattice_protocol::EndpointId;
 
 /// Resolves an endpoint given by id or by name (among the caller's endpoints).
@@ -46,9 +46,20 @@ pub(crate) fn describe(e: &EndpointInfo) -> String {
     if let Some(seen) = &e.last_seen {
         text.push_str(&format!("\n  last seen:     {}", seen.to_rfc3339()));
     }
+    // Blocks that ended normally (cancelled by scaling in, or completed)
+    // are history: counted, not listed. Failed ones stay, with why.
+    let ended = |b: &&BlockReport| matches!(b.state, BlockPhase::Cancelled | BlockPhase::Completed);
+    let shown: Vec<&BlockReport> = e.blocks.iter().filter(|b| !ended(b)).collect();
+    let finished = e.blocks.len() - shown.len();
     if !e.blocks.is_empty() {
         text.push_str("\n  blocks:");
-        for block in &e.blocks {
+        if shown.is_empty() {
+            text.push_str(" none running");
+        }
+        if finished > 0 {
+            text.push_str(&format!(" ({} ended)", count(finished as u64, "block")));
+        }
+        for block in shown {
             text.push_str(&format!(
                 "\n    {}  {:<9}  job {}  {}, {}",
                 block.id,
@@ -166,6 +177,31 @@ mod tests {
         let text = describe(&endpoint());
         assert!(!text.contains("multi-user"), "{text}");
         assert!(!text.contains("user agents"), "{text}");
+    }
+
+    #[test]
+    fn ended_blocks_are_counted_not_listed() {
+        let block = |id: &str, state| BlockReport {
+            id: id.into(),
+            job_id: None,
+            state,
+            message: None,
+            nodes: 1,
+            workers: 0,
+        };
+        let mut e = endpoint();
+        e.blocks = vec![
+            block("b-old-1", BlockPhase::Cancelled),
+            block("b-new", BlockPhase::Running),
+            block("b-old-2", BlockPhase::Completed),
+            block("b-bad", BlockPhase::Failed),
+        ];
+        let text = describe(&e);
+        assert!(text.contains("blocks: (2 blocks ended)"), "{text}");
+        assert!(text.contains("b-new") && text.contains("b-bad"), "{text}");
+        assert!(!text.contains("b-old"), "{text}");
+        e.blocks.retain(|b| b.id.starts_with("b-old"));
+        assert!(describe(&e).contains("blocks: none running (2 blocks ended)"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use lattice_client::Client;
+use lattice_client::{Client, ClientError};
 use lattice_protocol::compute::{
     BatchStatus, BatchSubmit, FunctionRegister, FunctionSpec, StreamEvent, TaskArgs, TaskInfo,
     TaskState, TaskSubmit,
@@ -375,22 +375,126 @@ pub(crate) async fn wait_task(
     id: TaskId,
     timeout: Option<Duration>,
 ) -> anyhow::Result<TaskInfo> {
-    let task = client.task(id).await?;
-    if task.state.is_final() {
-        return Ok(task);
-    }
-    let waiting = async {
-        let mut stream = client.stream_batch(task.batch_id).await?;
-        while let Some(event) = stream.next().await? {
-            if let StreamEvent::Task { task } = event {
-                if task.id == id {
-                    return Ok::<_, anyhow::Error>(*task);
+    with_timeout(timeout, follow_task(client, id)).await
+}
+
+/// How long `task wait` keeps trying to reach a service that went away.
+const UNREACHABLE_GIVE_UP: Duration = Duration::from_secs(300);
+/// How often a waiting task is looked at for a new reason to wait.
+const WAIT_REASON_EVERY: Duration = Duration::from_secs(5);
+
+/// Follows one task over its batch's result stream until it is final.
+/// Says once on stderr why it waits (endpoint offline, since when; or
+/// unable to start workers) and again when the reason changes. A broken
+/// stream or an unreachable service (a restart) is retried with backoff,
+/// for up to [`UNREACHABLE_GIVE_UP`] without contact.
+async fn follow_task(client: &Client, id: TaskId) -> anyhow::Result<TaskInfo> {
+    let mut said: Option<String> = None;
+    let mut backoff = Backoff::default();
+    loop {
+        let task = match client.task(id).await {
+            Ok(task) => task,
+            Err(e @ ClientError::Transport { .. }) => {
+                backoff.failed(&e).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if task.state.is_final() {
+            return Ok(task);
+        }
+        tell_waiting_reason(&task, &mut said);
+        let mut stream = match client.stream_batch(task.batch_id).await {
+            Ok(stream) => stream,
+            Err(e @ ClientError::Transport { .. }) => {
+                backoff.failed(&e).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        backoff.reached();
+        let mut look = tokio::time::interval(WAIT_REASON_EVERY);
+        look.tick().await;
+        loop {
+            tokio::select! {
+                event = stream.next() => match event {
+                    Ok(Some(StreamEvent::Task { task })) if task.id == id => return Ok(*task),
+                    Ok(Some(_)) => {}
+                    // Closed (the batch is done, or the service stops): read
+                    // the task again.
+                    Ok(None) => break,
+                    Err(e) => {
+                        backoff.failed(&e).await?;
+                        break;
+                    }
+                },
+                _ = look.tick() => {
+                    if let Ok(task) = client.task(id).await {
+                        if task.state.is_final() {
+                            return Ok(task);
+                        }
+                        tell_waiting_reason(&task, &mut said);
+                    }
                 }
             }
         }
-        Ok(client.task(id).await?)
-    };
-    with_timeout(timeout, waiting).await
+    }
+}
+
+/// Prints why a task waits when that is news.
+fn tell_waiting_reason(task: &TaskInfo, said: &mut Option<String>) {
+    if task.endpoint_problem != *said {
+        if let Some(reason) = &task.endpoint_problem {
+            eprintln!("note: {reason}");
+        }
+        said.clone_from(&task.endpoint_problem);
+    }
+}
+
+/// Reconnection delays of a wait: 250 ms doubling to 10 s; gives up after
+/// [`UNREACHABLE_GIVE_UP`] without reaching the service.
+struct Backoff {
+    delay: Duration,
+    since: Option<std::time::Instant>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_millis(250),
+            since: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// The service answered: start over.
+    fn reached(&mut self) {
+        *self = Self::default();
+    }
+
+    /// A connection failed: say so the first time, sleep, or give up.
+    async fn failed(&mut self, error: &ClientError) -> Result<(), ClientError> {
+        let since = *self.since.get_or_insert_with(|| {
+            eprintln!("note: {error}; reconnecting");
+            std::time::Instant::now()
+        });
+        if since.elapsed() > UNREACHABLE_GIVE_UP {
+            return Err(ClientError::Transport {
+                url: match error {
+                    ClientError::Transport { url, .. } => url.clone(),
+                    _ => String::new(),
+                },
+                detail: format!(
+                    "gave up after {} s without reaching the service (the task may still run; `lattice task show` tells)",
+                    UNREACHABLE_GIVE_UP.as_secs()
+                ),
+            });
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(10));
+        Ok(())
+    }
 }
 
 async fn with_timeout<T>(

@@ -567,7 +567,8 @@ fn render_events(events: &[TransferEventInfo]) -> String {
                 "{}  {:<18} item {} attempt {}",
                 e.time.format("%Y-%m-%d %H:%M:%S%.3f"),
                 e.code,
-                e.item,
+                // Counted from 1 like attempts (`item` in JSON is the index).
+                e.item + 1,
                 e.attempt
             );
             if let Some(side) = e.side {

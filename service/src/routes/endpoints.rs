@@ -27,10 +27,7 @@ pub async fn info_for(
     viewer: Option<lattice_protocol::IdentityId>,
 ) -> Result<EndpointInfo, ApiError> {
     let owner_view = viewer.is_none_or(|v| v == record.owner_id);
-    let online = record.connected_at.is_some()
-        && record
-            .last_seen
-            .is_some_and(|seen| Utc::now() - seen < Duration::seconds(OFFLINE_AFTER_SECS));
+    let online = is_online(&record);
     let waiting_tasks = state.store.waiting_tasks(record.id).await?;
     Ok(EndpointInfo {
         id: record.id,
@@ -65,6 +62,36 @@ pub async fn info_for(
         } else {
             Vec::new()
         },
+    })
+}
+
+/// Connected, and heard from within [`OFFLINE_AFTER_SECS`].
+pub(crate) fn is_online(record: &EndpointRecord) -> bool {
+    record.connected_at.is_some()
+        && record
+            .last_seen
+            .is_some_and(|seen| Utc::now() - seen < Duration::seconds(OFFLINE_AFTER_SECS))
+}
+
+/// Why a task for this endpoint waits, if the endpoint is the reason: it
+/// is offline (since when), or its provider cannot start workers.
+pub(crate) fn waiting_reason(record: &EndpointRecord) -> Option<String> {
+    let name = &record.name;
+    if !is_online(record) {
+        return Some(match record.last_seen {
+            Some(seen) => format!(
+                "endpoint `{name}` is offline (last seen {}); the task waits and runs when its agent reconnects",
+                seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            None => format!(
+                "endpoint `{name}` has never connected; the task waits and runs once its agent starts (`lattice agent --name {name}`)"
+            ),
+        });
+    }
+    record.provider_error.as_ref().map(|error| {
+        format!(
+            "endpoint `{name}` cannot start workers: {error}; the task waits until it can (fix the endpoint's [provider] config and restart it)"
+        )
     })
 }
 

@@ -279,8 +279,9 @@ pub async fn show(
     Ok(Json(tasks.remove(0)))
 }
 
-/// Fills `endpoint_problem` of tasks that are not final and whose endpoint's
-/// provider reports a failure, so a task waiting on a broken endpoint says why.
+/// Fills `endpoint_problem` of tasks that are not final and whose endpoint
+/// is why they wait (offline, or its provider failing), so a waiting task
+/// says why.
 async fn with_endpoint_problems(
     state: &AppState,
     mut tasks: Vec<TaskInfo>,
@@ -289,14 +290,11 @@ async fn with_endpoint_problems(
         std::collections::HashMap::new();
     for task in tasks.iter_mut().filter(|t| !t.state.is_final()) {
         if let std::collections::hash_map::Entry::Vacant(slot) = problems.entry(task.endpoint_id) {
-            let problem = state.store.endpoint(task.endpoint_id).await?.and_then(|e| {
-                e.provider_error.map(|error| {
-                    format!(
-                        "endpoint `{}` cannot start workers: {error}; the task waits until it can (fix the endpoint's [provider] config and restart it)",
-                        e.name
-                    )
-                })
-            });
+            let problem = state
+                .store
+                .endpoint(task.endpoint_id)
+                .await?
+                .and_then(|e| crate::routes::endpoints::waiting_reason(&e));
             slot.insert(problem);
         }
         task.endpoint_problem = problems[&task.endpoint_id].clone();

@@ -315,10 +315,13 @@ pub async fn submit(
     request.tuning.validate().map_err(ApiError::bad_request)?;
     let source = usable_collection(&state, &auth, &request.source_collection).await?;
     let destination = usable_collection(&state, &auth, &request.destination_collection).await?;
-    check_overlap(&source, &destination, &request.items, &request.options)?;
+    let items =
+        crate::transfers::submission::resolve_items(&state, &source, &destination, request.items)
+            .await?;
+    check_overlap(&source, &destination, &items, &request.options)?;
     let submitted = format!(
         "{} item(s) from `{}` to `{}`",
-        request.items.len(),
+        items.len(),
         source.name,
         destination.name
     );
@@ -327,7 +330,7 @@ pub async fn submit(
         TaskKind::Transfer,
         &source,
         &destination,
-        request.items,
+        items,
         (request.options, request.tuning),
         (request.label, request.deadline, request.submission_id),
     );

@@ -11,10 +11,15 @@
 //!   fingerprint, progress and faults recorded as they are reported, retries
 //!   with backoff, pause while an endpoint is offline, cancel and deadline.
 //!
+//! - A submission is checked against the agents first ([`submission`]):
+//!   a missing source or a directory without `recursive` is refused at
+//!   once, and a file sent to a directory lands inside it.
+//!
 //! The relay calls [`agent_frame`] for the data-plane frames and
 //! [`agent_gone`] when an agent's last session ends.
 
 pub mod runner;
+pub mod submission;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -481,7 +481,8 @@ impl Runner {
                         error: AttemptError {
                             code: "CONNECTION_RESET".into(),
                             message: format!(
-                                "endpoint {e} went offline; the transfer resumes when it reconnects"
+                                "endpoint {} went offline; the transfer resumes when it reconnects",
+                                self.endpoint_label(e).await
                             ),
                             retryable: true,
                         },
@@ -585,7 +586,8 @@ impl Runner {
                         error: AttemptError {
                             code: "CONNECTION_RESET".into(),
                             message: format!(
-                                "endpoint {e} went offline; the delete resumes when it reconnects"
+                                "endpoint {} went offline; the delete resumes when it reconnects",
+                                self.endpoint_label(e).await
                             ),
                             retryable: true,
                         },
@@ -713,13 +715,13 @@ impl Runner {
             }
             if !paused {
                 paused = true;
+                let mut labels = Vec::with_capacity(offline.len());
+                for id in &offline {
+                    labels.push(self.endpoint_label(*id).await);
+                }
                 let message = format!(
                     "paused: endpoint {} is offline; the transfer resumes when its agent reconnects",
-                    offline
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(" and ")
+                    labels.join(" and ")
                 );
                 if progress.status != TransferStatus::Paused {
                     self.event(
@@ -915,6 +917,15 @@ impl Runner {
             )
             .await?;
         Ok(())
+    }
+
+    /// `` `name` (id) `` of an endpoint for messages; the id alone if the
+    /// store cannot say.
+    async fn endpoint_label(&self, id: EndpointId) -> String {
+        match self.state.store.endpoint(id).await {
+            Ok(Some(endpoint)) => format!("`{}` ({id})", endpoint.name),
+            _ => id.to_string(),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
