@@ -169,6 +169,7 @@ pub async fn run_agent(
         pending_results: Vec::new(),
         unacked: HashMap::new(),
         flush_at: None,
+        reported_idle: true,
         stopping: None,
         shutdown_grace: config.shutdown_grace,
         multi_user: runner_tx.map(|(commands, max_tasks)| MultiUserLink {
@@ -380,6 +381,11 @@ struct Agent {
     /// Results sent (or to send) and not yet acknowledged.
     unacked: HashMap<TaskId, TaskOutcome>,
     flush_at: Option<Instant>,
+    /// The last heartbeat said nothing runs or waits here; until it does, a
+    /// flush that leaves the agent idle sends one at once, so `endpoint
+    /// show` is not a heartbeat behind after the last task finished (busy
+    /// periods add no heartbeats).
+    reported_idle: bool,
     /// When shutting down: the end of the grace period.
     stopping: Option<Instant>,
     shutdown_grace: Duration,
@@ -690,7 +696,15 @@ impl Agent {
         if !self.pending_results.is_empty() {
             let results = std::mem::take(&mut self.pending_results);
             self.send(AgentFrame::Results { results });
+            if !self.reported_idle && self.is_idle() {
+                self.send_heartbeat();
+            }
         }
+    }
+
+    /// Nothing running and nothing waiting here.
+    fn is_idle(&self) -> bool {
+        self.dispatcher.running() == 0 && self.dispatcher.queue_depth() == 0
     }
 
     fn send_heartbeat(&mut self) {
@@ -708,6 +722,7 @@ impl Agent {
             ),
             None => (self.dispatcher.workers(), Vec::new()),
         };
+        self.reported_idle = self.is_idle();
         self.send(AgentFrame::Heartbeat {
             workers,
             idle_slots: self.dispatcher.idle_slots(),

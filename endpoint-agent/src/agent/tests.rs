@@ -102,6 +102,21 @@ impl MockConn {
         }
     }
 
+    /// (idle slots, queue depth, workers) of the next heartbeat.
+    async fn next_heartbeat(&mut self) -> (u32, u32, u32) {
+        loop {
+            if let AgentFrame::Heartbeat {
+                idle_slots,
+                queue_depth,
+                workers,
+                ..
+            } = self.recv().await
+            {
+                return (idle_slots, queue_depth, workers);
+            }
+        }
+    }
+
     /// The next frame that is not a heartbeat.
     async fn recv_work(&mut self) -> AgentFrame {
         loop {
@@ -149,6 +164,14 @@ struct TestAgent {
 
 impl TestAgent {
     fn start(service: &MockService, workers: u32) -> Self {
+        Self::start_with(service, workers, |_| {})
+    }
+
+    fn start_with(
+        service: &MockService,
+        workers: u32,
+        adjust: impl FnOnce(&mut AgentConfig),
+    ) -> Self {
         let state = tempfile::tempdir().unwrap();
         let endpoint_id = EndpointId::new();
         let mut config = AgentConfig::new(
@@ -166,6 +189,7 @@ impl TestAgent {
             initial: Duration::from_millis(100),
             max: Duration::from_millis(400),
         };
+        adjust(&mut config);
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(run_agent(config, async move {
             let _ = stopped.await;
@@ -273,6 +297,33 @@ async fn runs_a_task_end_to_end_with_credits_and_cancel() {
     assert_eq!(results[0].task_id, next.task_id);
     assert_eq!(results[0].result.as_ref().unwrap().stdout, "next\n");
 
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn the_last_result_is_followed_by_an_idle_heartbeat() {
+    let service = MockService::start().await;
+    // Periodic heartbeats an hour apart: only the prompt one can arrive.
+    let agent = TestAgent::start_with(&service, 1, |config| {
+        config.heartbeat_interval = Duration::from_secs(3600);
+    });
+    let mut conn = service.accept(agent.endpoint_id).await;
+    let task = shell_task("sleep 3", 0);
+    conn.send_tasks(std::slice::from_ref(&task)).await;
+    while !matches!(conn.recv_work().await, AgentFrame::Started { .. }) {}
+    // A new connection's heartbeat reports the running task: busy.
+    drop(conn);
+    let mut conn = service.accept(agent.endpoint_id).await;
+    assert_eq!(conn.next_heartbeat().await, (0, 0, 1), "busy");
+    let mut frames = Vec::new();
+    while results_of(&frames).is_empty() {
+        frames.push(conn.recv_work().await);
+    }
+    assert_eq!(
+        conn.next_heartbeat().await,
+        (1, 0, 1),
+        "idle right after the task finished, not an hour later"
+    );
     agent.stop().await;
 }
 
