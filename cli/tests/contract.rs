@@ -67,12 +67,16 @@ fn scripts_get_quiet_pipes_counts_and_named_token_sources() {
         command.extend_from_slice(extra);
         platform.cli(&command)
     };
-    // Text: the batch and a count, not one line per task.
+    // Text: the batch id alone (for `B=$(...)`), the count on stderr.
     let submitted = submit_batch(&[]);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
     let text = String::from_utf8_lossy(&submitted.stdout);
-    assert_eq!(text.lines().count(), 1, "{text}");
-    assert!(text.contains("3 tasks submitted"), "{text}");
+    let batch_id: lattice_protocol::BatchId = text.trim().parse().expect("the batch id alone");
+    let said = String::from_utf8_lossy(&submitted.stderr);
+    assert!(
+        said.contains("3 tasks submitted") && said.contains(&batch_id.to_string()),
+        "{said}"
+    );
     // JSON: every id.
     let submitted = submit_batch(&["--format", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&submitted.stdout).unwrap();
@@ -337,8 +341,12 @@ fn a_wait_says_why_it_waits_and_outlives_a_service_restart() {
         "[?state!='waiting'] | [0].id",
     ]);
     let sleeping: String = serde_json::from_slice(&sleeping.stdout).unwrap();
-    // The URL and token in the environment: a restart rewrites the profile.
-    let waiter = Command::new(LATTICE)
+    // The service goes away while `task wait` follows the task: the wait
+    // says so, keeps trying, and reports the task once the service is back.
+    // (The URL and token come from the environment: a restart rewrites
+    // the profile.)
+    platform.kill();
+    let mut waiter = Command::new(LATTICE)
         .args(["task", "wait", &sleeping, "--timeout", "120"])
         .env("XDG_CONFIG_HOME", platform.config_dir())
         .env("LATTICE_LOG", "warn")
@@ -349,14 +357,34 @@ fn a_wait_says_why_it_waits_and_outlives_a_service_restart() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = waiter.stderr.take().unwrap();
+    let (lines, said) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let first = said
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the wait says it lost the service");
+    assert!(
+        first.contains("reconnecting") && first.contains(&platform.url),
+        "names the URL: {first}"
+    );
     platform.restart();
     let waited = waiter.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&waited.stderr);
+    let stderr = reader.join().unwrap();
     assert_eq!(waited.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("reconnecting"),
-        "the wait saw the restart: {stderr}"
-    );
+    let shown = String::from_utf8_lossy(&waited.stdout);
+    assert!(shown.contains("state:      success"), "{shown}");
 }
 
 #[track_caller]

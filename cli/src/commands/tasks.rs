@@ -50,7 +50,8 @@ pub(crate) enum TaskCommand {
         limits: Limits,
     },
     /// Submit many tasks from a JSON-lines file (one object of arguments per line);
-    /// prints the batch id and how many tasks (`--format json`: every task id).
+    /// prints the batch id (and how many tasks on stderr; `--format json`:
+    /// every task id).
     SubmitBatch {
         /// The function to run: its id, or its name when no other function of
         /// yours has it (`lattice function list`).
@@ -207,19 +208,20 @@ pub(crate) async fn run(ctx: &Context, command: TaskCommand) -> anyhow::Result<(
                     user_endpoint_config: limits.user_endpoint_config,
                 })
                 .await?;
-            // Text shows the batch and a count; the ids are in `--format json`.
+            // Text: the batch id alone on stdout (for `B=$(...)`), the count
+            // on stderr; every task id is in `--format json`.
             let created = BatchCreated {
                 id: submitted.batch_id,
                 submitted,
             };
-            ctx.output.emit(&created, |c| {
-                format!(
-                    "batch {}: {} tasks submitted (wait with `lattice task wait --batch {}`; ids with --format json)",
-                    c.id,
-                    c.submitted.task_ids.len(),
-                    c.id
-                )
-            })
+            if ctx.output.format == crate::output::Format::Text && ctx.output.jmespath.is_none() {
+                eprintln!(
+                    "{} tasks submitted; wait with `lattice task wait --batch {}` (task ids: --format json)",
+                    created.submitted.task_ids.len(),
+                    created.id
+                );
+            }
+            ctx.output.emit(&created, |c| c.id.to_string())
         }
         TaskCommand::Show { id } => {
             let task = client.task(id).await?;
