@@ -5,7 +5,10 @@
 //!
 //! Failures are loud: a refused submission or a block the scheduler reports
 //! failed is logged with the scheduler's message, kept in the table, and
-//! reported on every heartbeat as `provider_error` until a block runs again.
+//! reported on every heartbeat as `provider_error` until a worker of a block
+//! connects. (Not merely until a block's job runs: a job whose worker_init
+//! fails runs for a moment first, and that must neither clear the error nor
+//! reset the failure backoff.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -56,6 +59,8 @@ struct Block {
     cancelling: bool,
     /// Order of submission, for the report.
     seq: u64,
+    /// A worker of this block has connected to the dispatcher.
+    connected: bool,
 }
 
 pub(crate) struct Blocks {
@@ -123,6 +128,7 @@ impl Blocks {
     /// a time), then apply the strategy to what is known now.
     pub(crate) fn tick(&mut self, load: Load, per_block: &HashMap<String, BlockLoad>) {
         self.poll();
+        self.note_connected(per_block);
         let views: Vec<BlockView> = self
             .active()
             .map(|(id, _)| {
@@ -143,6 +149,25 @@ impl Blocks {
         if !decision.cancel.is_empty() {
             tracing::info!(blocks = ?decision.cancel, "cancelling idle blocks");
             self.cancel(&decision.cancel);
+        }
+    }
+
+    /// The first worker of a block connected: the provider works (its
+    /// worker_init included), so its last error no longer holds and the
+    /// failure backoff starts over.
+    fn note_connected(&mut self, per_block: &HashMap<String, BlockLoad>) {
+        let mut first = false;
+        for (id, block) in self.table.iter_mut() {
+            if !block.connected && per_block.get(id).is_some_and(|l| l.workers > 0) {
+                block.connected = true;
+                first = true;
+            }
+        }
+        if first {
+            self.strategy.block_running();
+            if self.block_error.take().is_some() {
+                tracing::info!("a block's workers connected; clearing the provider error");
+            }
         }
     }
 
@@ -193,6 +218,7 @@ impl Blocks {
                 state: BlockState::Pending,
                 cancelling: false,
                 seq: self.next_seq,
+                connected: false,
             },
         );
         self.submitting += 1;
@@ -258,7 +284,6 @@ impl Blocks {
                 self.polling = false;
                 self.status_error = None;
                 let mut failures = Vec::new();
-                let mut ran = false;
                 for (block_id, block) in self.table.iter_mut() {
                     let Some(state) = block.job_id.as_ref().and_then(|j| states.get(j)) else {
                         continue;
@@ -268,7 +293,6 @@ impl Blocks {
                     }
                     tracing::info!(block_id, job_id = ?block.job_id, from = block.state.name(), to = state.name(), "block state changed");
                     match state {
-                        BlockState::Running => ran = true,
                         BlockState::Failed { message } if !block.cancelling => {
                             tracing::error!(block_id, job_id = ?block.job_id, "block failed: {message}");
                             failures.push(message.clone());
@@ -279,12 +303,6 @@ impl Blocks {
                         _ => {}
                     }
                     block.state = state.clone();
-                }
-                if ran {
-                    self.strategy.block_running();
-                    if self.block_error.take().is_some() {
-                        tracing::info!("a block runs again; clearing the provider error");
-                    }
                 }
                 for message in failures {
                     self.failed(message);
@@ -384,5 +402,96 @@ impl Blocks {
             Ok(Err(e)) => tracing::error!(jobs = ?jobs, "cannot cancel blocks at shutdown: {e}"),
             Err(_) => tracing::error!(jobs = ?jobs, "cancelling blocks at shutdown timed out"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_scheduler_adapters::local::{LocalConfig, LocalProvider};
+
+    fn blocks(dir: &std::path::Path) -> Blocks {
+        let (events, _) = mpsc::unbounded_channel();
+        Blocks::new(
+            Arc::new(LocalProvider::new(LocalConfig::default(), dir)),
+            BlockSettings {
+                strategy: StrategyConfig::default(),
+                worker: WorkerCommand {
+                    program: "/bin/false".into(),
+                    dispatcher: "127.0.0.1:9".into(),
+                    capacity: 1,
+                    scratch_dir: None,
+                },
+                walltime: Duration::from_secs(60),
+                worker_init: Vec::new(),
+            },
+            1,
+            events,
+        )
+    }
+
+    fn with_job(blocks: &mut Blocks, id: &str, job: &str) {
+        blocks.next_seq += 1;
+        blocks.table.insert(
+            id.to_owned(),
+            Block {
+                job_id: Some(job.to_owned()),
+                state: BlockState::Pending,
+                cancelling: false,
+                seq: blocks.next_seq,
+                connected: false,
+            },
+        );
+    }
+
+    /// A batch job whose worker_init fails is RUNNING for a moment before it
+    /// fails: that must not clear the provider error (it flickered off the
+    /// endpoint and its tasks) nor reset the failure backoff (it stayed at
+    /// 10 s). A worker that connects does both.
+    #[tokio::test]
+    async fn the_provider_error_holds_until_a_worker_connects() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut blocks = blocks(dir.path());
+        with_job(&mut blocks, "b-1", "1");
+        blocks.handle(BlockEvent::Status(Ok(HashMap::from([(
+            "1".to_owned(),
+            BlockState::Failed {
+                message: "slurm job FAILED (NonZeroExitCode): worker_init line 1 ...".into(),
+            },
+        )]))));
+        assert!(blocks
+            .provider_error()
+            .unwrap()
+            .contains("worker_init line 1"));
+        let held = |b: &Blocks| b.strategy.held_until(Instant::now().into_std()).is_some();
+        assert!(held(&blocks), "submissions wait after a failure");
+
+        with_job(&mut blocks, "b-2", "2");
+        blocks.handle(BlockEvent::Status(Ok(HashMap::from([(
+            "2".to_owned(),
+            BlockState::Running,
+        )]))));
+        assert!(
+            blocks.provider_error().is_some(),
+            "a running job whose workers have not connected proves nothing"
+        );
+        assert!(held(&blocks));
+
+        let load = Load {
+            queued: 0,
+            idle_slots: 1,
+        };
+        blocks.tick(load, &HashMap::new());
+        assert!(blocks.provider_error().is_some());
+        let connected = HashMap::from([(
+            "b-2".to_owned(),
+            BlockLoad {
+                workers: 1,
+                running_tasks: 0,
+            },
+        )]);
+        blocks.tick(load, &connected);
+        assert_eq!(blocks.provider_error(), None);
+        assert!(!held(&blocks), "the backoff starts over");
     }
 }

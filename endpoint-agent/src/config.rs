@@ -638,8 +638,10 @@ mod tests {
             # Extra lines for the batch script's header, verbatim.
             # scheduler_options = ["#SBATCH --gres=gpu:1", "#SBATCH --mail-type=FAIL"]
 
-            # Shell lines run on the first node before the workers start.
-            # worker_init = ["module load python", "source ~/venv/bin/activate"]
+            # Shell lines the batch script runs on the first node before the workers start
+            # (keep to POSIX sh: `. FILE`). The first line that fails stops the block; its
+            # stderr is shown on the endpoint and on the tasks that wait for it.
+            # worker_init = ["module load python", ". ~/venv/bin/activate"]
 
             # Where batch scripts and job output files go (default: the endpoint's dir + /blocks).
             # script_dir = "/home/me/lattice-blocks"
@@ -677,6 +679,182 @@ mod tests {
         assert_eq!(parsed.local_workers(), 0, "no work on the login node");
         assert_eq!(parsed.provider, config.provider);
         assert_eq!(parsed.strategy, config.strategy);
+    }
+
+    /// Every commented example of every provider's template works as
+    /// written: uncommented, the file loads as the agent loads it, and the
+    /// worker_init examples run in the script each provider's blocks run,
+    /// under that script's shell (`/bin/sh` for local and Kubernetes blocks,
+    /// bash for the batch scripts), with a throwaway venv in `$HOME` and a
+    /// stand-in for the cluster's `module` command. The example used to be
+    /// `source ~/venv/bin/activate`, which `/bin/sh` does not know.
+    #[test]
+    fn every_template_example_works_uncommented() {
+        use lattice_scheduler_adapters::{kubernetes, local, lsf, pbs, slurm};
+        use lattice_scheduler_adapters::{BlockSpec, WorkerCommand};
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let venv = home.join("venv/bin");
+        std::fs::create_dir_all(&venv).unwrap();
+        std::fs::write(
+            venv.join("activate"),
+            "VIRTUAL_ENV=\"$HOME/venv\"\nexport VIRTUAL_ENV\nPATH=\"$VIRTUAL_ENV/bin:$PATH\"\nexport PATH\n",
+        )
+        .unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let tool = |name: &str, body: &str| {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        // The worker: says what worker_init left it.
+        let worker = tool(
+            "lattice",
+            "echo \"worker $LATTICE_BLOCK_ID VIRTUAL_ENV=$VIRTUAL_ENV OMP_NUM_THREADS=$OMP_NUM_THREADS\"",
+        );
+        tool("module", "echo \"module $*\" >&2");
+        // srun [--options] PROGRAM ARGS: runs the program once.
+        tool(
+            "srun",
+            "while [ \"${1#--}\" != \"$1\" ]; do shift; done; exec \"$@\"",
+        );
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let spec = BlockSpec {
+            block_id: "b1".into(),
+            nodes: 1,
+            workers_per_node: 1,
+            walltime: Duration::from_secs(600),
+            worker: WorkerCommand {
+                program: worker,
+                dispatcher: "127.0.0.1:9".into(),
+                capacity: 1,
+                scratch_dir: None,
+            },
+            worker_init: Vec::new(),
+        };
+        let example = regex::Regex::new(r"^# ([a-z_]+ = .*)$").unwrap();
+
+        for kind in lattice_scheduler_adapters::config::PROVIDER_KINDS {
+            let mut config = EndpointFileConfig::new("https://lattice.example.org");
+            config.provider = Some(ProviderConfig::template(kind).unwrap());
+            config.strategy = Some(StrategyConfig::default());
+            let mut uncommented = 0;
+            let text: String = config
+                .render("hpc")
+                .lines()
+                .map(|line| match example.captures(line) {
+                    Some(c) => {
+                        uncommented += 1;
+                        format!("{}\n", &c[1])
+                    }
+                    None => format!("{line}\n"),
+                })
+                .collect();
+            let file = dir.path().join(format!("{kind}.toml"));
+            std::fs::write(&file, &text).unwrap();
+            let loaded =
+                EndpointFileConfig::load(&file).unwrap_or_else(|e| panic!("{kind}: {e}\n{text}"));
+            let mut agent = AgentConfig::new(
+                Credentials::Preset(EndpointCredential {
+                    endpoint_id: EndpointId::new(),
+                    agent_secret: "s".into(),
+                    service_url: loaded.service_url.clone(),
+                }),
+                dir.path(),
+            );
+            agent.apply_file(&loaded);
+            let mut provider = agent.provider.expect("a provider").provider;
+            assert!(uncommented > 5, "{kind}: {uncommented} examples\n{text}");
+            assert!(
+                !provider.worker_init().is_empty(),
+                "{kind}: the worker_init example was uncommented"
+            );
+            let mut spec = spec.clone();
+            spec.worker_init = provider.worker_init().to_vec();
+
+            // The script a block of this provider runs, and its shell.
+            let blocks = dir.path().join(format!("{kind}-blocks"));
+            std::fs::create_dir_all(&blocks).unwrap();
+            let (shell, script) = match &mut provider {
+                ProviderConfig::Local(c) => {
+                    c.script_dir = Some(blocks.clone());
+                    let p = local::LocalProvider::new(c.clone(), &blocks);
+                    (local::SHELL, p.render_script(&spec, 0))
+                }
+                ProviderConfig::Slurm(c) => {
+                    c.script_dir = Some(blocks.clone());
+                    let p = slurm::SlurmProvider::new(c.clone(), &blocks);
+                    ("bash", p.render_script(&spec))
+                }
+                ProviderConfig::Pbs(c) => {
+                    c.script_dir = Some(blocks.clone());
+                    let p = pbs::PbsProvider::new(c.clone(), &blocks);
+                    ("bash", p.render_script(&spec).unwrap())
+                }
+                ProviderConfig::Lsf(c) => {
+                    c.script_dir = Some(blocks.clone());
+                    let p = lsf::LsfProvider::new(c.clone(), &blocks);
+                    ("bash", p.render_script(&spec).unwrap())
+                }
+                ProviderConfig::Kubernetes(c) => {
+                    // The examples name files that are not here.
+                    c.token_file = None;
+                    c.ca_file = None;
+                    let p = kubernetes::KubernetesProvider::new(c.clone()).unwrap();
+                    let pod = p.pod(&spec, 0);
+                    let command = &pod["spec"]["containers"][0]["command"];
+                    assert_eq!(command[0], "/bin/sh", "{pod}");
+                    ("/bin/sh", command[2].as_str().unwrap().to_owned())
+                }
+            };
+            let output = std::process::Command::new(shell)
+                .arg("-c")
+                .arg(&script)
+                .env("HOME", &home)
+                .env("PATH", &path)
+                .env("LATTICE_BLOCK_ID", "b1")
+                .env("SLURM_JOB_ID", "11")
+                .env("PBS_JOBID", "12.pbs01")
+                .env("LSB_JOBID", "13")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                output.status.success(),
+                "{kind}: {:?} {stdout}{stderr}\n{script}",
+                output.status
+            );
+            assert!(
+                stdout.starts_with("worker b1 "),
+                "{kind}: the worker started: {stdout}{stderr}"
+            );
+            let venv = home.join("venv").display().to_string();
+            match kind {
+                "kubernetes" => assert!(stdout.contains("OMP_NUM_THREADS=1"), "{stdout}"),
+                "pbs" | "lsf" => assert!(stderr.contains("module load python"), "{stderr}"),
+                _ => assert!(
+                    stdout.contains(&format!("VIRTUAL_ENV={venv} ")),
+                    "{kind}: {stdout}{stderr}"
+                ),
+            }
+            if kind == "slurm" {
+                assert!(stderr.contains("module load python"), "{stderr}");
+            }
+            let left: Vec<_> = std::fs::read_dir(&blocks).unwrap().collect();
+            assert!(
+                left.is_empty(),
+                "{kind}: no worker_init report left: {left:?}"
+            );
+        }
     }
 
     #[test]

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::{default_command_timeout, quoted, Render};
-use crate::{BlockSpec, BlockState, JobId, Provider, ProviderError};
+use crate::{
+    worker_init_script, BlockSpec, BlockState, InitReport, JobId, Provider, ProviderError,
+};
 
 /// The label that ties pods to their block.
 pub const BLOCK_LABEL: &str = "lattice.dev/block";
@@ -160,7 +162,7 @@ impl KubernetesConfig {
             "\"2Gi\"",
         );
         out.list(
-            "Shell lines run in each pod before the workers start.",
+            "Shell lines run by the image's /bin/sh in each pod before the workers start.\nThe first line that fails stops the pod; its stderr is in the pod's status.",
             "worker_init",
             &self.worker_init,
             "[\"export OMP_NUM_THREADS=1\"]",
@@ -285,11 +287,15 @@ impl KubernetesProvider {
         let c = &self.config;
         let mut worker = spec.worker.clone();
         worker.program = PathBuf::from(&c.worker_program);
-        let mut script = String::new();
-        for line in &spec.worker_init {
-            script.push_str(line);
-            script.push('\n');
-        }
+        // A failing worker_init line ends the container before any worker
+        // starts; its stderr and the failing line are the log's tail, which
+        // `FallbackToLogsOnError` makes the termination message the pod's
+        // state carries.
+        let mut script = if spec.worker_init.is_empty() {
+            String::new()
+        } else {
+            worker_init_script(&spec.worker_init, InitReport::Stderr)
+        };
         script.push_str(&format!(
             "for i in $(seq 1 {}); do {} & done; wait",
             spec.workers_per_node,
@@ -309,6 +315,7 @@ impl KubernetesProvider {
             "name": "worker",
             "image": c.image,
             "command": ["/bin/sh", "-c", script],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
             "env": [{"name": "LATTICE_BLOCK_ID", "value": spec.block_id}],
             "resources": {
                 "requests": quantities(&c.cpu_request, &c.memory_request),

@@ -51,7 +51,8 @@ pub struct BlockSpec {
     pub walltime: Duration,
     pub worker: WorkerCommand,
     /// Shell lines run before the workers start (`module load ...`,
-    /// `conda activate ...`).
+    /// `. venv/bin/activate`); the first that fails stops the block before
+    /// any worker starts (see `worker_init_script`).
     pub worker_init: Vec<String>,
 }
 
@@ -251,15 +252,175 @@ pub fn parse_walltime(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-/// The worker-init lines followed by a command, as script lines.
-fn init_lines(worker_init: &[String]) -> String {
+/// How a block script's `worker_init` part reports a failure.
+#[derive(Clone, Copy, Debug)]
+enum InitReport<'a> {
+    /// Stderr of the lines goes to this file (a shell word: quoted, may hold
+    /// `$VARS`), which the provider reads; it is removed when every line
+    /// succeeded, so it exists after the script ended only if worker_init
+    /// stopped the block.
+    File(&'a str),
+    /// Stderr stays where the script's goes (Kubernetes: the container log,
+    /// whose tail becomes the pod's termination message).
+    Stderr,
+}
+
+/// Marks the summary line a failed `worker_init` writes.
+const INIT_SUMMARY: &str = "lattice: worker_init line ";
+/// Bounds of the stderr tail a block failure message carries.
+const INIT_TAIL_LINES: usize = 20;
+const INIT_TAIL_BYTES: usize = 2000;
+
+/// The `worker_init` part of a block script (POSIX `sh`; also run by bash).
+///
+/// Each line runs in the script's own shell (so `module load`, `.
+/// venv/bin/activate` and `export` reach the workers) as `{ LINE } || exit`:
+/// the first line whose exit status is not 0 ends the script with that
+/// status before any worker starts, and so does a line that makes the shell
+/// exit (`exit 3`, `.` of a missing file under dash). An EXIT trap then
+/// writes `lattice: worker_init line N (`LINE`) failed with exit status S`
+/// after the lines' stderr (a line that exits with 0 still stops the block,
+/// said as `exited the block script (status 0)`, and the script exits with
+/// 1). `set -e` is not used: it would reach into the scripts a line sources,
+/// which are rarely written for it. The script's own stderr is kept on file
+/// descriptor 9 meanwhile.
+fn worker_init_script(worker_init: &[String], report: InitReport<'_>) -> String {
     if worker_init.is_empty() {
         return "# (no worker_init)\n".to_owned();
     }
-    let mut out = String::new();
-    for line in worker_init {
-        out.push_str(line);
-        out.push('\n');
+    let mut s = String::from(
+        "# worker_init: the first line that fails stops the block before any worker starts\n",
+    );
+    s.push_str("exec 9>&2\n");
+    match report {
+        InitReport::File(path) => {
+            s.push_str(&format!("lattice_init_report={path}\n"));
+            s.push_str(
+                "if { : >>\"$lattice_init_report\"; } 2>/dev/null; then exec 2>\"$lattice_init_report\"; else lattice_init_report=; fi\n",
+            );
+        }
+        InitReport::Stderr => s.push_str("lattice_init_report=\n"),
+    }
+    s.push_str(concat!(
+        "lattice_init_failed() {\n",
+        "  lattice_init_status=$1\n",
+        "  exec 2>&9 9>&-\n",
+        "  lattice_init_summary=\"lattice: worker_init line $lattice_init_step failed with exit status $lattice_init_status; no worker started\"\n",
+        "  [ \"$lattice_init_status\" -ne 0 ] || lattice_init_summary=\"lattice: worker_init line $lattice_init_step exited the block script (status 0); no worker started\"\n",
+        "  if [ -n \"$lattice_init_report\" ]; then\n",
+        "    printf '%s\\n' \"$lattice_init_summary\" >>\"$lattice_init_report\"\n",
+        "    cat \"$lattice_init_report\" >&2\n",
+        "  else\n",
+        "    printf '%s\\n' \"$lattice_init_summary\" >&2\n",
+        "  fi\n",
+        "  [ \"$lattice_init_status\" -ne 0 ] || lattice_init_status=1\n",
+        "  exit \"$lattice_init_status\"\n",
+        "}\n",
+        "trap 'lattice_init_failed $?' EXIT\n",
+    ));
+    for (n, line) in worker_init.iter().enumerate() {
+        s.push_str(&format!(
+            "lattice_init_step={}\n{{\n{line}\n}} || exit\n",
+            shell_quote(&format!("{} (`{}`)", n + 1, line_summary(line)))
+        ));
+    }
+    s.push_str("trap - EXIT\nexec 2>&9 9>&-\n");
+    if let InitReport::File(_) = report {
+        s.push_str(
+            "if [ -n \"$lattice_init_report\" ]; then cat \"$lattice_init_report\" >&2; rm -f \"$lattice_init_report\"; fi\n",
+        );
+    }
+    s
+}
+
+/// A worker_init line as its failure summary names it: its first line, at
+/// most 80 characters.
+fn line_summary(line: &str) -> String {
+    let first = line.lines().next().unwrap_or("").trim();
+    let mut out: String = first.chars().take(80).collect();
+    if out.len() < first.len() || line.trim().lines().nth(1).is_some() {
+        out.push_str(" ...");
+    }
+    out
+}
+
+/// The report file a batch job's worker_init writes in `script_dir`
+/// (`lattice-JOBID.worker_init.err`, shared with the login node like the
+/// job's output), as a shell word: `job_var` is the scheduler's variable
+/// holding the job id (`SLURM_JOB_ID`, `PBS_JOBID`, `LSB_JOBID`).
+fn batch_init_report(script_dir: &std::path::Path, job_var: &str) -> String {
+    format!(
+        "{}\"${{{job_var}}}\".worker_init.err",
+        shell_quote(&format!("{}/lattice-", script_dir.display()))
+    )
+}
+
+/// Where [`batch_init_report`] is for a job.
+fn batch_init_report_path(script_dir: &std::path::Path, job: &str) -> PathBuf {
+    script_dir.join(format!("lattice-{job}.worker_init.err"))
+}
+
+/// Adds to every failed job's message what its worker_init report says, if
+/// the job left one (its worker_init stopped it).
+async fn add_init_reports(script_dir: &std::path::Path, states: &mut HashMap<JobId, BlockState>) {
+    for (job, state) in states.iter_mut() {
+        let BlockState::Failed { message } = state else {
+            continue;
+        };
+        if let Ok(text) = tokio::fs::read(batch_init_report_path(script_dir, job)).await {
+            let init = describe_init_report(&String::from_utf8_lossy(&text));
+            *message = format!("{message}: {init}");
+        }
+    }
+}
+
+/// A worker_init report (the lines' stderr, then the summary the script
+/// wrote when a line failed) as one message: the summary, then the last
+/// lines of stderr (at most 20 lines and 2,000 bytes).
+pub fn describe_init_report(text: &str) -> String {
+    let text = text.trim_end();
+    let (stderr, summary) = match text.rfind(INIT_SUMMARY) {
+        Some(at) if !text[at..].contains('\n') => (
+            &text[..at],
+            format!("worker_init line {}", &text[at + INIT_SUMMARY.len()..]),
+        ),
+        _ => (text, "worker_init did not finish".to_owned()),
+    };
+    let summary = summary
+        .strip_suffix("; no worker started")
+        .unwrap_or(&summary)
+        .to_owned();
+    let stderr = stderr.trim();
+    let mut out = if stderr.is_empty() {
+        format!("{summary} (nothing on stderr)")
+    } else {
+        format!("{summary}: {}", tail(stderr))
+    };
+    if stderr.contains("source: not found") {
+        out.push_str(
+            " (worker_init runs under /bin/sh, which has no `source`: write `. FILE` instead)",
+        );
+    }
+    out
+}
+
+/// The end of a text: its last [`INIT_TAIL_LINES`] lines, at most
+/// [`INIT_TAIL_BYTES`], `...` in front when something was left out.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let kept = &lines[lines.len().saturating_sub(INIT_TAIL_LINES)..];
+    let mut out = kept.join("\n");
+    let mut cut = kept.len() < lines.len();
+    if out.len() > INIT_TAIL_BYTES {
+        let mut start = out.len() - INIT_TAIL_BYTES;
+        while !out.is_char_boundary(start) {
+            start += 1;
+        }
+        out = out[start..].to_owned();
+        cut = true;
+    }
+    if cut {
+        out.insert_str(0, "... ");
     }
     out
 }
@@ -335,5 +496,140 @@ mod tests {
             "'/opt/my lattice/bin/lattice' worker --dispatcher login1:9000 --capacity 2 --block-id b-1"
         );
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    /// Runs `worker_init_script(lines) + "echo started"` under `shell` with
+    /// its report in `dir`: (exit code, stdout, stderr, report if left).
+    fn run_init(
+        shell: &str,
+        dir: &std::path::Path,
+        lines: &[&str],
+    ) -> (i32, String, String, Option<String>) {
+        let report = dir.join("report.err");
+        let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        let mut script = worker_init_script(
+            &lines,
+            InitReport::File(&shell_quote(&report.display().to_string())),
+        );
+        script.push_str("echo \"started FOO=$FOO\"\n");
+        let output = std::process::Command::new(shell)
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        let report = std::fs::read_to_string(&report).ok();
+        let _ = std::fs::remove_file(dir.join("report.err"));
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+            report,
+        )
+    }
+
+    /// Every way a line can fail stops the script before the workers, under
+    /// dash (`/bin/sh` here) and bash, with the line and its stderr reported.
+    #[test]
+    fn worker_init_stops_at_the_first_failing_line() {
+        let dir = tempfile::tempdir().unwrap();
+        for shell in ["/bin/sh", "bash"] {
+            // All good: the environment reaches what follows, stderr goes to
+            // the log afterwards, no report is left.
+            let (code, stdout, stderr, report) = run_init(
+                shell,
+                dir.path(),
+                &["export FOO=1", "echo warning >&2", "cd / # a comment"],
+            );
+            assert_eq!(
+                (code, stdout.as_str()),
+                (0, "started FOO=1\n"),
+                "{shell}: {stderr}"
+            );
+            assert_eq!(stderr, "warning\n", "{shell}");
+            assert_eq!(report, None, "{shell}");
+
+            let cases: [(&[&str], i32, &str); 6] = [
+                // A command that fails: its status.
+                (&["export FOO=1", "echo 'module: python/9.9 not found' >&2; false"], 1, "line 2 (`echo 'module: python/9.9 not found' >&2; false`) failed with exit status 1"),
+                // A command that is not there (`source` under dash).
+                (&["no-such-command-xyz --flag"], 127, "line 1 (`no-such-command-xyz --flag`) failed with exit status 127"),
+                // `.` of a missing file: dash exits at once (special built-in).
+                (&[". /nonexistent/venv/bin/activate"], if shell == "bash" { 1 } else { 2 }, "line 1 (`. /nonexistent/venv/bin/activate`) failed with exit status"),
+                // A line that exits.
+                (&["echo bye >&2; exit 3"], 3, "line 1 (`echo bye >&2; exit 3`) failed with exit status 3"),
+                // Exiting with 0 still stops the block, as a failure.
+                (&["exit 0"], 1, "line 1 (`exit 0`) exited the block script (status 0)"),
+                // Only the line's final status counts (as in `sh -c LINE`).
+                (&["false; true", "false"], 1, "line 2 (`false`) failed with exit status 1"),
+            ];
+            for (lines, want_code, want) in cases {
+                let (code, stdout, stderr, report) = run_init(shell, dir.path(), lines);
+                let report = report.unwrap_or_else(|| panic!("{shell} {lines:?}: no report"));
+                assert_eq!(code, want_code, "{shell} {lines:?}: {stderr}");
+                assert!(!stdout.contains("started"), "{shell} {lines:?}: {stdout}");
+                assert!(
+                    report.contains(&format!("lattice: worker_init {want}")),
+                    "{shell} {lines:?}: {report}"
+                );
+                assert_eq!(stderr, report, "{shell} {lines:?}: the log has the report");
+                let described = describe_init_report(&report);
+                assert!(
+                    described.starts_with(&format!("worker_init {want}")),
+                    "{described}"
+                );
+            }
+        }
+    }
+
+    /// Kubernetes: no report file, the failure is the end of stderr.
+    #[test]
+    fn worker_init_without_a_report_file_ends_stderr_with_the_failure() {
+        let lines = vec![
+            "export FOO=1".to_owned(),
+            "echo 'no such env' >&2; false".to_owned(),
+        ];
+        let mut script = worker_init_script(&lines, InitReport::Stderr);
+        script.push_str("echo started\n");
+        let output = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            describe_init_report(&stderr),
+            "worker_init line 2 (`echo 'no such env' >&2; false`) failed with exit status 1: no such env"
+        );
+    }
+
+    #[test]
+    fn init_reports_are_described_summary_first_with_a_bounded_tail() {
+        assert_eq!(
+            describe_init_report("sh: 1: source: not found\nlattice: worker_init line 1 (`source ~/venv/bin/activate`) failed with exit status 127; no worker started\n"),
+            "worker_init line 1 (`source ~/venv/bin/activate`) failed with exit status 127: sh: 1: source: not found (worker_init runs under /bin/sh, which has no `source`: write `. FILE` instead)"
+        );
+        assert_eq!(
+            describe_init_report("lattice: worker_init line 2 (`false`) failed with exit status 1; no worker started\n"),
+            "worker_init line 2 (`false`) failed with exit status 1 (nothing on stderr)"
+        );
+        assert_eq!(
+            describe_init_report("still loading\n"),
+            "worker_init did not finish: still loading"
+        );
+        let noisy: String = (0..100).map(|i| format!("warning {i}\n")).collect();
+        let described = describe_init_report(&format!(
+            "{noisy}lattice: worker_init line 1 (`x`) failed with exit status 1; no worker started"
+        ));
+        assert!(described.contains(": ... warning 80\n"), "{described}");
+        assert!(described.ends_with("warning 99"), "{described}");
+        let long = "é".repeat(3000);
+        let described = describe_init_report(&long);
+        assert!(described.len() < 2100, "{}", described.len());
+        assert_eq!(
+            line_summary(&format!("{}\nsecond", "x".repeat(100))),
+            format!("{} ...", "x".repeat(80))
+        );
     }
 }

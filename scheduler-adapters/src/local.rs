@@ -1,8 +1,12 @@
 //! Local blocks: worker processes on this host, one process group per
-//! worker, output in `SCRIPT_DIR/lattice-BLOCK.N.log`. The "scheduler" is
-//! the kernel: a block is running while all its workers live, completed
-//! when they all exited cleanly, failed when one exited with an error (the
-//! message carries its exit status and the last line it printed).
+//! worker, each `/bin/sh -c SCRIPT` (the worker_init lines, then `exec` the
+//! worker), output in `SCRIPT_DIR/lattice-BLOCK.N.log`. The "scheduler" is
+//! the kernel: a block is pending while its workers' worker_init runs,
+//! running while a worker lives past it, completed when they all exited
+//! cleanly, failed when one exited with an error (the message carries its
+//! exit status and the last line it printed or, when worker_init stopped
+//! it, the failing line and the tail of its stderr from
+//! `SCRIPT_DIR/lattice-BLOCK.N.worker_init.err`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +18,13 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Render;
-use crate::{BlockSpec, BlockState, JobId, Provider, ProviderError};
+use crate::{
+    describe_init_report, shell_quote, worker_init_script, BlockSpec, BlockState, InitReport,
+    JobId, Provider, ProviderError,
+};
+
+/// The shell that runs a local block's script (worker_init included).
+pub const SHELL: &str = "/bin/sh";
 
 /// How long cancelled workers get between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -32,10 +42,10 @@ pub struct LocalConfig {
 impl LocalConfig {
     pub(crate) fn render(&self, out: &mut Render) {
         out.list(
-            "Shell lines run before each worker starts.",
+            "Shell lines run by /bin/sh before each worker starts (POSIX sh: `. FILE`,\nnot `source FILE`). The first line that fails stops the block; its stderr\nis shown on the endpoint and on the tasks that wait for it.",
             "worker_init",
             &self.worker_init,
-            "[\"source ~/venv/bin/activate\"]",
+            "[\". ~/venv/bin/activate\"]",
         );
         out.opt_path(
             "Where worker logs go (default: the endpoint's dir + /blocks).",
@@ -49,6 +59,32 @@ impl LocalConfig {
 struct Worker {
     child: tokio::process::Child,
     log: PathBuf,
+    /// Exists while the worker's worker_init runs, and after it stopped the
+    /// worker (none without worker_init).
+    init_report: Option<PathBuf>,
+}
+
+impl Worker {
+    /// Still in worker_init (or stopped by it).
+    fn in_init(&self) -> bool {
+        self.init_report.as_ref().is_some_and(|p| p.exists())
+    }
+
+    /// Why the worker ended with `status`.
+    fn failure(&self, n: usize, status: std::process::ExitStatus) -> String {
+        if let Some(report) = self.init_report.as_ref() {
+            if let Ok(text) = std::fs::read(report) {
+                return format!(
+                    "local worker {n}: {}",
+                    describe_init_report(&String::from_utf8_lossy(&text))
+                );
+            }
+        }
+        format!(
+            "local worker {n} exited with {status}: {}",
+            last_line(&self.log)
+        )
+    }
 }
 
 #[derive(Default)]
@@ -83,6 +119,36 @@ impl LocalProvider {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, LocalBlock>> {
         self.blocks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn log_path(&self, spec: &BlockSpec, worker: u32) -> PathBuf {
+        self.log_dir
+            .join(format!("lattice-{}.{worker}.log", spec.block_id))
+    }
+
+    fn init_report_path(&self, spec: &BlockSpec, worker: u32) -> Option<PathBuf> {
+        (!spec.worker_init.is_empty()).then(|| {
+            self.log_dir.join(format!(
+                "lattice-{}.{worker}.worker_init.err",
+                spec.block_id
+            ))
+        })
+    }
+
+    /// The script [`SHELL`] runs for worker number `worker` of a block
+    /// (`LATTICE_BLOCK_ID` comes from the environment).
+    pub fn render_script(&self, spec: &BlockSpec, worker: u32) -> String {
+        let mut script = match self.init_report_path(spec, worker) {
+            Some(report) => worker_init_script(
+                &spec.worker_init,
+                InitReport::File(&shell_quote(&report.display().to_string())),
+            ),
+            None => String::new(),
+        };
+        script.push_str("exec ");
+        script.push_str(&spec.worker.shell_line(&spec.block_id));
+        script.push('\n');
+        script
     }
 }
 
@@ -120,29 +186,24 @@ impl Provider for LocalProvider {
                 path: self.log_dir.display().to_string(),
                 source,
             })?;
-        let mut script = String::new();
-        for line in &spec.worker_init {
-            script.push_str(line);
-            script.push('\n');
-        }
-        script.push_str("exec ");
-        script.push_str(&spec.worker.shell_line(&spec.block_id));
+        let io = |path: &Path, source| ProviderError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let mut block = LocalBlock::default();
         for n in 0..spec.nodes * spec.workers_per_node {
-            let log = self
-                .log_dir
-                .join(format!("lattice-{}.{n}.log", spec.block_id));
-            let file = std::fs::File::create(&log).map_err(|source| ProviderError::Io {
-                path: log.display().to_string(),
-                source,
-            })?;
-            let err = file.try_clone().map_err(|source| ProviderError::Io {
-                path: log.display().to_string(),
-                source,
-            })?;
-            let child = tokio::process::Command::new("/bin/sh")
+            let log = self.log_path(spec, n);
+            let file = std::fs::File::create(&log).map_err(|e| io(&log, e))?;
+            let err = file.try_clone().map_err(|e| io(&log, e))?;
+            // Created before the shell starts: the block is pending from now
+            // until the script removes it.
+            let init_report = self.init_report_path(spec, n);
+            if let Some(report) = &init_report {
+                std::fs::File::create(report).map_err(|e| io(report, e))?;
+            }
+            let child = tokio::process::Command::new(SHELL)
                 .arg("-c")
-                .arg(&script)
+                .arg(self.render_script(spec, n))
                 .env("LATTICE_BLOCK_ID", &spec.block_id)
                 .stdin(Stdio::null())
                 .stdout(file)
@@ -150,8 +211,12 @@ impl Provider for LocalProvider {
                 .process_group(0)
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|e| ProviderError::Refused(format!("cannot start /bin/sh: {e}")))?;
-            block.workers.push(Worker { child, log });
+                .map_err(|e| ProviderError::Refused(format!("cannot start {SHELL}: {e}")))?;
+            block.workers.push(Worker {
+                child,
+                log,
+                init_report,
+            });
         }
         let id = format!("local-{}", spec.block_id);
         self.lock().insert(id.clone(), block);
@@ -172,18 +237,19 @@ impl Provider for LocalProvider {
                 continue;
             };
             let mut alive = 0;
+            let mut started = 0;
             let mut failure = None;
             for (n, worker) in block.workers.iter_mut().enumerate() {
                 match worker.child.try_wait() {
-                    Ok(None) => alive += 1,
+                    Ok(None) => {
+                        alive += 1;
+                        if !worker.in_init() {
+                            started += 1;
+                        }
+                    }
                     Ok(Some(status)) if status.success() => {}
                     Ok(Some(status)) => {
-                        failure.get_or_insert_with(|| {
-                            format!(
-                                "local worker {n} exited with {status}: {}",
-                                last_line(&worker.log)
-                            )
-                        });
+                        failure.get_or_insert_with(|| worker.failure(n, status));
                     }
                     Err(e) => {
                         failure.get_or_insert_with(|| format!("local worker {n}: {e}"));
@@ -193,7 +259,8 @@ impl Provider for LocalProvider {
             let state = match (block.cancelled, failure) {
                 (true, _) => BlockState::Cancelled,
                 (false, Some(message)) => BlockState::Failed { message },
-                (false, None) if alive > 0 => BlockState::Running,
+                (false, None) if started > 0 => BlockState::Running,
+                (false, None) if alive > 0 => BlockState::Pending,
                 (false, None) => BlockState::Completed,
             };
             states.insert(job.clone(), state);
@@ -230,7 +297,7 @@ impl Provider for LocalProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::spec;
+    use crate::testing::{fake_bin, spec};
 
     async fn wait_for(
         provider: &LocalProvider,
@@ -253,9 +320,9 @@ mod tests {
         let provider = LocalProvider::new(LocalConfig::default(), dir.path());
 
         // A "worker" that stays up: running, then cancelled.
+        fake_bin(&dir.path().join("bin"), "sleeper", "exec sleep 30");
         let mut sleeper = spec("b1", 1, 2);
-        sleeper.worker.program = "/bin/sleep".into();
-        sleeper.worker_init = vec!["exec sleep 30".into()];
+        sleeper.worker.program = dir.path().join("bin/sleeper");
         let job = provider.submit(&sleeper).await.unwrap();
         assert_eq!(
             wait_for(&provider, &job, |_| true).await,
@@ -277,6 +344,122 @@ mod tests {
         assert!(
             message.contains("exit status: 127") && message.contains("no-such-lattice"),
             "{message}"
+        );
+    }
+
+    /// The case: `source` under /bin/sh used to print `source: not
+    /// found` into the log and start the workers anyway.
+    #[tokio::test]
+    async fn a_failing_worker_init_line_stops_the_block_with_its_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = LocalProvider::new(LocalConfig::default(), &dir.path().join("blocks"));
+        let venv = dir.path().join("venv/bin");
+        std::fs::create_dir_all(&venv).unwrap();
+        std::fs::write(
+            venv.join("activate"),
+            "VIRTUAL_ENV=/venv; export VIRTUAL_ENV\n",
+        )
+        .unwrap();
+        let ran = dir.path().join("ran");
+        fake_bin(
+            &dir.path().join("bin"),
+            "worker",
+            &format!("echo worker >> {}", ran.display()),
+        );
+        let mut spec = spec("b1", 1, 2);
+        spec.worker.program = dir.path().join("bin/worker");
+        spec.worker_init = vec![
+            "echo 'loading the environment' >&2".into(),
+            format!("source {}/activate", venv.display()),
+            format!("echo past-init >> {}", ran.display()),
+        ];
+        let job = provider.submit(&spec).await.unwrap();
+        let state = wait_for(&provider, &job, |s| s.is_final()).await;
+        let message = state.message().unwrap_or_default().to_owned();
+        assert!(matches!(state, BlockState::Failed { .. }), "{state:?}");
+        // Worker 0 or 1, whichever the poll saw end first.
+        assert!(message.starts_with("local worker "), "{message}");
+        assert!(
+            message.contains(&format!(
+                ": worker_init line 2 (`source {}/activate`) failed with exit status 127: ",
+                venv.display()
+            )),
+            "{message}"
+        );
+        assert!(message.contains("loading the environment\n"), "{message}");
+        assert!(message.contains("source: not found"), "{message}");
+        assert!(message.contains("write `. FILE` instead"), "{message}");
+        assert!(!ran.exists(), "nothing after the failing line ran");
+        // The block's log has it too.
+        let log = std::fs::read_to_string(dir.path().join("blocks/lattice-b1.0.log")).unwrap();
+        assert!(
+            log.contains("source: not found") && log.contains("lattice: worker_init line 2"),
+            "{log}"
+        );
+
+        // Written as POSIX sh, the same lines start the workers, which see
+        // what worker_init set.
+        spec.block_id = "b2".into();
+        spec.workers_per_node = 1;
+        spec.worker_init[1] = format!(". {}/activate", venv.display());
+        fake_bin(
+            &dir.path().join("bin"),
+            "worker",
+            &format!(
+                "echo \"worker VIRTUAL_ENV=$VIRTUAL_ENV\" >> {}; exec sleep 30",
+                ran.display()
+            ),
+        );
+        let job = provider.submit(&spec).await.unwrap();
+        wait_for(&provider, &job, |s| *s == BlockState::Running).await;
+        for _ in 0..200 {
+            if std::fs::read_to_string(&ran).is_ok_and(|t| t.contains("worker")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            std::fs::read_to_string(&ran).unwrap(),
+            "past-init\nworker VIRTUAL_ENV=/venv\n"
+        );
+        assert!(
+            !dir.path()
+                .join("blocks/lattice-b2.0.worker_init.err")
+                .exists(),
+            "removed once worker_init succeeded"
+        );
+        let log = std::fs::read_to_string(dir.path().join("blocks/lattice-b2.0.log")).unwrap();
+        assert_eq!(
+            log, "loading the environment\n",
+            "worker_init's stderr is in the log"
+        );
+        provider.cancel(std::slice::from_ref(&job)).await.unwrap();
+    }
+
+    /// Workers still in worker_init are not running yet.
+    #[tokio::test]
+    async fn a_block_is_pending_while_worker_init_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = LocalProvider::new(LocalConfig::default(), dir.path());
+        fake_bin(&dir.path().join("bin"), "sleeper", "exec sleep 30");
+        let go = dir.path().join("go");
+        let mut spec = spec("b1", 1, 1);
+        spec.worker.program = dir.path().join("bin/sleeper");
+        spec.worker_init = vec![format!(
+            "while [ ! -e {} ]; do sleep 0.05; done",
+            go.display()
+        )];
+        let job = provider.submit(&spec).await.unwrap();
+        assert_eq!(
+            wait_for(&provider, &job, |_| true).await,
+            BlockState::Pending
+        );
+        std::fs::write(&go, "").unwrap();
+        wait_for(&provider, &job, |s| *s == BlockState::Running).await;
+        provider.cancel(std::slice::from_ref(&job)).await.unwrap();
+        assert_eq!(
+            wait_for(&provider, &job, |_| true).await,
+            BlockState::Cancelled
         );
     }
 }

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{message_of, write_script, Invocation};
 use crate::config::{default_command_timeout, default_walltime, quoted, Render};
-use crate::{init_lines, node_launch, BlockSpec, BlockState, JobId, Provider, ProviderError};
+use crate::{
+    add_init_reports, batch_init_report, node_launch, worker_init_script, BlockSpec, BlockState,
+    InitReport, JobId, Provider, ProviderError,
+};
 
 /// `[provider] type = "lsf"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +79,7 @@ impl LsfConfig {
             "[\"#BSUB -alloc_flags smt4\"]",
         );
         out.list(
-            "Shell lines run before the workers start.",
+            "Shell lines the batch script runs on the first node before the workers start\n(keep to POSIX sh: `. FILE`). The first line that fails stops the block; its\nstderr is shown on the endpoint and on the tasks that wait for it.",
             "worker_init",
             &self.worker_init,
             "[\"module load python\"]",
@@ -170,10 +173,13 @@ impl LsfProvider {
             s.push('\n');
         }
         s.push_str(&format!(
-            "\nexport LATTICE_BLOCK_ID={}\n\n# worker_init\n",
+            "\nexport LATTICE_BLOCK_ID={}\n\n",
             crate::shell_quote(&spec.block_id)
         ));
-        s.push_str(&init_lines(&spec.worker_init));
+        s.push_str(&worker_init_script(
+            &spec.worker_init,
+            InitReport::File(&batch_init_report(&self.script_dir, "LSB_JOBID")),
+        ));
         s.push('\n');
         s.push_str(&node_launch(spec, c.launcher.as_deref())?);
         Ok(s)
@@ -252,6 +258,7 @@ impl Provider for LsfProvider {
             states.entry(job.clone()).or_insert(BlockState::Completed);
         }
         states.retain(|id, _| jobs.contains(id));
+        add_init_reports(&self.script_dir, &mut states).await;
         Ok(states)
     }
 
@@ -385,7 +392,7 @@ mod tests {
         );
         let mut spec = spec("b9", 1, 4);
         spec.walltime = Duration::from_secs(5430);
-        expect![[r#"
+        expect![[r##"
             #!/bin/bash
             #BSUB -J lattice-b9
             #BSUB -o /home/me/blocks/lattice-b9.%J.out
@@ -397,12 +404,11 @@ mod tests {
 
             export LATTICE_BLOCK_ID=b9
 
-            # worker_init
             # (no worker_init)
 
             # 4 worker(s) on each of 1 node(s)
             for i in $(seq 1 4); do /opt/lattice/bin/lattice worker --dispatcher login1:9000 --capacity 1 --block-id b9 & done; wait
-        "#]]
+        "##]]
         .assert_eq(&provider.render_script(&spec).unwrap());
     }
 
@@ -460,13 +466,18 @@ echo "Job <5001> is being terminated""#,
         assert_eq!(err.to_string(), "nosuch: No such queue. Job not submitted.");
 
         let jobs: Vec<JobId> = (5001..=5005).map(|n| n.to_string()).collect();
+        std::fs::write(
+            dir.path().join("blocks/lattice-5003.worker_init.err"),
+            "conda: environment 'sim' not found\nlattice: worker_init line 2 (`conda activate sim`) failed with exit status 1; no worker started\n",
+        )
+        .unwrap();
         let states = provider.status(&jobs).await.unwrap();
         assert_eq!(states["5001"], BlockState::Running);
         assert_eq!(states["5002"], BlockState::Pending);
         assert_eq!(
             states["5003"],
             BlockState::Failed {
-                message: "lsf job exited with code 140: TERM_RUNLIMIT: job killed after reaching LSF run time limit".into()
+                message: "lsf job exited with code 140: TERM_RUNLIMIT: job killed after reaching LSF run time limit: worker_init line 2 (`conda activate sim`) failed with exit status 1: conda: environment 'sim' not found".into()
             }
         );
         assert_eq!(states["5004"], BlockState::Cancelled);

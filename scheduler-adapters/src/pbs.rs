@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::command::{message_of, write_script, Invocation};
 use crate::config::{default_command_timeout, default_walltime, quoted, Render};
 use crate::{
-    format_walltime, init_lines, node_launch, BlockSpec, BlockState, JobId, Provider, ProviderError,
+    add_init_reports, batch_init_report, format_walltime, node_launch, worker_init_script,
+    BlockSpec, BlockState, InitReport, JobId, Provider, ProviderError,
 };
 
 /// `[provider] type = "pbs"`.
@@ -89,7 +90,7 @@ impl PbsConfig {
             "[\"#PBS -l filesystems=home\"]",
         );
         out.list(
-            "Shell lines run before the workers start.",
+            "Shell lines the batch script runs on the first node before the workers start\n(keep to POSIX sh: `. FILE`). The first line that fails stops the block; its\nstderr is shown on the endpoint and on the tasks that wait for it.",
             "worker_init",
             &self.worker_init,
             "[\"module load python\"]",
@@ -183,10 +184,13 @@ impl PbsProvider {
             s.push('\n');
         }
         s.push_str(&format!(
-            "\nexport LATTICE_BLOCK_ID={}\n\n# worker_init\n",
+            "\nexport LATTICE_BLOCK_ID={}\n\n",
             crate::shell_quote(&spec.block_id)
         ));
-        s.push_str(&init_lines(&spec.worker_init));
+        s.push_str(&worker_init_script(
+            &spec.worker_init,
+            InitReport::File(&batch_init_report(&self.script_dir, "PBS_JOBID")),
+        ));
         s.push('\n');
         s.push_str(&node_launch(spec, c.launcher.as_deref())?);
         Ok(s)
@@ -256,6 +260,7 @@ impl Provider for PbsProvider {
             states.entry(job.clone()).or_insert(BlockState::Completed);
         }
         states.retain(|id, _| jobs.contains(id));
+        add_init_reports(&self.script_dir, &mut states).await;
         Ok(states)
     }
 
@@ -394,7 +399,7 @@ mod tests {
         );
         let mut spec = spec("b1", 2, 3);
         spec.worker_init = vec!["module load python".into()];
-        expect![[r#"
+        expect![[r##"
             #!/bin/bash
             #PBS -N lattice-b1
             #PBS -o /home/me/blocks/lattice-b1.out
@@ -407,12 +412,36 @@ mod tests {
 
             export LATTICE_BLOCK_ID=b1
 
-            # worker_init
+            # worker_init: the first line that fails stops the block before any worker starts
+            exec 9>&2
+            lattice_init_report=/home/me/blocks/lattice-"${PBS_JOBID}".worker_init.err
+            if { : >>"$lattice_init_report"; } 2>/dev/null; then exec 2>"$lattice_init_report"; else lattice_init_report=; fi
+            lattice_init_failed() {
+              lattice_init_status=$1
+              exec 2>&9 9>&-
+              lattice_init_summary="lattice: worker_init line $lattice_init_step failed with exit status $lattice_init_status; no worker started"
+              [ "$lattice_init_status" -ne 0 ] || lattice_init_summary="lattice: worker_init line $lattice_init_step exited the block script (status 0); no worker started"
+              if [ -n "$lattice_init_report" ]; then
+                printf '%s\n' "$lattice_init_summary" >>"$lattice_init_report"
+                cat "$lattice_init_report" >&2
+              else
+                printf '%s\n' "$lattice_init_summary" >&2
+              fi
+              [ "$lattice_init_status" -ne 0 ] || lattice_init_status=1
+              exit "$lattice_init_status"
+            }
+            trap 'lattice_init_failed $?' EXIT
+            lattice_init_step='1 (`module load python`)'
+            {
             module load python
+            } || exit
+            trap - EXIT
+            exec 2>&9 9>&-
+            if [ -n "$lattice_init_report" ]; then cat "$lattice_init_report" >&2; rm -f "$lattice_init_report"; fi
 
             # 3 worker(s) on each of 2 node(s)
             mpiexec -n 2 --ppn 1 /bin/sh -c 'for i in $(seq 1 3); do /opt/lattice/bin/lattice worker --dispatcher login1:9000 --capacity 1 --block-id b1 & done; wait'
-        "#]]
+        "##]]
         .assert_eq(&provider.render_script(&spec).unwrap());
 
         let no_launcher = PbsProvider::new(PbsConfig::default(), Path::new("/b"));
@@ -484,6 +513,13 @@ echo "qdel: Job has finished 104.pbs01" >&2; exit 35"#,
         ]
         .map(String::from)
         .to_vec();
+        // 103 was killed while its worker_init still ran: what the report
+        // holds so far is in the message.
+        std::fs::write(
+            dir.path().join("blocks/lattice-103.pbs01.worker_init.err"),
+            "Waiting for the lock on /home/me/.conda/pkgs ...\n",
+        )
+        .unwrap();
         let states = provider.status(&jobs).await.unwrap();
         assert_eq!(states["101.pbs01"], BlockState::Running);
         assert_eq!(
@@ -495,7 +531,7 @@ echo "qdel: Job has finished 104.pbs01" >&2; exit 35"#,
         assert_eq!(
             states["103.pbs01"],
             BlockState::Failed {
-                message: "pbs job killed at its walltime: Job run at Tue Nov 14 at 21:00 on (node2:ncpus=1) and failed".into()
+                message: "pbs job killed at its walltime: Job run at Tue Nov 14 at 21:00 on (node2:ncpus=1) and failed: worker_init did not finish: Waiting for the lock on /home/me/.conda/pkgs ...".into()
             }
         );
         assert_eq!(states["104.pbs01"], BlockState::Completed);

@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{message_of, write_script, Invocation};
 use crate::config::{default_command_timeout, default_walltime, quoted, Render};
-use crate::{format_walltime, init_lines, BlockSpec, BlockState, JobId, Provider, ProviderError};
+use crate::{
+    add_init_reports, batch_init_report, format_walltime, worker_init_script, BlockSpec,
+    BlockState, InitReport, JobId, Provider, ProviderError,
+};
 
 /// `[provider] type = "slurm"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,10 +114,10 @@ impl SlurmConfig {
             "[\"#SBATCH --gres=gpu:1\", \"#SBATCH --mail-type=FAIL\"]",
         );
         out.list(
-            "Shell lines run on the first node before the workers start.",
+            "Shell lines the batch script runs on the first node before the workers start\n(keep to POSIX sh: `. FILE`). The first line that fails stops the block; its\nstderr is shown on the endpoint and on the tasks that wait for it.",
             "worker_init",
             &self.worker_init,
-            "[\"module load python\", \"source ~/venv/bin/activate\"]",
+            "[\"module load python\", \". ~/venv/bin/activate\"]",
         );
         out.opt_path(
             "Where batch scripts and job output files go (default: the endpoint's dir + /blocks).",
@@ -265,8 +268,11 @@ pub fn render_script(config: &SlurmConfig, script_dir: &Path, spec: &BlockSpec) 
         "export LATTICE_BLOCK_ID={}\n",
         crate::shell_quote(&spec.block_id)
     ));
-    s.push_str("\n# worker_init\n");
-    s.push_str(&init_lines(&spec.worker_init));
+    s.push('\n');
+    s.push_str(&worker_init_script(
+        &spec.worker_init,
+        InitReport::File(&batch_init_report(script_dir, "SLURM_JOB_ID")),
+    ));
     s.push_str(&format!(
         "\n# {} worker(s) on each of {} node(s)\n",
         spec.workers_per_node, spec.nodes
@@ -350,6 +356,7 @@ impl Provider for SlurmProvider {
         if !missing.is_empty() {
             states.extend(self.missing(&missing).await);
         }
+        add_init_reports(&self.script_dir, &mut states).await;
         Ok(states)
     }
 
@@ -454,7 +461,6 @@ mod tests {
                 set -e
                 export LATTICE_BLOCK_ID=b1
 
-                # worker_init
                 # (no worker_init)
 
                 # 2 worker(s) on each of 1 node(s)
@@ -486,7 +492,7 @@ mod tests {
         check(
             config,
             &spec,
-            expect![[r#"
+            expect![[r##"
                 #!/bin/bash
                 #SBATCH --job-name=lattice-b-7
                 #SBATCH --output=/home/me/blocks/lattice-b-7.%j.out
@@ -503,13 +509,40 @@ mod tests {
                 set -e
                 export LATTICE_BLOCK_ID=b-7
 
-                # worker_init
+                # worker_init: the first line that fails stops the block before any worker starts
+                exec 9>&2
+                lattice_init_report=/home/me/blocks/lattice-"${SLURM_JOB_ID}".worker_init.err
+                if { : >>"$lattice_init_report"; } 2>/dev/null; then exec 2>"$lattice_init_report"; else lattice_init_report=; fi
+                lattice_init_failed() {
+                  lattice_init_status=$1
+                  exec 2>&9 9>&-
+                  lattice_init_summary="lattice: worker_init line $lattice_init_step failed with exit status $lattice_init_status; no worker started"
+                  [ "$lattice_init_status" -ne 0 ] || lattice_init_summary="lattice: worker_init line $lattice_init_step exited the block script (status 0); no worker started"
+                  if [ -n "$lattice_init_report" ]; then
+                    printf '%s\n' "$lattice_init_summary" >>"$lattice_init_report"
+                    cat "$lattice_init_report" >&2
+                  else
+                    printf '%s\n' "$lattice_init_summary" >&2
+                  fi
+                  [ "$lattice_init_status" -ne 0 ] || lattice_init_status=1
+                  exit "$lattice_init_status"
+                }
+                trap 'lattice_init_failed $?' EXIT
+                lattice_init_step='1 (`module load python/3.12`)'
+                {
                 module load python/3.12
+                } || exit
+                lattice_init_step='2 (`source ~/venv/bin/activate`)'
+                {
                 source ~/venv/bin/activate
+                } || exit
+                trap - EXIT
+                exec 2>&9 9>&-
+                if [ -n "$lattice_init_report" ]; then cat "$lattice_init_report" >&2; rm -f "$lattice_init_report"; fi
 
                 # 8 worker(s) on each of 4 node(s)
                 srun --nodes=4 --ntasks-per-node=8 --ntasks=32 --kill-on-bad-exit=0 /opt/lattice/bin/lattice worker --dispatcher login1:9000 --capacity 1 --block-id b-7
-            "#]],
+            "##]],
         );
     }
 
@@ -568,7 +601,7 @@ echo "4242;lattice-test""#,
             "squeue",
             &format!(
                 r#"echo "squeue $*" >> {log}
-printf '4242|RUNNING|None\n4243|PENDING|Resources\n'"#,
+printf '4242|RUNNING|None\n4243|PENDING|Resources\n4247|FAILED|NonZeroExitCode\n'"#,
                 log = log.display()
             ),
         );
@@ -606,10 +639,25 @@ esac"#,
             "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified"
         );
 
-        let jobs: Vec<JobId> = ["4242", "4243", "4244", "4245", "4246"]
+        // The batch script of 4247 stopped in worker_init and left its
+        // report; a report of a job that runs is not read.
+        for job in ["4247", "4242"] {
+            std::fs::write(
+                dir.path().join(format!("blocks/lattice-{job}.worker_init.err")),
+                "Lmod has detected the following error: The following module(s) are unknown: \"python/9.9\"\nlattice: worker_init line 1 (`module load python/9.9`) failed with exit status 1; no worker started\n",
+            )
+            .unwrap();
+        }
+        let jobs: Vec<JobId> = ["4242", "4243", "4244", "4245", "4246", "4247"]
             .map(String::from)
             .to_vec();
         let states = provider.status(&jobs).await.unwrap();
+        assert_eq!(
+            states["4247"],
+            BlockState::Failed {
+                message: "slurm job FAILED (NonZeroExitCode): worker_init line 1 (`module load python/9.9`) failed with exit status 1: Lmod has detected the following error: The following module(s) are unknown: \"python/9.9\"".into()
+            }
+        );
         assert_eq!(states["4242"], BlockState::Running);
         assert_eq!(states["4243"], BlockState::Pending);
         assert_eq!(
@@ -624,7 +672,7 @@ esac"#,
         provider.cancel(&jobs[..2]).await.unwrap();
         let calls = std::fs::read_to_string(&log).unwrap();
         assert!(
-            calls.contains("squeue -h -t all -o %i|%T|%r -j 4242,4243,4244,4245,4246"),
+            calls.contains("squeue -h -t all -o %i|%T|%r -j 4242,4243,4244,4245,4246,4247"),
             "{calls}"
         );
         assert!(calls.contains("scancel 4242 4243"), "{calls}");

@@ -328,7 +328,83 @@ async fn local_block_that_cannot_start_workers_is_reported_on_tasks() {
         "{problem}"
     );
     let info = scene.endpoint(agent.endpoint_id).await;
-    assert!(info.provider_error.unwrap().contains("exit status: 3"));
+    assert!(info.provider_error.unwrap().contains("exit status 3"));
+    agent.stop().await;
+}
+
+/// Issue #18: `source ~/venv/bin/activate` (the template's example then)
+/// under the local block's /bin/sh printed `source: not found` into the
+/// block's log only, and the workers started without the venv. Now the
+/// block stops at that line, and its stderr reaches the endpoint and the
+/// waiting task, which is not failed.
+#[tokio::test]
+async fn local_block_whose_worker_init_fails_reports_its_stderr_on_tasks() {
+    let test = "local_block_whose_worker_init_fails_reports_its_stderr_on_tasks";
+    let Some(bin) = bin_or_skip(test) else { return };
+    let scene = Scene::start(bin).await;
+    let venv = tempfile::tempdir().expect("venv dir");
+    std::fs::create_dir_all(venv.path().join("bin")).expect("venv/bin");
+    std::fs::write(
+        venv.path().join("bin/activate"),
+        "VIRTUAL_ENV=/venv\nexport VIRTUAL_ENV\n",
+    )
+    .expect("activate");
+    let past_init = venv.path().join("past-init");
+    let activate = format!("source {}/bin/activate", venv.path().display());
+    let config = LocalConfig {
+        worker_init: vec![activate.clone(), format!("touch {}", past_init.display())],
+        script_dir: None,
+    };
+    let agent = scene
+        .agent("venv-local", ProviderConfig::Local(config), strategy(1, 60))
+        .await;
+    let function = scene.shell_function("true").await;
+    let ids = scene.submit(&function, agent.endpoint_id, 1).await;
+    let task = wait_for(
+        "the task to carry the endpoint's problem (or to run)",
+        || async {
+            let task = scene.tasks(&ids).await.remove(0);
+            (task.endpoint_problem.is_some() || task.state.is_final()).then_some(task)
+        },
+    )
+    .await;
+    assert!(
+        !task.state.is_final(),
+        "no worker may start when worker_init fails; the task waits: {task:?}"
+    );
+    let problem = task.endpoint_problem.unwrap();
+    let failed_line = format!("worker_init line 1 (`{activate}`) failed with exit status 127: ");
+    for words in [
+        failed_line.as_str(),
+        "source: not found",
+        "write `. FILE` instead",
+    ] {
+        assert!(problem.contains(words), "{words:?} in {problem}");
+    }
+    let info = scene.endpoint(agent.endpoint_id).await;
+    let error = info.provider_error.expect("provider error");
+    assert!(
+        error.contains(&failed_line) && error.contains("source: not found"),
+        "{error}"
+    );
+    assert_eq!(info.workers, 0, "no worker connected");
+    let block = info
+        .blocks
+        .iter()
+        .find(|b| b.state == BlockPhase::Failed)
+        .expect("a failed block");
+    assert!(
+        block
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("source: not found"),
+        "{block:?}"
+    );
+    assert!(
+        !past_init.exists(),
+        "the line after the failing one did not run"
+    );
     agent.stop().await;
 }
 
@@ -489,6 +565,72 @@ async fn slurm_invalid_account_surfaces_on_the_endpoint_and_its_tasks() {
         .as_deref()
         .unwrap()
         .contains("Invalid account"));
+    agent.stop().await;
+}
+
+/// A worker_init line that fails in the batch script ends the job before
+/// `srun` starts any worker; the line and its stderr (from the report the
+/// script leaves in the block dir) reach the endpoint and the waiting
+/// tasks, not just the job's output file.
+#[tokio::test]
+async fn slurm_worker_init_failure_surfaces_its_stderr_on_the_endpoint_and_its_tasks() {
+    let test = "slurm_worker_init_failure_surfaces_its_stderr_on_the_endpoint_and_its_tasks";
+    let Some(bin) = slurm_or_skip(test) else {
+        return;
+    };
+    let scene = Scene::start(bin).await;
+    let missing = tempfile::tempdir().expect("dir");
+    let activate = format!(". {}/venv/bin/activate", missing.path().display());
+    let config = ProviderConfig::Slurm(SlurmConfig {
+        account: Some("lattice".to_owned()),
+        walltime: "00:10:00".into(),
+        worker_init: vec!["export OMP_NUM_THREADS=1".into(), activate.clone()],
+        ..SlurmConfig::default()
+    });
+    let agent = scene.agent("slurm-bad-init", config, strategy(1, 60)).await;
+    let function = scene.shell_function("echo never").await;
+    let ids = scene.submit(&function, agent.endpoint_id, 2).await;
+    let failed_line = format!("worker_init line 2 (`{activate}`) failed with exit status 1: ");
+    let tasks = wait_for("the tasks to carry the worker_init failure", || async {
+        let tasks = scene.tasks(&ids).await;
+        let reported = |t: &TaskInfo| t.state.is_final() || t.endpoint_problem.is_some();
+        tasks.iter().all(reported).then_some(tasks)
+    })
+    .await;
+    for task in &tasks {
+        assert!(!task.state.is_final(), "{task:?}");
+        let problem = task.endpoint_problem.as_deref().unwrap();
+        assert!(
+            problem.contains("slurm job FAILED")
+                && problem.contains(&failed_line)
+                && problem.contains("venv/bin/activate: No such file or directory"),
+            "{problem}"
+        );
+    }
+    let info = scene.endpoint(agent.endpoint_id).await;
+    let error = info.provider_error.expect("provider error");
+    assert!(error.contains(&failed_line), "{error}");
+    let block = info
+        .blocks
+        .iter()
+        .find(|b| b.state == BlockPhase::Failed)
+        .expect("a failed block");
+    let job = block.job_id.as_deref().expect("it was submitted");
+    let output = std::fs::read_dir(agent.block_dir())
+        .expect("block dir")
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(&format!(".{job}.out"))
+        })
+        .expect("the job's output file");
+    let output = std::fs::read_to_string(output.path()).unwrap();
+    assert!(
+        output.contains("No such file or directory")
+            && output.contains("lattice: worker_init line 2"),
+        "the job's output has it too: {output}"
+    );
     agent.stop().await;
 }
 

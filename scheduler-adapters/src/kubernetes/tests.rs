@@ -232,7 +232,26 @@ async fn pods_run_fail_with_the_image_pull_reason_and_are_deleted() {
             container["command"][2],
             "for i in $(seq 1 3); do lattice worker --dispatcher login1:9000 --capacity 1 --block-id b1 & done; wait"
         );
+        // A failing worker_init line's stderr ends the container's log,
+        // which becomes the termination message the pod state shows.
+        assert_eq!(
+            container["terminationMessagePolicy"],
+            "FallbackToLogsOnError"
+        );
     }
+    let mut with_init = spec("b4", 1, 1);
+    with_init.worker_init = vec!["export OMP_NUM_THREADS=1".into()];
+    let pod = good.pod(&with_init, 0);
+    let script = pod["spec"]["containers"][0]["command"][2].as_str().unwrap();
+    assert!(
+        script.contains("lattice_init_step='1 (`export OMP_NUM_THREADS=1`)'\n{\nexport OMP_NUM_THREADS=1\n} || exit\n")
+            && script.ends_with("\nfor i in $(seq 1 1); do lattice worker --dispatcher login1:9000 --capacity 1 --block-id b4 & done; wait"),
+        "{script}"
+    );
+    assert!(
+        !script.contains("lattice_init_report=/"),
+        "stderr stays on the log: {script}"
+    );
 
     let bad = provider(&url, &dir, "science", "registry.example/nosuch:1");
     let stuck = bad.submit(&spec("b2", 1, 1)).await.unwrap();
