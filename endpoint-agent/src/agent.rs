@@ -170,6 +170,7 @@ pub async fn run_agent(
         unacked: HashMap::new(),
         flush_at: None,
         reported_idle: true,
+        provider_kind: config.provider.as_ref().map(provider_kind),
         stopping: None,
         shutdown_grace: config.shutdown_grace,
         multi_user: runner_tx.map(|(commands, max_tasks)| MultiUserLink {
@@ -386,6 +387,8 @@ struct Agent {
     /// show` is not a heartbeat behind after the last task finished (busy
     /// periods add no heartbeats).
     reported_idle: bool,
+    /// The kind of the configured block provider, for heartbeats.
+    provider_kind: Option<&'static str>,
     /// When shutting down: the end of the grace period.
     stopping: Option<Instant>,
     shutdown_grace: Duration,
@@ -724,6 +727,7 @@ impl Agent {
         };
         self.reported_idle = self.is_idle();
         self.send(AgentFrame::Heartbeat {
+            provider: self.provider_kind.map(str::to_owned),
             workers,
             idle_slots: self.dispatcher.idle_slots(),
             queue_depth: self.dispatcher.queue_depth(),
@@ -745,3 +749,15 @@ impl Agent {
 
 #[cfg(test)]
 mod tests;
+
+/// `slurm`, ... as written in `[provider] type = "..."`.
+fn provider_kind(settings: &crate::config::ProviderSettings) -> &'static str {
+    use lattice_scheduler_adapters::ProviderConfig as P;
+    match &settings.provider {
+        P::Local(_) => "local",
+        P::Slurm(_) => "slurm",
+        P::Pbs(_) => "pbs",
+        P::Lsf(_) => "lsf",
+        P::Kubernetes(_) => "kubernetes",
+    }
+}

@@ -122,6 +122,10 @@ pub struct EndpointInfo {
     /// last heartbeat; empty for agents without a provider.
     #[serde(default)]
     pub blocks: Vec<BlockReport>,
+    /// The kind of worker-block provider the agent runs (`local`,
+    /// `slurm`, `pbs`, `lsf`, `kubernetes`); `None` without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     /// The last block failure the agent's provider reported, in the
     /// scheduler's words (`sbatch: error: ... Invalid account ...`); cleared
     /// once a block runs again.

@@ -112,6 +112,9 @@ pub enum AgentFrame {
         /// The last block failure, in the scheduler's words.
         #[serde(default)]
         provider_error: Option<String>,
+        /// The kind of the configured worker-block provider (`slurm`, ...).
+        #[serde(default)]
+        provider: Option<String>,
         /// A multi-user agent's active per-user child agents.
         #[serde(default)]
         children: Vec<ChildReport>,

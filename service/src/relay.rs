@@ -300,6 +300,7 @@ impl Session {
                 queue_depth,
                 blocks,
                 provider_error,
+                provider,
                 children,
             } => {
                 store
@@ -307,6 +308,7 @@ impl Session {
                         self.endpoint.id,
                         &blocks,
                         provider_error.as_deref(),
+                        provider.as_deref(),
                         &children,
                     )
                     .await?;

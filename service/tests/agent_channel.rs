@@ -294,6 +294,7 @@ async fn heartbeat_shows_the_endpoint_online_after_another_of_its_sessions_ended
         queue_depth: 0,
         blocks: Vec::new(),
         provider_error: None,
+        provider: Some("slurm".into()),
         children: Vec::new(),
     })
     .await;
@@ -301,6 +302,7 @@ async fn heartbeat_shows_the_endpoint_online_after_another_of_its_sessions_ended
         .endpoint_until_status(&scene.token, scene.endpoint, "online")
         .await;
     assert_eq!(info["workers"], 2, "{info}");
+    assert_eq!(info["provider"], "slurm", "{info}");
 }
 
 // ---- delivery within credits -------------------------------------------------
@@ -749,6 +751,7 @@ async fn truncated_frame_ends_the_session_and_the_service_carries_on(service: &T
         queue_depth: 0,
         blocks: Vec::new(),
         provider_error: None,
+        provider: None,
         children: Vec::new(),
     })
     .unwrap();
@@ -935,6 +938,7 @@ async fn multi_user_endpoint_takes_any_identity_and_names_the_submitter(service:
             queue_depth: 0,
             blocks: Vec::new(),
             provider_error: None,
+            provider: None,
             children: vec![lattice_protocol::compute::ChildReport {
                 local_user: "bob".into(),
                 variables: r#"{"account":"p42"}"#.into(),

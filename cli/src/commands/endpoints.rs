@@ -40,6 +40,9 @@ pub(crate) fn describe(e: &EndpointInfo) -> String {
     if let Some(host) = &e.hostname {
         text.push_str(&format!("\n  host:          {host}"));
     }
+    if let Some(provider) = &e.provider {
+        text.push_str(&format!("\n  provider:      {provider} (worker blocks)"));
+    }
     if let Some(version) = &e.agent_version {
         text.push_str(&format!("\n  agent version: {version}"));
     }
@@ -190,6 +193,7 @@ mod tests {
             workers: 0,
         };
         let mut e = endpoint();
+        e.provider = Some("slurm".into());
         e.blocks = vec![
             block("b-old-1", BlockPhase::Cancelled),
             block("b-new", BlockPhase::Running),
@@ -197,6 +201,7 @@ mod tests {
             block("b-bad", BlockPhase::Failed),
         ];
         let text = describe(&e);
+        assert!(text.contains("provider:      slurm"), "{text}");
         assert!(text.contains("blocks: (2 blocks ended)"), "{text}");
         assert!(text.contains("b-new") && text.contains("b-bad"), "{text}");
         assert!(!text.contains("b-old"), "{text}");

@@ -56,6 +56,7 @@ pub async fn info_for(
         } else {
             None
         },
+        provider: record.provider,
         multi_user: record.multi_user,
         children: if online && owner_view {
             record.children
@@ -181,6 +182,7 @@ pub async fn create_endpoint(
         queue_depth: 0,
         blocks: Vec::new(),
         provider_error: None,
+        provider: None,
         multi_user: false,
         children: Vec::new(),
     };

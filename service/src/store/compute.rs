@@ -38,6 +38,8 @@ pub struct EndpointRecord {
     pub blocks: Vec<BlockReport>,
     /// The last block failure the agent reported.
     pub provider_error: Option<String>,
+    /// The kind of block provider the agent last reported.
+    pub provider: Option<String>,
     /// The agent announced multi-user mode when it last connected.
     pub multi_user: bool,
     /// A multi-user agent's per-user children, from its last heartbeat.
@@ -131,6 +133,7 @@ pub trait ComputeStore: Send + Sync + 'static {
         id: EndpointId,
         blocks: &[BlockReport],
         provider_error: Option<&str>,
+        provider: Option<&str>,
         children: &[ChildReport],
     ) -> StoreResult<()>;
 
@@ -242,6 +245,7 @@ struct EndpointRow {
     queue_depth: i64,
     blocks: Option<String>,
     provider_error: Option<String>,
+    provider: Option<String>,
     multi_user: bool,
     children: Option<String>,
 }
@@ -267,6 +271,7 @@ impl EndpointRow {
                 Some(text) => serde_json::from_str(text).map_err(|e| corrupt(T, e))?,
             },
             provider_error: self.provider_error,
+            provider: self.provider,
             multi_user: self.multi_user,
             children: match self.children.as_deref() {
                 None | Some("") => Vec::new(),
@@ -470,7 +475,7 @@ macro_rules! impl_compute_store {
 
             async fn endpoint(&self, id: EndpointId) -> StoreResult<Option<EndpointRecord>> {
                 let row: Option<EndpointRow> = sqlx::query_as(&format!(
-                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error, multi_user, children FROM endpoints WHERE id = $1"
+                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error, provider, multi_user, children FROM endpoints WHERE id = $1"
                 ))
                 .bind(id.to_string())
                 .fetch_optional(&self.pool)
@@ -480,7 +485,7 @@ macro_rules! impl_compute_store {
 
             async fn endpoint_by_secret(&self, secret_hash: &str) -> StoreResult<Option<EndpointRecord>> {
                 let row: Option<EndpointRow> = sqlx::query_as(&format!(
-                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error, multi_user, children FROM endpoints WHERE secret_hash = $1"
+                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error, provider, multi_user, children FROM endpoints WHERE secret_hash = $1"
                 ))
                 .bind(secret_hash)
                 .fetch_optional(&self.pool)
@@ -490,7 +495,7 @@ macro_rules! impl_compute_store {
 
             async fn endpoint_by_name(&self, owner: IdentityId, name: &str) -> StoreResult<Option<EndpointRecord>> {
                 let row: Option<EndpointRow> = sqlx::query_as(&format!(
-                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error, multi_user, children FROM endpoints WHERE owner_id = $1 AND name = $2"
+                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error, provider, multi_user, children FROM endpoints WHERE owner_id = $1 AND name = $2"
                 ))
                 .bind(owner.to_string())
                 .bind(name)
@@ -501,7 +506,7 @@ macro_rules! impl_compute_store {
 
             async fn endpoints_owned_by(&self, owner: IdentityId) -> StoreResult<Vec<EndpointRecord>> {
                 let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
-                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error, multi_user, children FROM endpoints WHERE owner_id = $1 ORDER BY created_at, id"
+                    "SELECT {ENDPOINT_COLUMNS}, blocks, provider_error, provider, multi_user, children FROM endpoints WHERE owner_id = $1 ORDER BY created_at, id"
                 ))
                 .bind(owner.to_string())
                 .fetch_all(&self.pool)
@@ -572,6 +577,7 @@ macro_rules! impl_compute_store {
                 id: EndpointId,
                 blocks: &[BlockReport],
                 provider_error: Option<&str>,
+                provider: Option<&str>,
                 children: &[ChildReport],
             ) -> StoreResult<()> {
                 let blocks = if blocks.is_empty() {
@@ -584,11 +590,12 @@ macro_rules! impl_compute_store {
                 } else {
                     Some(serde_json::to_string(children).map_err(|e| corrupt("endpoints", e))?)
                 };
-                sqlx::query("UPDATE endpoints SET blocks = $2, provider_error = $3, children = $4 WHERE id = $1")
+                sqlx::query("UPDATE endpoints SET blocks = $2, provider_error = $3, children = $4, provider = $5 WHERE id = $1")
                     .bind(id.to_string())
                     .bind(blocks)
                     .bind(provider_error)
                     .bind(children)
+                    .bind(provider)
                     .execute(&self.pool)
                     .await?;
                 Ok(())

@@ -272,11 +272,13 @@ async fn endpoint_blocks_and_provider_error_round_trip(store: SharedStore) {
             record.id,
             &blocks,
             Some("sbatch: error: Invalid account"),
+            Some("slurm"),
             &children,
         )
         .await
         .unwrap();
     let stored = store.endpoint(record.id).await.unwrap().unwrap();
+    assert_eq!(stored.provider.as_deref(), Some("slurm"));
     assert_eq!(stored.blocks, blocks);
     assert_eq!(stored.children, children);
     assert_eq!(
@@ -284,7 +286,7 @@ async fn endpoint_blocks_and_provider_error_round_trip(store: SharedStore) {
         Some("sbatch: error: Invalid account")
     );
     store
-        .update_endpoint_blocks(record.id, &[], None, &[])
+        .update_endpoint_blocks(record.id, &[], None, None, &[])
         .await
         .unwrap();
     assert_eq!(
@@ -325,6 +327,7 @@ fn endpoint_record(owner: IdentityId, name: &str) -> EndpointRecord {
         queue_depth: 0,
         blocks: Vec::new(),
         provider_error: None,
+        provider: None,
         multi_user: false,
         children: Vec::new(),
     }
