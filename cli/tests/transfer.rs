@@ -182,6 +182,16 @@ fn collections_and_file_operations_through_the_cli() {
         ok(s.platform
             .cli(&["rename", "local:/a b/ünï/file", "local:/moved"]));
         assert_eq!(std::fs::read(local.join("moved")).unwrap(), b"12345");
+        // A rename that cannot happen names the missing side (exit 4).
+        for (from, to, missing) in [
+            ("local:/nope", "local:/x", "/nope"),
+            ("local:/moved", "local:/no/such/dir/x", "/no/such/dir"),
+        ] {
+            let refused = s.platform.cli(&["rename", from, to]);
+            assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+            let stderr = String::from_utf8_lossy(&refused.stderr);
+            assert!(stderr.contains(missing), "{stderr}");
+        }
         let removed = ok(s.platform.cli(&["rm", "-r", "local:/a b"]));
         assert!(!local.join("a b").exists());
         assert!(
@@ -409,6 +419,13 @@ fn failures_cancel_and_idempotent_submission_through_the_cli() {
             ok(s.platform
                 .cli(&["transfer", "events", &id.to_string(), "--format", "json"]));
         assert!(events.contains("FILE_NOT_FOUND"), "{events}");
+        // Text lines count items from 1: the missing one is item 101.
+        let lines = ok(s.platform.cli(&["transfer", "events", &id.to_string()]));
+        let fault = lines
+            .lines()
+            .find(|l| l.contains("FILE_NOT_FOUND"))
+            .unwrap_or_else(|| panic!("{lines}"));
+        assert!(fault.contains(" item 101 "), "{fault}");
 
         // A file sent to an existing directory, or to `dir/`, lands inside
         // it under its own name, as with cp.
@@ -458,6 +475,9 @@ fn failures_cancel_and_idempotent_submission_through_the_cli() {
         online(&s.client, "remote", false).await;
         let id = submit(&s.platform, &["local:/one", "remote:/later"]);
         wait_for_status(&s.client, id, TransferStatus::Paused).await;
+        // The pause names the offline endpoint by its name.
+        let events = ok(s.platform.cli(&["transfer", "events", &id.to_string()]));
+        assert!(events.contains("endpoint `remote` ("), "{events}");
         let timeout = s
             .platform
             .cli(&["transfer", "wait", &id.to_string(), "--timeout", "1"]);
