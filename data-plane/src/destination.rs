@@ -1050,6 +1050,31 @@ async fn receive_unit(shared: &Arc<Shared>, mut stream: RecvStream) -> Result<()
     }
 }
 
+/// A chunk header of a generation whose partial file exists: the same
+/// version the partial file was made for, and an index inside it. One
+/// generation is one version of the file, so a header that says otherwise
+/// is a lying peer; its index was only checked against the size it claims
+/// now, and would index past the partial's chunk table.
+fn same_generation(
+    made_for: SourceVersion,
+    chunks: usize,
+    id: u64,
+    index: u32,
+    claimed: SourceVersion,
+) -> Result<(), TransferError> {
+    if claimed != made_for {
+        return Err(TransferError::protocol(format!(
+            "chunk {index} of file {id} claims {claimed:?}, but its generation is {made_for:?}"
+        )));
+    }
+    if index as usize >= chunks {
+        return Err(TransferError::protocol(format!(
+            "chunk {index} of file {id} is past its {chunks} chunks"
+        )));
+    }
+    Ok(())
+}
+
 async fn receive_chunk(
     shared: &Arc<Shared>,
     mut stream: RecvStream,
@@ -1078,7 +1103,10 @@ async fn receive_chunk(
     let file = {
         let mut guard = slot.lock().await;
         match guard.as_ref() {
-            Some(p) if p.gen == gen => p.file.clone(),
+            Some(p) if p.gen == gen => {
+                same_generation(p.version, p.cvs.len(), id, index, version)?;
+                p.file.clone()
+            }
             Some(p) if p.gen > gen => {
                 let _ = stream.stop(VarInt::from_u32(0));
                 return Ok(());
@@ -1200,7 +1228,10 @@ async fn receive_chunk(
     {
         let mut guard = slot.lock().await;
         match guard.as_mut() {
-            Some(p) if p.gen == gen => p.cvs[index as usize] = Some(cv),
+            Some(p) if p.gen == gen => {
+                same_generation(p.version, p.cvs.len(), id, index, version)?;
+                p.cvs[index as usize] = Some(cv);
+            }
             _ => return Ok(()),
         }
     }
@@ -1447,6 +1478,26 @@ fn link_into(file: &std::fs::File, parent: &Dir, name: &OsStr) -> std::io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_that_changes_the_generations_version_is_a_protocol_error() {
+        let made_for = SourceVersion {
+            size: 10,
+            mtime_ns: 5,
+        };
+        assert!(same_generation(made_for, 2, 7, 1, made_for).is_ok());
+        // A later header claiming a bigger file, to reach past the table.
+        let bigger = SourceVersion {
+            size: 1 << 40,
+            ..made_for
+        };
+        let err = same_generation(made_for, 2, 7, 5, bigger).unwrap_err();
+        assert_eq!(err.code, FaultCode::ProtocolError);
+        assert!(err.to_string().contains("chunk 5 of file 7"), "{err}");
+        let err = same_generation(made_for, 2, 7, 2, made_for).unwrap_err();
+        assert_eq!(err.code, FaultCode::ProtocolError);
+        assert!(err.to_string().contains("past its 2 chunks"), "{err}");
+    }
 
     #[test]
     fn discarding_removes_the_partial_files_the_journal_names_and_the_journal() {

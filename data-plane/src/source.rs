@@ -539,6 +539,14 @@ impl Coordinator {
                 if file.gen != gen || file.phase != Phase::Chunks {
                     return Ok(None);
                 }
+                // The peer names the chunk: one past the file is a lie, not
+                // a reason to index out of bounds.
+                if index as usize >= file.acked.len() {
+                    return Err(TransferError::protocol(format!(
+                        "the destination acknowledged chunk {index} of file {id}, which has {} chunks",
+                        file.acked.len()
+                    )));
+                }
                 if ok {
                     file.acked[index as usize] = true;
                     self.maybe_complete(id);
@@ -1385,4 +1393,80 @@ fn walk(
         return;
     }
     send(WalkMessage::End);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A coordinator with one file of two chunks waiting for their acks.
+    fn coordinator(root: &std::path::Path) -> Coordinator {
+        let (queue, _) = mpsc::unbounded_channel();
+        let (events, _) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            collection: Collection::open(root).unwrap(),
+            tuning: Tuning::default(),
+            verify: true,
+            hooks: TestHooks::default(),
+            progress: Arc::new(Progress::new(Side::Source, None)),
+            skip_source_errors: false,
+            buffers: BufferPool::new(PIECE, MAX_IDLE_BUFFERS),
+        });
+        let chunk_size = shared.tuning.chunk_size;
+        let mut file = SrcFile {
+            path: Arc::new(CollectionPath::parse("/f").unwrap()),
+            rel: Arc::from("f"),
+            size: chunk_size + 1,
+            mtime_ns: 0,
+            gen: 1,
+            phase: Phase::Chunks,
+            cvs: Vec::new(),
+            acked: Vec::new(),
+            dirty: false,
+            retries: 0,
+        };
+        file.reset_chunks(chunk_size);
+        assert_eq!(file.acked.len(), 2);
+        Coordinator {
+            shared,
+            queue,
+            events,
+            files: HashMap::from([(7, file)]),
+            pending_plans: 0,
+            walk_done: false,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            next_unit: 0,
+            batches_in_flight: HashSet::new(),
+            outgoing: Vec::new(),
+            finishing: false,
+        }
+    }
+
+    #[test]
+    fn an_ack_past_the_file_is_a_protocol_error_not_a_panic() {
+        let root = tempfile::tempdir().unwrap();
+        for ok in [true, false] {
+            let mut c = coordinator(root.path());
+            let lie = ToSource::ChunkAck {
+                id: 7,
+                gen: 1,
+                index: 2,
+                ok,
+            };
+            let err = c.control(lie).unwrap_err();
+            assert_eq!(err.code, FaultCode::ProtocolError, "{err:?}");
+            assert!(err.to_string().contains("chunk 2 of file 7"), "{err}");
+        }
+        // A true ack is taken.
+        let mut c = coordinator(root.path());
+        let ack = ToSource::ChunkAck {
+            id: 7,
+            gen: 1,
+            index: 1,
+            ok: true,
+        };
+        assert!(c.control(ack).unwrap().is_none());
+        assert!(c.files[&7].acked[1]);
+    }
 }
