@@ -422,22 +422,12 @@ pub fn endpoint_dir(config_dir: &Path, name: &str) -> Result<PathBuf, AgentError
     Ok(config_dir.join("endpoints").join(name))
 }
 
-/// Endpoint names become directory names: letters, digits, `-`, `_`, `.`,
-/// not starting with `.`, at most 64 bytes.
+/// Endpoint names become directory names: the one rule of
+/// [`lattice_protocol::names::EndpointName`].
 pub fn validate_endpoint_name(name: &str) -> Result<(), AgentError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(AgentError::Config(format!(
-            "invalid endpoint name `{name}`: use letters, digits, `-`, `_` and `.` (not first), at most 64 characters"
-        )))
-    }
+    lattice_protocol::names::EndpointName::parse(name)
+        .map(drop)
+        .map_err(|e| AgentError::Config(e.to_string()))
 }
 
 fn file_error(path: &Path, error: impl std::fmt::Display) -> AgentError {

@@ -57,18 +57,7 @@ impl CollectionConfig {
     }
 
     pub(crate) fn check(&self) -> Result<(), String> {
-        let ok = !self.name.is_empty()
-            && self.name.len() <= 100
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !ok {
-            return Err(format!(
-                "collection name `{}`: use 1-100 letters, digits, `-`, `_` or `.`",
-                self.name
-            ));
-        }
+        lattice_protocol::names::CollectionName::parse(&self.name).map_err(|e| e.to_string())?;
         if self.root.as_os_str().is_empty() {
             return Err(format!("collection `{}`: root is empty", self.name));
         }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod frames;
 pub mod framing;
 pub mod ids;
+pub mod names;
 pub mod template;
 pub mod transfer;
 

@@ -99,18 +99,9 @@ impl WorkerCommand {
     }
 }
 
-/// Quotes a word for POSIX `sh` (unchanged when it needs no quoting).
-pub fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b));
-    if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
+/// Quotes a word for POSIX `sh` (unchanged when it needs no quoting): the
+/// one quoting rule of the workspace, the one task templates use.
+pub use lattice_protocol::template::shell_quote;
 
 /// What the scheduler says about a block.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -297,6 +297,22 @@ async fn endpoint_with_an_invalid_name_is_400() {
 }
 
 #[tokio::test]
+async fn endpoint_names_follow_the_agents_rule() {
+    // The agent keeps an endpoint's state in a directory named after it:
+    // the service accepts exactly the names the agent can use.
+    let service = service().await;
+    let (_, token) = service.user("alice").await;
+    for bad in ["..", ".hidden", &"e".repeat(65)] {
+        let answer = service
+            .post_json("/v1/endpoints", Some(&token), json!({ "name": bad }))
+            .await;
+        let message = assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+        assert!(message.contains("not first"), "{bad}: {message}");
+    }
+    service.endpoint(&token, &"e".repeat(64)).await;
+}
+
+#[tokio::test]
 async fn listed_endpoint_without_an_agent_is_offline() {
     let service = service().await;
     let (_, token) = service.user("alice").await;

@@ -143,16 +143,8 @@ pub async fn create_endpoint(
     name: &str,
 ) -> Result<(EndpointRecord, String), ApiError> {
     let name = name.trim();
-    if name.is_empty()
-        || name.len() > 100
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(ApiError::bad_request(
-            "name: use 1-100 letters, digits, `-`, `_` or `.`",
-        ));
-    }
+    lattice_protocol::names::EndpointName::parse(name)
+        .map_err(|e| ApiError::bad_request(format!("name: {e}")))?;
     let secret = new_secret("lat_ep_");
     if let Some(existing) = state.store.endpoint_by_name(owner, name).await? {
         state

@@ -289,14 +289,9 @@ pub fn agent_gone(state: &AppState, endpoint: EndpointId) {
     }
 }
 
-/// Collection names: 1-100 letters, digits, `-`, `_` or `.` (no `:`, which
-/// separates collection and path on the command line).
+/// Collection names follow [`lattice_protocol::names::CollectionName`].
 pub fn valid_collection_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 100
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    lattice_protocol::names::CollectionName::parse(name).is_ok()
 }
 
 /// Starts runners for every unfinished transfer (at service start).
