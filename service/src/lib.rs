@@ -23,11 +23,12 @@ pub mod testing;
 pub mod transfers;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::Router;
 use lattice_protocol::ErrorCode;
 use tower_http::trace::TraceLayer;
@@ -40,79 +41,23 @@ pub use state::AppState;
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
-    let v1 = Router::new()
-        .route("/health", get(routes::health::health))
-        .route("/openapi.json", get(openapi_json))
-        .route("/auth/login", post(routes::auth::login_start))
-        .route("/auth/oidc/callback", get(routes::auth::login_callback))
-        .route("/auth/token", post(routes::auth::token))
-        .route("/auth/revoke", post(routes::auth::revoke))
-        .route("/auth/whoami", get(routes::auth::whoami))
-        .route("/identities/link", post(routes::identities::link))
-        .route("/identities/{id}", get(routes::identities::show))
-        .route(
-            "/clients",
-            post(routes::clients::create).get(routes::clients::list),
-        )
-        .route("/clients/{id}", delete(routes::clients::delete))
-        .route("/clients/{id}/secret", post(routes::clients::rotate_secret))
-        .route(
-            "/functions",
-            post(routes::functions::register).get(routes::functions::list),
-        )
-        .route(
-            "/functions/{id}",
-            get(routes::functions::show).delete(routes::functions::delete),
-        )
-        .route(
-            "/endpoints",
-            post(routes::endpoints::register).get(routes::endpoints::list),
-        )
-        .route("/endpoints/{id}", get(routes::endpoints::show))
-        .route(
-            "/tasks",
-            post(routes::tasks::submit_one).get(routes::tasks::list),
-        )
-        .route("/tasks/status", post(routes::tasks::status))
-        .route("/tasks/{id}", get(routes::tasks::show))
-        .route("/tasks/{id}/cancel", post(routes::tasks::cancel))
-        .route("/batches", post(routes::tasks::submit_batch))
-        .route("/batches/{id}", get(routes::tasks::batch_status))
-        .route("/batches/{id}/stream", get(routes::tasks::stream))
-        .route("/stream", get(routes::session::session))
-        .route("/collections", get(routes::collections::list))
-        .route("/collections/{collection}", get(routes::collections::show))
-        .route(
-            "/collections/{collection}/ls",
-            post(routes::collections::ls),
-        )
-        .route(
-            "/collections/{collection}/stat",
-            post(routes::collections::stat),
-        )
-        .route(
-            "/collections/{collection}/mkdir",
-            post(routes::collections::mkdir),
-        )
-        .route(
-            "/collections/{collection}/rename",
-            post(routes::collections::rename),
-        )
-        .route(
-            "/collections/{collection}/delete",
-            post(routes::collections::delete),
-        )
-        .route(
-            "/transfers",
-            post(routes::transfers::submit).get(routes::transfers::list),
-        )
-        .route("/deletes", post(routes::transfers::submit_delete))
-        .route("/transfers/{id}", get(routes::transfers::show))
-        .route("/transfers/{id}/cancel", post(routes::transfers::cancel))
-        .route("/transfers/{id}/events", get(routes::transfers::events))
-        .route("/agent/connect", get(relay::connect));
+    let (api, doc) = documented_routes();
+    // Serialized once: the document is the same for every request.
+    let doc: Arc<str> = serde_json::to_string(&doc)
+        .expect("the OpenAPI document serializes")
+        .into();
+    let openapi_json = move || {
+        let doc = doc.clone();
+        async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                doc.to_string(),
+            )
+        }
+    };
     Router::new()
-        .nest("/v1", v1)
+        .merge(api)
+        .route("/v1/openapi.json", get(openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -126,8 +71,54 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(openapi::ApiDoc::openapi())
+/// Every route of the API from one list: each handler's `#[utoipa::path]`
+/// gives its method and path both to the router and to
+/// `/v1/openapi.json`, so no route is served undocumented or documented
+/// but not served. Handlers of one path share a `routes!`.
+fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use routes::{
+        auth, clients, collections, endpoints, functions, health, identities, session, tasks,
+        transfers,
+    };
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(auth::login_start))
+        .routes(routes!(auth::login_callback))
+        .routes(routes!(auth::token))
+        .routes(routes!(auth::revoke))
+        .routes(routes!(auth::whoami))
+        .routes(routes!(identities::link))
+        .routes(routes!(identities::show))
+        .routes(routes!(clients::create, clients::list))
+        .routes(routes!(clients::delete))
+        .routes(routes!(clients::rotate_secret))
+        .routes(routes!(functions::register, functions::list))
+        .routes(routes!(functions::show, functions::delete))
+        .routes(routes!(endpoints::register, endpoints::list))
+        .routes(routes!(endpoints::show))
+        .routes(routes!(tasks::submit_one, tasks::list))
+        .routes(routes!(tasks::status))
+        .routes(routes!(tasks::show))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(tasks::submit_batch))
+        .routes(routes!(tasks::batch_status))
+        .routes(routes!(tasks::stream))
+        .routes(routes!(session::session))
+        .routes(routes!(collections::list))
+        .routes(routes!(collections::show))
+        .routes(routes!(collections::ls))
+        .routes(routes!(collections::stat))
+        .routes(routes!(collections::mkdir))
+        .routes(routes!(collections::rename))
+        .routes(routes!(collections::delete))
+        .routes(routes!(transfers::submit, transfers::list))
+        .routes(routes!(transfers::submit_delete))
+        .routes(routes!(transfers::show))
+        .routes(routes!(transfers::cancel))
+        .routes(routes!(transfers::events))
+        .routes(routes!(relay::connect))
+        .split_for_parts()
 }
 
 async fn not_found() -> ApiError {

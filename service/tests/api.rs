@@ -104,6 +104,57 @@ async fn openapi_document_lists_whoami_and_bearer_scheme() {
 }
 
 #[tokio::test]
+async fn every_documented_operation_is_served() {
+    // The router and the document come from one list; this checks the
+    // document's side: each operation reaches a handler (which may refuse
+    // the anonymous, empty request), never the no-such-route fallback.
+    let service = service().await;
+    let doc = service.get("/v1/openapi.json", None).await.body;
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut operations = 0;
+    for (path, item) in paths {
+        let concrete = path
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "0d6f6a3e-5c1b-4b7e-9a62-3f1c2d4e5f60"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in item.as_object().unwrap().keys() {
+            let Ok(method) = method.to_uppercase().parse::<axum::http::Method>() else {
+                continue;
+            };
+            if !["GET", "POST", "DELETE", "PUT", "PATCH"].contains(&method.as_str()) {
+                continue;
+            }
+            operations += 1;
+            let request = Request::builder()
+                .method(method.clone())
+                .uri(&concrete)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{}"))
+                .unwrap();
+            let answer = service.send(request).await;
+            assert_ne!(
+                answer.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            let message = answer.body["message"].as_str().unwrap_or_default();
+            assert!(
+                !message.contains("no such route"),
+                "{method} {path} is documented but not served: {answer:?}"
+            );
+        }
+    }
+    assert!(operations >= 40, "only {operations} operations documented");
+}
+
+#[tokio::test]
 async fn unknown_route_is_404_json() {
     let service = service().await;
     for path in ["/v1/no-such-route", "/elsewhere"] {
