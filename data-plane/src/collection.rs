@@ -118,35 +118,10 @@ impl std::fmt::Display for CollectionPath {
     }
 }
 
-/// What an entry is. Symlinks are reported, never followed by listings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryKind {
-    File,
-    Dir,
-    Symlink,
-    Other,
-}
-
-/// One file system entry, as `ls --long` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// Final path component (lossy UTF-8).
-    pub name: String,
-    /// Collection-absolute path, e.g. `/data/run 1/out.txt`.
-    pub path: String,
-    pub kind: EntryKind,
-    pub size: u64,
-    /// Modification time, milliseconds since the Unix epoch.
-    pub modified_ms: i64,
-    /// Permission bits (`0o755`).
-    pub permissions: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// Where a symlink points (as stored; it is not resolved).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_target: Option<String>,
-}
+// An entry (what `ls --long` shows; symlinks are reported, never followed
+// by listings), its kind and a delete's summary are the protocol's own
+// types: the agent hands them to the service as they are.
+pub use lattice_protocol::transfer::{DeleteSummary, EntryKind, FileEntry as Entry};
 
 /// How far [`Collection::list`] descends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,13 +139,6 @@ impl Default for ListOptions {
             max_entries: 100_000,
         }
     }
-}
-
-/// What a delete removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeleteSummary {
-    pub files: u64,
-    pub directories: u64,
 }
 
 /// Live counts of a running delete, and its stop switch (checked between

@@ -8,74 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::FaultCode;
 
-/// When an existing destination file counts as up to date (it is then skipped).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncLevel {
-    /// The destination file exists.
-    Exists,
-    /// ... and has the source's size.
-    Size,
-    /// ... and the same size, and is not older than the source.
-    Mtime,
-    /// ... and the same size and blake3 (both sides hash; nothing is sent if equal).
-    Checksum,
-}
-
-impl std::str::FromStr for SyncLevel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "exists" => Ok(SyncLevel::Exists),
-            "size" => Ok(SyncLevel::Size),
-            "mtime" => Ok(SyncLevel::Mtime),
-            "checksum" => Ok(SyncLevel::Checksum),
-            other => Err(format!(
-                "unknown sync level `{other}`: expected exists, size, mtime or checksum"
-            )),
-        }
-    }
-}
-
-/// What a transfer does, as the user asked for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TransferOptions {
-    /// `None` copies every file; otherwise up-to-date files are skipped.
-    pub sync_level: Option<SyncLevel>,
-    /// blake3 of every file on both sides, compared (default on).
-    pub verify_checksum: bool,
-    pub preserve_mtime: bool,
-    /// Remove destination files and directories the source does not have
-    /// (recursive transfers only; excluded paths are left alone).
-    pub delete_extraneous: bool,
-    /// Skip source files that vanish or cannot be read, recording an event.
-    pub skip_source_errors: bool,
-    /// A full destination (ENOSPC/EDQUOT) fails the transfer instead of being retried.
-    pub fail_on_quota: bool,
-    /// Glob patterns; if any are given, only matching files are transferred.
-    /// A pattern without `/` matches the file name, otherwise the path
-    /// relative to the transfer's source root.
-    pub include: Vec<String>,
-    /// Glob patterns of files and directories to leave out (a directory
-    /// prunes its subtree).
-    pub exclude: Vec<String>,
-}
-
-impl Default for TransferOptions {
-    fn default() -> Self {
-        TransferOptions {
-            sync_level: None,
-            verify_checksum: true,
-            preserve_mtime: false,
-            delete_extraneous: false,
-            skip_source_errors: false,
-            fail_on_quota: false,
-            include: Vec::new(),
-            exclude: Vec::new(),
-        }
-    }
-}
+// The protocol's own types: the service, the agent and the engine share one
+// definition (a count or a checksum cannot be lost converting between two).
+// A retry's counters start from zero; the service adds them up. A
+// checksum's path is relative to the item's destination root ("" for a
+// single file).
+pub use lattice_protocol::transfer::{
+    FileChecksum, Side, SyncLevel, TransferCounters, TransferOptions,
+};
 
 /// How the engine moves bytes. Defaults suit a LAN or loopback; raise
 /// `connections` for long fat links (one congestion window per connection).
@@ -175,14 +115,6 @@ impl fmt::Debug for Credential {
     }
 }
 
-/// Which agent noticed an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Side {
-    Source,
-    Destination,
-}
-
 /// A fault, recorded as it happens (most are recovered from: the data is
 /// re-sent, the file re-read, the file skipped).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,41 +153,6 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Counts of one attempt (a retry starts from zero; the service adds them up).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TransferCounters {
-    /// Files copied (and verified, when verification is on) in this attempt.
-    pub files: u64,
-    /// Directories seen in the source tree (created at the destination if missing).
-    pub directories: u64,
-    /// Payload bytes written at the destination (re-sends included).
-    pub bytes_transferred: u64,
-    /// Bytes of files whose blake3 matched on both sides.
-    pub bytes_verified: u64,
-    /// Files left out: up to date per the sync level, or source errors skipped.
-    pub files_skipped: u64,
-    /// Files a previous attempt had already completed (from the restart journal).
-    pub files_resumed: u64,
-    /// Number of fault events.
-    pub faults: u64,
-    /// Files and bytes found by the source so far (grows during the walk).
-    pub files_total: u64,
-    pub bytes_total: u64,
-    pub elapsed_ms: u64,
-    /// `bytes_transferred / elapsed`.
-    pub bytes_per_second: u64,
-}
-
-/// The recorded checksum of one transferred file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileChecksum {
-    /// Relative to the transfer's destination root ("" for a single file).
-    pub path: String,
-    pub size: u64,
-    /// blake3, hex (what `b3sum` prints).
-    pub blake3: String,
-}
-
 /// What an attempt did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransferReport {
@@ -281,3 +178,107 @@ pub enum TransferUpdate {
 
 /// How often [`TransferUpdate::Progress`] is sent.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What the service sends both agents, as the engine runs it: fields the
+/// task's tuning leaves out take the engine's defaults. Every field is
+/// named, so one added to either side fails to compile here instead of
+/// being dropped.
+impl From<lattice_protocol::transfer::AttemptSpec> for TransferSpec {
+    fn from(spec: lattice_protocol::transfer::AttemptSpec) -> Self {
+        let lattice_protocol::transfer::AttemptSpec {
+            transfer_id,
+            source_path,
+            destination_path,
+            recursive,
+            options,
+            tuning,
+        } = spec;
+        let lattice_protocol::transfer::TransferTuning {
+            connections,
+            streams_per_connection,
+            chunk_size,
+        } = tuning;
+        let defaults = Tuning::default();
+        TransferSpec {
+            transfer_id,
+            source_path,
+            destination_path,
+            recursive,
+            options,
+            tuning: Tuning {
+                connections: connections.unwrap_or(defaults.connections),
+                streams_per_connection: streams_per_connection
+                    .unwrap_or(defaults.streams_per_connection),
+                chunk_size: chunk_size.unwrap_or(defaults.chunk_size),
+                ..defaults
+            },
+        }
+    }
+}
+
+/// A fault as the service records it (the code in its wire spelling).
+impl From<TransferEvent> for lattice_protocol::transfer::FaultEvent {
+    fn from(event: TransferEvent) -> Self {
+        let TransferEvent {
+            code,
+            path,
+            message,
+            side,
+            time_ms,
+        } = event;
+        lattice_protocol::transfer::FaultEvent {
+            code: code.as_str().to_owned(),
+            path,
+            message,
+            side,
+            time_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_protocol::transfer::{AttemptSpec, TransferTuning};
+
+    #[test]
+    fn an_attempt_spec_keeps_every_field_and_defaults_what_tuning_leaves_out() {
+        let spec = AttemptSpec {
+            transfer_id: "t.0".into(),
+            source_path: "/a".into(),
+            destination_path: "/b".into(),
+            recursive: true,
+            options: TransferOptions {
+                sync_level: Some(SyncLevel::Checksum),
+                include: vec!["*.h5".into()],
+                ..TransferOptions::default()
+            },
+            tuning: TransferTuning {
+                chunk_size: Some(1 << 20),
+                ..TransferTuning::default()
+            },
+        };
+        let engine = TransferSpec::from(spec.clone());
+        assert_eq!(engine.transfer_id, "t.0");
+        assert_eq!(engine.destination_path, "/b");
+        assert!(engine.recursive);
+        assert_eq!(engine.options, spec.options);
+        assert_eq!(engine.tuning.chunk_size, 1 << 20);
+        assert_eq!(engine.tuning.connections, Tuning::default().connections);
+    }
+
+    #[test]
+    fn a_fault_event_carries_the_wire_spelling_of_its_code() {
+        let event = TransferEvent {
+            code: FaultCode::NoSpaceLeft,
+            path: Some("a/b".into()),
+            message: "full".into(),
+            side: Side::Destination,
+            time_ms: 7,
+        };
+        let fault = lattice_protocol::transfer::FaultEvent::from(event);
+        assert_eq!(fault.code, "NO_SPACE_LEFT");
+        assert_eq!(fault.path.as_deref(), Some("a/b"));
+        assert_eq!(fault.time_ms, 7);
+    }
+}

@@ -25,7 +25,6 @@ use lattice_protocol::transfer::{
     AttemptError, AttemptSpec, CollectionAnnounce, FileErrorKind, FileOp, FileOpError,
     FileOpOutcome, FileOpRequestId, Side, TransferCommand, TransferCounters, TransferReport,
 };
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -396,12 +395,7 @@ impl DataPlane {
                 message: format!("this agent does not host a collection named `{collection}`"),
                 retryable: false,
             })?;
-        let spec: TransferSpec = convert(spec).map_err(|e| AttemptError {
-            code: "PROTOCOL_ERROR".into(),
-            message: format!("transfer spec: {e}"),
-            retryable: false,
-        })?;
-        Ok((collection, spec))
+        Ok((collection, TransferSpec::from(spec.clone())))
     }
 
     /// Reports an attempt that could not even start.
@@ -444,18 +438,12 @@ impl DataPlane {
                                 transfer_id: id.clone(),
                                 attempt,
                                 side,
-                                counters: convert(&counters).unwrap_or_default(),
+                                counters,
                             },
-                            TransferUpdate::Event(event) => match convert(&event) {
-                                Ok(event) => TransferReport::Fault {
-                                    transfer_id: id.clone(),
-                                    attempt,
-                                    event,
-                                },
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "unconvertible transfer event");
-                                    continue;
-                                }
+                            TransferUpdate::Event(event) => TransferReport::Fault {
+                                transfer_id: id.clone(),
+                                attempt,
+                                event: event.into(),
                             },
                         };
                         if outgoing.send(AgentFrame::Transfer { report }).is_err() {
@@ -494,12 +482,8 @@ impl DataPlane {
                     transfer_id: id,
                     attempt,
                     side,
-                    counters: convert(&report.counters).unwrap_or_default(),
-                    checksums: report
-                        .checksums
-                        .iter()
-                        .filter_map(|c| convert(c).ok())
-                        .collect(),
+                    counters: report.counters,
+                    checksums: report.checksums,
                     error,
                 },
             });
@@ -611,9 +595,7 @@ async fn run_file_op(collection: &Collection, op: FileOp) -> Result<FileOpOutcom
                 )
                 .await
                 .map_err(file_error)?;
-            FileOpOutcome::Entries {
-                entries: entries.iter().filter_map(|e| convert(e).ok()).collect(),
-            }
+            FileOpOutcome::Entries { entries }
         }
         FileOp::Stat { path } => entry(collection.stat(&path).await.map_err(file_error)?)?,
         FileOp::Mkdir { path, parents } => {
@@ -627,25 +609,14 @@ async fn run_file_op(collection: &Collection, op: FileOp) -> Result<FileOpOutcom
                 .delete(&path, recursive)
                 .await
                 .map_err(file_error)?;
-            FileOpOutcome::Deleted {
-                summary: convert(&summary).map_err(io_error)?,
-            }
+            FileOpOutcome::Deleted { summary }
         }
     };
     Ok(outcome)
 }
 
 fn entry(entry: lattice_data_plane::Entry) -> Result<FileOpOutcome, FileOpError> {
-    Ok(FileOpOutcome::Entry {
-        entry: convert(&entry).map_err(io_error)?,
-    })
-}
-
-fn io_error(e: serde_json::Error) -> FileOpError {
-    FileOpError {
-        kind: FileErrorKind::Io,
-        message: e.to_string(),
-    }
+    Ok(FileOpOutcome::Entry { entry })
 }
 
 fn file_error(e: CollectionError) -> FileOpError {
@@ -668,12 +639,6 @@ fn file_error(e: CollectionError) -> FileOpError {
         kind,
         message: e.to_string(),
     }
-}
-
-/// Converts between the engine's serde types and the protocol's, which
-/// have the same serialized shape.
-fn convert<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, serde_json::Error> {
-    serde_json::from_value(serde_json::to_value(value)?)
 }
 
 /// The IP sources should dial: the listen IP, or for a wildcard the local
@@ -715,7 +680,7 @@ mod tests {
                 ..Default::default()
             },
         };
-        let engine: TransferSpec = convert(&spec).unwrap();
+        let engine = TransferSpec::from(spec.clone());
         let defaults = lattice_data_plane::Tuning::default();
         assert_eq!(
             engine.tuning,
@@ -730,23 +695,13 @@ mod tests {
             tuning: Default::default(),
             ..spec.clone()
         };
-        assert_eq!(
-            convert::<_, TransferSpec>(&untuned).unwrap().tuning,
-            defaults
-        );
+        assert_eq!(TransferSpec::from(untuned).tuning, defaults);
         assert_eq!(
             engine.options.sync_level,
             Some(lattice_data_plane::SyncLevel::Mtime)
         );
         assert!(engine.options.verify_checksum);
         assert!(engine.options.preserve_mtime);
-        let counters = lattice_data_plane::TransferCounters {
-            files: 3,
-            bytes_verified: 7,
-            ..Default::default()
-        };
-        let wire: TransferCounters = convert(&counters).unwrap();
-        assert_eq!((wire.files, wire.bytes_verified), (3, 7));
     }
 
     #[test]

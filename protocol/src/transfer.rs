@@ -234,7 +234,22 @@ pub enum SyncLevel {
     Checksum,
 }
 
-/// What a transfer does (the engine's `TransferOptions`, same shape).
+impl std::str::FromStr for SyncLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exists" => Ok(SyncLevel::Exists),
+            "size" => Ok(SyncLevel::Size),
+            "mtime" => Ok(SyncLevel::Mtime),
+            "checksum" => Ok(SyncLevel::Checksum),
+            other => Err(format!(
+                "unknown sync level `{other}`: expected exists, size, mtime or checksum"
+            )),
+        }
+    }
+}
+
+/// What a transfer does (the engine uses this type as it is).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -185,15 +185,7 @@ fn parse_chunk_size(text: &str) -> Result<u64, String> {
 }
 
 fn parse_sync_level(text: &str) -> Result<SyncLevel, String> {
-    match text {
-        "exists" => Ok(SyncLevel::Exists),
-        "size" => Ok(SyncLevel::Size),
-        "mtime" => Ok(SyncLevel::Mtime),
-        "checksum" => Ok(SyncLevel::Checksum),
-        other => Err(format!(
-            "`{other}`: expected exists, size, mtime or checksum"
-        )),
-    }
+    text.parse()
 }
 
 pub(crate) fn parse_deadline(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
