@@ -97,60 +97,8 @@ impl CollectionError {
     }
 }
 
-/// The closed set of fault codes a transfer reports (as events and as the
-/// reason an attempt failed). Serialized as `SCREAMING_SNAKE_CASE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum FaultCode {
-    /// The source could not reach the destination (or it never showed up).
-    ConnectFailed,
-    /// An established data connection was lost.
-    ConnectionReset,
-    FileNotFound,
-    PermissionDenied,
-    /// Data did not match its blake3 checksum; the data was re-sent.
-    VerifyChecksum,
-    /// A source file changed while it was read; it was re-read.
-    FileSizeChanged,
-    /// ENOSPC or EDQUOT at the destination.
-    NoSpaceLeft,
-    /// A path from the peer or the plan was refused.
-    InvalidPath,
-    /// The peer presented a wrong credential or certificate.
-    AuthFailed,
-    /// The peer broke the protocol (bad frame, unknown file id).
-    ProtocolError,
-    /// Any other I/O error.
-    IoError,
-    /// The run was cancelled by its caller.
-    Cancelled,
-}
-
-impl FaultCode {
-    /// The wire spelling, e.g. `NO_SPACE_LEFT`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FaultCode::ConnectFailed => "CONNECT_FAILED",
-            FaultCode::ConnectionReset => "CONNECTION_RESET",
-            FaultCode::FileNotFound => "FILE_NOT_FOUND",
-            FaultCode::PermissionDenied => "PERMISSION_DENIED",
-            FaultCode::VerifyChecksum => "VERIFY_CHECKSUM",
-            FaultCode::FileSizeChanged => "FILE_SIZE_CHANGED",
-            FaultCode::NoSpaceLeft => "NO_SPACE_LEFT",
-            FaultCode::InvalidPath => "INVALID_PATH",
-            FaultCode::AuthFailed => "AUTH_FAILED",
-            FaultCode::ProtocolError => "PROTOCOL_ERROR",
-            FaultCode::IoError => "IO_ERROR",
-            FaultCode::Cancelled => "CANCELLED",
-        }
-    }
-}
-
-impl std::fmt::Display for FaultCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The fault codes: protocol's, shared with the service and the agent.
+pub use lattice_protocol::transfer::FaultCode;
 
 /// Why a transfer attempt (one `run_source` / `run_destination` call) failed.
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq)]

@@ -216,7 +216,7 @@ impl From<lattice_protocol::transfer::AttemptSpec> for TransferSpec {
     }
 }
 
-/// A fault as the service records it (the code in its wire spelling).
+/// A fault as the service records it.
 impl From<TransferEvent> for lattice_protocol::transfer::FaultEvent {
     fn from(event: TransferEvent) -> Self {
         let TransferEvent {
@@ -227,7 +227,7 @@ impl From<TransferEvent> for lattice_protocol::transfer::FaultEvent {
             time_ms,
         } = event;
         lattice_protocol::transfer::FaultEvent {
-            code: code.as_str().to_owned(),
+            code,
             path,
             message,
             side,
@@ -277,7 +277,8 @@ mod tests {
             time_ms: 7,
         };
         let fault = lattice_protocol::transfer::FaultEvent::from(event);
-        assert_eq!(fault.code, "NO_SPACE_LEFT");
+        assert_eq!(fault.code, FaultCode::NoSpaceLeft);
+        assert_eq!(fault.code.as_str(), "NO_SPACE_LEFT");
         assert_eq!(fault.path.as_deref(), Some("a/b"));
         assert_eq!(fault.time_ms, 7);
     }

@@ -22,7 +22,7 @@ use lattice_data_plane::{
 };
 use lattice_protocol::frames::{AgentFrame, ServiceFrame};
 use lattice_protocol::transfer::{
-    AttemptError, AttemptSpec, CollectionAnnounce, FileErrorKind, FileOp, FileOpError,
+    AttemptError, AttemptSpec, CollectionAnnounce, FaultCode, FileErrorKind, FileOp, FileOpError,
     FileOpOutcome, FileOpRequestId, Side, TransferCommand, TransferCounters, TransferReport,
 };
 use serde::{Deserialize, Serialize};
@@ -244,7 +244,7 @@ impl DataPlane {
                         attempt,
                         side,
                         AttemptError {
-                            code: "CANCELLED".into(),
+                            code: FaultCode::Cancelled,
                             message: "aborted by the service".into(),
                             retryable: true,
                         },
@@ -327,7 +327,7 @@ impl DataPlane {
             } => {
                 let Some(collection) = self.collections.get(&collection).cloned() else {
                     let error = AttemptError {
-                        code: "INVALID_PATH".into(),
+                        code: FaultCode::InvalidPath,
                         message: format!(
                             "this agent does not host a collection named `{collection}`"
                         ),
@@ -357,7 +357,7 @@ impl DataPlane {
                 let prepared = self.prepare(&collection, &spec).and_then(|(c, s)| {
                     let fingerprint = parse_fingerprint(&destination_fingerprint)?;
                     let address: SocketAddr = destination.parse().map_err(|e| AttemptError {
-                        code: "PROTOCOL_ERROR".into(),
+                        code: FaultCode::ProtocolError,
                         message: format!("bad destination address `{destination}`: {e}"),
                         retryable: false,
                     })?;
@@ -391,7 +391,7 @@ impl DataPlane {
             .get(collection)
             .cloned()
             .ok_or_else(|| AttemptError {
-                code: "INVALID_PATH".into(),
+                code: FaultCode::InvalidPath,
                 message: format!("this agent does not host a collection named `{collection}`"),
                 retryable: false,
             })?;
@@ -462,7 +462,7 @@ impl DataPlane {
                 Ok(report) => (report, None),
                 Err(failure) => {
                     let error = AttemptError {
-                        code: failure.error.code.as_str().to_owned(),
+                        code: failure.error.code,
                         message: failure.error.message.clone(),
                         retryable: failure.error.retryable,
                     };
@@ -546,7 +546,7 @@ pub(crate) fn without_data_plane(frame: ServiceFrame) -> Option<AgentFrame> {
 
 fn no_collections(message: &str) -> AttemptError {
     AttemptError {
-        code: "INVALID_PATH".into(),
+        code: FaultCode::InvalidPath,
         message: message.into(),
         retryable: false,
     }
@@ -572,7 +572,7 @@ fn done_with_error(
 
 fn parse_fingerprint(text: &str) -> Result<Fingerprint, AttemptError> {
     Fingerprint::parse(text).map_err(|e| AttemptError {
-        code: "AUTH_FAILED".into(),
+        code: FaultCode::AuthFailed,
         message: format!("bad peer fingerprint: {e}"),
         retryable: false,
     })

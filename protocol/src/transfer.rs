@@ -564,11 +564,71 @@ pub enum Side {
     Destination,
 }
 
+/// The closed set of fault codes a transfer reports (as events and as the
+/// reason an attempt failed). Serialized as `SCREAMING_SNAKE_CASE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FaultCode {
+    /// The source could not reach the destination (or it never showed up).
+    ConnectFailed,
+    /// An established data connection was lost.
+    ConnectionReset,
+    FileNotFound,
+    PermissionDenied,
+    /// Data did not match its blake3 checksum; the data was re-sent.
+    VerifyChecksum,
+    /// A source file changed while it was read; it was re-read.
+    FileSizeChanged,
+    /// ENOSPC or EDQUOT at the destination.
+    NoSpaceLeft,
+    /// A path from the peer or the plan was refused.
+    InvalidPath,
+    /// The peer presented a wrong credential or certificate.
+    AuthFailed,
+    /// The peer broke the protocol (bad frame, unknown file id).
+    ProtocolError,
+    /// Any other I/O error.
+    IoError,
+    /// The run was cancelled by its caller.
+    Cancelled,
+    /// A code this build does not know (from a newer agent): kept as a
+    /// fault, never a reason to drop the whole frame.
+    #[serde(other)]
+    Unknown,
+}
+
+impl FaultCode {
+    /// The wire spelling, e.g. `NO_SPACE_LEFT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultCode::ConnectFailed => "CONNECT_FAILED",
+            FaultCode::ConnectionReset => "CONNECTION_RESET",
+            FaultCode::FileNotFound => "FILE_NOT_FOUND",
+            FaultCode::PermissionDenied => "PERMISSION_DENIED",
+            FaultCode::VerifyChecksum => "VERIFY_CHECKSUM",
+            FaultCode::FileSizeChanged => "FILE_SIZE_CHANGED",
+            FaultCode::NoSpaceLeft => "NO_SPACE_LEFT",
+            FaultCode::InvalidPath => "INVALID_PATH",
+            FaultCode::AuthFailed => "AUTH_FAILED",
+            FaultCode::ProtocolError => "PROTOCOL_ERROR",
+            FaultCode::IoError => "IO_ERROR",
+            FaultCode::Cancelled => "CANCELLED",
+            FaultCode::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A fault seen by an agent during an attempt (the engine's `TransferEvent`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultEvent {
-    /// `CONNECTION_RESET`, `FILE_NOT_FOUND`, `VERIFY_CHECKSUM`, ...
-    pub code: String,
+    pub code: FaultCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub message: String,
@@ -663,7 +723,7 @@ pub enum TransferCommand {
 /// How one side's attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptError {
-    pub code: String,
+    pub code: FaultCode,
     pub message: String,
     /// Whether retrying (same transfer id, new attempt) may succeed.
     pub retryable: bool,
@@ -801,7 +861,7 @@ mod tests {
                         blake3: "00".into(),
                     }],
                     error: Some(AttemptError {
-                        code: "CONNECTION_RESET".into(),
+                        code: FaultCode::ConnectionReset,
                         message: "lost".into(),
                         retryable: true,
                     }),
@@ -835,6 +895,20 @@ mod tests {
             let back: AgentFrame = decode(&encode(&frame).unwrap()).unwrap();
             assert_eq!(back, frame);
         }
+        // Codes travel in their wire spelling; one this build does not know
+        // (a newer agent's) is kept as a fault instead of failing the frame.
+        let known: FaultCode = serde_json::from_str("\"NO_SPACE_LEFT\"").unwrap();
+        assert_eq!(known, FaultCode::NoSpaceLeft);
+        assert_eq!(serde_json::to_string(&known).unwrap(), "\"NO_SPACE_LEFT\"");
+        let newer: FaultCode = serde_json::from_str("\"QUANTUM_DECOHERENCE\"").unwrap();
+        assert_eq!(newer, FaultCode::Unknown);
+        let newer: FaultCode =
+            rmp_serde::from_slice(&rmp_serde::to_vec("QUANTUM_DECOHERENCE").unwrap()).unwrap();
+        assert_eq!(newer, FaultCode::Unknown, "in frames too");
+        let sent: FaultCode =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&FaultCode::Cancelled).unwrap())
+                .unwrap();
+        assert_eq!(sent, FaultCode::Cancelled);
         let down = ServiceFrame::FileOp {
             request_id: Uuid::new_v4(),
             collection: "data".into(),

@@ -19,8 +19,8 @@ use std::time::Duration;
 use chrono::Utc;
 use lattice_protocol::frames::ServiceFrame;
 use lattice_protocol::transfer::{
-    AttemptError, AttemptSpec, FileChecksum, Side, TaskKind, TransferCommand, TransferCounters,
-    TransferReport, TransferStatus,
+    AttemptError, AttemptSpec, FaultCode, FileChecksum, Side, TaskKind, TransferCommand,
+    TransferCounters, TransferReport, TransferStatus,
 };
 use lattice_protocol::{EndpointId, TransferId};
 use tokio::sync::mpsc;
@@ -255,8 +255,16 @@ impl Runner {
                     } else {
                         format!("attempt {attempt} failed: {}", error.message)
                     };
-                    self.event(item_index, attempt, &error.code, true, None, None, &message)
-                        .await?;
+                    self.event(
+                        item_index,
+                        attempt,
+                        error.code.as_str(),
+                        true,
+                        None,
+                        None,
+                        &message,
+                    )
+                    .await?;
                     progress.faults += 1;
                     if !retry {
                         self.discard(&record, &progress, &destination);
@@ -317,7 +325,10 @@ impl Runner {
         let transfer_id = spec.transfer_id.clone();
         let credential = new_credential();
         let Some(source_fingerprint) = self.state.data.fingerprint(source) else {
-            return Ok(retryable("CONNECT_FAILED", "the source agent went offline"));
+            return Ok(retryable(
+                FaultCode::ConnectFailed,
+                "the source agent went offline",
+            ));
         };
         let listen = TransferCommand::Listen {
             attempt,
@@ -333,7 +344,7 @@ impl Runner {
             },
         ) {
             return Ok(retryable(
-                "CONNECT_FAILED",
+                FaultCode::ConnectFailed,
                 "the destination agent went offline",
             ));
         }
@@ -345,7 +356,7 @@ impl Runner {
                 Ok(None) => {
                     self.abort(&transfer_id, &[destination]);
                     return Ok(retryable(
-                        "CONNECT_FAILED",
+                        FaultCode::ConnectFailed,
                         "the destination agent did not start listening in time",
                     ));
                 }
@@ -362,7 +373,7 @@ impl Runner {
                 RunnerInput::EndpointGone(e) if e == destination || e == source => {
                     self.abort(&transfer_id, &[source, destination]);
                     return Ok(retryable(
-                        "CONNECTION_RESET",
+                        FaultCode::ConnectionReset,
                         &format!("endpoint {e} went offline"),
                     ));
                 }
@@ -408,7 +419,10 @@ impl Runner {
             },
         ) {
             self.abort(&transfer_id, &[destination]);
-            return Ok(retryable("CONNECT_FAILED", "the source agent went offline"));
+            return Ok(retryable(
+                FaultCode::ConnectFailed,
+                "the source agent went offline",
+            ));
         }
         // 3. Both sides report their end.
         let mut source_done: Option<(TransferCounters, Vec<FileChecksum>, Option<AttemptError>)> =
@@ -454,7 +468,7 @@ impl Runner {
                         .and_then(|s| s.2.clone())
                         .or_else(|| destination_done.as_ref().and_then(|d| d.1.clone()))
                         .unwrap_or_else(|| AttemptError {
-                            code: "CONNECTION_RESET".into(),
+                            code: FaultCode::ConnectionReset,
                             message: "an agent stopped reporting".into(),
                             retryable: true,
                         });
@@ -479,7 +493,7 @@ impl Runner {
                     let counters = merge(&progress.live_source, &progress.live_destination);
                     return Ok(Attempt::Failed {
                         error: AttemptError {
-                            code: "CONNECTION_RESET".into(),
+                            code: FaultCode::ConnectionReset,
                             message: format!(
                                 "endpoint {} went offline; the transfer resumes when it reconnects",
                                 self.endpoint_label(e).await
@@ -560,7 +574,7 @@ impl Runner {
             },
         ) {
             return Ok(retryable(
-                "CONNECT_FAILED",
+                FaultCode::ConnectFailed,
                 "the collection's agent went offline",
             ));
         }
@@ -584,7 +598,7 @@ impl Runner {
                 RunnerInput::EndpointGone(e) if e == endpoint => {
                     return Ok(Attempt::Failed {
                         error: AttemptError {
-                            code: "CONNECTION_RESET".into(),
+                            code: FaultCode::ConnectionReset,
                             message: format!(
                                 "endpoint {} went offline; the delete resumes when it reconnects",
                                 self.endpoint_label(e).await
@@ -661,7 +675,7 @@ impl Runner {
                 self.event(
                     item,
                     attempt,
-                    &event.code,
+                    event.code.as_str(),
                     true,
                     Some(event.side),
                     event.path.as_deref(),
@@ -963,10 +977,10 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-fn retryable(code: &str, message: &str) -> Attempt {
+fn retryable(code: FaultCode, message: &str) -> Attempt {
     Attempt::Failed {
         error: AttemptError {
-            code: code.to_owned(),
+            code,
             message: message.to_owned(),
             retryable: true,
         },
@@ -979,12 +993,12 @@ fn retryable(code: &str, message: &str) -> Attempt {
 /// after being told to abort.
 fn pick_error(source: Option<&AttemptError>, destination: Option<&AttemptError>) -> AttemptError {
     let mut errors: Vec<&AttemptError> = source.into_iter().chain(destination).collect();
-    errors.sort_by_key(|e| (e.code == "CANCELLED", e.retryable));
+    errors.sort_by_key(|e| (e.code == FaultCode::Cancelled, e.retryable));
     errors
         .first()
         .map(|e| (*e).clone())
         .unwrap_or_else(|| AttemptError {
-            code: "PROTOCOL_ERROR".into(),
+            code: FaultCode::ProtocolError,
             message: "the attempt failed without an error".into(),
             retryable: true,
         })
@@ -1048,12 +1062,12 @@ mod tests {
     #[test]
     fn a_final_error_explains_better_than_a_cancel() {
         let cancelled = AttemptError {
-            code: "CANCELLED".into(),
+            code: FaultCode::Cancelled,
             message: "aborted".into(),
             retryable: true,
         };
         let missing = AttemptError {
-            code: "FILE_NOT_FOUND".into(),
+            code: FaultCode::FileNotFound,
             message: "gone".into(),
             retryable: false,
         };
