@@ -337,20 +337,7 @@ async fn run(
         });
     }
 
-    let mut coordinator = Coordinator {
-        shared: shared.clone(),
-        queue: queue_tx,
-        events: events_tx.clone(),
-        files: HashMap::new(),
-        pending_plans: 0,
-        walk_done: false,
-        batch: Vec::new(),
-        batch_bytes: 0,
-        next_unit: 0,
-        batches_in_flight: HashSet::new(),
-        outgoing: Vec::new(),
-        finishing: false,
-    };
+    let mut coordinator = Coordinator::new(shared.clone(), queue_tx, events_tx.clone());
 
     let result = loop {
         let mut write_failed = None;
@@ -435,6 +422,27 @@ struct Coordinator {
 }
 
 impl Coordinator {
+    fn new(
+        shared: Arc<Shared>,
+        queue: mpsc::UnboundedSender<Unit>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        Coordinator {
+            shared,
+            queue,
+            events,
+            files: HashMap::new(),
+            pending_plans: 0,
+            walk_done: false,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            next_unit: 0,
+            batches_in_flight: HashSet::new(),
+            outgoing: Vec::new(),
+            finishing: false,
+        }
+    }
+
     fn all_done(&self) -> bool {
         self.walk_done
             && self.pending_plans == 0
@@ -1427,20 +1435,9 @@ mod tests {
         };
         file.reset_chunks(chunk_size);
         assert_eq!(file.acked.len(), 2);
-        Coordinator {
-            shared,
-            queue,
-            events,
-            files: HashMap::from([(7, file)]),
-            pending_plans: 0,
-            walk_done: false,
-            batch: Vec::new(),
-            batch_bytes: 0,
-            next_unit: 0,
-            batches_in_flight: HashSet::new(),
-            outgoing: Vec::new(),
-            finishing: false,
-        }
+        let mut coordinator = Coordinator::new(shared, queue, events);
+        coordinator.files.insert(7, file);
+        coordinator
     }
 
     #[test]
