@@ -113,10 +113,21 @@ impl ServerCert {
                 };
                 #[cfg(not(unix))]
                 let signalled = std::future::pending::<bool>();
-                let outcome = tokio::select! {
-                    true = signalled => cert.reload().map(|()| true),
-                    _ = poll.tick() => cert.reload_if_changed(),
+                let forced = tokio::select! {
+                    true = signalled => true,
+                    _ = poll.tick() => false,
                 };
+                // Reading the files blocks: not on an async worker thread.
+                let cert2 = cert.clone();
+                let outcome = tokio::task::spawn_blocking(move || {
+                    if forced {
+                        cert2.reload().map(|()| true)
+                    } else {
+                        cert2.reload_if_changed()
+                    }
+                })
+                .await
+                .unwrap_or_else(|e| Err(TlsError::Config(format!("reload task: {e}"))));
                 match outcome {
                     Ok(true) => tracing::info!(
                         cert = %cert.cert_path.display(),
