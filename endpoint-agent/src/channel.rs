@@ -9,15 +9,16 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use lattice_client::websocket::describe_error;
 use lattice_protocol::frames::{AgentFrame, ServiceFrame};
 use lattice_protocol::framing::{self, FrameError, MAX_FRAME_BYTES};
-use lattice_protocol::{EndpointId, ErrorBody};
+use lattice_protocol::EndpointId;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Why `serve` returned when the agent itself let go of the channel: a clean
 /// shutdown, not a lost connection.
@@ -111,7 +112,7 @@ pub(crate) fn spawn(
                     backoff.reset();
                     failures = 0;
                     tracing::info!(url = %params.url, endpoint_id = %params.endpoint_id, "connected to the service");
-                    let reason = serve(ws, &events).await;
+                    let reason = serve(ws, &events, &params.url).await;
                     if reason == AGENT_STOPPED {
                         tracing::debug!("channel closed: the agent stopped");
                         return;
@@ -163,7 +164,7 @@ async fn connect(params: &ChannelParams) -> Result<Ws, String> {
     )
     .await
     .map_err(|_| format!("no answer within {HANDSHAKE_TIMEOUT:?}"))?
-    .map_err(|e| lattice_client::websocket::describe_error(&params.url, &e))?;
+    .map_err(|e| describe_error(&params.url, &e))?;
 
     let hello = AgentFrame::Hello {
         endpoint_id: params.endpoint_id,
@@ -174,7 +175,7 @@ async fn connect(params: &ChannelParams) -> Result<Ws, String> {
     let bytes = framing::encode(&hello).map_err(|e| e.to_string())?;
     ws.send(Message::Binary(bytes.into()))
         .await
-        .map_err(describe_ws_error)?;
+        .map_err(|e| describe_error(&params.url, &e))?;
     let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         loop {
             match ws.next().await {
@@ -205,7 +206,7 @@ async fn connect(params: &ChannelParams) -> Result<Ws, String> {
                     })
                 }
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(describe_ws_error(e)),
+                Some(Err(e)) => return Err(describe_error(&params.url, &e)),
                 None => return Err("the service closed the channel".to_owned()),
             }
         }
@@ -217,7 +218,7 @@ async fn connect(params: &ChannelParams) -> Result<Ws, String> {
 }
 
 /// Relays frames until the connection ends; returns why it ended.
-async fn serve(ws: Ws, events: &mpsc::UnboundedSender<ChannelEvent>) -> String {
+async fn serve(ws: Ws, events: &mpsc::UnboundedSender<ChannelEvent>, url: &url::Url) -> String {
     let (mut sink, mut stream) = ws.split();
     let (sender, mut outgoing) = mpsc::unbounded_channel::<AgentFrame>();
     if events.send(ChannelEvent::Up { sender }).is_err() {
@@ -245,7 +246,7 @@ async fn serve(ws: Ws, events: &mpsc::UnboundedSender<ChannelEvent>) -> String {
                     };
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return describe_ws_error(e),
+                Some(Err(e)) => return describe_error(url, &e),
                 None => return "the connection closed".to_owned(),
             },
             frame = outgoing.recv() => {
@@ -255,7 +256,7 @@ async fn serve(ws: Ws, events: &mpsc::UnboundedSender<ChannelEvent>) -> String {
                 };
                 for bytes in encode_split(frame) {
                     if let Err(e) = sink.send(Message::Binary(bytes.into())).await {
-                        return describe_ws_error(e);
+                        return describe_error(url, &e);
                     }
                 }
             }
@@ -289,27 +290,6 @@ pub(crate) fn encode_split(frame: AgentFrame) -> Vec<Vec<u8>> {
             tracing::error!("cannot encode a frame: {e}");
             Vec::new()
         }
-    }
-}
-
-fn describe_ws_error(error: WsError) -> String {
-    match error {
-        WsError::Http(response) => {
-            let status = response.status();
-            let detail = response
-                .body()
-                .as_deref()
-                .and_then(|b| serde_json::from_slice::<ErrorBody>(b).ok())
-                .map(|b| b.message)
-                .unwrap_or_default();
-            if detail.is_empty() {
-                format!("HTTP {status}")
-            } else {
-                format!("HTTP {status}: {detail}")
-            }
-        }
-        WsError::Io(e) => e.to_string(),
-        other => other.to_string(),
     }
 }
 
