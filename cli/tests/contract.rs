@@ -8,7 +8,7 @@
 
 use std::process::{Command, Output, Stdio};
 
-use lattice_tests::platform::{DevOptions, DevPlatform};
+use lattice_tests::platform::{eventually, DevOptions, DevPlatform};
 
 const LATTICE: &str = env!("CARGO_BIN_EXE_lattice");
 
@@ -385,13 +385,4 @@ fn a_wait_says_why_it_waits_and_outlives_a_service_restart() {
     assert_eq!(waited.status.code(), Some(0), "{stderr}");
     let shown = String::from_utf8_lossy(&waited.stdout);
     assert!(shown.contains("state:      success"), "{shown}");
-}
-
-#[track_caller]
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !condition() {
-        assert!(std::time::Instant::now() < deadline, "not in time: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use lattice_tests::platform::succeeded as ok;
+use lattice_tests::platform::{eventually, succeeded as ok};
 use lattice_tests::tls::{install_pair, nginx_bin, CertFiles, Nginx, TestPki};
 use lattice_tests::{browser_login, free_port, require_service, OidcProvider};
 use serde_json::Value;
@@ -350,15 +350,6 @@ fn refused(output: Output) -> String {
         "one clear message: {stderr}"
     );
     stderr
-}
-
-#[track_caller]
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "not within {PATIENCE:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Everything a deployment must do over TLS.

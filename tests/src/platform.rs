@@ -313,3 +313,15 @@ pub fn succeeded(output: Output) -> String {
     );
     stdout
 }
+
+/// Polls `condition` every 100 ms until it holds; fails the test naming
+/// `what` after two minutes. For processes and services of other
+/// threads, where a fixed sleep would be either too short or too long.
+#[track_caller]
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !condition() {
+        assert!(Instant::now() < deadline, "not within 120 s: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
