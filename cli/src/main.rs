@@ -122,6 +122,14 @@ enum Command {
     /// resumable: `lattice transfer SRC_COLL:PATH DST_COLL:PATH --recursive`
     /// prints a transfer id; `lattice transfer show|list|cancel|wait|events`.
     Transfer(commands::transfers::TransferArgs),
+    /// Groups of identities to share with: create, invite, join, leave,
+    /// manage members and policies (`lattice group create NAME`).
+    #[command(subcommand)]
+    Group(commands::sharing::GroupCommand),
+    /// Access rules of a collection: who may read or write under which
+    /// path (`lattice acl add COLL:/path/ PRINCIPAL --permissions r`).
+    #[command(subcommand)]
+    Acl(commands::sharing::AclCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -273,6 +281,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Transfer(args) => {
             logging::init(Default::default(), "warn");
             commands::transfers::run(&ctx, args).await
+        }
+        Command::Group(command) => {
+            logging::init(Default::default(), "warn");
+            commands::sharing::group(&ctx, command).await
+        }
+        Command::Acl(command) => {
+            logging::init(Default::default(), "warn");
+            commands::sharing::acl(&ctx, command).await
         }
     }
 }

@@ -11,8 +11,8 @@ pub mod stream;
 pub mod websocket;
 
 use lattice_protocol::api::{
-    ClientCreateRequest, ClientCreated, ClientInfo, Health, LoginStartRequest, LoginStartResponse,
-    RevokeRequest, TokenRequest, TokenResponse, WhoAmI,
+    ClientCreateRequest, ClientCreated, ClientInfo, Health, Identity, LoginStartRequest,
+    LoginStartResponse, RevokeRequest, TokenRequest, TokenResponse, WhoAmI,
 };
 use lattice_protocol::compute::{
     BatchStatus, BatchSubmit, BatchSubmitted, EndpointInfo, EndpointRegister, EndpointRegistered,
@@ -24,11 +24,17 @@ use lattice_protocol::transfer::{
     TransferSubmit,
 };
 use lattice_protocol::{
-    BatchId, ClientId, EndpointId, ErrorBody, ErrorCode, FunctionId, TaskId, TransferId,
+    AclRuleId, BatchId, ClientId, EndpointId, ErrorBody, ErrorCode, FunctionId, GroupId, RoleId,
+    TaskId, TransferId,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use lattice_protocol::sharing::{
+    AclRuleCreate, AclRuleInfo, AclRuleUpdate, AuditEntry, GroupCreate, GroupInfo, GroupUpdate,
+    MembershipAction, MembershipBatch, MembershipBatchResult, RoleCreate, RoleInfo,
+};
 
 pub use profile::Profile;
 pub use stream::BatchStream;
@@ -405,6 +411,131 @@ impl Client {
     ) -> ClientResult<Vec<TransferEventInfo>> {
         self.get(&format!("v1/transfers/{id}/events?after={after}"))
             .await
+    }
+
+    // ------------------------------------------------------------- sharing
+
+    /// Identities whose username or email is `name`.
+    pub async fn identities_named(&self, name: &str) -> ClientResult<Vec<Identity>> {
+        let mut url = url::Url::parse("http://x/v1/identities").expect("static URL");
+        url.query_pairs_mut().append_pair("name", name);
+        let query = url.query().unwrap_or_default().to_owned();
+        self.get(&format!("v1/identities?{query}")).await
+    }
+
+    pub async fn create_group(&self, request: &GroupCreate) -> ClientResult<GroupInfo> {
+        self.post("v1/groups", request).await
+    }
+
+    pub async fn groups(&self, all: bool) -> ClientResult<Vec<GroupInfo>> {
+        self.get(&format!("v1/groups?all={all}")).await
+    }
+
+    pub async fn group(&self, id: GroupId) -> ClientResult<GroupInfo> {
+        self.get(&format!("v1/groups/{id}")).await
+    }
+
+    pub async fn update_group(&self, id: GroupId, update: &GroupUpdate) -> ClientResult<GroupInfo> {
+        self.request(Method::PATCH, &format!("v1/groups/{id}"), Some(update))
+            .await
+    }
+
+    pub async fn delete_group(&self, id: GroupId) -> ClientResult<()> {
+        self.request::<(), ()>(Method::DELETE, &format!("v1/groups/{id}"), None)
+            .await
+    }
+
+    /// Applies membership actions; each succeeds or fails on its own.
+    pub async fn group_members(
+        &self,
+        id: GroupId,
+        actions: Vec<MembershipAction>,
+    ) -> ClientResult<MembershipBatchResult> {
+        self.post(
+            &format!("v1/groups/{id}/members"),
+            &MembershipBatch { actions },
+        )
+        .await
+    }
+
+    pub async fn acl_rules(&self, collection: &str) -> ClientResult<Vec<AclRuleInfo>> {
+        self.get(&format!("v1/collections/{}/acl", segment(collection)))
+            .await
+    }
+
+    pub async fn create_acl_rule(
+        &self,
+        collection: &str,
+        request: &AclRuleCreate,
+    ) -> ClientResult<AclRuleInfo> {
+        self.post(
+            &format!("v1/collections/{}/acl", segment(collection)),
+            request,
+        )
+        .await
+    }
+
+    pub async fn acl_rule(&self, collection: &str, id: AclRuleId) -> ClientResult<AclRuleInfo> {
+        self.get(&format!("v1/collections/{}/acl/{id}", segment(collection)))
+            .await
+    }
+
+    pub async fn update_acl_rule(
+        &self,
+        collection: &str,
+        id: AclRuleId,
+        update: &AclRuleUpdate,
+    ) -> ClientResult<AclRuleInfo> {
+        self.request(
+            Method::PATCH,
+            &format!("v1/collections/{}/acl/{id}", segment(collection)),
+            Some(update),
+        )
+        .await
+    }
+
+    pub async fn delete_acl_rule(&self, collection: &str, id: AclRuleId) -> ClientResult<()> {
+        self.request::<(), ()>(
+            Method::DELETE,
+            &format!("v1/collections/{}/acl/{id}", segment(collection)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn roles(&self, collection: &str) -> ClientResult<Vec<RoleInfo>> {
+        self.get(&format!("v1/collections/{}/roles", segment(collection)))
+            .await
+    }
+
+    pub async fn create_role(
+        &self,
+        collection: &str,
+        request: &RoleCreate,
+    ) -> ClientResult<RoleInfo> {
+        self.post(
+            &format!("v1/collections/{}/roles", segment(collection)),
+            request,
+        )
+        .await
+    }
+
+    pub async fn delete_role(&self, collection: &str, id: RoleId) -> ClientResult<()> {
+        self.request::<(), ()>(
+            Method::DELETE,
+            &format!("v1/collections/{}/roles/{id}", segment(collection)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn collection_audit(&self, collection: &str) -> ClientResult<Vec<AuditEntry>> {
+        self.get(&format!("v1/collections/{}/audit", segment(collection)))
+            .await
+    }
+
+    pub async fn group_audit(&self, id: GroupId) -> ClientResult<Vec<AuditEntry>> {
+        self.get(&format!("v1/groups/{id}/audit")).await
     }
 
     /// The WebSocket URL agents connect to.

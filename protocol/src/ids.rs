@@ -87,6 +87,18 @@ id_type!(
     /// A managed transfer task between two collections.
     TransferId
 );
+id_type!(
+    /// A group of identities (and, through subgroups, of other groups).
+    GroupId
+);
+id_type!(
+    /// An access rule of a collection.
+    AclRuleId
+);
+id_type!(
+    /// A role granted on a collection.
+    RoleId
+);
 
 #[cfg(test)]
 mod tests {

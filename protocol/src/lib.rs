@@ -4,7 +4,8 @@
 //! JSON bodies of the REST API (`api`), the error body every endpoint returns
 //! (`error`), and the MessagePack frames of the agent channel and the worker
 //! channel (`frames`, `framing`), and the collection, file-operation and
-//! transfer shapes both of them carry (`transfer`).
+//! transfer shapes both of them carry (`transfer`), and the sharing
+//! vocabulary: principals, groups, access rules and roles (`sharing`).
 //!
 //! It must not know how anything is stored, queued, executed or served: no
 //! I/O, no async runtime, no database types. It depends on serde (plus uuid,
@@ -18,6 +19,7 @@ pub mod frames;
 pub mod framing;
 pub mod ids;
 pub mod names;
+pub mod sharing;
 pub mod template;
 pub mod transfer;
 

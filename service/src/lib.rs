@@ -16,6 +16,7 @@ mod https;
 pub mod openapi;
 pub mod relay;
 pub mod routes;
+pub mod sharing;
 pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "testsuite"))]
@@ -77,8 +78,8 @@ pub fn app(state: AppState) -> Router {
 /// but not served. Handlers of one path share a `routes!`.
 fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use routes::{
-        auth, clients, collections, endpoints, functions, health, identities, session, tasks,
-        transfers,
+        access, auth, clients, collections, endpoints, functions, groups, health, identities,
+        session, tasks, transfers,
     };
     use utoipa_axum::routes;
     utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
@@ -90,6 +91,7 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::whoami))
         .routes(routes!(identities::link))
         .routes(routes!(identities::show))
+        .routes(routes!(identities::lookup))
         .routes(routes!(clients::create, clients::list))
         .routes(routes!(clients::delete))
         .routes(routes!(clients::rotate_secret))
@@ -118,6 +120,19 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(transfers::cancel))
         .routes(routes!(transfers::events))
         .routes(routes!(relay::connect))
+        .routes(routes!(groups::create, groups::list))
+        .routes(routes!(groups::show, groups::update, groups::delete))
+        .routes(routes!(groups::members))
+        .routes(routes!(groups::audit))
+        .routes(routes!(access::list_rules, access::create_rule))
+        .routes(routes!(
+            access::show_rule,
+            access::update_rule,
+            access::delete_rule
+        ))
+        .routes(routes!(access::list_roles, access::create_role))
+        .routes(routes!(access::delete_role))
+        .routes(routes!(access::audit))
         .split_for_parts()
 }
 

@@ -13,10 +13,21 @@ use crate::output::UsageError;
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum CollectionCommand {
-    /// List your collections with their endpoint and status.
+    /// List your collections and those shared with you, with their
+    /// endpoint and status.
     List,
     /// Show one collection (id or name), with its root directory on its host.
     Show {
+        /// Collection id or name.
+        collection: String,
+    },
+    /// Roles on a collection: administrator, access-manager,
+    /// activity-manager, activity-monitor.
+    #[command(subcommand)]
+    Role(crate::commands::sharing::RoleCommand),
+    /// Every change to the collection's access rules and roles: who, when,
+    /// what, from which client.
+    Audit {
         /// Collection id or name.
         collection: String,
     },
@@ -48,6 +59,10 @@ pub(crate) async fn collection(ctx: &Context, command: CollectionCommand) -> any
         CollectionCommand::Show { collection } => {
             let info = client.collection(&collection).await?;
             ctx.output.emit(&info, describe_collection)
+        }
+        CollectionCommand::Role(command) => crate::commands::sharing::role(ctx, command).await,
+        CollectionCommand::Audit { collection } => {
+            crate::commands::sharing::collection_audit(ctx, &collection).await
         }
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod endpoints;
 pub(crate) mod files;
 pub(crate) mod functions;
 pub(crate) mod service;
+pub(crate) mod sharing;
 pub(crate) mod tasks;
 pub(crate) mod transfers;
 pub(crate) mod worker;

@@ -15,7 +15,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use lattice_protocol::api::Scope;
-use lattice_protocol::{IdentityId, TokenId};
+use lattice_protocol::{ClientId, IdentityId, TokenId};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -31,6 +31,9 @@ pub struct Caller {
     pub family_id: TokenId,
     pub scopes: Vec<Scope>,
     pub expires_at: DateTime<Utc>,
+    /// The client application the token was issued to, if any (for the
+    /// audit trail).
+    pub client_id: Option<ClientId>,
 }
 
 impl Caller {
@@ -102,6 +105,24 @@ impl<R: RequiredScope> FromRequestParts<AppState> for Authorized<R> {
     }
 }
 
+/// Extractor for routes that also serve anonymous callers (what is shared
+/// with `public`): no `Authorization` header gives `None`; a header that is
+/// present must hold a valid token with scope `R`, as for [`Authorized`].
+pub struct MaybeAuthorized<R: RequiredScope>(pub Option<Authorized<R>>);
+
+impl<R: RequiredScope> FromRequestParts<AppState> for MaybeAuthorized<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if !parts.headers.contains_key(AUTHORIZATION) {
+            return Ok(Self(None));
+        }
+        Authorized::from_request_parts(parts, state)
+            .await
+            .map(|a| Self(Some(a)))
+    }
+}
+
 /// The token of an `Authorization: Bearer TOKEN` header.
 pub fn bearer_secret(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
     let header = headers
@@ -156,5 +177,6 @@ pub async fn authenticate_hashed(state: &AppState, token_hash: &str) -> Result<C
         family_id: record.family_id,
         scopes: record.scopes,
         expires_at: record.expires_at,
+        client_id: record.client_id,
     })
 }

@@ -75,6 +75,9 @@ pub struct VerifiedLogin {
     pub username: String,
     pub display_name: Option<String>,
     pub email: Option<String>,
+    /// Whether the provider vouches for `email` (`email_verified`): only a
+    /// verified address claims group invitations sent to it.
+    pub email_verified: bool,
 }
 
 impl OidcLogin {
@@ -270,15 +273,35 @@ pub fn verify_id_token(
         subject,
         username,
         display_name,
+        email_verified: email.is_some() && claims.email_verified() == Some(true),
         email,
     })
 }
 
-/// First login creates the identity; later ones refresh its profile.
+/// First login creates the identity; later ones refresh its profile. A
+/// verified email claims the group invitations sent to it.
 pub async fn upsert_identity(
     store: &SharedStore,
     login: VerifiedLogin,
 ) -> Result<Identity, ApiError> {
+    let verified_email = login
+        .email
+        .as_deref()
+        .filter(|_| login.email_verified)
+        .map(str::to_lowercase);
+    let identity = store_identity(store, login).await?;
+    if let Some(email) = verified_email {
+        let claimed = store
+            .claim_email_invitations(identity.id, &email, Utc::now())
+            .await?;
+        if claimed > 0 {
+            tracing::info!(identity_id = %identity.id, claimed, "group invitations by email claimed");
+        }
+    }
+    Ok(identity)
+}
+
+async fn store_identity(store: &SharedStore, login: VerifiedLogin) -> Result<Identity, ApiError> {
     if let Some(mut existing) = store
         .identity_by_subject(&login.issuer, &login.subject)
         .await?

@@ -1,6 +1,8 @@
 //! `/v1/collections`: the collections agents host, and file operations in
 //! them (relayed to the hosting agent, which resolves every path beneath the
-//! collection root). Access is owner-only for now.
+//! collection root). Every operation is checked first by
+//! `crate::sharing::access::check` (owner, or an access rule); listing and
+//! stat also serve anonymous callers where a rule grants `public`.
 
 use axum::extract::State;
 use lattice_protocol::transfer::{
@@ -9,43 +11,81 @@ use lattice_protocol::transfer::{
 };
 use lattice_protocol::{CollectionId, ErrorBody};
 
-use crate::auth::{Authorized, Caller, Transfer};
+use crate::auth::{Authorized, MaybeAuthorized, Transfer};
 use crate::error::{ApiError, Json, Path};
+use crate::sharing::{access, Viewer};
 use crate::state::AppState;
 use crate::store::CollectionRecord;
+use lattice_protocol::sharing::Permissions;
 
 /// Deepest listing one request may ask for.
 const MAX_DEPTH: u32 = 64;
 /// Most entries one listing returns.
 const MAX_ENTRIES: u32 = 100_000;
 
-/// Loads a collection the caller may use, by id or name: 404 if unknown
-/// (or withdrawn), 403 if it belongs to someone else.
+/// Loads a collection the viewer may know of, by id or by name (the
+/// viewer's own names first, then the names of collections shared with
+/// it, when one matches): 404 if unknown or withdrawn, 403 if it is
+/// someone else's and not shared with the viewer.
 pub async fn usable_collection(
     state: &AppState,
-    caller: &Caller,
+    viewer: &Viewer,
     given: &str,
 ) -> Result<CollectionRecord, ApiError> {
-    let record = match given.parse::<CollectionId>() {
-        Ok(id) => state.store.collection(id).await?,
-        Err(_) => {
-            state
-                .store
-                .collection_by_name(caller.identity_id, given)
-                .await?
-        }
-    };
-    let record = record.filter(|c| c.withdrawn_at.is_none()).ok_or_else(|| {
+    let not_found = || {
         ApiError::not_found(format!(
             "collection `{given}` does not exist (list yours with `lattice collection list`)"
         ))
-    })?;
-    if record.owner_id != caller.identity_id {
+    };
+    let record =
+        match given.parse::<CollectionId>() {
+            Ok(id) => state.store.collection(id).await?,
+            Err(_) => match viewer.identity {
+                Some(me) => match state.store.collection_by_name(me, given).await? {
+                    Some(own) if own.withdrawn_at.is_none() => Some(own),
+                    _ => {
+                        let shared: Vec<_> = state
+                            .store
+                            .collections_shared_with(&viewer.principals())
+                            .await?
+                            .into_iter()
+                            .filter(|c| c.name == given)
+                            .collect();
+                        if shared.len() > 1 {
+                            return Err(ApiError::bad_request(format!(
+                            "{} collections named `{given}` are shared with you; use an id ({})",
+                            shared.len(),
+                            shared.iter().map(|c| c.id.to_string()).collect::<Vec<_>>().join(", ")
+                        )));
+                        }
+                        shared.into_iter().next()
+                    }
+                },
+                None => None,
+            },
+        };
+    let record = record
+        .filter(|c| c.withdrawn_at.is_none())
+        .ok_or_else(not_found)?;
+    if !access::can_see(&state.store, viewer, &record).await? {
+        if !viewer.is_authenticated() {
+            return Err(ApiError::unauthorized(format!(
+                "collection `{given}` is not shared publicly: send a token (`lattice login`)"
+            )));
+        }
         return Err(ApiError::forbidden(format!(
-            "collection `{given}` belongs to another identity; you may not use it"
+            "collection `{given}` belongs to another identity and is not shared with you"
         )));
     }
     Ok(record)
+}
+
+/// The viewer of a request that may be anonymous.
+async fn viewer_of(state: &AppState, auth: &MaybeAuthorized<Transfer>) -> Result<Viewer, ApiError> {
+    match &auth.0 {
+        Some(caller) => Ok(Viewer::of(&state.store, caller.identity_id).await?),
+        None => Ok(Viewer::anonymous()),
+    }
 }
 
 pub async fn info(state: &AppState, record: CollectionRecord) -> Result<CollectionInfo, ApiError> {
@@ -74,9 +114,18 @@ pub async fn list(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
 ) -> Result<Json<Vec<CollectionInfo>>, ApiError> {
+    let viewer = Viewer::of(&state.store, auth.identity_id).await?;
     let mut out = Vec::new();
-    for record in state.store.collections_owned_by(auth.identity_id).await? {
-        out.push(info(&state, record).await?);
+    let mut seen = std::collections::HashSet::new();
+    let own = state.store.collections_owned_by(auth.identity_id).await?;
+    let shared = state
+        .store
+        .collections_shared_with(&viewer.principals())
+        .await?;
+    for record in own.into_iter().chain(shared) {
+        if seen.insert(record.id) && access::can_see(&state.store, &viewer, &record).await? {
+            out.push(info(&state, record).await?);
+        }
     }
     Ok(Json(out))
 }
@@ -89,17 +138,31 @@ pub async fn show(
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,
 ) -> Result<Json<CollectionInfo>, ApiError> {
-    let record = usable_collection(&state, &auth, &collection).await?;
+    let viewer = Viewer::of(&state.store, auth.identity_id).await?;
+    let record = usable_collection(&state, &viewer, &collection).await?;
     Ok(Json(info(&state, record).await?))
 }
 
+/// Checks the viewer's access for `op`, then relays it to the agent.
 async fn run(
     state: &AppState,
-    caller: &Caller,
+    viewer: &Viewer,
     collection: &str,
     op: FileOp,
 ) -> Result<(CollectionRecord, FileOpOutcome), ApiError> {
-    let record = usable_collection(state, caller, collection).await?;
+    let record = usable_collection(state, viewer, collection).await?;
+    let needs: Vec<(&str, Permissions)> = match &op {
+        FileOp::List { path, .. } | FileOp::Stat { path } => vec![(path, Permissions::Read)],
+        FileOp::Mkdir { path, .. } | FileOp::Delete { path, .. } => {
+            vec![(path, Permissions::ReadWrite)]
+        }
+        FileOp::Rename { from, to } => {
+            vec![(from, Permissions::ReadWrite), (to, Permissions::ReadWrite)]
+        }
+    };
+    for (path, need) in needs {
+        access::check(&state.store, viewer, &record, path, need).await?;
+    }
     let outcome = crate::transfers::file_op(state, &record, op).await?;
     Ok((record, outcome))
 }
@@ -120,7 +183,7 @@ fn one_entry(outcome: FileOpOutcome) -> Result<FileEntry, ApiError> {
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the hosting agent is offline")))]
 pub async fn ls(
     State(state): State<AppState>,
-    auth: Authorized<Transfer>,
+    auth: MaybeAuthorized<Transfer>,
     Path(collection): Path<String>,
     Json(request): Json<ListRequest>,
 ) -> Result<Json<ListResponse>, ApiError> {
@@ -133,9 +196,10 @@ pub async fn ls(
         .max_entries
         .unwrap_or(MAX_ENTRIES)
         .clamp(1, MAX_ENTRIES);
+    let viewer = viewer_of(&state, &auth).await?;
     let (record, outcome) = run(
         &state,
-        &auth,
+        &viewer,
         &collection,
         FileOp::List {
             path: request.path.clone(),
@@ -161,13 +225,14 @@ pub async fn ls(
     responses((status = 200, body = FileEntry), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn stat(
     State(state): State<AppState>,
-    auth: Authorized<Transfer>,
+    auth: MaybeAuthorized<Transfer>,
     Path(collection): Path<String>,
     Json(request): Json<StatRequest>,
 ) -> Result<Json<FileEntry>, ApiError> {
+    let viewer = viewer_of(&state, &auth).await?;
     let (_, outcome) = run(
         &state,
-        &auth,
+        &viewer,
         &collection,
         FileOp::Stat { path: request.path },
     )
@@ -184,9 +249,10 @@ pub async fn mkdir(
     Path(collection): Path<String>,
     Json(request): Json<MkdirRequest>,
 ) -> Result<Json<FileEntry>, ApiError> {
+    let viewer = Viewer::of(&state.store, auth.identity_id).await?;
     let (_, outcome) = run(
         &state,
-        &auth,
+        &viewer,
         &collection,
         FileOp::Mkdir {
             path: request.path,
@@ -206,9 +272,10 @@ pub async fn rename(
     Path(collection): Path<String>,
     Json(request): Json<RenameRequest>,
 ) -> Result<Json<FileEntry>, ApiError> {
+    let viewer = Viewer::of(&state.store, auth.identity_id).await?;
     let (_, outcome) = run(
         &state,
-        &auth,
+        &viewer,
         &collection,
         FileOp::Rename {
             from: request.from,
@@ -228,9 +295,10 @@ pub async fn delete(
     Path(collection): Path<String>,
     Json(request): Json<DeleteRequest>,
 ) -> Result<Json<DeleteSummary>, ApiError> {
+    let viewer = Viewer::of(&state.store, auth.identity_id).await?;
     let (_, outcome) = run(
         &state,
-        &auth,
+        &viewer,
         &collection,
         FileOp::Delete {
             path: request.path,

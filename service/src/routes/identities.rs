@@ -3,8 +3,35 @@ use lattice_protocol::api::{Identity, LinkIdentityRequest, WhoAmI};
 use lattice_protocol::{ErrorBody, IdentityId};
 
 use crate::auth::{authenticate, AnyScope, Authorized, Manage};
-use crate::error::{ApiError, Json, Path};
+use crate::error::{ApiError, Json, Path, Query};
 use crate::state::AppState;
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct LookupQuery {
+    /// A username or an email address (exact; email case-insensitive).
+    name: String,
+}
+
+/// Identities by username or email, for naming people in grants.
+#[utoipa::path(get, path = "/v1/identities", tag = "identities", security(("bearer" = [])), params(LookupQuery),
+    responses((status = 200, body = Vec<Identity>), (status = 400, body = ErrorBody)))]
+pub async fn lookup(
+    State(state): State<AppState>,
+    _auth: Authorized<AnyScope>,
+    Query(query): Query<LookupQuery>,
+) -> Result<Json<Vec<Identity>>, ApiError> {
+    let name = query.name.trim();
+    if name.is_empty() || name.len() > 254 {
+        return Err(ApiError::bad_request("name: give a username or an email"));
+    }
+    let mut out = Vec::new();
+    for id in state.store.identities_named(name).await? {
+        if let Some(identity) = state.store.identity(id).await? {
+            out.push(identity);
+        }
+    }
+    Ok(Json(out))
+}
 
 /// Public profile of an identity.
 #[utoipa::path(get, path = "/v1/identities/{id}", tag = "identities", security(("bearer" = [])),

@@ -1,10 +1,12 @@
 //! The REST API under `/v1`: one module per resource.
 
+pub mod access;
 pub mod auth;
 pub mod clients;
 pub mod collections;
 pub mod endpoints;
 pub mod functions;
+pub mod groups;
 pub mod health;
 pub mod identities;
 pub mod session;

@@ -15,6 +15,8 @@ use serde::Deserialize;
 use crate::auth::{Authorized, Caller, Transfer};
 use crate::error::{ApiError, Json, Path, Query};
 use crate::routes::collections::usable_collection;
+use crate::sharing::access::{self, Capability};
+use crate::sharing::Viewer;
 use crate::state::AppState;
 use crate::store::{
     CollectionRecord, NewTransferEvent, StoreError, TransferProgress, TransferRecord,
@@ -73,22 +75,34 @@ async fn info(
     })
 }
 
-async fn owned_transfer(
+/// Loads a transfer the caller may see: its owner's, or one touching a
+/// collection on which the caller holds a role with `capability`
+/// (activity roles). 404 if unknown, 403 otherwise.
+async fn visible_transfer(
     state: &AppState,
     caller: &Caller,
     id: TransferId,
+    capability: Capability,
 ) -> Result<TransferRecord, ApiError> {
     let record = state
         .store
         .transfer(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("transfer {id} does not exist")))?;
-    if record.owner_id != caller.identity_id {
-        return Err(ApiError::forbidden(format!(
-            "transfer {id} belongs to another identity"
-        )));
+    let viewer = Viewer::of(&state.store, caller.identity_id).await?;
+    if viewer.is(record.owner_id) {
+        return Ok(record);
     }
-    Ok(record)
+    for collection in [record.source_collection, record.destination_collection] {
+        if let Some(collection) = state.store.collection(collection).await? {
+            if access::has(&state.store, &viewer, &collection, capability).await? {
+                return Ok(record);
+            }
+        }
+    }
+    Err(ApiError::forbidden(format!(
+        "transfer {id} belongs to another identity"
+    )))
 }
 
 fn check_path(what: &str, path: &str) -> Result<(), ApiError> {
@@ -313,11 +327,35 @@ pub async fn submit(
     check_globs("options.include", &request.options.include)?;
     check_globs("options.exclude", &request.options.exclude)?;
     request.tuning.validate().map_err(ApiError::bad_request)?;
-    let source = usable_collection(&state, &auth, &request.source_collection).await?;
-    let destination = usable_collection(&state, &auth, &request.destination_collection).await?;
+    let viewer = Viewer::of(&state.store, auth.identity_id).await?;
+    let source = usable_collection(&state, &viewer, &request.source_collection).await?;
+    let destination = usable_collection(&state, &viewer, &request.destination_collection).await?;
+    // Access first, so that probing the agents reveals nothing about
+    // paths the caller may not use; again after resolution, which may
+    // move a destination into a directory.
+    for item in &request.items {
+        access::check_item(
+            &state.store,
+            &viewer,
+            &TaskKind::Transfer,
+            (&source, &destination),
+            item,
+        )
+        .await?;
+    }
     let items =
         crate::transfers::submission::resolve_items(&state, &source, &destination, request.items)
             .await?;
+    for item in &items {
+        access::check_item(
+            &state.store,
+            &viewer,
+            &TaskKind::Transfer,
+            (&source, &destination),
+            item,
+        )
+        .await?;
+    }
     check_overlap(&source, &destination, &items, &request.options)?;
     let submitted = format!(
         "{} item(s) from `{}` to `{}`",
@@ -366,7 +404,8 @@ pub async fn submit_delete(
             )));
         }
     }
-    let collection = usable_collection(&state, &auth, &request.collection).await?;
+    let viewer = Viewer::of(&state.store, auth.identity_id).await?;
+    let collection = usable_collection(&state, &viewer, &request.collection).await?;
     let submitted = format!(
         "delete {} path(s) in `{}`{}",
         request.items.len(),
@@ -377,7 +416,7 @@ pub async fn submit_delete(
             ""
         }
     );
-    let items = request
+    let items: Vec<TransferItem> = request
         .items
         .into_iter()
         .map(|item| TransferItem {
@@ -386,11 +425,22 @@ pub async fn submit_delete(
             recursive: request.recursive,
         })
         .collect();
+    let kind = TaskKind::Delete {
+        ignore_missing: request.ignore_missing,
+    };
+    for item in &items {
+        access::check_item(
+            &state.store,
+            &viewer,
+            &kind,
+            (&collection, &collection),
+            item,
+        )
+        .await?;
+    }
     let record = new_record(
         &auth,
-        TaskKind::Delete {
-            ignore_missing: request.ignore_missing,
-        },
+        kind,
         &collection,
         &collection,
         items,
@@ -434,7 +484,7 @@ pub async fn show(
     auth: Authorized<Transfer>,
     Path(id): Path<TransferId>,
 ) -> Result<Json<TransferInfo>, ApiError> {
-    let record = owned_transfer(&state, &auth, id).await?;
+    let record = visible_transfer(&state, &auth, id, Capability::SeeActivity).await?;
     Ok(Json(info(&state, record, true).await?))
 }
 
@@ -447,7 +497,15 @@ pub async fn cancel(
     auth: Authorized<Transfer>,
     Path(id): Path<TransferId>,
 ) -> Result<Json<TransferInfo>, ApiError> {
-    let record = owned_transfer(&state, &auth, id).await?;
+    let record = visible_transfer(&state, &auth, id, Capability::ManageActivity).await?;
+    let by = if record.owner_id == auth.identity_id {
+        "cancelled by its owner".to_owned()
+    } else {
+        format!(
+            "cancelled by identity {} (activity manager)",
+            auth.identity_id
+        )
+    };
     if record.status.is_final() {
         return Err(ApiError::conflict(format!(
             "transfer {id} is already {}",
@@ -460,7 +518,7 @@ pub async fn cancel(
             id,
             &TransferProgress {
                 status: TransferStatus::Cancelled,
-                status_message: Some("cancelled by its owner"),
+                status_message: Some(&by),
                 items_done: record.items_done,
                 attempts: record.attempts,
                 counters: &record.counters,
@@ -469,7 +527,11 @@ pub async fn cancel(
         )
         .await?;
     if !cancelled {
-        let now = owned_transfer(&state, &auth, id).await?;
+        let now = state
+            .store
+            .transfer(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("transfer {id} does not exist")))?;
         return Err(ApiError::conflict(format!(
             "transfer {id} is already {}",
             now.status.as_str()
@@ -484,13 +546,17 @@ pub async fn cancel(
             fault: false,
             side: None,
             path: None,
-            message: "cancelled by its owner".into(),
+            message: by.clone(),
             item: record.items_done,
             attempt: record.attempts,
         })
         .await?;
     state.data.cancel(id);
-    let record = owned_transfer(&state, &auth, id).await?;
+    let record = state
+        .store
+        .transfer(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("transfer {id} does not exist")))?;
     Ok(Json(info(&state, record, false).await?))
 }
 
@@ -512,7 +578,7 @@ pub async fn events(
     Path(id): Path<TransferId>,
     Query(params): Query<EventParams>,
 ) -> Result<Json<Vec<TransferEventInfo>>, ApiError> {
-    owned_transfer(&state, &auth, id).await?;
+    visible_transfer(&state, &auth, id, Capability::SeeActivity).await?;
     let limit = params.limit.unwrap_or(1000).clamp(1, 10_000);
     Ok(Json(
         state
@@ -537,6 +603,8 @@ mod tests {
             created_at: Utc::now(),
             announced_at: Utc::now(),
             withdrawn_at: None,
+            guest_of: None,
+            sharing_policy: None,
         }
     }
 

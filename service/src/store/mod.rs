@@ -6,6 +6,7 @@
 //! [`StoreError`] in one place ([`StoreError::from`]).
 
 pub mod compute;
+pub mod sharing;
 mod sql;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testing;
@@ -24,9 +25,10 @@ use lattice_protocol::{ClientId, IdentityId, LoginId, TokenId};
 pub use compute::{
     AgentConnection, ComputeStore, DispatchedTask, EndpointRecord, QueuedMessage, Recorded,
 };
+pub use sharing::{GroupRecord, MembershipRecord, NewAuditEntry, SharingStore};
 pub use sql::{PostgresStore, SqliteStore};
 pub use transfers::{
-    CollectionRecord, NewTransferEvent, TransferProgress, TransferRecord, TransferStore,
+    CollectionRecord, GuestOf, NewTransferEvent, TransferProgress, TransferRecord, TransferStore,
 };
 
 /// Errors of the store. Callers can act on `NotFound` and `Conflict`; the
@@ -135,7 +137,7 @@ pub struct LoginRecord {
 /// own invariants (e.g. [`Store::mark_token_used`] succeeds once only), so
 /// concurrent replicas can share one database.
 #[async_trait]
-pub trait Store: ComputeStore + TransferStore + Send + Sync + 'static {
+pub trait Store: ComputeStore + TransferStore + SharingStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
     /// A round trip to the database.

@@ -626,6 +626,298 @@ macro_rules! store_suite {
     };
 }
 
+async fn groups_memberships_and_effective_groups_through_subgroups(store: SharedStore) {
+    use lattice_protocol::sharing::{GroupPolicies, GroupRole, MembershipStatus};
+    use lattice_protocol::GroupId;
+    let (ada, bob) = (
+        identity("https://idp.example.org", "ada-groups"),
+        identity("https://idp.example.org", "bob-groups"),
+    );
+    store.insert_identity(&ada).await.unwrap();
+    store.insert_identity(&bob).await.unwrap();
+    let now = from_millis(to_millis(Utc::now()));
+    let group = |name: &str, parent: Option<GroupId>| GroupRecord {
+        id: GroupId::new(),
+        name: name.into(),
+        description: String::new(),
+        parent_id: parent,
+        policies: GroupPolicies::default(),
+        created_by: ada.id,
+        created_at: now,
+    };
+    let member = |g: &GroupRecord, who: IdentityId, role, status| MembershipRecord {
+        group_id: g.id,
+        identity_id: Some(who),
+        email: None,
+        role,
+        status,
+        created_at: now,
+        updated_at: now,
+    };
+    let lab = group("lab", None);
+    let students = group("students", Some(lab.id));
+    store
+        .insert_group(
+            &lab,
+            &member(&lab, ada.id, GroupRole::Admin, MembershipStatus::Active),
+        )
+        .await
+        .unwrap();
+    store
+        .insert_group(
+            &students,
+            &member(
+                &students,
+                ada.id,
+                GroupRole::Admin,
+                MembershipStatus::Active,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.group_ancestors(students.id).await.unwrap(),
+        vec![lab.id]
+    );
+    assert!(store.group_ancestors(lab.id).await.unwrap().is_empty());
+
+    // Invited is not a member; active in the subgroup is a member of both.
+    store
+        .put_membership(&member(
+            &students,
+            bob.id,
+            GroupRole::Member,
+            MembershipStatus::Invited,
+        ))
+        .await
+        .unwrap();
+    assert!(store.effective_groups(&[bob.id]).await.unwrap().is_empty());
+    store
+        .put_membership(&member(
+            &students,
+            bob.id,
+            GroupRole::Member,
+            MembershipStatus::Active,
+        ))
+        .await
+        .unwrap();
+    let mut effective = store.effective_groups(&[bob.id]).await.unwrap();
+    effective.sort();
+    let mut expected = vec![lab.id, students.id];
+    expected.sort();
+    assert_eq!(effective, expected);
+    assert_eq!(
+        store
+            .membership(students.id, bob.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        MembershipStatus::Active,
+        "put_membership replaces the row"
+    );
+    assert_eq!(store.members(students.id).await.unwrap().len(), 2);
+    assert_eq!(store.groups_of(&[bob.id]).await.unwrap().len(), 1);
+
+    // An invitation by email is claimed by the identity with that address.
+    let invitation = MembershipRecord {
+        identity_id: None,
+        email: Some("bob@example.org".into()),
+        ..member(&lab, bob.id, GroupRole::Manager, MembershipStatus::Invited)
+    };
+    store.put_membership(&invitation).await.unwrap();
+    assert!(store
+        .membership_by_email(lab.id, "bob@example.org")
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store
+            .claim_email_invitations(bob.id, "bob@example.org", now)
+            .await
+            .unwrap(),
+        1
+    );
+    let claimed = store.membership(lab.id, bob.id).await.unwrap().unwrap();
+    assert_eq!(
+        (claimed.role, claimed.status),
+        (GroupRole::Manager, MembershipStatus::Invited)
+    );
+    assert_eq!(
+        store
+            .claim_email_invitations(bob.id, "bob@example.org", now)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Deleting the parent detaches the subgroup and ends its memberships.
+    assert!(store.delete_group(lab.id).await.unwrap());
+    assert!(store.group(lab.id).await.unwrap().is_none());
+    assert_eq!(
+        store.group(students.id).await.unwrap().unwrap().parent_id,
+        None
+    );
+    assert_eq!(
+        store.effective_groups(&[bob.id]).await.unwrap(),
+        vec![students.id]
+    );
+    assert!(!store.delete_group(lab.id).await.unwrap());
+}
+
+async fn rules_roles_grants_and_audit_round_trip(store: SharedStore) {
+    use lattice_protocol::sharing::{
+        AclRuleInfo, CollectionRole, Permissions, Principal, RoleInfo,
+    };
+    use lattice_protocol::transfer::CollectionAnnounce;
+    use lattice_protocol::{AclRuleId, RoleId};
+    let ada = identity("https://idp.example.org", "ada-rules");
+    let bob = identity("https://idp.example.org", "bob-rules");
+    store.insert_identity(&ada).await.unwrap();
+    store.insert_identity(&bob).await.unwrap();
+    let lab = endpoint_record(ada.id, "lab-rules");
+    store.insert_endpoint(&lab).await.unwrap();
+    let now = from_millis(to_millis(Utc::now()));
+    store
+        .announce_collections(
+            lab.id,
+            ada.id,
+            &[CollectionAnnounce {
+                name: "results".into(),
+                root: "/srv/results".into(),
+            }],
+            now,
+        )
+        .await
+        .unwrap();
+    let results = store
+        .collection_by_name(ada.id, "results")
+        .await
+        .unwrap()
+        .unwrap();
+    let rule = |principal, path: &str| AclRuleInfo {
+        id: AclRuleId::new(),
+        collection_id: results.id,
+        principal,
+        path: path.into(),
+        permissions: Permissions::Read,
+        expires_at: Some(now + Duration::days(30)),
+        created_by: ada.id,
+        created_at: now,
+    };
+    let first = rule(Principal::Identity(bob.id), "/shared/");
+    assert!(store.insert_acl_rule(&first, 2).await.unwrap());
+    assert!(store
+        .insert_acl_rule(&rule(Principal::Public, "/pub/"), 2)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .insert_acl_rule(&rule(Principal::Public, "/more/"), 2)
+            .await
+            .unwrap(),
+        "the limit holds"
+    );
+    assert_eq!(store.acl_rules(results.id).await.unwrap().len(), 2);
+    assert_eq!(store.acl_rule(first.id).await.unwrap(), Some(first.clone()));
+    let mut changed = first.clone();
+    changed.permissions = Permissions::ReadWrite;
+    changed.expires_at = None;
+    assert!(store.update_acl_rule(&changed).await.unwrap());
+    assert_eq!(store.acl_rule(first.id).await.unwrap(), Some(changed));
+    let shared = store
+        .collections_shared_with(&[Principal::Identity(bob.id)])
+        .await
+        .unwrap();
+    assert_eq!(
+        shared.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![results.id]
+    );
+    assert!(store
+        .collections_shared_with(&[Principal::AllAuthenticatedUsers])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.delete_acl_rule(first.id).await.unwrap());
+    assert!(!store.delete_acl_rule(first.id).await.unwrap());
+
+    let role = RoleInfo {
+        id: RoleId::new(),
+        collection_id: results.id,
+        principal: Principal::Identity(bob.id),
+        role: CollectionRole::AccessManager,
+        created_by: ada.id,
+        created_at: now,
+    };
+    store.insert_role(&role).await.unwrap();
+    let again = RoleInfo {
+        id: RoleId::new(),
+        ..role.clone()
+    };
+    assert!(matches!(
+        store.insert_role(&again).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.roles(results.id).await.unwrap(), vec![role.clone()]);
+    assert_eq!(store.role(role.id).await.unwrap(), Some(role.clone()));
+    assert!(store.delete_role(role.id).await.unwrap());
+
+    let function = format!("function:{}", uuid::Uuid::new_v4());
+    store
+        .insert_grant(&function, Principal::Public, ada.id, now)
+        .await
+        .unwrap();
+    store
+        .insert_grant(&function, Principal::Public, ada.id, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.grants(&function).await.unwrap(),
+        vec![Principal::Public]
+    );
+    assert!(store
+        .delete_grant(&function, Principal::Public)
+        .await
+        .unwrap());
+    assert!(store.grants(&function).await.unwrap().is_empty());
+
+    for action in ["acl.create", "acl.delete"] {
+        store
+            .insert_audit(&NewAuditEntry {
+                time: now,
+                actor: ada.id,
+                client_id: None,
+                subject: format!("collection:{}", results.id),
+                action: action.into(),
+                detail: serde_json::json!({"path": "/shared/"}),
+            })
+            .await
+            .unwrap();
+    }
+    let trail = store
+        .audit(&format!("collection:{}", results.id), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        trail.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["acl.create", "acl.delete"]
+    );
+    let rest = store
+        .audit(&format!("collection:{}", results.id), trail[0].seq, 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+
+    assert_eq!(
+        store
+            .identities_named("bob-rules@example.org")
+            .await
+            .unwrap(),
+        vec![bob.id]
+    );
+    assert!(store.identities_named("nobody").await.unwrap().is_empty());
+}
+
 store_suite!(
     identities_are_keyed_by_provider_and_subject,
     linked_identities_share_a_primary,
@@ -636,4 +928,6 @@ store_suite!(
     endpoint_blocks_and_provider_error_round_trip,
     collections_are_announced_withdrawn_and_owner_scoped,
     transfers_keep_submission_ids_events_and_final_states,
+    groups_memberships_and_effective_groups_through_subgroups,
+    rules_roles_grants_and_audit_round_trip,
 );

@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use lattice_protocol::sharing::SharingPolicy;
 use lattice_protocol::transfer::{
     CollectionAnnounce, FileChecksum, Side, TaskKind, TransferCounters, TransferEventInfo,
     TransferItem, TransferOptions, TransferStatus, TransferTuning,
@@ -26,6 +27,20 @@ pub struct CollectionRecord {
     pub created_at: DateTime<Utc>,
     pub announced_at: DateTime<Utc>,
     pub withdrawn_at: Option<DateTime<Utc>>,
+    /// For a guest collection: the host collection and the directory of
+    /// it that is this collection's root.
+    pub guest_of: Option<GuestOf>,
+    /// What guest collections may share of this collection; `None` is the
+    /// default policy.
+    pub sharing_policy: Option<SharingPolicy>,
+}
+
+/// Where a guest collection lives in its host collection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestOf {
+    pub host: CollectionId,
+    /// A directory of the host, `/`-separated, starting and ending with `/`.
+    pub path: String,
 }
 
 /// A transfer task as stored.
@@ -141,22 +156,22 @@ pub trait TransferStore: Send + Sync + 'static {
     async fn transfer_checksums(&self, id: TransferId) -> StoreResult<Vec<FileChecksum>>;
 }
 
-fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
+pub(super) fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         table,
         detail: detail.to_string(),
     }
 }
 
-fn uuid_of(table: &'static str, text: &str) -> StoreResult<Uuid> {
+pub(super) fn uuid_of(table: &'static str, text: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(text).map_err(|e| corrupt(table, format!("bad id `{text}`: {e}")))
 }
 
-const COLLECTION_COLUMNS: &str =
-    "id, owner_id, endpoint_id, name, root, created_at, announced_at, withdrawn_at";
+pub(super) const COLLECTION_COLUMNS: &str =
+    "id, owner_id, endpoint_id, name, root, created_at, announced_at, withdrawn_at, host_collection_id, host_path, sharing_policy";
 
 #[derive(sqlx::FromRow)]
-struct CollectionRow {
+pub(super) struct CollectionRow {
     id: String,
     owner_id: String,
     endpoint_id: String,
@@ -165,10 +180,13 @@ struct CollectionRow {
     created_at: i64,
     announced_at: i64,
     withdrawn_at: Option<i64>,
+    host_collection_id: Option<String>,
+    host_path: Option<String>,
+    sharing_policy: Option<String>,
 }
 
 impl CollectionRow {
-    fn into_record(self) -> StoreResult<CollectionRecord> {
+    pub(super) fn into_record(self) -> StoreResult<CollectionRecord> {
         const T: &str = "collections";
         Ok(CollectionRecord {
             id: CollectionId(uuid_of(T, &self.id)?),
@@ -179,6 +197,18 @@ impl CollectionRow {
             created_at: from_millis(self.created_at),
             announced_at: from_millis(self.announced_at),
             withdrawn_at: self.withdrawn_at.map(from_millis),
+            guest_of: match (self.host_collection_id, self.host_path) {
+                (Some(host), Some(path)) => Some(GuestOf {
+                    host: CollectionId(uuid_of(T, &host)?),
+                    path,
+                }),
+                (None, None) => None,
+                _ => return Err(corrupt(T, "a guest collection without host or path")),
+            },
+            sharing_policy: self
+                .sharing_policy
+                .map(|p| serde_json::from_str(&p).map_err(|e| corrupt(T, e)))
+                .transpose()?,
         })
     }
 }
@@ -296,6 +326,11 @@ macro_rules! impl_transfer_store {
                     .fetch_optional(&mut *tx)
                     .await?;
                     match existing {
+                        // The owner's guest collection of that name: the
+                        // announced one cannot take its name.
+                        Some(row) if row.host_collection_id.is_some() => {
+                            refused.push(c.name.clone());
+                        }
                         Some(row) if row.endpoint_id != endpoint.to_string() && row.withdrawn_at.is_none() => {
                             refused.push(c.name.clone());
                         }
@@ -310,7 +345,7 @@ macro_rules! impl_transfer_store {
                         }
                         None => {
                             sqlx::query(&format!(
-                                "INSERT INTO collections ({COLLECTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6, NULL)"
+                                "INSERT INTO collections ({COLLECTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6, NULL, NULL, NULL, NULL)"
                             ))
                             .bind(CollectionId::new().to_string())
                             .bind(owner.to_string())
@@ -324,7 +359,7 @@ macro_rules! impl_transfer_store {
                     }
                 }
                 let hosted: Vec<CollectionRow> = sqlx::query_as(&format!(
-                    "SELECT {COLLECTION_COLUMNS} FROM collections WHERE endpoint_id = $1 AND withdrawn_at IS NULL"
+                    "SELECT {COLLECTION_COLUMNS} FROM collections WHERE endpoint_id = $1 AND withdrawn_at IS NULL AND host_collection_id IS NULL"
                 ))
                 .bind(endpoint.to_string())
                 .fetch_all(&mut *tx)

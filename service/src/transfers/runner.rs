@@ -8,7 +8,9 @@
 //! both sides' `Done` end it. The engine transfer id (`<task id>.<item>`)
 //! is the same for every attempt of an item, so the destination's restart
 //! journal makes a retry resume. While either endpoint is offline the task
-//! is `paused`; it resumes when both are back.
+//! is `paused`; it resumes when both are back. Before every attempt the
+//! owner's access is checked again (`crate::sharing::access::check_item`):
+//! a refusal ends the task with a `PERMISSION_DENIED` event.
 //!
 //! A delete task ([`TaskKind::Delete`]) has one collection: each attempt is
 //! a `TransferCommand::Delete` to its agent, which reports like a
@@ -20,13 +22,15 @@ use chrono::Utc;
 use lattice_protocol::frames::ServiceFrame;
 use lattice_protocol::transfer::{
     AttemptError, AttemptSpec, FaultCode, FileChecksum, Side, TaskKind, TransferCommand,
-    TransferCounters, TransferReport, TransferStatus,
+    TransferCounters, TransferItem, TransferReport, TransferStatus,
 };
 use lattice_protocol::{EndpointId, TransferId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::RunnerInput;
+use crate::sharing::access;
+use crate::sharing::{SharingError, Viewer};
 use crate::state::AppState;
 use crate::store::{
     CollectionRecord, NewTransferEvent, StoreResult, TransferProgress, TransferRecord,
@@ -181,6 +185,34 @@ impl Runner {
                     self.discard(&record, &progress, &destination);
                     return self.stopped(&mut progress, stop).await;
                 }
+            }
+            // Access is checked again before every attempt: a deleted or
+            // expired rule, or a group membership that ended, stops the
+            // task here, before anything more is copied.
+            if let Err(denied) = self
+                .check_access(&record, (&source, &destination), item)
+                .await?
+            {
+                self.event(
+                    item_index,
+                    progress.attempts,
+                    "PERMISSION_DENIED",
+                    true,
+                    None,
+                    None,
+                    &denied,
+                )
+                .await?;
+                progress.faults += 1;
+                self.discard(&record, &progress, &destination);
+                return self
+                    .finish(
+                        &mut progress,
+                        TransferStatus::Failed,
+                        "FAILED",
+                        format!("PERMISSION_DENIED: {denied}"),
+                    )
+                    .await;
             }
             progress.attempts += 1;
             let attempt = progress.attempts;
@@ -939,6 +971,23 @@ impl Runner {
         match self.state.store.endpoint(id).await {
             Ok(Some(endpoint)) => format!("`{}` ({id})", endpoint.name),
             _ => id.to_string(),
+        }
+    }
+
+    /// Whether the task's owner may still do `item`: `Err` with the reason
+    /// if not.
+    async fn check_access(
+        &self,
+        record: &TransferRecord,
+        collections: (&CollectionRecord, &CollectionRecord),
+        item: &TransferItem,
+    ) -> StoreResult<Result<(), String>> {
+        let viewer = Viewer::of(&self.state.store, record.owner_id).await?;
+        match access::check_item(&self.state.store, &viewer, &record.kind, collections, item).await
+        {
+            Ok(()) => Ok(Ok(())),
+            Err(SharingError::Store(e)) => Err(e),
+            Err(refused) => Ok(Err(refused.to_string())),
         }
     }
 
