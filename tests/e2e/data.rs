@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 const PATIENCE: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy, Debug)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
@@ -37,7 +37,7 @@ struct Scene {
     schema: Option<TestSchema>,
 }
 
-struct Agent {
+pub(crate) struct Agent {
     endpoint_id: EndpointId,
     collection: String,
     root: tempfile::TempDir,
@@ -51,7 +51,7 @@ struct Agent {
 }
 
 impl Agent {
-    fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.root.path()
     }
 
@@ -163,30 +163,7 @@ impl Scene {
 
     /// [`Scene::agent`] whose sending side runs `hooks`.
     async fn agent_with_hooks(&self, name: &str, hooks: TestHooks) -> Agent {
-        let answer = self.post("/v1/endpoints", json!({"name": name})).await;
-        assert!(answer.status.is_success(), "{answer:?}");
-        let endpoint_id: EndpointId =
-            serde_json::from_value(answer.body["endpoint"]["id"].clone()).expect("endpoint id");
-        let credential = EndpointCredential {
-            endpoint_id,
-            agent_secret: answer.str("agent_secret").to_owned(),
-            service_url: self.service.url.to_string(),
-        };
-        let state = tempfile::tempdir().expect("agent state dir");
-        let mut agent = Agent {
-            endpoint_id,
-            collection: name.to_owned(),
-            root: tempfile::tempdir().expect("collection root"),
-            stop: None,
-            task: None,
-            state_dir: state.path().to_owned(),
-            credential,
-            hooks,
-            _state: state,
-        };
-        agent.start();
-        self.until_online(name, true).await;
-        agent
+        start_agent(&self.service, &self.token, name, hooks).await
     }
 
     async fn until_online(&self, collection: &str, online: bool) {
@@ -236,7 +213,49 @@ impl Scene {
     }
 }
 
-async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+/// Registers endpoint `name` with `token`'s identity and runs its agent
+/// in-process, hosting collection `name` at a fresh temporary directory;
+/// returns once the collection is online.
+pub(crate) async fn start_agent(
+    service: &TestService,
+    token: &str,
+    name: &str,
+    hooks: TestHooks,
+) -> Agent {
+    let answer = service
+        .post_json("/v1/endpoints", Some(token), &json!({"name": name}))
+        .await;
+    assert!(answer.status.is_success(), "{answer:?}");
+    let endpoint_id: EndpointId =
+        serde_json::from_value(answer.body["endpoint"]["id"].clone()).expect("endpoint id");
+    let credential = EndpointCredential {
+        endpoint_id,
+        agent_secret: answer.str("agent_secret").to_owned(),
+        service_url: service.url.to_string(),
+    };
+    let state = tempfile::tempdir().expect("agent state dir");
+    let mut agent = Agent {
+        endpoint_id,
+        collection: name.to_owned(),
+        root: tempfile::tempdir().expect("collection root"),
+        stop: None,
+        task: None,
+        state_dir: state.path().to_owned(),
+        credential,
+        hooks,
+        _state: state,
+    };
+    agent.start();
+    let path = format!("/v1/collections/{name}");
+    wait_for(&format!("{name} online"), || async {
+        let answer = service.get(&path, Some(token)).await;
+        (answer.status.is_success() && answer.body["online"] == json!(true)).then_some(())
+    })
+    .await;
+    agent
+}
+
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -251,7 +270,7 @@ where
     }
 }
 
-fn write(path: &Path, bytes: &[u8]) {
+pub(crate) fn write(path: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(path, bytes).expect("write");
 }

@@ -5,3 +5,4 @@ mod blocks;
 mod data;
 mod login;
 mod multi_user;
+mod sharing;

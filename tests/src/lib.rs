@@ -222,6 +222,28 @@ impl TestService {
         Answer::read(response).await.expect("read answer")
     }
 
+    /// Any method, with an optional JSON body (PATCH, DELETE...).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Answer {
+        let mut request = self.http.request(method.clone(), self.endpoint(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        Answer::read(response).await.expect("read answer")
+    }
+
     pub async fn whoami(&self, token: &str) -> Answer {
         self.get("/v1/auth/whoami", Some(token)).await
     }
