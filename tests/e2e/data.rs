@@ -2,7 +2,7 @@
 //! the service in-process on a real socket, two real endpoint agents
 //! in-process (`run_agent` with `[[collections]]`), each hosting a temporary
 //! directory, and data moving agent to agent over QUIC. Every scenario runs
-//! on SQLite and on PostgreSQL (`data_suite!`; PostgreSQL scenarios skip
+//! on SQLite and on PostgreSQL (`backend_suite!`; PostgreSQL scenarios skip
 //! unless it is reachable or `LATTICE_REQUIRE_SERVICES=1`).
 
 use std::collections::BTreeMap;
@@ -20,14 +20,10 @@ use lattice_service::testing::{postgres_addr, tcp_reachable, TestSchema};
 use lattice_tests::{require_service, Answer, ServiceListener, TestService};
 use serde_json::{json, Value};
 
+use crate::Backend;
+
 /// Hang guard for anything that waits on agents.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 struct Scene {
     service: TestService,
@@ -1470,35 +1466,8 @@ async fn an_abandoned_transfer_leaves_nothing_behind(scene: &Scene) {
     }
 }
 
-macro_rules! data_suite {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let scene = super::Scene::start(super::Backend::Sqlite, stringify!($name)).await.expect("sqlite");
-                    super::$name(&scene).await;
-                    scene.cleanup().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let test = concat!("data::postgres::", stringify!($name));
-                    let Some(scene) = super::Scene::start(super::Backend::Postgres, test).await else {
-                        return;
-                    };
-                    super::$name(&scene).await;
-                    scene.cleanup().await;
-                }
-            )*
-        }
-    };
-}
-
-data_suite!(
+backend_suite!(
+    "data";
     collections_are_registered_and_owner_only,
     file_operations_handle_odd_names,
     hostile_paths_are_refused,

@@ -2,7 +2,7 @@
 //! OpenID Connect provider, three people who log in through it (alice,
 //! bob, carol) plus a client identity, and real agents hosting
 //! collections. Every scenario runs on SQLite and on PostgreSQL
-//! (`sharing_suite!`; PostgreSQL scenarios skip unless it is reachable or
+//! (`backend_suite!`; PostgreSQL scenarios skip unless it is reachable or
 //! `LATTICE_REQUIRE_SERVICES=1`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,7 +15,8 @@ use lattice_tests::{require_service, Answer, LoginPlatform};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::data::{start_agent, wait_for, write, Agent, Backend};
+use crate::data::{start_agent, wait_for, write, Agent};
+use crate::Backend;
 
 /// Someone logged in: token and identity id.
 struct Person {
@@ -716,38 +717,8 @@ async fn removing_a_member_stops_a_running_transfer_at_its_next_item(scene: &Sce
         .assert_error(403, "forbidden");
 }
 
-macro_rules! sharing_suite {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let test = concat!("sharing::sqlite::", stringify!($name));
-                    let Some(scene) = super::Scene::start(super::Backend::Sqlite, test).await else {
-                        return;
-                    };
-                    super::$name(&scene).await;
-                    scene.cleanup().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let test = concat!("sharing::postgres::", stringify!($name));
-                    let Some(scene) = super::Scene::start(super::Backend::Postgres, test).await else {
-                        return;
-                    };
-                    super::$name(&scene).await;
-                    scene.cleanup().await;
-                }
-            )*
-        }
-    };
-}
-
-sharing_suite!(
+backend_suite!(
+    "sharing";
     group_memberships_follow_their_rules,
     access_rules_decide_every_file_operation,
     removing_a_member_stops_a_running_transfer_at_its_next_item,

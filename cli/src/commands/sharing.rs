@@ -94,7 +94,9 @@ impl PolicyArgs {
 pub(crate) enum GroupCommand {
     /// Create a group; you become its admin.
     Create {
+        /// The group's name (1 to 100 characters).
         name: String,
+        /// What the group is for.
         #[arg(long, default_value = "")]
         description: String,
         /// Make it a subgroup of GROUP (you must be an admin there): its
@@ -107,28 +109,47 @@ pub(crate) enum GroupCommand {
     /// Your groups (active, invited, pending); --all adds every group
     /// visible to all logged-in identities.
     List {
+        /// Also list every group visible to all logged-in identities.
         #[arg(long)]
         all: bool,
     },
     /// A group, with its members when you may see them.
-    Show { group: String },
+    Show {
+        /// Group id or name.
+        group: String,
+    },
     /// Delete a group (admins).
-    Delete { group: String },
+    Delete {
+        /// Group id or name.
+        group: String,
+    },
     /// Invite identities (username, email or identity:ID); an email nobody
     /// has logged in with yet is claimed at that person's first login.
     Invite {
+        /// Group id or name.
         group: String,
+        /// Who to invite: usernames, emails (also of people who never logged in) or identity:ID.
         #[arg(required = true)]
         principals: Vec<String>,
+        /// The role: member, manager or admin.
         #[arg(long, value_enum, default_value = "member")]
         role: RoleArg,
     },
     /// Accept an invitation, or ask to join when you are not invited.
-    Join { group: String },
+    Join {
+        /// Group id or name.
+        group: String,
+    },
     /// Decline an invitation.
-    Decline { group: String },
+    Decline {
+        /// Group id or name.
+        group: String,
+    },
     /// Leave a group (the last admin cannot).
-    Leave { group: String },
+    Leave {
+        /// Group id or name.
+        group: String,
+    },
     /// Add, remove or change the role of members (admins and managers).
     #[command(subcommand)]
     Member(MemberCommand),
@@ -137,11 +158,14 @@ pub(crate) enum GroupCommand {
     Request(RequestCommand),
     /// Change a group's policies, name, description or parent (admins).
     SetPolicy {
+        /// Group id or name.
         group: String,
         #[command(flatten)]
         policies: PolicyArgs,
+        /// A new name.
         #[arg(long)]
         name: Option<String>,
+        /// A new description.
         #[arg(long)]
         description: Option<String>,
         /// Make it a subgroup of GROUP.
@@ -152,29 +176,40 @@ pub(crate) enum GroupCommand {
         no_parent: bool,
     },
     /// Every change to the group: who, when, what, from which client (admins).
-    Audit { group: String },
+    Audit {
+        /// Group id or name.
+        group: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum MemberCommand {
     /// Add identities as active members.
     Add {
+        /// Group id or name.
         group: String,
+        /// Identities: usernames, emails or identity:ID.
         #[arg(required = true)]
         identities: Vec<String>,
+        /// The role: member, manager or admin.
         #[arg(long, value_enum, default_value = "member")]
         role: RoleArg,
     },
     /// Remove members.
     Remove {
+        /// Group id or name.
         group: String,
+        /// Identities: usernames, emails or identity:ID.
         #[arg(required = true)]
         identities: Vec<String>,
     },
     /// Change a member's role (admins).
     Role {
+        /// Group id or name.
         group: String,
+        /// An identity: username, email or identity:ID.
         identity: String,
+        /// The role: member, manager or admin.
         #[arg(value_enum)]
         role: RoleArg,
     },
@@ -182,13 +217,19 @@ pub(crate) enum MemberCommand {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum RequestCommand {
+    /// Approve join requests: the identities become active members.
     Approve {
+        /// Group id or name.
         group: String,
+        /// Identities: usernames, emails or identity:ID.
         #[arg(required = true)]
         identities: Vec<String>,
     },
+    /// Reject join requests.
     Reject {
+        /// Group id or name.
         group: String,
+        /// Identities: usernames, emails or identity:ID.
         #[arg(required = true)]
         identities: Vec<String>,
     },
@@ -586,6 +627,7 @@ pub(crate) enum AclCommand {
         /// identity:ID, group:ID, all_authenticated_users, public, or a
         /// username, email or group name.
         principal: String,
+        /// r (read) or rw (read and write).
         #[arg(long, value_enum)]
         permissions: PermissionsArg,
         /// When the rule stops granting: RFC 3339 or a duration from now
@@ -594,20 +636,29 @@ pub(crate) enum AclCommand {
         expires: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// The collection's access rules (owner, administrators, access managers).
-    List { collection: String },
+    List {
+        /// Collection id or name.
+        collection: String,
+    },
     /// One rule.
     Show {
+        /// Collection id or name.
         collection: String,
+        /// Rule id (`lattice acl list COLLECTION` shows them).
         #[arg(value_parser = id_of::<AclRuleId>("rule", "`lattice acl list COLLECTION`"))]
         rule: AclRuleId,
     },
     /// Change a rule's permissions or expiry.
     Update {
+        /// Collection id or name.
         collection: String,
+        /// Rule id (`lattice acl list COLLECTION` shows them).
         #[arg(value_parser = id_of::<AclRuleId>("rule", "`lattice acl list COLLECTION`"))]
         rule: AclRuleId,
+        /// New permissions: r or rw.
         #[arg(long, value_enum)]
         permissions: Option<PermissionsArg>,
+        /// New expiry: RFC 3339 or a duration from now (30m, 12h, 30d).
         #[arg(long, value_name = "TIME", value_parser = parse_deadline, conflicts_with = "no_expiry")]
         expires: Option<chrono::DateTime<chrono::Utc>>,
         /// Remove the expiry.
@@ -617,7 +668,9 @@ pub(crate) enum AclCommand {
     /// Delete a rule: access it granted ends at once (running transfers
     /// stop at their next item).
     Delete {
+        /// Collection id or name.
         collection: String,
+        /// Rule id (`lattice acl list COLLECTION` shows them).
         #[arg(value_parser = id_of::<AclRuleId>("rule", "`lattice acl list COLLECTION`"))]
         rule: AclRuleId,
     },
@@ -641,7 +694,8 @@ pub(crate) async fn acl(ctx: &Context, command: AclCommand) -> anyhow::Result<()
     match command {
         AclCommand::Add {
             target,
-            principal: given,
+            /// identity:ID, group:ID, all_authenticated_users, public, or a username, email or group name.
+                principal: given,
             permissions,
             expires,
         } => {
@@ -732,16 +786,24 @@ impl From<CollectionRoleArg> for CollectionRole {
 pub(crate) enum RoleCommand {
     /// Grant a role: `lattice collection role add results alice access-manager`.
     Add {
+        /// Collection id or name.
         collection: String,
+        /// identity:ID, group:ID, all_authenticated_users, public, or a username, email or group name.
         principal: String,
+        /// The role to grant.
         #[arg(value_enum)]
         role: CollectionRoleArg,
     },
     /// The collection's roles.
-    List { collection: String },
+    List {
+        /// Collection id or name.
+        collection: String,
+    },
     /// Revoke a role.
     Delete {
+        /// Collection id or name.
         collection: String,
+        /// Role id (`lattice collection role list COLLECTION` shows them).
         #[arg(value_parser = id_of::<RoleId>("role", "`lattice collection role list COLLECTION`"))]
         role: RoleId,
     },
@@ -756,7 +818,8 @@ pub(crate) async fn role(ctx: &Context, command: RoleCommand) -> anyhow::Result<
     match command {
         RoleCommand::Add {
             collection,
-            principal: given,
+            /// identity:ID, group:ID, all_authenticated_users, public, or a username, email or group name.
+                principal: given,
             role,
         } => {
             let principal = principal(&client, &given).await?;

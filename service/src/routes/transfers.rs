@@ -333,29 +333,25 @@ pub async fn submit(
     // Access first, so that probing the agents reveals nothing about
     // paths the caller may not use; again after resolution, which may
     // move a destination into a directory.
-    for item in &request.items {
-        access::check_item(
-            &state.store,
-            &viewer,
-            &TaskKind::Transfer,
-            (&source, &destination),
-            item,
-        )
-        .await?;
-    }
+    access::check_items(
+        &state.store,
+        &viewer,
+        &TaskKind::Transfer,
+        (&source, &destination),
+        &request.items,
+    )
+    .await?;
     let items =
         crate::transfers::submission::resolve_items(&state, &source, &destination, request.items)
             .await?;
-    for item in &items {
-        access::check_item(
-            &state.store,
-            &viewer,
-            &TaskKind::Transfer,
-            (&source, &destination),
-            item,
-        )
-        .await?;
-    }
+    access::check_items(
+        &state.store,
+        &viewer,
+        &TaskKind::Transfer,
+        (&source, &destination),
+        &items,
+    )
+    .await?;
     check_overlap(&source, &destination, &items, &request.options)?;
     let submitted = format!(
         "{} item(s) from `{}` to `{}`",
@@ -428,16 +424,14 @@ pub async fn submit_delete(
     let kind = TaskKind::Delete {
         ignore_missing: request.ignore_missing,
     };
-    for item in &items {
-        access::check_item(
-            &state.store,
-            &viewer,
-            &kind,
-            (&collection, &collection),
-            item,
-        )
-        .await?;
-    }
+    access::check_items(
+        &state.store,
+        &viewer,
+        &kind,
+        (&collection, &collection),
+        &items,
+    )
+    .await?;
     let record = new_record(
         &auth,
         kind,

@@ -160,6 +160,20 @@ pub async fn check_item(
     }
 }
 
+/// [`check_item`] for every item of a submission; the first refusal wins.
+pub async fn check_items(
+    store: &SharedStore,
+    viewer: &Viewer,
+    kind: &TaskKind,
+    collections: (&CollectionRecord, &CollectionRecord),
+    items: &[TransferItem],
+) -> SharingResult<()> {
+    for item in items {
+        check_item(store, viewer, kind, collections, item).await?;
+    }
+    Ok(())
+}
+
 /// Whether `viewer` may know of `collection` at all: its owner, or the
 /// holder of a live rule (on any path) or of a role on it.
 pub async fn can_see(
