@@ -33,7 +33,8 @@ use serde::Serialize;
 
 use lattice_protocol::sharing::{
     AclRuleCreate, AclRuleInfo, AclRuleUpdate, AuditEntry, GroupCreate, GroupInfo, GroupUpdate,
-    MembershipAction, MembershipBatch, MembershipBatchResult, RoleCreate, RoleInfo,
+    GuestCollectionCreate, MembershipAction, MembershipBatch, MembershipBatchResult, RoleCreate,
+    RoleInfo, SharingPolicy,
 };
 
 pub use profile::Profile;
@@ -525,6 +526,44 @@ impl Client {
             Method::DELETE,
             &format!("v1/collections/{}/roles/{id}", segment(collection)),
             None,
+        )
+        .await
+    }
+
+    /// Creates a guest collection rooted at `request.path` of `host`.
+    pub async fn create_guest_collection(
+        &self,
+        host: &str,
+        request: &GuestCollectionCreate,
+    ) -> ClientResult<CollectionInfo> {
+        self.post(&format!("v1/collections/{}/guests", segment(host)), request)
+            .await
+    }
+
+    /// Deletes a guest collection.
+    pub async fn delete_collection(&self, collection: &str) -> ClientResult<()> {
+        self.request::<(), ()>(
+            Method::DELETE,
+            &format!("v1/collections/{}", segment(collection)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn sharing_policy(&self, collection: &str) -> ClientResult<SharingPolicy> {
+        self.get(&format!("v1/collections/{}/sharing", segment(collection)))
+            .await
+    }
+
+    pub async fn set_sharing_policy(
+        &self,
+        collection: &str,
+        policy: &SharingPolicy,
+    ) -> ClientResult<SharingPolicy> {
+        self.request(
+            Method::PUT,
+            &format!("v1/collections/{}/sharing", segment(collection)),
+            Some(policy),
         )
         .await
     }

@@ -202,6 +202,24 @@ impl Collection {
         })
     }
 
+    /// The collection made of one directory of this one (a guest
+    /// collection's root): every path is then resolved beneath `path`, so
+    /// nothing outside it is reachable, through symlinks neither. Blocking.
+    pub fn subtree_blocking(&self, path: &str) -> Result<Self, CollectionError> {
+        let path = CollectionPath::parse(path)?;
+        if path.is_root() {
+            return Ok(self.clone());
+        }
+        let dir = self
+            .dir
+            .open_dir(path.as_relative())
+            .map_err(|e| CollectionError::from_io("open", path.to_string(), e))?;
+        Ok(Collection {
+            root_path: Arc::new(self.root_path.join(path.as_relative())),
+            dir: Arc::new(dir),
+        })
+    }
+
     /// The host directory this collection maps (shown to its owner only).
     pub fn root(&self) -> &Path {
         &self.root_path

@@ -99,7 +99,12 @@ type Running = Arc<Mutex<HashMap<(String, Side), (u32, AbortHandle)>>>;
 
 /// The data plane of one agent. Built once at start (opens the collection
 /// roots, binds the UDP socket, loads or creates the agent's certificate).
-pub(crate) struct DataPlane {
+/// Cheap to clone: commands for a guest collection open its subtree on the
+/// blocking pool and continue on a clone.
+#[derive(Clone)]
+pub(crate) struct DataPlane(Arc<Inner>);
+
+pub(crate) struct Inner {
     collections: Arc<HashMap<String, Collection>>,
     announce: Vec<CollectionAnnounce>,
     endpoint: TransferEndpoint,
@@ -171,7 +176,7 @@ impl DataPlane {
             })
             .collect();
         tracing::info!(collections = settings.collections.len(), address = %advertise, fingerprint = %endpoint.fingerprint().to_hex(), "data plane ready");
-        Ok(Some(DataPlane {
+        Ok(Some(DataPlane(Arc::new(Inner {
             collections: Arc::new(collections),
             announce,
             endpoint,
@@ -181,7 +186,7 @@ impl DataPlane {
             running: Arc::default(),
             #[cfg(feature = "testsuite")]
             source_hooks: settings.source_hooks.clone(),
-        }))
+        }))))
     }
 
     /// The frame that tells the service what this agent hosts.
@@ -198,19 +203,29 @@ impl DataPlane {
             ServiceFrame::FileOp {
                 request_id,
                 collection,
+                subtree,
                 op,
-            } => self.file_op(request_id, collection, op),
+            } => self.file_op(request_id, collection, subtree, op),
             ServiceFrame::Transfer { command } => self.transfer(*command),
             other => tracing::warn!(frame = ?other, "not a data-plane frame"),
         }
     }
 
-    fn file_op(&self, request_id: FileOpRequestId, name: String, op: FileOp) {
+    fn file_op(
+        &self,
+        request_id: FileOpRequestId,
+        name: String,
+        subtree: Option<String>,
+        op: FileOp,
+    ) {
         let collection = self.collections.get(&name).cloned();
         let outgoing = self.outgoing.clone();
         tokio::spawn(async move {
             let result = match collection {
-                Some(collection) => run_file_op(&collection, op).await,
+                Some(collection) => match open_subtree(collection, subtree).await {
+                    Ok(collection) => run_file_op(&collection, op).await,
+                    Err(e) => Err(file_error(e)),
+                },
                 None => Err(FileOpError {
                     kind: FileErrorKind::UnknownCollection,
                     message: format!("this agent does not host a collection named `{name}`"),
@@ -221,6 +236,62 @@ impl DataPlane {
     }
 
     fn transfer(&self, command: TransferCommand) {
+        // A guest collection's command: open its subtree on the blocking
+        // pool, then run the command on that collection.
+        let guest = match &command {
+            TransferCommand::Listen {
+                collection,
+                subtree: Some(subtree),
+                ..
+            }
+            | TransferCommand::Send {
+                collection,
+                subtree: Some(subtree),
+                ..
+            }
+            | TransferCommand::Delete {
+                collection,
+                subtree: Some(subtree),
+                ..
+            }
+            | TransferCommand::Discard {
+                collection,
+                subtree: Some(subtree),
+                ..
+            } => Some((collection.clone(), subtree.clone())),
+            _ => None,
+        };
+        match guest {
+            Some((name, subtree)) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let resolved = match this.collections.get(&name).cloned() {
+                        Some(host) => {
+                            open_subtree(host, Some(subtree))
+                                .await
+                                .map_err(|e| AttemptError {
+                                    code: FaultCode::InvalidPath,
+                                    message: format!("guest collection root: {e}"),
+                                    retryable: false,
+                                })
+                        }
+                        None => Err(unknown_collection(&name)),
+                    };
+                    this.run_transfer(command, Some(resolved));
+                });
+            }
+            None => self.run_transfer(command, None),
+        }
+    }
+
+    /// Runs a transfer command; `guest` is the collection a guest
+    /// command's subtree resolved to (else the command's collection name is
+    /// looked up).
+    fn run_transfer(
+        &self,
+        command: TransferCommand,
+        guest: Option<Result<Collection, AttemptError>>,
+    ) {
         match command {
             TransferCommand::Abort { transfer_id } => {
                 let aborted: Vec<_> = {
@@ -255,12 +326,13 @@ impl DataPlane {
                 transfer_id,
                 collection,
                 destination_path,
+                ..
             } => {
                 let key = (transfer_id.clone(), Side::Destination);
                 if let Some((_, handle)) = self.running.lock().expect("running lock").remove(&key) {
                     handle.abort();
                 }
-                let Some(collection) = self.collections.get(&collection).cloned() else {
+                let Ok(collection) = self.collection(&collection, guest) else {
                     return;
                 };
                 let state_dir = self.journal_dir.clone();
@@ -286,9 +358,10 @@ impl DataPlane {
                 spec,
                 source_fingerprint,
                 credential,
+                ..
             } => {
                 let transfer_id = spec.transfer_id.clone();
-                let prepared = self.prepare(&collection, &spec).and_then(|(c, s)| {
+                let prepared = self.prepare(&collection, guest, &spec).and_then(|(c, s)| {
                     let fingerprint = parse_fingerprint(&source_fingerprint)?;
                     Ok(DestinationTask::new(
                         s,
@@ -324,16 +397,13 @@ impl DataPlane {
                 path,
                 recursive,
                 ignore_missing,
+                ..
             } => {
-                let Some(collection) = self.collections.get(&collection).cloned() else {
-                    let error = AttemptError {
-                        code: FaultCode::InvalidPath,
-                        message: format!(
-                            "this agent does not host a collection named `{collection}`"
-                        ),
-                        retryable: false,
-                    };
-                    return self.refuse(transfer_id, attempt, Side::Destination, error);
+                let collection = match self.collection(&collection, guest) {
+                    Ok(collection) => collection,
+                    Err(error) => {
+                        return self.refuse(transfer_id, attempt, Side::Destination, error)
+                    }
                 };
                 let task = DeleteTask {
                     transfer_id: transfer_id.clone(),
@@ -352,9 +422,10 @@ impl DataPlane {
                 destination,
                 destination_fingerprint,
                 credential,
+                ..
             } => {
                 let transfer_id = spec.transfer_id.clone();
-                let prepared = self.prepare(&collection, &spec).and_then(|(c, s)| {
+                let prepared = self.prepare(&collection, guest, &spec).and_then(|(c, s)| {
                     let fingerprint = parse_fingerprint(&destination_fingerprint)?;
                     let address: SocketAddr = destination.parse().map_err(|e| AttemptError {
                         code: FaultCode::ProtocolError,
@@ -381,20 +452,30 @@ impl DataPlane {
         }
     }
 
+    /// The collection a command runs on: the guest subtree it resolved
+    /// to, or the hosted collection of that name.
+    fn collection(
+        &self,
+        name: &str,
+        guest: Option<Result<Collection, AttemptError>>,
+    ) -> Result<Collection, AttemptError> {
+        match guest {
+            Some(resolved) => resolved,
+            None => self
+                .collections
+                .get(name)
+                .cloned()
+                .ok_or_else(|| unknown_collection(name)),
+        }
+    }
+
     fn prepare(
         &self,
         collection: &str,
+        guest: Option<Result<Collection, AttemptError>>,
         spec: &AttemptSpec,
     ) -> Result<(Collection, TransferSpec), AttemptError> {
-        let collection = self
-            .collections
-            .get(collection)
-            .cloned()
-            .ok_or_else(|| AttemptError {
-                code: FaultCode::InvalidPath,
-                message: format!("this agent does not host a collection named `{collection}`"),
-                retryable: false,
-            })?;
+        let collection = self.collection(collection, guest)?;
         Ok((collection, TransferSpec::from(spec.clone())))
     }
 
@@ -492,7 +573,14 @@ impl DataPlane {
     }
 }
 
-impl Drop for DataPlane {
+impl std::ops::Deref for DataPlane {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Drop for Inner {
     fn drop(&mut self) {
         for (_, (_, handle)) in self.running.lock().expect("running lock").drain() {
             handle.abort();
@@ -541,6 +629,35 @@ pub(crate) fn without_data_plane(frame: ServiceFrame) -> Option<AgentFrame> {
             no_collections(MESSAGE),
         )),
         TransferCommand::Abort { .. } | TransferCommand::Discard { .. } => None,
+    }
+}
+
+fn unknown_collection(name: &str) -> AttemptError {
+    AttemptError {
+        code: FaultCode::InvalidPath,
+        message: format!("this agent does not host a collection named `{name}`"),
+        retryable: false,
+    }
+}
+
+/// A guest collection's root: `subtree` of `collection`, opened on the
+/// blocking pool (everything is then resolved beneath it); the collection
+/// itself without one.
+async fn open_subtree(
+    collection: Collection,
+    subtree: Option<String>,
+) -> Result<Collection, lattice_data_plane::CollectionError> {
+    match subtree {
+        None => Ok(collection),
+        Some(subtree) => tokio::task::spawn_blocking(move || collection.subtree_blocking(&subtree))
+            .await
+            .unwrap_or_else(|e| {
+                Err(lattice_data_plane::CollectionError::Io {
+                    op: "open",
+                    path: "guest root".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            }),
     }
 }
 

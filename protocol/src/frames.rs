@@ -171,6 +171,10 @@ pub enum ServiceFrame {
     FileOp {
         request_id: FileOpRequestId,
         collection: String,
+        /// For a guest collection: the directory of `collection` that is
+        /// its root; every path of `op` is resolved beneath it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subtree: Option<String>,
         op: FileOp,
     },
     /// Start or stop one side of a transfer attempt.

@@ -42,6 +42,12 @@ pub struct CollectionInfo {
     pub created_at: DateTime<Utc>,
     /// When the agent last announced it.
     pub announced_at: DateTime<Utc>,
+    /// For a guest collection: its host collection and the directory of it
+    /// that is this collection's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_collection_id: Option<CollectionId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
 }
 
 // ------------------------------------------------------------ file operations
@@ -680,6 +686,10 @@ pub enum TransferCommand {
     Listen {
         attempt: u32,
         collection: String,
+        /// For a guest collection: the directory of `collection` that is
+        /// its root; the attempt's paths are resolved beneath it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subtree: Option<String>,
         spec: AttemptSpec,
         /// The source agent's certificate fingerprint (hex SHA-256).
         source_fingerprint: String,
@@ -690,6 +700,10 @@ pub enum TransferCommand {
     Send {
         attempt: u32,
         collection: String,
+        /// For a guest collection: the directory of `collection` that is
+        /// its root; the attempt's paths are resolved beneath it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subtree: Option<String>,
         spec: AttemptSpec,
         /// `IP:PORT` of the destination's transfer endpoint.
         destination: String,
@@ -702,6 +716,10 @@ pub enum TransferCommand {
     Delete {
         attempt: u32,
         collection: String,
+        /// For a guest collection: the directory of `collection` that is
+        /// its root; the attempt's paths are resolved beneath it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subtree: Option<String>,
         transfer_id: String,
         path: String,
         recursive: bool,
@@ -716,6 +734,10 @@ pub enum TransferCommand {
     Discard {
         transfer_id: String,
         collection: String,
+        /// For a guest collection: the directory of `collection` that is
+        /// its root; the attempt's paths are resolved beneath it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subtree: Option<String>,
         destination_path: String,
     },
 }

@@ -108,7 +108,7 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tasks::stream))
         .routes(routes!(session::session))
         .routes(routes!(collections::list))
-        .routes(routes!(collections::show))
+        .routes(routes!(collections::show, collections::delete_guest))
         .routes(routes!(collections::ls))
         .routes(routes!(collections::stat))
         .routes(routes!(collections::mkdir))
@@ -133,6 +133,8 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(access::list_roles, access::create_role))
         .routes(routes!(access::delete_role))
         .routes(routes!(access::audit))
+        .routes(routes!(access::create_guest))
+        .routes(routes!(access::sharing_policy, access::set_sharing_policy))
         .split_for_parts()
 }
 

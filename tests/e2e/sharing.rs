@@ -717,9 +717,233 @@ async fn removing_a_member_stops_a_running_transfer_at_its_next_item(scene: &Sce
         .assert_error(403, "forbidden");
 }
 
+async fn guest_collections_share_a_folder_with_the_creators_access(scene: &Scene) {
+    let (alice, bob, carol) = (&scene.alice, &scene.bob, &scene.carol);
+    let results = scene.agent(alice, "results", TestHooks::default()).await;
+    write(&results.root().join("shared/a.txt"), b"shared");
+    write(&results.root().join("shared/sub/b.txt"), b"deeper");
+    write(&results.root().join("shared-private/x.txt"), b"private");
+    // A link inside the shared folder to a sibling outside it.
+    std::os::unix::fs::symlink("../shared-private", results.root().join("shared/escape"))
+        .expect("symlink");
+    let guest = |path: &str, name: &str| json!({"path": path, "name": name});
+
+    // Only what the creator can read can be shared.
+    scene
+        .post(
+            Some(bob),
+            &format!("/v1/collections/{}/guests", results_id(scene).await),
+            guest("/shared/", "bobs-share"),
+        )
+        .await
+        .assert_error(403, "forbidden");
+    let rule = scene
+        .rule(alice, "results", json!({"principal": format!("identity:{}", bob.id), "path": "/shared/", "permissions": "rw"}))
+        .await;
+    assert_eq!(rule.status, 201, "{rule:?}");
+    let rule_id = rule.str("id").to_owned();
+    for (body, status) in [
+        (guest("/shared/a.txt", "x"), 400),
+        (guest("/shared/../", "x"), 400),
+        (guest("/shared/", "bad name!"), 400),
+        (guest("/", "x"), 403),
+    ] {
+        let answer = scene
+            .post(Some(bob), "/v1/collections/results/guests", body.clone())
+            .await;
+        assert_eq!(answer.status.as_u16(), status, "{body}: {answer:?}");
+    }
+    let created = scene
+        .post(
+            Some(bob),
+            "/v1/collections/results/guests",
+            guest("/shared/", "bobs-share"),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.body["host_path"], "/shared/");
+    let share = created.str("id").to_owned();
+
+    // Through the guest, paths start at its root.
+    let listing = scene.ls(Some(bob), "bobs-share", "/").await;
+    assert_eq!(listing.status, 200, "{listing:?}");
+    let paths: Vec<&str> = listing.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/a.txt", "/escape", "/sub"], "{listing:?}");
+    // The link leads outside the guest's root: refused by the agent, even
+    // though the host collection itself may follow it.
+    scene
+        .ls(Some(bob), "bobs-share", "/escape")
+        .await
+        .assert_error(403, "forbidden");
+    assert_eq!(
+        scene
+            .ls(Some(alice), "results", "/shared/escape")
+            .await
+            .status,
+        200
+    );
+
+    // bob shares his guest with carol, read-only.
+    let to_carol = scene
+        .rule(
+            bob,
+            "bobs-share",
+            json!({"principal": format!("identity:{}", carol.id), "path": "/", "permissions": "r"}),
+        )
+        .await;
+    assert_eq!(to_carol.status, 201, "{to_carol:?}");
+    assert_eq!(
+        scene.ls(Some(carol), "bobs-share", "/sub").await.status,
+        200
+    );
+    scene
+        .post(
+            Some(carol),
+            &format!("/v1/collections/{share}/mkdir"),
+            json!({"path": "/new"}),
+        )
+        .await
+        .assert_error(403, "forbidden");
+    let made = scene
+        .post(
+            Some(bob),
+            "/v1/collections/bobs-share/mkdir",
+            json!({"path": "/new"}),
+        )
+        .await;
+    assert_eq!(made.status, 200, "{made:?}");
+    assert!(results.root().join("shared/new").is_dir());
+    // A transfer from the guest reads beneath its root on the host.
+    let inbox = scene.agent(carol, "carols", TestHooks::default()).await;
+    let submitted = scene
+        .post(
+            Some(carol),
+            "/v1/transfers",
+            json!({
+                "source_collection": share, "destination_collection": "carols",
+                "items": [{"source_path": "/sub", "destination_path": "/copy", "recursive": true}],
+            }),
+        )
+        .await;
+    assert_eq!(submitted.status, 201, "{submitted:?}");
+    let transfer = submitted.str("id").to_owned();
+    let done = wait_for("the transfer from the guest", || async {
+        let answer = scene
+            .get(Some(carol), &format!("/v1/transfers/{transfer}"))
+            .await;
+        ["succeeded", "failed"]
+            .contains(&answer.body["status"].as_str().unwrap_or(""))
+            .then_some(answer.body)
+    })
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        std::fs::read(inbox.root().join("copy/b.txt")).unwrap(),
+        b"deeper"
+    );
+    // carol cannot reach the host through the guest's name.
+    scene
+        .ls(Some(carol), "results", "/shared")
+        .await
+        .assert_error(404, "not_found");
+
+    // The host's sharing policy bounds every guest.
+    let policy = scene
+        .call(Some(alice), Method::PUT, "/v1/collections/results/sharing", Some(json!({
+            "guest_collections": true,
+            "paths": [{"path": "/", "mode": "read_write"}, {"path": "/shared/sub/", "mode": "none"}],
+        })))
+        .await;
+    assert_eq!(policy.status, 200, "{policy:?}");
+    let refused = scene
+        .ls(Some(carol), &share, "/sub")
+        .await
+        .assert_error(403, "forbidden");
+    assert!(refused.contains("does not allow sharing"), "{refused}");
+    assert_eq!(scene.ls(Some(carol), &share, "/").await.status, 200);
+    scene
+        .post(
+            Some(bob),
+            "/v1/collections/results/guests",
+            guest("/shared/sub/", "deeper"),
+        )
+        .await
+        .assert_error(403, "forbidden");
+    scene
+        .call(
+            Some(bob),
+            Method::PUT,
+            "/v1/collections/results/sharing",
+            Some(json!({"guest_collections": false, "paths": []})),
+        )
+        .await
+        .assert_error(403, "forbidden");
+
+    // When the creator loses access on the host, the guest stops working.
+    let deleted = scene
+        .call(
+            Some(alice),
+            Method::DELETE,
+            &format!("/v1/collections/results/acl/{rule_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{deleted:?}");
+    let refused = scene
+        .ls(Some(carol), &share, "/")
+        .await
+        .assert_error(403, "forbidden");
+    assert!(
+        refused.contains("its creator no longer has read access"),
+        "{refused}"
+    );
+
+    // Only its creator deletes it; afterwards it is gone for everyone.
+    scene
+        .call(
+            Some(carol),
+            Method::DELETE,
+            &format!("/v1/collections/{share}"),
+            None,
+        )
+        .await
+        .assert_error(403, "forbidden");
+    let gone = scene
+        .call(
+            Some(bob),
+            Method::DELETE,
+            &format!("/v1/collections/{share}"),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, 204, "{gone:?}");
+    scene
+        .ls(Some(carol), &share, "/")
+        .await
+        .assert_error(404, "not_found");
+    scene
+        .call(Some(alice), Method::DELETE, "/v1/collections/results", None)
+        .await
+        .assert_error(400, "bad_request");
+}
+
+async fn results_id(scene: &Scene) -> String {
+    scene
+        .get(Some(&scene.alice), "/v1/collections/results")
+        .await
+        .str("id")
+        .to_owned()
+}
+
 backend_suite!(
     "sharing";
     group_memberships_follow_their_rules,
     access_rules_decide_every_file_operation,
     removing_a_member_stops_a_running_transfer_at_its_next_item,
+    guest_collections_share_a_folder_with_the_creators_access,
 );

@@ -31,6 +31,18 @@ pub(crate) enum CollectionCommand {
         /// Collection id or name.
         collection: String,
     },
+    /// Share a folder: create a guest collection rooted at HOST:/path/
+    /// that reaches the files with your access there. Grant others access
+    /// to it with `lattice acl add NAME:/ PRINCIPAL --permissions r`.
+    Share(crate::commands::sharing::ShareArgs),
+    /// Delete a guest collection (its creator or administrators).
+    Delete {
+        /// Guest collection id or name.
+        collection: String,
+    },
+    /// Show or change what guest collections may share of a collection:
+    /// `--path /projects/=read_write --path /private/=none`.
+    SharingPolicy(crate::commands::sharing::PolicyCommandArgs),
 }
 
 /// Splits `COLLECTION:PATH` (the path may be empty: the collection root).
@@ -63,6 +75,15 @@ pub(crate) async fn collection(ctx: &Context, command: CollectionCommand) -> any
         CollectionCommand::Role(command) => crate::commands::sharing::role(ctx, command).await,
         CollectionCommand::Audit { collection } => {
             crate::commands::sharing::collection_audit(ctx, &collection).await
+        }
+        CollectionCommand::Share(args) => crate::commands::sharing::share(ctx, args).await,
+        CollectionCommand::Delete { collection } => {
+            client.delete_collection(&collection).await?;
+            eprintln!("Deleted guest collection `{collection}`.");
+            Ok(())
+        }
+        CollectionCommand::SharingPolicy(args) => {
+            crate::commands::sharing::sharing_policy(ctx, args).await
         }
     }
 }

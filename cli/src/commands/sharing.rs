@@ -7,8 +7,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use lattice_client::Client;
 use lattice_protocol::sharing::{
     AclRuleCreate, AclRuleInfo, AclRuleUpdate, AuditEntry, CollectionRole, GroupCreate, GroupInfo,
-    GroupPolicies, GroupRole, GroupUpdate, GroupVisibility, MemberInfo, MembersVisibility,
-    MembershipAction, MembershipBatchResult, Permissions, Principal, RoleCreate, RoleInfo,
+    GroupPolicies, GroupRole, GroupUpdate, GroupVisibility, GuestCollectionCreate, MemberInfo,
+    MembersVisibility, MembershipAction, MembershipBatchResult, Permissions, Principal, RoleCreate,
+    RoleInfo, ShareMode, SharePath,
 };
 use lattice_protocol::{AclRuleId, GroupId, IdentityId, RoleId};
 
@@ -694,8 +695,7 @@ pub(crate) async fn acl(ctx: &Context, command: AclCommand) -> anyhow::Result<()
     match command {
         AclCommand::Add {
             target,
-            /// identity:ID, group:ID, all_authenticated_users, public, or a username, email or group name.
-                principal: given,
+            principal: given,
             permissions,
             expires,
         } => {
@@ -818,8 +818,7 @@ pub(crate) async fn role(ctx: &Context, command: RoleCommand) -> anyhow::Result<
     match command {
         RoleCommand::Add {
             collection,
-            /// identity:ID, group:ID, all_authenticated_users, public, or a username, email or group name.
-                principal: given,
+            principal: given,
             role,
         } => {
             let principal = principal(&client, &given).await?;
@@ -855,4 +854,103 @@ pub(crate) async fn collection_audit(ctx: &Context, collection: &str) -> anyhow:
     let client = ctx.client().await?;
     let entries = client.collection_audit(collection).await?;
     ctx.output.emit(&entries, |e| audit_table(e))
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ShareArgs {
+    /// HOST_COLLECTION:/path/ (a directory).
+    target: String,
+    /// The new collection's name (letters, digits, `-`, `_`, `.`).
+    #[arg(long)]
+    name: String,
+}
+
+pub(crate) async fn share(ctx: &Context, args: ShareArgs) -> anyhow::Result<()> {
+    let (host, path) = split_target(&args.target)?;
+    let path = if path.ends_with('/') {
+        path
+    } else {
+        format!("{path}/")
+    };
+    let client = ctx.client().await?;
+    let created = client
+        .create_guest_collection(
+            &host,
+            &GuestCollectionCreate {
+                path,
+                name: args.name,
+            },
+        )
+        .await?;
+    ctx.output.emit(&created, |c| {
+        format!(
+            "{}\n  guest collection `{}` of `{}` at {}\n  share it: lattice acl add {}:/ PRINCIPAL --permissions r",
+            c.id,
+            c.name,
+            host,
+            c.host_path.as_deref().unwrap_or("/"),
+            c.name
+        )
+    })
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PolicyCommandArgs {
+    /// Collection id or name.
+    collection: String,
+    /// Allow or forbid guest collections altogether.
+    #[arg(long, value_name = "true|false")]
+    guest_collections: Option<bool>,
+    /// A path rule `/dir/=MODE` with MODE none, read or read_write
+    /// (repeatable; replaces all path rules; the longest match wins).
+    #[arg(long = "path", value_name = "/DIR/=MODE", value_parser = parse_share_path)]
+    paths: Vec<SharePath>,
+}
+
+fn parse_share_path(text: &str) -> Result<SharePath, String> {
+    let (path, mode) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("`{text}`: expected /DIR/=MODE, e.g. /projects/=read"))?;
+    let mode = match mode {
+        "none" => ShareMode::None,
+        "read" => ShareMode::Read,
+        "read_write" => ShareMode::ReadWrite,
+        other => {
+            return Err(format!(
+                "`{other}`: the modes are none, read and read_write"
+            ))
+        }
+    };
+    Ok(SharePath {
+        path: path.to_owned(),
+        mode,
+    })
+}
+
+pub(crate) async fn sharing_policy(ctx: &Context, args: PolicyCommandArgs) -> anyhow::Result<()> {
+    let client = ctx.client().await?;
+    let mut policy = client.sharing_policy(&args.collection).await?;
+    if args.guest_collections.is_some() || !args.paths.is_empty() {
+        if let Some(allowed) = args.guest_collections {
+            policy.guest_collections = allowed;
+        }
+        if !args.paths.is_empty() {
+            policy.paths = args.paths;
+        }
+        policy = client.set_sharing_policy(&args.collection, &policy).await?;
+    }
+    ctx.output.emit(&policy, |p| {
+        let mut out = format!(
+            "guest collections: {}",
+            if p.guest_collections {
+                "allowed"
+            } else {
+                "not allowed"
+            }
+        );
+        for line in &p.paths {
+            out.push_str(&format!("\n  {:<24} {:?}", line.path, line.mode));
+        }
+        out
+    })
 }

@@ -1,19 +1,22 @@
-//! `/v1/collections/{c}/acl`, `/roles` and `/audit`: access rules and
-//! roles of a collection and its audit trail. The rules live in
+//! `/v1/collections/{c}/acl`, `/roles`, `/guests`, `/sharing` and
+//! `/audit`: access rules, roles, guest collections and the sharing
+//! policy of a collection, and its audit trail. The rules live in
 //! `crate::sharing::access`; handlers extract, call, map.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use lattice_protocol::sharing::{
-    AclRuleCreate, AclRuleInfo, AclRuleUpdate, AuditEntry, RoleCreate, RoleInfo,
+    AclRuleCreate, AclRuleInfo, AclRuleUpdate, AuditEntry, GuestCollectionCreate, RoleCreate,
+    RoleInfo, SharingPolicy,
 };
+use lattice_protocol::transfer::CollectionInfo;
 use lattice_protocol::{AclRuleId, ErrorBody, RoleId};
 
 use crate::auth::{Authorized, Transfer};
 use crate::error::{ApiError, Json, Path, Query};
 use crate::routes::collections::usable_collection;
 use crate::routes::groups::AuditQuery;
-use crate::sharing::{access, Actor};
+use crate::sharing::{access, guests, Actor};
 use crate::state::AppState;
 use crate::store::CollectionRecord;
 
@@ -155,5 +158,54 @@ pub async fn audit(
     let (actor, record) = load(&state, &auth, &collection).await?;
     Ok(Json(
         access::audit_trail(&state.store, &actor, &record, query.after, query.limit()).await?,
+    ))
+}
+
+/// Create a guest collection rooted at a directory of this one; it is
+/// yours, and reaches files with your access here.
+#[utoipa::path(post, path = "/v1/collections/{collection}/guests", tag = "sharing", security(("bearer" = ["transfer"])),
+    params(("collection" = String, Path, description = "host collection id or name")), request_body = GuestCollectionCreate,
+    responses((status = 201, body = CollectionInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "you already have a collection of that name")))]
+pub async fn create_guest(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Path(collection): Path<String>,
+    Json(request): Json<GuestCollectionCreate>,
+) -> Result<(StatusCode, Json<CollectionInfo>), ApiError> {
+    let (actor, host) = load(&state, &auth, &collection).await?;
+    let guest = guests::create(&state.store, &actor, &host, request).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(crate::routes::collections::info(&state, guest).await?),
+    ))
+}
+
+/// What guest collections may share of this collection.
+#[utoipa::path(get, path = "/v1/collections/{collection}/sharing", tag = "sharing", security(("bearer" = ["transfer"])),
+    params(("collection" = String, Path, description = "collection id or name")),
+    responses((status = 200, body = SharingPolicy), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn sharing_policy(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Path(collection): Path<String>,
+) -> Result<Json<SharingPolicy>, ApiError> {
+    let (_, record) = load(&state, &auth, &collection).await?;
+    Ok(Json(guests::policy(&record)))
+}
+
+/// Replace the sharing policy (owner and administrators).
+#[utoipa::path(put, path = "/v1/collections/{collection}/sharing", tag = "sharing", security(("bearer" = ["transfer"])),
+    params(("collection" = String, Path, description = "collection id or name")), request_body = SharingPolicy,
+    responses((status = 200, body = SharingPolicy), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn set_sharing_policy(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Path(collection): Path<String>,
+    Json(policy): Json<SharingPolicy>,
+) -> Result<Json<SharingPolicy>, ApiError> {
+    let (actor, record) = load(&state, &auth, &collection).await?;
+    Ok(Json(
+        guests::set_policy(&state.store, &actor, &record, policy).await?,
     ))
 }

@@ -105,6 +105,8 @@ pub async fn info(state: &AppState, record: CollectionRecord) -> Result<Collecti
         root: record.root,
         created_at: record.created_at,
         announced_at: record.announced_at,
+        host_collection_id: record.guest_of.as_ref().map(|g| g.host),
+        host_path: record.guest_of.map(|g| g.path),
     })
 }
 
@@ -141,6 +143,22 @@ pub async fn show(
     let viewer = Viewer::of(&state.store, auth.identity_id).await?;
     let record = usable_collection(&state, &viewer, &collection).await?;
     Ok(Json(info(&state, record).await?))
+}
+
+/// Delete a guest collection (its creator or administrators); collections
+/// hosted by agents are removed from the agent's configuration instead.
+#[utoipa::path(delete, path = "/v1/collections/{collection}", tag = "collections", security(("bearer" = ["transfer"])),
+    params(("collection" = String, Path, description = "collection id or name")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_guest(
+    State(state): State<AppState>,
+    auth: Authorized<Transfer>,
+    Path(collection): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let actor = crate::sharing::Actor::of(&state.store, &auth).await?;
+    let record = usable_collection(&state, &actor.viewer, &collection).await?;
+    crate::sharing::guests::delete(&state.store, &actor, &record).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Checks the viewer's access for `op`, then relays it to the agent.

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use lattice_protocol::sharing::{
     AclRuleCreate, AclRuleInfo, AclRuleUpdate, AuditEntry, CollectionRole, Permissions, RoleCreate,
-    RoleInfo,
+    RoleInfo, ShareMode, SharingPolicy,
 };
 use lattice_protocol::transfer::{TaskKind, TransferItem};
 use lattice_protocol::{AclRuleId, RoleId};
@@ -93,10 +93,37 @@ pub(crate) fn rules_allow(
     })
 }
 
+/// What a host collection's sharing policy allows at `path` (components):
+/// the longest matching policy path wins; no match is `none`. Pure.
+pub(crate) fn share_mode(policy: &SharingPolicy, path: &[&str]) -> ShareMode {
+    if !policy.guest_collections {
+        return ShareMode::None;
+    }
+    policy
+        .paths
+        .iter()
+        .filter_map(|p| {
+            let rule = RulePath::parse(&p.path).ok()?;
+            rule.covers(path).then(|| (rule.canonical().len(), p.mode))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or(ShareMode::None, |(_, mode)| mode)
+}
+
+fn mode_allows(mode: ShareMode, need: Permissions) -> bool {
+    match (mode, need) {
+        (ShareMode::ReadWrite, _) => true,
+        (ShareMode::Read, Permissions::Read) => true,
+        _ => false,
+    }
+}
+
 /// The one file-access check: may `viewer` do `need` at `path` of
 /// `collection` now? The owner may do everything; anyone else needs a
 /// live access rule. Without a token only `public` rules apply, and the
-/// refusal says to log in.
+/// refusal says to log in. A guest collection is used with its creator's
+/// access on the host collection, within the host's sharing policy: when
+/// either no longer allows the path, the guest collection stops working.
 pub async fn check(
     store: &SharedStore,
     viewer: &Viewer,
@@ -105,11 +132,63 @@ pub async fn check(
     need: Permissions,
 ) -> SharingResult<()> {
     let components = request_components(path).map_err(SharingError::Invalid)?;
+    check_direct(store, viewer, collection, &components, need).await?;
+    let Some(guest) = &collection.guest_of else {
+        return Ok(());
+    };
+    let unavailable = || {
+        SharingError::Conflict(format!(
+            "guest collection `{}`: its host collection is no longer available",
+            collection.name
+        ))
+    };
+    let host = store
+        .collection(guest.host)
+        .await?
+        .filter(|h| h.withdrawn_at.is_none())
+        .ok_or_else(unavailable)?;
+    let mut host_path = request_components(&guest.path).map_err(SharingError::Invalid)?;
+    host_path.extend(components.iter().copied());
+    let policy = host.sharing_policy.clone().unwrap_or_default();
+    if !mode_allows(share_mode(&policy, &host_path), need) {
+        return Err(SharingError::Denied(format!(
+            "guest collection `{}`: host collection `{}` does not allow sharing /{} for {}",
+            collection.name,
+            host.name,
+            host_path.join("/"),
+            need_word(need)
+        )));
+    }
+    let creator = Viewer::of(store, collection.owner_id).await?;
+    check_direct(store, &creator, &host, &host_path, need)
+        .await
+        .map_err(|e| match e {
+            SharingError::Denied(_) | SharingError::Unauthenticated(_) => {
+                SharingError::Denied(format!(
+                    "guest collection `{}`: its creator no longer has {} access to /{} of `{}`, so it cannot be used there",
+                    collection.name,
+                    need_word(need),
+                    host_path.join("/"),
+                    host.name
+                ))
+            }
+            other => other,
+        })
+}
+
+/// [`check`] on one collection alone: owner, or a live rule.
+async fn check_direct(
+    store: &SharedStore,
+    viewer: &Viewer,
+    collection: &CollectionRecord,
+    components: &[&str],
+    need: Permissions,
+) -> SharingResult<()> {
     if viewer.is(collection.owner_id) {
         return Ok(());
     }
     let rules = store.acl_rules(collection.id).await?;
-    if rules_allow(viewer, &rules, &components, need, Utc::now()) {
+    if rules_allow(viewer, &rules, components, need, Utc::now()) {
         return Ok(());
     }
     let shown = format!("{}:/{}", collection.name, components.join("/"));
@@ -584,6 +663,49 @@ mod tests {
             Permissions::ReadWrite,
             now
         ));
+    }
+
+    #[test]
+    fn the_longest_sharing_policy_path_wins() {
+        use lattice_protocol::sharing::SharePath;
+        let policy = SharingPolicy {
+            guest_collections: true,
+            paths: vec![
+                SharePath {
+                    path: "/".into(),
+                    mode: ShareMode::Read,
+                },
+                SharePath {
+                    path: "/projects/".into(),
+                    mode: ShareMode::ReadWrite,
+                },
+                SharePath {
+                    path: "/projects/secret/".into(),
+                    mode: ShareMode::None,
+                },
+            ],
+        };
+        let mode = |p: &str| share_mode(&policy, &request_components(p).unwrap());
+        assert_eq!(mode("/data"), ShareMode::Read);
+        assert_eq!(mode("/projects/a"), ShareMode::ReadWrite);
+        assert_eq!(mode("/projects/secret/x"), ShareMode::None);
+        assert_eq!(mode("/projects/secretive"), ShareMode::ReadWrite);
+        let off = SharingPolicy {
+            guest_collections: false,
+            ..policy.clone()
+        };
+        assert_eq!(
+            share_mode(&off, &request_components("/projects/a").unwrap()),
+            ShareMode::None
+        );
+        let empty = SharingPolicy {
+            guest_collections: true,
+            paths: vec![],
+        };
+        assert_eq!(share_mode(&empty, &[]), ShareMode::None);
+        assert!(mode_allows(ShareMode::Read, Permissions::Read));
+        assert!(!mode_allows(ShareMode::Read, Permissions::ReadWrite));
+        assert!(!mode_allows(ShareMode::None, Permissions::Read));
     }
 
     #[test]

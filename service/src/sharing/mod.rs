@@ -1,8 +1,9 @@
 //! The sharing domain: who a caller is as principals ([`Viewer`]), groups
 //! and their memberships ([`groups`]), access rules and roles on
 //! collections and the one file-access check every file operation and
-//! transfer item goes through ([`access`]), and the audit trail of every
-//! change.
+//! transfer item goes through ([`access`]), guest collections and the
+//! sharing policies of their hosts ([`guests`]), and the audit trail of
+//! every change.
 //!
 //! It owns the permission rules; it must not talk to agents or know about
 //! HTTP. Route handlers extract the request, call a function here with the
@@ -11,6 +12,7 @@
 
 pub mod access;
 pub mod groups;
+pub mod guests;
 mod membership;
 mod paths;
 mod principals;

@@ -1,6 +1,6 @@
 //! Persistent state of sharing: groups and memberships, access rules and
-//! roles on collections, grants on functions and endpoints, guest
-//! collections, and the audit trail. Same pattern as the other tables: SQL
+//! roles on collections, guest collections and sharing policies, grants on
+//! functions and endpoints, and the audit trail. Same pattern as the other tables: SQL
 //! written once, instantiated for both back ends by `impl_sharing_store!`.
 //!
 //! The store keeps rows; who may change them, and what a principal may do,
@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lattice_protocol::sharing::{
     AclRuleInfo, AuditEntry, CollectionRole, GroupPolicies, GroupRole, MembershipStatus,
-    Permissions, Principal, RoleInfo,
+    Permissions, Principal, RoleInfo, SharingPolicy,
 };
 use lattice_protocol::{AclRuleId, ClientId, CollectionId, GroupId, IdentityId, RoleId};
 
@@ -122,6 +122,17 @@ pub trait SharingStore: Send + Sync + 'static {
     async fn role(&self, id: RoleId) -> StoreResult<Option<RoleInfo>>;
     async fn roles(&self, collection: CollectionId) -> StoreResult<Vec<RoleInfo>>;
     async fn delete_role(&self, id: RoleId) -> StoreResult<bool>;
+
+    /// Creates a guest collection (`guest_of` set); `Conflict` if the
+    /// owner already has a collection of that name.
+    async fn insert_guest_collection(&self, collection: &CollectionRecord) -> StoreResult<()>;
+    /// Marks a collection withdrawn (a deleted guest collection).
+    async fn withdraw_collection(&self, id: CollectionId, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn set_sharing_policy(
+        &self,
+        collection: CollectionId,
+        policy: &SharingPolicy,
+    ) -> StoreResult<()>;
 
     /// Grants `principal` use of `resource` (`function:ID`, `endpoint:ID`);
     /// granting twice is no error.
@@ -726,6 +737,65 @@ macro_rules! impl_sharing_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn insert_guest_collection(&self, c: &CollectionRecord) -> StoreResult<()> {
+                let guest = c
+                    .guest_of
+                    .as_ref()
+                    .expect("a guest collection names its host");
+                // A withdrawn collection of that name (e.g. a deleted
+                // guest) gives its name back.
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "DELETE FROM collections WHERE owner_id = $1 AND name = $2 AND withdrawn_at IS NOT NULL AND host_collection_id IS NOT NULL
+                       AND id NOT IN (SELECT source_collection FROM transfers UNION SELECT destination_collection FROM transfers)
+                       AND id NOT IN (SELECT collection_id FROM acl_rules UNION SELECT collection_id FROM collection_roles)",
+                )
+                .bind(c.owner_id.to_string())
+                .bind(&c.name)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(&format!(
+                    "INSERT INTO collections ({COLLECTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, NULL)"
+                ))
+                .bind(c.id.to_string())
+                .bind(c.owner_id.to_string())
+                .bind(c.endpoint_id.to_string())
+                .bind(&c.name)
+                .bind(&c.root)
+                .bind(to_millis(c.created_at))
+                .bind(to_millis(c.announced_at))
+                .bind(guest.host.to_string())
+                .bind(&guest.path)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn withdraw_collection(&self, id: CollectionId, at: DateTime<Utc>) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE collections SET withdrawn_at = $2 WHERE id = $1 AND withdrawn_at IS NULL",
+                )
+                .bind(id.to_string())
+                .bind(to_millis(at))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn set_sharing_policy(
+                &self,
+                collection: CollectionId,
+                policy: &SharingPolicy,
+            ) -> StoreResult<()> {
+                sqlx::query("UPDATE collections SET sharing_policy = $2 WHERE id = $1")
+                    .bind(collection.to_string())
+                    .bind(serde_json::to_string(policy).expect("policy serializes"))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn insert_grant(

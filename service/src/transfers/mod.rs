@@ -104,13 +104,55 @@ impl DataHub {
     }
 }
 
+/// How an agent finds a collection: the name of the collection it hosts
+/// and, for a guest collection, the directory of it that is the guest's
+/// root (the agent resolves everything beneath that directory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentTarget {
+    pub endpoint: EndpointId,
+    pub name: String,
+    pub subtree: Option<String>,
+}
+
+/// The [`AgentTarget`] of a collection: itself, or for a guest collection
+/// its host with the guest's path. A guest whose host is gone or withdrawn
+/// has no target (`None`).
+pub async fn agent_target(
+    state: &AppState,
+    collection: &CollectionRecord,
+) -> StoreResult<Option<AgentTarget>> {
+    let Some(guest) = &collection.guest_of else {
+        return Ok(Some(AgentTarget {
+            endpoint: collection.endpoint_id,
+            name: collection.name.clone(),
+            subtree: None,
+        }));
+    };
+    Ok(state
+        .store
+        .collection(guest.host)
+        .await?
+        .filter(|host| host.withdrawn_at.is_none())
+        .map(|host| AgentTarget {
+            endpoint: host.endpoint_id,
+            name: host.name,
+            subtree: Some(guest.path.clone()),
+        }))
+}
+
 /// Runs a file operation in `collection` on its hosting agent.
 pub async fn file_op(
     state: &AppState,
     collection: &CollectionRecord,
     op: FileOp,
 ) -> Result<FileOpOutcome, ApiError> {
-    let endpoint = collection.endpoint_id;
+    let target = agent_target(state, collection).await?.ok_or_else(|| {
+        ApiError::conflict(format!(
+            "guest collection `{}`: its host collection is no longer available",
+            collection.name
+        ))
+    })?;
+    let endpoint = target.endpoint;
     let request_id = Uuid::new_v4();
     let (tx, rx) = oneshot::channel();
     state
@@ -123,7 +165,8 @@ pub async fn file_op(
         endpoint,
         ServiceFrame::FileOp {
             request_id,
-            collection: collection.name.clone(),
+            collection: target.name,
+            subtree: target.subtree,
             op,
         },
     );

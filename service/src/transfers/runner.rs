@@ -28,7 +28,7 @@ use lattice_protocol::{EndpointId, TransferId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::RunnerInput;
+use super::{agent_target, AgentTarget, RunnerInput};
 use crate::sharing::access;
 use crate::sharing::{SharingError, Viewer};
 use crate::state::AppState;
@@ -169,7 +169,22 @@ impl Runner {
                 )
                 .await;
         };
-        let endpoints = [source.endpoint_id, destination.endpoint_id];
+        // Where the agents find the collections (a guest collection's host
+        // and subtree).
+        let (Some(source_target), Some(destination_target)) = (
+            agent_target(&self.state, &source).await?,
+            agent_target(&self.state, &destination).await?,
+        ) else {
+            return self
+                .finish(
+                    &mut progress,
+                    TransferStatus::Failed,
+                    "FAILED",
+                    "the host collection of a guest collection of this transfer is no longer available".into(),
+                )
+                .await;
+        };
+        let endpoints = [source_target.endpoint, destination_target.endpoint];
         let mut backoff = BACKOFF_INITIAL;
         // Whether an attempt of the current item may have run. A runner
         // resuming a started task (after a service restart) cannot tell, and
@@ -182,7 +197,7 @@ impl Runner {
             match self.wait_online(&record, &mut progress, endpoints).await? {
                 Ok(()) => {}
                 Err(stop) => {
-                    self.discard(&record, &progress, &destination);
+                    self.discard(&record, &progress, &destination_target);
                     return self.stopped(&mut progress, stop).await;
                 }
             }
@@ -204,7 +219,7 @@ impl Runner {
                 )
                 .await?;
                 progress.faults += 1;
-                self.discard(&record, &progress, &destination);
+                self.discard(&record, &progress, &destination_target);
                 return self
                     .finish(
                         &mut progress,
@@ -235,8 +250,8 @@ impl Runner {
                         &mut progress,
                         attempt,
                         spec,
-                        (source.name.as_str(), source.endpoint_id),
-                        (destination.name.as_str(), destination.endpoint_id),
+                        &source_target,
+                        &destination_target,
                     )
                     .await?
                 }
@@ -249,7 +264,7 @@ impl Runner {
                         attempt,
                         spec,
                         ignore_missing || item_retry,
-                        (source.name.as_str(), source.endpoint_id),
+                        &source_target,
                     )
                     .await?
                 }
@@ -299,7 +314,7 @@ impl Runner {
                     .await?;
                     progress.faults += 1;
                     if !retry {
-                        self.discard(&record, &progress, &destination);
+                        self.discard(&record, &progress, &destination_target);
                         return self
                             .finish(
                                 &mut progress,
@@ -312,14 +327,14 @@ impl Runner {
                     progress.message = Some(message);
                     self.write(&mut progress, true).await?;
                     if let Err(stop) = self.sleep(backoff, record.deadline).await {
-                        self.discard(&record, &progress, &destination);
+                        self.discard(&record, &progress, &destination_target);
                         return self.stopped(&mut progress, stop).await;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
                 Attempt::Stopped(stop) => {
                     progress.done = add(&progress.done, &reported);
-                    self.discard(&record, &progress, &destination);
+                    self.discard(&record, &progress, &destination_target);
                     return self.stopped(&mut progress, stop).await;
                 }
             }
@@ -350,9 +365,10 @@ impl Runner {
         progress: &mut Progress,
         attempt: u32,
         spec: AttemptSpec,
-        (source_name, source): (&str, EndpointId),
-        (destination_name, destination): (&str, EndpointId),
+        source_target: &AgentTarget,
+        destination_target: &AgentTarget,
     ) -> StoreResult<Attempt> {
+        let (source, destination) = (source_target.endpoint, destination_target.endpoint);
         let item = progress.items_done as usize;
         let transfer_id = spec.transfer_id.clone();
         let credential = new_credential();
@@ -364,7 +380,8 @@ impl Runner {
         };
         let listen = TransferCommand::Listen {
             attempt,
-            collection: destination_name.to_owned(),
+            collection: destination_target.name.clone(),
+            subtree: destination_target.subtree.clone(),
             spec: spec.clone(),
             source_fingerprint,
             credential: credential.clone(),
@@ -438,7 +455,8 @@ impl Runner {
         // 2. The source sends.
         let send = TransferCommand::Send {
             attempt,
-            collection: source_name.to_owned(),
+            collection: source_target.name.clone(),
+            subtree: source_target.subtree.clone(),
             spec,
             destination: address,
             destination_fingerprint: fingerprint,
@@ -588,12 +606,14 @@ impl Runner {
         attempt: u32,
         spec: AttemptSpec,
         ignore_missing: bool,
-        (collection, endpoint): (&str, EndpointId),
+        target: &AgentTarget,
     ) -> StoreResult<Attempt> {
+        let endpoint = target.endpoint;
         let transfer_id = spec.transfer_id.clone();
         let command = TransferCommand::Delete {
             attempt,
-            collection: collection.to_owned(),
+            collection: target.name.clone(),
+            subtree: target.subtree.clone(),
             transfer_id: transfer_id.clone(),
             path: spec.source_path,
             recursive: spec.recursive,
@@ -850,12 +870,7 @@ impl Runner {
     /// removes what its attempts left (partial files, journal), which no
     /// retry will resume. Sent after any `Abort`, on the same connection.
     /// An offline destination keeps them.
-    fn discard(
-        &self,
-        record: &TransferRecord,
-        progress: &Progress,
-        destination: &CollectionRecord,
-    ) {
+    fn discard(&self, record: &TransferRecord, progress: &Progress, destination: &AgentTarget) {
         if record.kind != TaskKind::Transfer || progress.attempts == 0 {
             return;
         }
@@ -866,10 +881,11 @@ impl Runner {
         let command = TransferCommand::Discard {
             transfer_id: engine_id(self.id, index),
             collection: destination.name.clone(),
+            subtree: destination.subtree.clone(),
             destination_path: item.destination_path.clone(),
         };
         let sent = self.state.agents.send_one(
-            destination.endpoint_id,
+            destination.endpoint,
             ServiceFrame::Transfer {
                 command: Box::new(command),
             },
