@@ -146,6 +146,20 @@ impl DevPlatform {
             .expect("run the lattice CLI")
     }
 
+    /// Runs the CLI against this platform as another identity: with
+    /// `LATTICE_TOKEN` (and no profile).
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("other-config"))
+            .env("LATTICE_LOG", "warn")
+            .env("LATTICE_URL", &self.url)
+            .env("LATTICE_TOKEN", token)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the lattice CLI")
+    }
+
     /// SIGKILL, no chance to clean up.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
