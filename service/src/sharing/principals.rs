@@ -105,6 +105,60 @@ impl Viewer {
 mod tests {
     use super::*;
 
+    /// A grant to one identity counts for every identity linked with it,
+    /// and a group membership of a linked identity counts too.
+    #[tokio::test]
+    async fn linked_identities_and_their_groups_are_one_viewer() {
+        use crate::store::testing::TestStore;
+        use crate::store::{GroupRecord, MembershipRecord};
+        use lattice_protocol::api::Identity;
+        use lattice_protocol::sharing::{GroupPolicies, GroupRole, MembershipStatus};
+        let test = TestStore::sqlite().await;
+        let store = &test.store;
+        let person = |subject: &str| Identity {
+            id: IdentityId::new(),
+            username: subject.into(),
+            display_name: None,
+            email: None,
+            identity_provider: "https://idp.example.org".into(),
+            subject: subject.into(),
+            created_at: chrono::Utc::now(),
+        };
+        let (work, home, other) = (person("work"), person("home"), person("other"));
+        for i in [&work, &home, &other] {
+            store.insert_identity(i).await.unwrap();
+        }
+        store.link_identity(home.id, work.id).await.unwrap();
+        let group = GroupRecord {
+            id: GroupId::new(),
+            name: "lab".into(),
+            description: String::new(),
+            parent_id: None,
+            policies: GroupPolicies::default(),
+            created_by: home.id,
+            created_at: chrono::Utc::now(),
+        };
+        let membership = MembershipRecord {
+            group_id: group.id,
+            identity_id: Some(home.id),
+            email: None,
+            role: GroupRole::Admin,
+            status: MembershipStatus::Active,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        store.insert_group(&group, &membership).await.unwrap();
+
+        let viewer = Viewer::of(store, work.id).await.unwrap();
+        assert!(viewer.matches(&Principal::Identity(work.id)));
+        assert!(viewer.matches(&Principal::Identity(home.id)), "linked");
+        assert!(viewer.matches(&Principal::Group(group.id)), "the linked identity's group");
+        assert!(!viewer.matches(&Principal::Identity(other.id)));
+        let stranger = Viewer::of(store, other.id).await.unwrap();
+        assert!(!stranger.matches(&Principal::Group(group.id)));
+        assert!(!stranger.matches(&Principal::Identity(work.id)));
+    }
+
     #[test]
     fn anonymous_viewers_match_public_only() {
         let viewer = Viewer::anonymous();
