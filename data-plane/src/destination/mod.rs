@@ -4,12 +4,13 @@
 //!
 //! This module owns one attempt's lifetime: it prepares the root and the
 //! journal, waits for the source's connections, runs the control loop
-//! ([`control`]) beside one task per data stream ([`receive`]), and on the
+//! ([`control`]) beside one task per data stream ([`receive`], [`batch`]), and on the
 //! way out answers the source and keeps or removes the journal. The sync
 //! decisions are [`plan`]'s, restart state [`resume`]'s, file-system calls
 //! [`fs`]'s and `--delete` [`extraneous`]'s. It must not block an async
 //! thread: file writes, renames and hashing run on the blocking pool.
 
+mod batch;
 mod control;
 mod extraneous;
 mod fs;

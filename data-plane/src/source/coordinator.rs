@@ -23,6 +23,7 @@ use crate::error::{FaultCode, TransferError};
 use crate::spec::{FileChecksum, Side, TransferCounters, TransferEvent, Tuning};
 use crate::wire::{BatchResult, PlanItem, ToDest, ToSource, WireEntry};
 
+use super::unit::{BatchItem, ChunkUnit, Report, Unit};
 use super::walk::WalkMessage;
 
 /// Manifest messages the destination may have unanswered.
@@ -32,73 +33,6 @@ pub(super) const MAX_CHANGE_RETRIES: u32 = 3;
 
 /// The destination's final counters and how many files it deleted.
 pub(super) type Finished = (TransferCounters, u64);
-
-/// Work for the workers: read, hash and send.
-#[derive(Debug)]
-pub(super) enum Unit {
-    Chunk(ChunkUnit),
-    Batch {
-        unit: u64,
-        files: Vec<BatchItem>,
-    },
-    Compare {
-        id: u64,
-        path: Arc<CollectionPath>,
-        dest_hash: [u8; 32],
-    },
-}
-
-/// One chunk of one generation of a file, as the file was when the generation began.
-#[derive(Debug)]
-pub(super) struct ChunkUnit {
-    pub id: u64,
-    pub gen: u32,
-    pub index: u32,
-    pub path: Arc<CollectionPath>,
-    pub rel: Arc<str>,
-    pub size: u64,
-    pub mtime_ns: i64,
-    /// Resume: the destination holds this chunk with this value; send only if ours differs.
-    pub expect: Option<[u8; 32]>,
-}
-
-#[derive(Debug, Clone)]
-pub(super) struct BatchItem {
-    pub id: u64,
-    pub path: Arc<CollectionPath>,
-    pub rel: Arc<str>,
-    pub size: u64,
-    pub mtime_ns: i64,
-}
-
-/// What a worker found.
-#[derive(Debug)]
-pub(super) enum Report {
-    ChunkDone {
-        id: u64,
-        gen: u32,
-        index: u32,
-        cv: [u8; 32],
-        /// False: the destination already held it (resume), so no ack will come.
-        sent: bool,
-    },
-    ChunkChanged {
-        id: u64,
-        gen: u32,
-        index: u32,
-    },
-    BatchSent,
-    Compared {
-        id: u64,
-        equal: bool,
-    },
-    SourceError {
-        id: u64,
-        error: TransferError,
-    },
-    Event(TransferEvent),
-    Fatal(TransferError),
-}
 
 /// What the caller must do, in order.
 #[derive(Debug)]

@@ -11,6 +11,7 @@
 
 mod coordinator;
 mod send;
+mod unit;
 mod walk;
 
 use std::net::SocketAddr;
@@ -34,8 +35,9 @@ use crate::spec::{
 use crate::tls::Fingerprint;
 use crate::wire::{self, ToDest, ToSource};
 
-use coordinator::{Action, Coordinator, Finished, Report, Unit};
+use coordinator::{Action, Coordinator, Finished};
 use send::Shared;
+use unit::{Report, Unit};
 use walk::WalkMessage;
 
 /// The source side of one transfer attempt. Cheap; build one per attempt.

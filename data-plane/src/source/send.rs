@@ -22,7 +22,8 @@ use crate::progress::Progress;
 use crate::spec::{Side, TransferEvent, Tuning};
 use crate::wire::{self, BatchFile, UnitHeader};
 
-use super::coordinator::{BatchItem, ChunkUnit, Report, Unit, MAX_CHANGE_RETRIES};
+use super::coordinator::MAX_CHANGE_RETRIES;
+use super::unit::{BatchItem, ChunkUnit, Report, Unit};
 use super::Event;
 
 /// Bytes read (and written to a stream) at a time.
