@@ -818,6 +818,7 @@ mod tests {
         let command = TransferCommand::Send {
             attempt: 2,
             collection: "data".into(),
+            subtree: Some("/shared/".into()),
             spec: AttemptSpec {
                 transfer_id: "t-0".into(),
                 source_path: "/a b".into(),
@@ -934,6 +935,7 @@ mod tests {
         let down = ServiceFrame::FileOp {
             request_id: Uuid::new_v4(),
             collection: "data".into(),
+            subtree: None,
             op: FileOp::List {
                 path: "/".into(),
                 depth: 2,
@@ -942,5 +944,13 @@ mod tests {
         };
         let back: ServiceFrame = decode(&encode(&down).unwrap()).unwrap();
         assert_eq!(back, down);
+        let guest = ServiceFrame::FileOp {
+            request_id: Uuid::new_v4(),
+            collection: "data".into(),
+            subtree: Some("/shared/".into()),
+            op: FileOp::Stat { path: "/a".into() },
+        };
+        let back: ServiceFrame = decode(&encode(&guest).unwrap()).unwrap();
+        assert_eq!(back, guest, "a guest collection's subtree crosses the wire");
     }
 }
