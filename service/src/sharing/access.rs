@@ -111,11 +111,10 @@ pub(crate) fn share_mode(policy: &SharingPolicy, path: &[&str]) -> ShareMode {
 }
 
 fn mode_allows(mode: ShareMode, need: Permissions) -> bool {
-    match (mode, need) {
-        (ShareMode::ReadWrite, _) => true,
-        (ShareMode::Read, Permissions::Read) => true,
-        _ => false,
-    }
+    matches!(
+        (mode, need),
+        (ShareMode::ReadWrite, _) | (ShareMode::Read, Permissions::Read)
+    )
 }
 
 /// The one file-access check: may `viewer` do `need` at `path` of

@@ -111,11 +111,11 @@ async fn info(
         .as_ref()
         .filter(|m| m.status == MembershipStatus::Active)
         .map(|m| m.role);
-    let sees_members = match (own_role, group.policies.members_visibility) {
-        (Some(GroupRole::Admin | GroupRole::Manager), _) => true,
-        (Some(GroupRole::Member), MembersVisibility::Members) => true,
-        _ => false,
-    };
+    let sees_members = matches!(
+        (own_role, group.policies.members_visibility),
+        (Some(GroupRole::Admin | GroupRole::Manager), _)
+            | (Some(GroupRole::Member), MembersVisibility::Members)
+    );
     let members = if sees_members {
         Some(
             store

@@ -152,7 +152,10 @@ mod tests {
         let viewer = Viewer::of(store, work.id).await.unwrap();
         assert!(viewer.matches(&Principal::Identity(work.id)));
         assert!(viewer.matches(&Principal::Identity(home.id)), "linked");
-        assert!(viewer.matches(&Principal::Group(group.id)), "the linked identity's group");
+        assert!(
+            viewer.matches(&Principal::Group(group.id)),
+            "the linked identity's group"
+        );
         assert!(!viewer.matches(&Principal::Identity(other.id)));
         let stranger = Viewer::of(store, other.id).await.unwrap();
         assert!(!stranger.matches(&Principal::Group(group.id)));
