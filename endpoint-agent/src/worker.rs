@@ -303,3 +303,71 @@ fn outcome_frame(task_id: TaskId, attempt: u32, worker: String, outcome: Outcome
         finished_at,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lattice_protocol::compute::{FunctionSpec, TaskResult};
+    use lattice_protocol::FunctionId;
+
+    use super::*;
+
+    #[test]
+    fn frames_convert_to_and_from_the_runtime_field_by_field() {
+        let task = TaskAssignment {
+            task_id: TaskId::new(),
+            function_id: FunctionId::new(),
+            spec: FunctionSpec::Shell {
+                command: "echo {x}".into(),
+            },
+            args: [("x".to_owned(), serde_json::json!(1))].into(),
+            walltime_secs: 42,
+            attempt: 3,
+            max_retries: 5,
+            submitter: None,
+            user_config: Some(serde_json::json!({"account": "p1"})),
+        };
+        let (invocation, attempt) = invocation_of(task.clone());
+        assert_eq!(attempt, 3);
+        assert_eq!(
+            invocation,
+            Invocation {
+                task_id: task.task_id,
+                function_id: task.function_id,
+                spec: task.spec,
+                args: task.args,
+                walltime_secs: 42,
+            }
+        );
+
+        let started_at = Utc::now();
+        let result = TaskResult {
+            stdout: "1\n".into(),
+            ..TaskResult::default()
+        };
+        let frame = outcome_frame(
+            invocation.task_id,
+            attempt,
+            "node1:77".into(),
+            Outcome {
+                status: Status::Failed,
+                result: Some(result.clone()),
+                error: Some("timeout: exceeded walltime of 42 s".into()),
+                started_at,
+                finished_at: started_at,
+            },
+        );
+        assert_eq!(
+            frame,
+            TaskOutcome {
+                task_id: invocation.task_id,
+                attempt: 3,
+                status: OutcomeStatus::Failed,
+                result: Some(result),
+                error: Some("timeout: exceeded walltime of 42 s".into()),
+                worker: Some("node1:77".into()),
+                started_at: Some(started_at),
+                finished_at: started_at,
+            }
+        );
+    }
+}
