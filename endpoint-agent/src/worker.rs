@@ -6,8 +6,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chrono::Utc;
-use lattice_function_runtime::Runtime;
-use lattice_protocol::frames::{DispatcherFrame, OutcomeStatus, TaskOutcome, WorkerFrame};
+use lattice_function_runtime::{Invocation, Outcome, Runtime, Status};
+use lattice_protocol::frames::{
+    DispatcherFrame, OutcomeStatus, TaskAssignment, TaskOutcome, WorkerFrame,
+};
 use lattice_protocol::{TaskId, WorkerId};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -208,14 +210,15 @@ pub async fn run_worker_until(
 }
 
 async fn run_one(
-    task: lattice_protocol::frames::TaskAssignment,
+    task: TaskAssignment,
     runtime: Arc<Runtime>,
     slots: Arc<Semaphore>,
     mut cancel: oneshot::Receiver<()>,
     out: mpsc::UnboundedSender<WorkerFrame>,
     worker: String,
 ) -> TaskId {
-    let task_id = task.task_id;
+    let (invocation, attempt) = invocation_of(task);
+    let task_id = invocation.task_id;
     let _permit = slots.acquire_owned().await;
     let outcome = if cancel.try_recv().is_ok() {
         None
@@ -230,16 +233,13 @@ async fn run_one(
                 std::future::pending::<()>().await;
             }
         };
-        runtime.run_cancellable(&task, cancelled).await
+        runtime.run_cancellable(&invocation, cancelled).await
     };
     let outcome = match outcome {
-        Some(mut outcome) => {
-            outcome.worker = Some(worker);
-            outcome
-        }
+        Some(outcome) => outcome_frame(task_id, attempt, worker, outcome),
         None => TaskOutcome {
             task_id,
-            attempt: task.attempt,
+            attempt,
             status: OutcomeStatus::Failed,
             result: None,
             error: Some(CANCELLED.to_owned()),
@@ -250,4 +250,124 @@ async fn run_one(
     };
     let _ = out.send(WorkerFrame::Result { outcome });
     task_id
+}
+
+/// What the runtime is asked to run for a task frame, and the attempt its
+/// outcome reports. Every field of the frame is named here, so a new one
+/// does not compile until it is given to the runtime or left out on purpose.
+fn invocation_of(task: TaskAssignment) -> (Invocation, u32) {
+    let TaskAssignment {
+        task_id,
+        function_id,
+        spec,
+        args,
+        walltime_secs,
+        attempt,
+        // Retrying is the service's business.
+        max_retries: _,
+        // A multi-user agent used them to pick the user's own agent, whose
+        // workers (this one) already run as that user.
+        submitter: _,
+        user_config: _,
+    } = task;
+    let invocation = Invocation {
+        task_id,
+        function_id,
+        spec,
+        args,
+        walltime_secs,
+    };
+    (invocation, attempt)
+}
+
+/// The result frame of a run, from every field of the runtime's outcome.
+fn outcome_frame(task_id: TaskId, attempt: u32, worker: String, outcome: Outcome) -> TaskOutcome {
+    let Outcome {
+        status,
+        result,
+        error,
+        started_at,
+        finished_at,
+    } = outcome;
+    TaskOutcome {
+        task_id,
+        attempt,
+        status: match status {
+            Status::Success => OutcomeStatus::Success,
+            Status::Failed => OutcomeStatus::Failed,
+        },
+        result,
+        error,
+        worker: Some(worker),
+        started_at: Some(started_at),
+        finished_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lattice_protocol::compute::{FunctionSpec, TaskResult};
+    use lattice_protocol::FunctionId;
+
+    use super::*;
+
+    #[test]
+    fn frames_convert_to_and_from_the_runtime_field_by_field() {
+        let task = TaskAssignment {
+            task_id: TaskId::new(),
+            function_id: FunctionId::new(),
+            spec: FunctionSpec::Shell {
+                command: "echo {x}".into(),
+            },
+            args: [("x".to_owned(), serde_json::json!(1))].into(),
+            walltime_secs: 42,
+            attempt: 3,
+            max_retries: 5,
+            submitter: None,
+            user_config: Some(serde_json::json!({"account": "p1"})),
+        };
+        let (invocation, attempt) = invocation_of(task.clone());
+        assert_eq!(attempt, 3);
+        assert_eq!(
+            invocation,
+            Invocation {
+                task_id: task.task_id,
+                function_id: task.function_id,
+                spec: task.spec,
+                args: task.args,
+                walltime_secs: 42,
+            }
+        );
+
+        let started_at = Utc::now();
+        let result = TaskResult {
+            stdout: "1\n".into(),
+            ..TaskResult::default()
+        };
+        let frame = outcome_frame(
+            invocation.task_id,
+            attempt,
+            "node1:77".into(),
+            Outcome {
+                status: Status::Failed,
+                result: Some(result.clone()),
+                error: Some("timeout: exceeded walltime of 42 s".into()),
+                started_at,
+                finished_at: started_at,
+            },
+        );
+        assert_eq!(
+            frame,
+            TaskOutcome {
+                task_id: invocation.task_id,
+                attempt: 3,
+                status: OutcomeStatus::Failed,
+                result: Some(result),
+                error: Some("timeout: exceeded walltime of 42 s".into()),
+                worker: Some("node1:77".into()),
+                started_at: Some(started_at),
+                finished_at: started_at,
+            }
+        );
+    }
 }

@@ -14,21 +14,17 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use lattice_function_runtime::Runtime;
+use lattice_function_runtime::{Invocation, Status};
 use lattice_protocol::compute::FunctionSpec;
-use lattice_protocol::frames::{OutcomeStatus, TaskAssignment};
 use lattice_protocol::{FunctionId, TaskId};
 
-fn task(function_id: FunctionId, spec: &FunctionSpec) -> TaskAssignment {
-    TaskAssignment {
+fn task(function_id: FunctionId, spec: &FunctionSpec) -> Invocation {
+    Invocation {
         task_id: TaskId::new(),
         function_id,
         spec: spec.clone(),
         args: Default::default(),
         walltime_secs: 60,
-        attempt: 1,
-        max_retries: 0,
-        submitter: None,
-        user_config: None,
     }
 }
 
@@ -43,7 +39,7 @@ async fn measure(runtime: &Runtime, label: &str, spec: FunctionSpec, calls: usiz
     let first = Instant::now();
     let outcome = runtime.run(&task(function_id, &spec)).await;
     let first = first.elapsed();
-    if outcome.status != OutcomeStatus::Success {
+    if outcome.status != Status::Success {
         println!("{label:<10} failed: {:?}", outcome.error);
         return;
     }
@@ -56,7 +52,7 @@ async fn measure(runtime: &Runtime, label: &str, spec: FunctionSpec, calls: usiz
         let begin = Instant::now();
         let outcome = runtime.run(&t).await;
         times.push(begin.elapsed());
-        assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+        assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     }
     times.sort();
     let mean = times.iter().sum::<Duration>() / calls as u32;

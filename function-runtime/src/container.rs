@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::{Invocation, Outcome};
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig};
@@ -31,7 +32,6 @@ use bollard::{Docker, API_DEFAULT_VERSION};
 use chrono::Utc;
 use futures::StreamExt;
 use lattice_protocol::compute::{FunctionSpec, TaskResult};
-use lattice_protocol::frames::{TaskAssignment, TaskOutcome};
 use lattice_protocol::template::render_shell;
 
 use crate::output::{
@@ -166,23 +166,22 @@ impl ContainerRuntime {
     }
 
     /// Runs `task` to its end.
-    pub async fn run(&self, task: &TaskAssignment) -> TaskOutcome {
+    pub async fn run(&self, task: &Invocation) -> Outcome {
         self.run_cancellable(task, std::future::pending())
             .await
-            .unwrap_or_else(|| failed(task, Utc::now(), None, "cancelled".into()))
+            .unwrap_or_else(|| failed(Utc::now(), None, "cancelled".into()))
     }
 
     /// Runs `task` until it ends or `cancel` completes (`None`: cancelled;
     /// the container is killed and removed).
     pub async fn run_cancellable(
         &self,
-        task: &TaskAssignment,
+        task: &Invocation,
         cancel: impl Future<Output = ()>,
-    ) -> Option<TaskOutcome> {
+    ) -> Option<Outcome> {
         let started_at = Utc::now();
         let FunctionSpec::Container { image, command } = &task.spec else {
             return Some(failed(
-                task,
                 started_at,
                 None,
                 format!(
@@ -195,7 +194,6 @@ impl ContainerRuntime {
             Ok(command) => command,
             Err(e) => {
                 return Some(failed(
-                    task,
                     started_at,
                     None,
                     format!("invalid command template: {e}"),
@@ -206,7 +204,6 @@ impl ContainerRuntime {
             Ok(client) => client,
             Err(e) => {
                 return Some(failed(
-                    task,
                     started_at,
                     None,
                     format!("container runtime unavailable: {e}"),
@@ -216,7 +213,6 @@ impl ContainerRuntime {
         let scratch = scratch_dir(&self.scratch_root, task);
         if let Err(e) = tokio::fs::create_dir_all(&scratch).await {
             return Some(failed(
-                task,
                 started_at,
                 None,
                 format!(
@@ -233,7 +229,7 @@ impl ContainerRuntime {
         }
         let ran = match ran {
             Ok(ran) => ran,
-            Err(error) => return Some(failed(task, started_at, None, error)),
+            Err(error) => return Some(failed(started_at, None, error)),
         };
         let result = TaskResult {
             stdout: ran.stdout,
@@ -251,13 +247,13 @@ impl ContainerRuntime {
                 None => Some("the container's exit status was lost".into()),
             },
         };
-        Some(outcome(task, started_at, Some(result), error))
+        Some(outcome(started_at, Some(result), error))
     }
 
     async fn run_container(
         &self,
         client: &Client,
-        task: &TaskAssignment,
+        task: &Invocation,
         image: &str,
         command: &str,
         scratch: &Path,
@@ -327,7 +323,7 @@ impl ContainerRuntime {
 async fn follow(
     container: &Container,
     options: &ContainerRuntime,
-    task: &TaskAssignment,
+    task: &Invocation,
     cancel: impl Future<Output = ()>,
 ) -> Result<Ran, String> {
     let docker = &container.docker;

@@ -15,9 +15,12 @@
 //!
 //! It must not know about queues, agents, the service or other invocations:
 //! the worker builds one [`Runtime`] and calls [`Runtime::run_cancellable`]
-//! for each task it is given.
+//! for each task it is given, with an [`Invocation`] made from the task's
+//! frame, and turns the [`Outcome`] into the frame it reports. The wire's
+//! types (`lattice_protocol::frames`) are not this crate's API.
 
 mod container;
+mod invocation;
 mod output;
 pub mod python;
 mod shell;
@@ -27,11 +30,11 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use lattice_protocol::compute::FunctionSpec;
-use lattice_protocol::frames::{TaskAssignment, TaskOutcome};
 
 pub use container::{
     resolve_socket, ContainerRuntime, CONTAINER_SOCKET_ENV, DEFAULT_SOCKETS, TASK_LABEL,
 };
+pub use invocation::{Invocation, Outcome, Status};
 pub use output::DEFAULT_OUTPUT_TAIL_BYTES;
 pub use python::PythonRuntime;
 pub use shell::{ShellRuntime, DEFAULT_SHELL_ENV};
@@ -75,10 +78,10 @@ impl Runtime {
     }
 
     /// Runs `task` to its end.
-    pub async fn run(&self, task: &TaskAssignment) -> TaskOutcome {
+    pub async fn run(&self, task: &Invocation) -> Outcome {
         self.run_cancellable(task, std::future::pending())
             .await
-            .unwrap_or_else(|| output::failed(task, chrono::Utc::now(), None, "cancelled".into()))
+            .unwrap_or_else(|| output::failed(chrono::Utc::now(), None, "cancelled".into()))
     }
 
     /// Runs `task` with the runtime of its kind until it ends or `cancel`
@@ -86,9 +89,9 @@ impl Runtime {
     /// stopped and removed, and nothing is reported).
     pub async fn run_cancellable(
         &self,
-        task: &TaskAssignment,
+        task: &Invocation,
         cancel: impl Future<Output = ()>,
-    ) -> Option<TaskOutcome> {
+    ) -> Option<Outcome> {
         match &task.spec {
             FunctionSpec::Shell { .. } => self.shell.run_cancellable(task, cancel).await,
             FunctionSpec::Wasm { .. } => self.wasm.run_cancellable(task, cancel).await,
@@ -102,16 +105,16 @@ impl Runtime {
 pub(crate) mod testing {
     //! Helpers shared by the unit tests of every kind.
 
+    use crate::Invocation;
     use lattice_protocol::compute::{FunctionSpec, TaskArgs};
-    use lattice_protocol::frames::TaskAssignment;
     use lattice_protocol::{FunctionId, TaskId};
 
     pub(crate) fn task(
         spec: FunctionSpec,
         args: &[(&str, serde_json::Value)],
         walltime_secs: u32,
-    ) -> TaskAssignment {
-        TaskAssignment {
+    ) -> Invocation {
+        Invocation {
             task_id: TaskId::new(),
             function_id: FunctionId::new(),
             spec,
@@ -120,10 +123,6 @@ pub(crate) mod testing {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect::<TaskArgs>(),
             walltime_secs,
-            attempt: 1,
-            max_retries: 0,
-            submitter: None,
-            user_config: None,
         }
     }
 
@@ -141,7 +140,7 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lattice_protocol::frames::OutcomeStatus;
+    use crate::Status;
 
     #[tokio::test]
     async fn dispatches_on_the_kind() {
@@ -155,7 +154,7 @@ mod tests {
             10,
         );
         let outcome = runtime.run(&shell).await;
-        assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+        assert_eq!(outcome.status, Status::Success, "{outcome:?}");
         assert_eq!(outcome.result.unwrap().stdout, "shell\n");
 
         // Not a module at all: the wasm runtime says so.
@@ -167,7 +166,7 @@ mod tests {
             10,
         );
         let outcome = runtime.run(&wasm).await;
-        assert_eq!(outcome.status, OutcomeStatus::Failed);
+        assert_eq!(outcome.status, Status::Failed);
         assert!(
             outcome
                 .error

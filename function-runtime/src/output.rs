@@ -4,9 +4,9 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
+use crate::{Invocation, Outcome, Status};
 use chrono::{DateTime, Utc};
 use lattice_protocol::compute::TaskResult;
-use lattice_protocol::frames::{OutcomeStatus, TaskAssignment, TaskOutcome};
 
 /// Bytes of stdout and of stderr kept by default (the tail).
 pub const DEFAULT_OUTPUT_TAIL_BYTES: usize = 64 * 1024;
@@ -47,7 +47,7 @@ impl Tail {
 }
 
 /// `SCRATCH_ROOT/<task id>`, the only directory a task is given.
-pub(crate) fn scratch_dir(root: &Path, task: &TaskAssignment) -> PathBuf {
+pub(crate) fn scratch_dir(root: &Path, task: &Invocation) -> PathBuf {
     root.join(task.task_id.to_string())
 }
 
@@ -61,36 +61,31 @@ pub(crate) fn timeout_error(walltime_secs: u32) -> String {
     format!("timeout: exceeded walltime of {walltime_secs} s")
 }
 
-/// A finished attempt: success when `error` is `None`.
+/// A finished invocation: success when `error` is `None`.
 pub(crate) fn outcome(
-    task: &TaskAssignment,
     started_at: DateTime<Utc>,
     result: Option<TaskResult>,
     error: Option<String>,
-) -> TaskOutcome {
-    TaskOutcome {
-        task_id: task.task_id,
-        attempt: task.attempt,
+) -> Outcome {
+    Outcome {
         status: if error.is_none() {
-            OutcomeStatus::Success
+            Status::Success
         } else {
-            OutcomeStatus::Failed
+            Status::Failed
         },
         result,
         error,
-        worker: None,
-        started_at: Some(started_at),
+        started_at,
         finished_at: Utc::now(),
     }
 }
 
 pub(crate) fn failed(
-    task: &TaskAssignment,
     started_at: DateTime<Utc>,
     result: Option<TaskResult>,
     error: String,
-) -> TaskOutcome {
-    outcome(task, started_at, result, Some(error))
+) -> Outcome {
+    outcome(started_at, result, Some(error))
 }
 
 #[cfg(test)]

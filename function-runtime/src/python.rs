@@ -40,9 +40,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::{Invocation, Outcome, Status};
 use chrono::Utc;
 use lattice_protocol::compute::{FunctionSpec, RemoteException, TaskResult, PYTHON_ARGS_KEY};
-use lattice_protocol::frames::{OutcomeStatus, TaskAssignment, TaskOutcome};
 use lattice_protocol::framing::{self, MAX_FRAME_BYTES};
 use lattice_protocol::FunctionId;
 use serde_json::{json, Value};
@@ -151,19 +151,16 @@ impl PythonRuntime {
     /// the interpreter running it is killed and replaced).
     pub async fn run_cancellable(
         &self,
-        task: &TaskAssignment,
+        task: &Invocation,
         cancel: impl Future<Output = ()>,
-    ) -> Option<TaskOutcome> {
+    ) -> Option<Outcome> {
         let started_at = Utc::now();
         let fail = |error: String| {
-            Some(TaskOutcome {
-                task_id: task.task_id,
-                attempt: task.attempt,
-                status: OutcomeStatus::Failed,
+            Some(Outcome {
+                status: Status::Failed,
                 result: None,
                 error: Some(error),
-                worker: None,
-                started_at: Some(started_at),
+                started_at,
                 finished_at: Utc::now(),
             })
         };
@@ -252,7 +249,7 @@ impl PythonRuntime {
             }
         };
         interpreter.tasks_run += 1;
-        let outcome = outcome_of(task, started_at, response);
+        let outcome = outcome_of(started_at, response);
         self.give_back(interpreter);
         Some(outcome)
     }
@@ -432,7 +429,7 @@ impl PythonRuntime {
 }
 
 struct Call<'a> {
-    task: &'a TaskAssignment,
+    task: &'a Invocation,
     payload: &'a str,
     serializer: &'a str,
     entry_point: Option<&'a str>,
@@ -565,7 +562,7 @@ async fn read_message(stdout: &mut BufReader<ChildStdout>) -> Result<Value, Stri
 }
 
 /// The task's pickled arguments, if any.
-fn python_args(task: &TaskAssignment) -> Result<Option<&str>, String> {
+fn python_args(task: &Invocation) -> Result<Option<&str>, String> {
     if let Some(key) = task.args.keys().find(|k| k.as_str() != PYTHON_ARGS_KEY) {
         return Err(format!(
             "unknown argument `{key}`: python functions take their arguments under `{PYTHON_ARGS_KEY}` (as the Lattice Python SDK writes them)"
@@ -586,11 +583,7 @@ fn version_mismatch(submitted: &str, interpreter: &Interpreter) -> String {
     )
 }
 
-fn outcome_of(
-    task: &TaskAssignment,
-    started_at: chrono::DateTime<Utc>,
-    response: Value,
-) -> TaskOutcome {
+fn outcome_of(started_at: chrono::DateTime<Utc>, response: Value) -> Outcome {
     let text = |key: &str| {
         response
             .get(key)
@@ -608,7 +601,7 @@ fn outcome_of(
     let (status, error) = match response.get("status").and_then(Value::as_str) {
         Some("ok") => {
             result.value = Some(text("value"));
-            (OutcomeStatus::Success, None)
+            (Status::Success, None)
         }
         Some("exception") => {
             let exception = response.get("exception").cloned().unwrap_or(Value::Null);
@@ -643,25 +636,22 @@ fn outcome_of(
                 error.push('…');
             }
             result.exception = Some(exception);
-            (OutcomeStatus::Failed, Some(error))
+            (Status::Failed, Some(error))
         }
-        Some("error") => (OutcomeStatus::Failed, Some(text("error"))),
+        Some("error") => (Status::Failed, Some(text("error"))),
         other => (
-            OutcomeStatus::Failed,
+            Status::Failed,
             Some(format!(
                 "the Python interpreter sent an unexpected answer ({})",
                 other.unwrap_or("no status")
             )),
         ),
     };
-    TaskOutcome {
-        task_id: task.task_id,
-        attempt: task.attempt,
+    Outcome {
         status,
         result: Some(result),
         error,
-        worker: None,
-        started_at: Some(started_at),
+        started_at,
         finished_at: Utc::now(),
     }
 }
@@ -741,14 +731,14 @@ mod tests {
         source: &str,
         entry: &str,
         args_expr: &str,
-    ) -> TaskAssignment {
+    ) -> Invocation {
         let args = python_output(
             runtime,
             &format!("from lattice import serialize; a, k = {args_expr}; print(serialize.serialize_args(a, k))"),
         );
         let mut map = TaskArgs::new();
         map.insert(PYTHON_ARGS_KEY.into(), Value::String(args));
-        TaskAssignment {
+        Invocation {
             task_id: TaskId::new(),
             function_id: FunctionId::new(),
             spec: FunctionSpec::Python {
@@ -759,14 +749,10 @@ mod tests {
             },
             args: map,
             walltime_secs: 30,
-            attempt: 1,
-            max_retries: 0,
-            submitter: None,
-            user_config: None,
         }
     }
 
-    fn value_repr(runtime: &PythonRuntime, outcome: &TaskOutcome) -> String {
+    fn value_repr(runtime: &PythonRuntime, outcome: &Outcome) -> String {
         let value = outcome.result.as_ref().unwrap().value.clone().unwrap();
         python_output(
             runtime,
@@ -774,7 +760,7 @@ mod tests {
         )
     }
 
-    async fn run(runtime: &PythonRuntime, task: &TaskAssignment) -> TaskOutcome {
+    async fn run(runtime: &PythonRuntime, task: &Invocation) -> Outcome {
         runtime
             .run_cancellable(task, std::future::pending())
             .await
@@ -793,7 +779,7 @@ mod tests {
             "(2,), {'b': 40}",
         );
         let outcome = run(&rt, &task).await;
-        assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+        assert_eq!(outcome.status, Status::Success, "{outcome:?}");
         let result = outcome.result.as_ref().unwrap();
         assert_eq!(result.stdout, "adding 2 40\n");
         assert_eq!(result.stderr, "warn\n");
@@ -825,7 +811,7 @@ mod tests {
             "(7,), {}",
         );
         let outcome = run(&rt, &task).await;
-        assert_eq!(outcome.status, OutcomeStatus::Failed);
+        assert_eq!(outcome.status, Status::Failed);
         assert_eq!(outcome.error.as_deref(), Some("ValueError: bad value 7"));
         let result = outcome.result.unwrap();
         assert_eq!(result.stdout, "before\n");
@@ -858,7 +844,7 @@ mod tests {
         *python_version = "2.7".into();
         // Source: runs, with a warning.
         let outcome = run(&rt, &task).await;
-        assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+        assert_eq!(outcome.status, Status::Success, "{outcome:?}");
         assert!(outcome.result.unwrap().stderr.starts_with(&format!(
             "lattice: warning: this function was written under Python 2.7 and runs on Python {here} here"
         )));
@@ -893,14 +879,14 @@ mod tests {
         );
         task.walltime_secs = 1;
         let outcome = run(&rt, &task).await;
-        assert_eq!(outcome.status, OutcomeStatus::Failed);
+        assert_eq!(outcome.status, Status::Failed);
         assert!(outcome
             .error
             .unwrap()
             .starts_with("timeout: exceeded walltime of 1 s"));
         let next = source_task(&rt, "def one():\n    return 1\n", "one", "(), {}");
         let outcome = run(&rt, &next).await;
-        assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+        assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     }
 
     #[tokio::test]
@@ -915,14 +901,14 @@ mod tests {
             "(), {}",
         );
         let outcome = run(&rt, &task).await;
-        assert_eq!(outcome.status, OutcomeStatus::Failed);
+        assert_eq!(outcome.status, Status::Failed);
         let error = outcome.error.unwrap();
         assert!(
             error.contains("exited with status 3 while running the task; it was restarted"),
             "{error}"
         );
         let next = source_task(&rt, "def one():\n    return 1\n", "one", "(), {}");
-        assert_eq!(run(&rt, &next).await.status, OutcomeStatus::Success);
+        assert_eq!(run(&rt, &next).await.status, Status::Success);
     }
 
     #[tokio::test]
@@ -976,13 +962,13 @@ mod tests {
 
         // The worker still works after all that.
         let next = source_task(&rt, "def one():\n    return 1\n", "one", "(), {}");
-        assert_eq!(run(&rt, &next).await.status, OutcomeStatus::Success);
+        assert_eq!(run(&rt, &next).await.status, Status::Success);
     }
 
     #[tokio::test]
     async fn a_missing_interpreter_is_a_clear_error() {
         let rt = PythonRuntime::new("/nonexistent/python3");
-        let task = TaskAssignment {
+        let task = Invocation {
             task_id: TaskId::new(),
             function_id: FunctionId::new(),
             spec: FunctionSpec::Python {
@@ -993,10 +979,6 @@ mod tests {
             },
             args: TaskArgs::new(),
             walltime_secs: 10,
-            attempt: 1,
-            max_retries: 0,
-            submitter: None,
-            user_config: None,
         };
         let error = run(&rt, &task).await.error.unwrap();
         assert!(
@@ -1041,7 +1023,7 @@ mod tests {
             let begin = std::time::Instant::now();
             let outcome = run(&rt, &task).await;
             samples.push(begin.elapsed());
-            assert_eq!(outcome.status, OutcomeStatus::Success);
+            assert_eq!(outcome.status, Status::Success);
         }
         samples.sort();
         let p = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use crate::{Invocation, Outcome};
 use chrono::Utc;
 use lattice_protocol::compute::{FunctionSpec, TaskResult};
-use lattice_protocol::frames::{TaskAssignment, TaskOutcome};
 use lattice_protocol::template::render_shell;
 use tokio::io::AsyncReadExt;
 
@@ -70,23 +70,22 @@ impl ShellRuntime {
     }
 
     /// Runs `task` to its end. `walltime_secs == 0` means no walltime.
-    pub async fn run(&self, task: &TaskAssignment) -> TaskOutcome {
+    pub async fn run(&self, task: &Invocation) -> Outcome {
         self.run_cancellable(task, std::future::pending())
             .await
-            .unwrap_or_else(|| failed(task, Utc::now(), None, "cancelled".to_owned()))
+            .unwrap_or_else(|| failed(Utc::now(), None, "cancelled".to_owned()))
     }
 
     /// Runs `task` until it ends or `cancel` completes; `None` when it was
     /// cancelled (its process group is killed and nothing is reported).
     pub async fn run_cancellable(
         &self,
-        task: &TaskAssignment,
+        task: &Invocation,
         cancel: impl Future<Output = ()>,
-    ) -> Option<TaskOutcome> {
+    ) -> Option<Outcome> {
         let started_at = Utc::now();
         let FunctionSpec::Shell { command } = &task.spec else {
             return Some(failed(
-                task,
                 started_at,
                 None,
                 format!(
@@ -99,7 +98,6 @@ impl ShellRuntime {
             Ok(command) => command,
             Err(e) => {
                 return Some(failed(
-                    task,
                     started_at,
                     None,
                     format!("invalid command template: {e}"),
@@ -109,7 +107,6 @@ impl ShellRuntime {
         let scratch = scratch_dir(&self.scratch_root, task);
         if let Err(e) = tokio::fs::create_dir_all(&scratch).await {
             return Some(failed(
-                task,
                 started_at,
                 None,
                 format!(
@@ -128,7 +125,7 @@ impl ShellRuntime {
         }
         let ran = match ran {
             Ok(ran) => ran,
-            Err(message) => return Some(failed(task, started_at, None, message)),
+            Err(message) => return Some(failed(started_at, None, message)),
         };
         let result = TaskResult {
             stdout: String::from_utf8_lossy(&ran.stdout).into_owned(),
@@ -146,15 +143,10 @@ impl ShellRuntime {
                 None => Some("the command's exit status was lost".to_owned()),
             },
         };
-        Some(outcome(task, started_at, Some(result), error))
+        Some(outcome(started_at, Some(result), error))
     }
 
-    fn command(
-        &self,
-        task: &TaskAssignment,
-        command: &str,
-        scratch: &Path,
-    ) -> tokio::process::Command {
+    fn command(&self, task: &Invocation, command: &str, scratch: &Path) -> tokio::process::Command {
         let mut child = tokio::process::Command::new("/bin/sh");
         child
             .arg("-c")
@@ -179,7 +171,7 @@ impl ShellRuntime {
 
     async fn run_shell(
         &self,
-        task: &TaskAssignment,
+        task: &Invocation,
         command: &str,
         scratch: &Path,
         walltime: Option<Duration>,
@@ -323,14 +315,10 @@ fn exit_error(status: ExitStatus) -> Option<String> {
 mod tests {
     use super::*;
     use crate::testing::alive;
-    use lattice_protocol::frames::OutcomeStatus;
+    use crate::Status;
     use serde_json::json;
 
-    fn task(
-        command: &str,
-        args: &[(&str, serde_json::Value)],
-        walltime_secs: u32,
-    ) -> TaskAssignment {
+    fn task(command: &str, args: &[(&str, serde_json::Value)], walltime_secs: u32) -> Invocation {
         crate::testing::task(
             FunctionSpec::Shell {
                 command: command.to_owned(),
@@ -359,7 +347,7 @@ mod tests {
         for value in hostile {
             let t = task("printf '%s' {v}", &[("v", json!(value))], 10);
             let outcome = runtime.run(&t).await;
-            assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+            assert_eq!(outcome.status, Status::Success, "{outcome:?}");
             let result = outcome.result.unwrap();
             assert_eq!(result.stdout, value);
             assert_eq!(result.returncode, Some(0));
@@ -384,7 +372,7 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(result.stderr, "err\n");
-        assert!(outcome.started_at.is_some());
+        assert!(outcome.started_at <= outcome.finished_at);
     }
 
     #[tokio::test]
@@ -393,7 +381,7 @@ mod tests {
         runtime.env_allow = vec!["PATH".into(), "LATTICE_TEST_ALLOWED_NOT_SET".into()];
         let t = task("env | cut -d= -f1 | sort", &[], 10);
         let outcome = runtime.run(&t).await;
-        assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+        assert_eq!(outcome.status, Status::Success, "{outcome:?}");
         let names: Vec<String> = outcome
             .result
             .unwrap()
@@ -419,7 +407,7 @@ mod tests {
     async fn nonzero_exit_fails_with_status() {
         let (_dir, runtime) = runtime();
         let outcome = runtime.run(&task("echo out; exit 3", &[], 10)).await;
-        assert_eq!(outcome.status, OutcomeStatus::Failed);
+        assert_eq!(outcome.status, Status::Failed);
         assert_eq!(
             outcome.error.as_deref(),
             Some("command exited with status 3")
@@ -445,7 +433,7 @@ mod tests {
         runtime.output_tail_bytes = 1000;
         // ~1 MB of output followed by a marker.
         let outcome = runtime.run(&task(MEGABYTE_THEN_END, &[], 30)).await;
-        assert_eq!(outcome.status, OutcomeStatus::Success);
+        assert_eq!(outcome.status, Status::Success);
         let result = outcome.result.unwrap();
         assert_eq!(result.stdout.len(), 1000);
         assert!(
@@ -462,7 +450,7 @@ mod tests {
         runtime.output_tail_bytes = 1000;
         runtime.max_output_bytes = Some(100_000);
         let outcome = runtime.run(&task(MEGABYTE_THEN_END, &[], 30)).await;
-        assert_eq!(outcome.status, OutcomeStatus::Failed);
+        assert_eq!(outcome.status, Status::Failed);
         let error = outcome.error.unwrap();
         assert!(error.starts_with("output limit: "), "{error}");
         assert!(error.contains("100000 bytes"), "{error}");
@@ -477,7 +465,7 @@ mod tests {
         let (_dir, runtime) = runtime();
         let t = task("sleep 30 & echo $!; sleep 30", &[], 1);
         let outcome = runtime.run(&t).await;
-        assert_eq!(outcome.status, OutcomeStatus::Failed);
+        assert_eq!(outcome.status, Status::Failed);
         assert_eq!(
             outcome.error.as_deref(),
             Some("timeout: exceeded walltime of 1 s")
@@ -510,7 +498,7 @@ mod tests {
             3,
         );
         let outcome = runtime.run(&t).await;
-        assert_eq!(outcome.status, OutcomeStatus::Failed);
+        assert_eq!(outcome.status, Status::Failed);
         assert!(outcome.error.unwrap().starts_with("timeout: "));
         let pids: Vec<i32> = outcome
             .result
@@ -527,7 +515,7 @@ mod tests {
     async fn background_leftovers_die_when_the_shell_exits() {
         let (_dir, runtime) = runtime();
         let outcome = runtime.run(&task("sleep 30 & echo $!", &[], 0)).await;
-        assert_eq!(outcome.status, OutcomeStatus::Success);
+        assert_eq!(outcome.status, Status::Success);
         let grandchild: i32 = outcome.result.unwrap().stdout.trim().parse().unwrap();
         assert!(gone_soon(&[grandchild]).await);
     }
@@ -548,7 +536,7 @@ mod tests {
     async fn template_errors_and_other_kinds_fail_cleanly() {
         let (_dir, runtime) = runtime();
         let outcome = runtime.run(&task("echo {missing}", &[], 10)).await;
-        assert_eq!(outcome.status, OutcomeStatus::Failed);
+        assert_eq!(outcome.status, Status::Failed);
         assert_eq!(
             outcome.error.as_deref(),
             Some("invalid command template: missing argument `missing`")

@@ -48,10 +48,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::{Invocation, Outcome};
 use base64::Engine as _;
 use chrono::Utc;
 use lattice_protocol::compute::{FunctionSpec, TaskResult};
-use lattice_protocol::frames::{TaskAssignment, TaskOutcome};
 use lattice_protocol::template::value_text;
 use lattice_protocol::FunctionId;
 use sha2::{Digest, Sha256};
@@ -174,23 +174,22 @@ impl WasmRuntime {
     }
 
     /// Runs `task` to its end.
-    pub async fn run(&self, task: &TaskAssignment) -> TaskOutcome {
+    pub async fn run(&self, task: &Invocation) -> Outcome {
         self.run_cancellable(task, std::future::pending())
             .await
-            .unwrap_or_else(|| failed(task, Utc::now(), None, "cancelled".into()))
+            .unwrap_or_else(|| failed(Utc::now(), None, "cancelled".into()))
     }
 
     /// Runs `task` until it ends or `cancel` completes (`None`: cancelled;
     /// the guest is stopped at the next epoch tick).
     pub async fn run_cancellable(
         &self,
-        task: &TaskAssignment,
+        task: &Invocation,
         cancel: impl Future<Output = ()>,
-    ) -> Option<TaskOutcome> {
+    ) -> Option<Outcome> {
         let started_at = Utc::now();
         let FunctionSpec::Wasm { module } = &task.spec else {
             return Some(failed(
-                task,
                 started_at,
                 None,
                 format!(
@@ -201,20 +200,12 @@ impl WasmRuntime {
         };
         let (argv, stdin) = match guest_input(task) {
             Ok(input) => input,
-            Err(e) => {
-                return Some(failed(
-                    task,
-                    started_at,
-                    None,
-                    format!("invalid arguments: {e}"),
-                ))
-            }
+            Err(e) => return Some(failed(started_at, None, format!("invalid arguments: {e}"))),
         };
         let engine = match self.engine() {
             Ok(engine) => engine,
             Err(e) => {
                 return Some(failed(
-                    task,
                     started_at,
                     None,
                     format!("wasm runtime unavailable on this worker: {e}"),
@@ -232,7 +223,7 @@ impl WasmRuntime {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let _stop_on_drop = StopOnDrop(stop.clone());
-        let invocation = Invocation {
+        let invocation = GuestCall {
             function_id: task.function_id,
             source,
             argv,
@@ -265,19 +256,13 @@ impl WasmRuntime {
             Ok(ran) => ran,
             Err(e) => {
                 tracing::error!(task_id = %task.task_id, "wasm invocation panicked: {e}");
-                return Some(failed(
-                    task,
-                    started_at,
-                    None,
-                    "wasm invocation panicked".into(),
-                ));
+                return Some(failed(started_at, None, "wasm invocation panicked".into()));
             }
         };
         match ran.end {
             End::Cancelled => None,
-            End::Failed(error) => Some(outcome(task, started_at, ran.result, Some(error))),
+            End::Failed(error) => Some(outcome(started_at, ran.result, Some(error))),
             End::Timeout => Some(outcome(
-                task,
                 started_at,
                 ran.result,
                 Some(timeout_error(task.walltime_secs)),
@@ -289,7 +274,7 @@ impl WasmRuntime {
                     Some(code) => Some(format!("module exited with status {code}")),
                     None => Some("module ended without an exit status".into()),
                 };
-                Some(outcome(task, started_at, ran.result, error))
+                Some(outcome(started_at, ran.result, error))
             }
         }
     }
@@ -306,7 +291,7 @@ impl Drop for StopOnDrop {
 }
 
 /// argv and stdin from the task's arguments (see the module doc).
-fn guest_input(task: &TaskAssignment) -> Result<(Vec<String>, Vec<u8>), String> {
+fn guest_input(task: &Invocation) -> Result<(Vec<String>, Vec<u8>), String> {
     let mut argv = vec![task.function_id.to_string()];
     match task.args.get("argv") {
         Some(serde_json::Value::Array(items)) => argv.extend(items.iter().map(value_text)),
@@ -333,7 +318,7 @@ fn guest_input(task: &TaskAssignment) -> Result<(Vec<String>, Vec<u8>), String> 
 }
 
 /// Everything one invocation needs, moved to its blocking thread.
-struct Invocation {
+struct GuestCall {
     function_id: FunctionId,
     source: ModuleSource,
     argv: Vec<String>,
@@ -613,7 +598,7 @@ impl WasmEngine {
     }
 
     /// Runs one invocation to its end, on a blocking thread.
-    fn invoke(&self, invocation: Invocation, shared: &Shared) -> Ran {
+    fn invoke(&self, invocation: GuestCall, shared: &Shared) -> Ran {
         let never_started = |error: String| Ran {
             end: End::Failed(error),
             result: None,
@@ -641,12 +626,7 @@ impl WasmEngine {
         ran
     }
 
-    fn run_guest(
-        &self,
-        pre: &InstancePre<GuestState>,
-        invocation: &Invocation,
-        work: &Path,
-    ) -> Ran {
+    fn run_guest(&self, pre: &InstancePre<GuestState>, invocation: &GuestCall, work: &Path) -> Ran {
         let capture = Capture::new(invocation.max_output_bytes, invocation.output_tail_bytes);
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_blocking_current_thread(true)

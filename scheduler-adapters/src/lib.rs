@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+mod batch;
 mod command;
 pub mod config;
 pub mod kubernetes;
@@ -335,36 +336,6 @@ fn line_summary(line: &str) -> String {
     out
 }
 
-/// The report file a batch job's worker_init writes in `script_dir`
-/// (`lattice-JOBID.worker_init.err`, shared with the login node like the
-/// job's output), as a shell word: `job_var` is the scheduler's variable
-/// holding the job id (`SLURM_JOB_ID`, `PBS_JOBID`, `LSB_JOBID`).
-fn batch_init_report(script_dir: &std::path::Path, job_var: &str) -> String {
-    format!(
-        "{}\"${{{job_var}}}\".worker_init.err",
-        shell_quote(&format!("{}/lattice-", script_dir.display()))
-    )
-}
-
-/// Where [`batch_init_report`] is for a job.
-fn batch_init_report_path(script_dir: &std::path::Path, job: &str) -> PathBuf {
-    script_dir.join(format!("lattice-{job}.worker_init.err"))
-}
-
-/// Adds to every failed job's message what its worker_init report says, if
-/// the job left one (its worker_init stopped it).
-async fn add_init_reports(script_dir: &std::path::Path, states: &mut HashMap<JobId, BlockState>) {
-    for (job, state) in states.iter_mut() {
-        let BlockState::Failed { message } = state else {
-            continue;
-        };
-        if let Ok(text) = tokio::fs::read(batch_init_report_path(script_dir, job)).await {
-            let init = describe_init_report(&String::from_utf8_lossy(&text));
-            *message = format!("{message}: {init}");
-        }
-    }
-}
-
 /// A worker_init report (the lines' stderr, then the summary the script
 /// wrote when a line failed) as one message: the summary, then the last
 /// lines of stderr (at most 20 lines and 2,000 bytes).
@@ -414,38 +385,6 @@ fn tail(text: &str) -> String {
         out.insert_str(0, "... ");
     }
     out
-}
-
-/// Script lines that start `workers_per_node` workers on every node of the
-/// block and wait for them: directly when the block has one node, else
-/// through `launcher`, a command prefix that runs its argument once on every
-/// node (`{nodes}` is replaced by the node count).
-fn node_launch(spec: &BlockSpec, launcher: Option<&str>) -> Result<String, ProviderError> {
-    let per_node = format!(
-        "for i in $(seq 1 {}); do {} & done; wait",
-        spec.workers_per_node,
-        spec.worker.shell_line(&spec.block_id)
-    );
-    let mut out = format!(
-        "# {} worker(s) on each of {} node(s)\n",
-        spec.workers_per_node, spec.nodes
-    );
-    match launcher {
-        _ if spec.nodes == 1 => out.push_str(&per_node),
-        Some(launcher) => {
-            out.push_str(&launcher.replace("{nodes}", &spec.nodes.to_string()));
-            out.push_str(" /bin/sh -c ");
-            out.push_str(&shell_quote(&per_node));
-        }
-        None => {
-            return Err(ProviderError::Config(format!(
-                "blocks of {} nodes need `launcher` in [provider]: a command that runs its argument once on every node of the job",
-                spec.nodes
-            )))
-        }
-    }
-    out.push('\n');
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -4,20 +4,24 @@
 //! No LSF cluster can run on Lattice's test machines: the tests drive this
 //! provider against fake `bsub`/`bjobs`/`bkill` scripts that print the
 //! formats of the LSF 10.1 command reference (`bjobs -json`), errors included.
+//!
+//! This module owns `[provider] type = "lsf"` and LSF's [`BatchDialect`]
+//! (its directives, commands, output formats and state names); the flow
+//! that uses them is `batch`'s. It must not run commands or grow a submit,
+//! status or cancel of its own: an LSF difference is a dialect value.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{message_of, write_script, Invocation};
-use crate::config::{default_command_timeout, default_walltime, quoted, Render};
-use crate::{
-    add_init_reports, batch_init_report, node_launch, worker_init_script, BlockSpec, BlockState,
-    InitReport, JobId, Provider, ProviderError,
+use crate::batch::{
+    BatchDialect, BatchProvider, BatchSettings, Cancel, Directive, Ids, JobRecord, Launch, Query,
+    QueryFailure, ReasonStyle, Reply, ScriptVia, StateClass, Submit, WalltimeFormat,
 };
+use crate::config::{default_command_timeout, default_walltime, quoted, Render};
+use crate::{BlockSpec, BlockState, JobId, Provider, ProviderError};
 
 /// `[provider] type = "lsf"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,181 +107,95 @@ impl LsfConfig {
             "",
         );
     }
-}
 
-/// The LSF provider.
-#[derive(Debug)]
-pub struct LsfProvider {
-    config: LsfConfig,
-    script_dir: PathBuf,
-    bin_dir: Option<PathBuf>,
-    timeout: Duration,
-}
-
-impl LsfProvider {
-    pub fn new(config: LsfConfig, default_script_dir: &Path) -> Self {
-        let script_dir = config
-            .script_dir
-            .clone()
-            .unwrap_or_else(|| default_script_dir.to_owned());
-        let timeout = Duration::from_secs(config.command_timeout_secs.max(1));
-        Self {
-            config,
-            script_dir,
-            bin_dir: None,
-            timeout,
+    /// What the batch core needs of this config.
+    fn batch_settings(&self) -> BatchSettings {
+        BatchSettings {
+            values: vec![
+                ("queue", self.queue.clone()),
+                ("project", self.project.clone()),
+            ],
+            scheduler_options: self.scheduler_options.clone(),
+            launcher: self.launcher.clone(),
+            script_dir: self.script_dir.clone(),
+            command_timeout_secs: self.command_timeout_secs,
         }
-    }
-
-    /// Runs `bsub` etc. from this directory instead of PATH.
-    pub fn with_bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.bin_dir = Some(dir.into());
-        self
-    }
-
-    fn command(&self, name: &str) -> Invocation {
-        let program = match &self.bin_dir {
-            Some(dir) => dir.join(name),
-            None => PathBuf::from(name),
-        };
-        Invocation::new(program, self.timeout)
-    }
-
-    pub fn render_script(&self, spec: &BlockSpec) -> Result<String, ProviderError> {
-        let c = &self.config;
-        let minutes = spec.walltime.as_secs().div_ceil(60).max(1);
-        let mut s = String::from("#!/bin/bash\n");
-        let mut opt = |line: String| {
-            s.push_str("#BSUB ");
-            s.push_str(&line);
-            s.push('\n');
-        };
-        opt(format!("-J lattice-{}", spec.block_id));
-        opt(format!(
-            "-o {}",
-            self.script_dir
-                .join(format!("lattice-{}.%J.out", spec.block_id))
-                .display()
-        ));
-        opt(format!("-n {}", spec.nodes * spec.workers_per_node));
-        opt(format!("-R \"span[ptile={}]\"", spec.workers_per_node));
-        opt(format!("-W {}:{:02}", minutes / 60, minutes % 60));
-        if let Some(queue) = &c.queue {
-            opt(format!("-q {queue}"));
-        }
-        if let Some(project) = &c.project {
-            opt(format!("-P {project}"));
-        }
-        for line in &c.scheduler_options {
-            s.push_str(line);
-            s.push('\n');
-        }
-        s.push_str(&format!(
-            "\nexport LATTICE_BLOCK_ID={}\n\n",
-            crate::shell_quote(&spec.block_id)
-        ));
-        s.push_str(&worker_init_script(
-            &spec.worker_init,
-            InitReport::File(&batch_init_report(&self.script_dir, "LSB_JOBID")),
-        ));
-        s.push('\n');
-        s.push_str(&node_launch(spec, c.launcher.as_deref())?);
-        Ok(s)
     }
 }
 
-#[async_trait]
-impl Provider for LsfProvider {
-    fn kind(&self) -> &'static str {
-        "lsf"
-    }
+/// LSF's words.
+static LSF: BatchDialect = BatchDialect {
+    kind: "lsf",
+    directive_prefix: "#BSUB",
+    directives: &[
+        Directive::always("-J lattice-{block_id}"),
+        Directive::always("-o {output}"),
+        Directive::always("-n {tasks}"),
+        Directive::always("-R \"span[ptile={workers_per_node}]\""),
+        Directive::always("-W {walltime}"),
+        Directive::if_set("queue", "-q {queue}"),
+        Directive::if_set("project", "-P {project}"),
+    ],
+    output_file: "lattice-{block_id}.%J.out",
+    walltime: WalltimeFormat::HoursMinutes,
+    preamble: "",
+    job_id_var: "LSB_JOBID",
+    launch: Launch::PerNode,
+    // bsub reads the script's `#BSUB` lines as its options only from stdin.
+    submit: Submit {
+        program: "bsub",
+        args: &[],
+        script: ScriptVia::Stdin,
+        script_suffix: "lsf",
+        parse_id: parse_bsub,
+    },
+    // bjobs exits non-zero when some job is not found, but still prints a
+    // record (with ERROR) for each.
+    status: Query {
+        program: "bjobs",
+        args: &[
+            "-json",
+            "-a",
+            "-o",
+            "jobid stat exit_code exit_reason pend_reason",
+        ],
+        ids: Ids::Separate,
+        failure: QueryFailure::ReadAnyway,
+        parse: parse_bjobs,
+    },
+    // `-a` already includes finished jobs, until CLEAN_PERIOD.
+    history: &[],
+    cancel: Cancel {
+        program: "bkill",
+        args: &[],
+        harmless: &["Job has already finished", "No matching job found"],
+    },
+    states: &[
+        ("PEND", StateClass::Waiting),
+        ("PSUSP", StateClass::Waiting),
+        ("WAIT", StateClass::Waiting),
+        ("PROV", StateClass::Waiting),
+        ("RUN", StateClass::Running),
+        ("USUSP", StateClass::Running),
+        ("SSUSP", StateClass::Running),
+        ("DONE", StateClass::Completed),
+        ("EXIT", StateClass::Failed("exited")),
+    ],
+    never_starts: &[],
+    cancelled_reasons: &["TERM_OWNER", "TERM_ADMIN"],
+    reason_style: ReasonStyle::AfterColon,
+    exit_word: "code",
+    walltime_exit_status: None,
+    signal_exit_offset: None,
+};
 
-    async fn submit(&self, spec: &BlockSpec) -> Result<JobId, ProviderError> {
-        let script = self.render_script(spec)?;
-        // Kept for the user to read; bsub itself reads the script on stdin.
-        write_script(
-            &self.script_dir,
-            &format!("lattice-{}.lsf", spec.block_id),
-            &script,
-        )
-        .await?;
-        let bsub = self.command("bsub").stdin(script);
-        let output = bsub.output().await?;
-        // `Job <1234> is submitted to queue <normal>.`
-        let id = output.stdout.lines().find_map(|line| {
-            let rest = line.trim().strip_prefix("Job <")?;
-            let (id, tail) = rest.split_once('>')?;
-            tail.contains("is submitted").then(|| id.to_owned())
-        });
-        match id {
-            Some(id) if output.success => Ok(id),
-            _ if !output.success => Err(ProviderError::Refused(message_of(&output))),
-            _ => Err(bsub
-                .parse_error(format!("no job id in {:?}", output.stdout))
-                .into()),
-        }
-    }
-
-    async fn status(&self, jobs: &[JobId]) -> Result<HashMap<JobId, BlockState>, ProviderError> {
-        if jobs.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let bjobs = self
-            .command("bjobs")
-            .args([
-                "-json",
-                "-a",
-                "-o",
-                "jobid stat exit_code exit_reason pend_reason",
-            ])
-            .args(jobs.iter().cloned());
-        // bjobs exits non-zero when some job is not found, but still prints
-        // a record (with ERROR) for each: read the JSON either way.
-        let output = bjobs.output().await?;
-        let answer: BjobsJson = match serde_json::from_str(&output.stdout) {
-            Ok(answer) => answer,
-            Err(_) if !output.success => return Err(bjobs.failed(&output).into()),
-            Err(e) => return Err(bjobs.parse_error(e).into()),
-        };
-        let mut states = HashMap::new();
-        for record in answer.records {
-            let Some(id) = record.jobid.clone() else {
-                continue;
-            };
-            let state = match &record.error {
-                // "Job <123> is not found": LSF forgot it (CLEAN_PERIOD passed).
-                Some(error) if error.contains("not found") => BlockState::Completed,
-                Some(error) => BlockState::Unknown {
-                    message: error.clone(),
-                },
-                None => record.state(),
-            };
-            states.insert(id, state);
-        }
-        for job in jobs {
-            states.entry(job.clone()).or_insert(BlockState::Completed);
-        }
-        states.retain(|id, _| jobs.contains(id));
-        add_init_reports(&self.script_dir, &mut states).await;
-        Ok(states)
-    }
-
-    async fn cancel(&self, jobs: &[JobId]) -> Result<(), ProviderError> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let bkill = self.command("bkill").args(jobs.iter().cloned());
-        let output = bkill.output().await?;
-        let harmless = output.stderr.lines().all(|l| {
-            l.contains("Job has already finished")
-                || l.contains("No matching job found")
-                || l.trim().is_empty()
-        });
-        if !output.success && !harmless {
-            return Err(bkill.failed(&output).into());
-        }
-        Ok(())
-    }
+/// `Job <1234> is submitted to queue <normal>.`
+fn parse_bsub(stdout: &str) -> Option<JobId> {
+    stdout.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("Job <")?;
+        let (id, tail) = rest.split_once('>')?;
+        tail.contains("is submitted").then(|| id.to_owned())
+    })
 }
 
 #[derive(Deserialize)]
@@ -302,39 +220,83 @@ struct BjobsRecord {
     error: Option<String>,
 }
 
-impl BjobsRecord {
-    fn state(&self) -> BlockState {
-        match self.stat.as_str() {
-            "PEND" | "PSUSP" | "WAIT" | "PROV" => BlockState::Pending,
-            "RUN" | "USUSP" | "SSUSP" => BlockState::Running,
-            "DONE" => BlockState::Completed,
-            "EXIT"
-                if self.exit_reason.starts_with("TERM_OWNER")
-                    || self.exit_reason.starts_with("TERM_ADMIN") =>
-            {
-                BlockState::Cancelled
-            }
-            "EXIT" => {
-                let mut message = "lsf job exited".to_owned();
-                if !self.exit_code.is_empty() {
-                    message.push_str(&format!(" with code {}", self.exit_code));
-                }
-                if !self.exit_reason.is_empty() {
-                    message.push_str(&format!(": {}", self.exit_reason));
-                }
-                BlockState::Failed { message }
-            }
-            other => BlockState::Unknown {
-                message: format!("lsf job state `{other}` {}", self.pend_reason.trim())
-                    .trim()
-                    .to_owned(),
-            },
-        }
+/// `bjobs -json`: one record per id asked, with ERROR for the ones LSF does
+/// not know.
+fn parse_bjobs(stdout: &str, _asked: &[JobId]) -> Result<Vec<Reply>, String> {
+    let answer: BjobsJson = serde_json::from_str(stdout).map_err(|e| e.to_string())?;
+    Ok(answer
+        .records
+        .into_iter()
+        .filter_map(|record| {
+            let id = record.jobid?;
+            Some(match record.error {
+                // "Job <123> is not found": LSF forgot it (CLEAN_PERIOD
+                // passed); left out, it counts as completed.
+                Some(error) if error.contains("not found") => return None,
+                Some(message) => Reply::Error { id, message },
+                None => Reply::Job(JobRecord {
+                    id,
+                    state: record.stat,
+                    reason: if record.exit_reason.is_empty() {
+                        record.pend_reason
+                    } else {
+                        record.exit_reason
+                    },
+                    exit_status: record.exit_code.trim().parse().ok(),
+                }),
+            })
+        })
+        .collect())
+}
+
+/// The LSF provider.
+#[derive(Debug)]
+pub struct LsfProvider(BatchProvider);
+
+impl LsfProvider {
+    /// `default_script_dir` is used unless the config names one.
+    pub fn new(config: LsfConfig, default_script_dir: &Path) -> Self {
+        Self(BatchProvider::new(
+            &LSF,
+            config.batch_settings(),
+            default_script_dir,
+        ))
+    }
+
+    /// Runs `bsub` etc. from this directory instead of PATH.
+    pub fn with_bin_dir(self, dir: impl Into<PathBuf>) -> Self {
+        Self(self.0.with_bin_dir(dir.into()))
+    }
+
+    /// The batch script of a block; blocks of several nodes need `launcher`.
+    pub fn render_script(&self, spec: &BlockSpec) -> Result<String, ProviderError> {
+        self.0.render_script(spec)
+    }
+}
+
+#[async_trait]
+impl Provider for LsfProvider {
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+
+    async fn submit(&self, spec: &BlockSpec) -> Result<JobId, ProviderError> {
+        self.0.submit(spec).await
+    }
+
+    async fn status(&self, jobs: &[JobId]) -> Result<HashMap<JobId, BlockState>, ProviderError> {
+        self.0.status(jobs).await
+    }
+
+    async fn cancel(&self, jobs: &[JobId]) -> Result<(), ProviderError> {
+        self.0.cancel(jobs).await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::testing::{fake_bin, spec};
     use expect_test::expect;
@@ -410,6 +372,68 @@ mod tests {
             for i in $(seq 1 4); do /opt/lattice/bin/lattice worker --dispatcher login1:9000 --capacity 1 --block-id b9 & done; wait
         "##]]
         .assert_eq(&provider.render_script(&spec).unwrap());
+    }
+
+    /// The states of `bjobs -json` records (`STAT`, `EXIT_CODE`,
+    /// `EXIT_REASON`, `PEND_REASON`).
+    fn lsf_state(stat: &str, exit_code: &str, exit_reason: &str, pend_reason: &str) -> BlockState {
+        let json = serde_json::json!({"RECORDS": [{
+            "JOBID": "1", "STAT": stat, "EXIT_CODE": exit_code,
+            "EXIT_REASON": exit_reason, "PEND_REASON": pend_reason,
+        }]});
+        match &parse_bjobs(&json.to_string(), &[]).unwrap()[..] {
+            [Reply::Job(job)] => LSF.block_state(job),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn states_follow_lsf_words() {
+        assert_eq!(
+            lsf_state("PEND", "", "", "Job slot limit reached;"),
+            BlockState::Pending
+        );
+        assert_eq!(lsf_state("SSUSP", "", "", ""), BlockState::Running);
+        assert_eq!(lsf_state("DONE", "0", "", ""), BlockState::Completed);
+        assert_eq!(
+            lsf_state("EXIT", "130", "TERM_ADMIN: job killed by root", ""),
+            BlockState::Cancelled
+        );
+        assert_eq!(
+            lsf_state("EXIT", "", "", ""),
+            BlockState::Failed {
+                message: "lsf job exited".into()
+            }
+        );
+        assert_eq!(
+            lsf_state("EXIT", "1", "", ""),
+            BlockState::Failed {
+                message: "lsf job exited with code 1".into()
+            }
+        );
+        assert_eq!(
+            lsf_state("ZOMBI", "", "", "odd"),
+            BlockState::Unknown {
+                message: "unrecognised lsf job state `ZOMBI`: odd".into()
+            }
+        );
+        let errors = parse_bjobs(
+            r#"{"RECORDS":[{"JOBID":"7","ERROR":"Job <7> is not found"},{"JOBID":"8","ERROR":"Permission denied"}]}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            errors,
+            vec![Reply::Error {
+                id: "8".into(),
+                message: "Permission denied".into()
+            }]
+        );
+        assert_eq!(
+            parse_bsub("Job <5001> is submitted to queue <normal>.\n").as_deref(),
+            Some("5001")
+        );
+        assert_eq!(parse_bsub("Job <5001> was rejected\n"), None);
     }
 
     #[tokio::test]

@@ -5,20 +5,24 @@
 //! No PBS server can run on Lattice's test machines: the tests drive this
 //! provider against fake `qsub`/`qstat`/`qdel` scripts that print the output
 //! formats of the PBS Pro reference guide (`qstat -F json`), errors included.
+//!
+//! This module owns `[provider] type = "pbs"` and PBS's [`BatchDialect`]
+//! (its directives, commands, output formats and state names); the flow
+//! that uses them is `batch`'s. It must not run commands or grow a submit,
+//! status or cancel of its own: a PBS difference is a dialect value.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{message_of, write_script, Invocation};
-use crate::config::{default_command_timeout, default_walltime, quoted, Render};
-use crate::{
-    add_init_reports, batch_init_report, format_walltime, node_launch, worker_init_script,
-    BlockSpec, BlockState, InitReport, JobId, Provider, ProviderError,
+use crate::batch::{
+    BatchDialect, BatchProvider, BatchSettings, Cancel, Directive, Ids, JobRecord, Launch, Query,
+    QueryFailure, ReasonStyle, Reply, ScriptVia, StateClass, Submit, WalltimeFormat,
 };
+use crate::config::{default_command_timeout, default_walltime, quoted, Render};
+use crate::{BlockSpec, BlockState, JobId, Provider, ProviderError};
 
 /// `[provider] type = "pbs"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,170 +118,97 @@ impl PbsConfig {
             "",
         );
     }
-}
 
-/// The PBS provider.
-#[derive(Debug)]
-pub struct PbsProvider {
-    config: PbsConfig,
-    script_dir: PathBuf,
-    bin_dir: Option<PathBuf>,
-    timeout: Duration,
-}
-
-impl PbsProvider {
-    pub fn new(config: PbsConfig, default_script_dir: &Path) -> Self {
-        let script_dir = config
-            .script_dir
-            .clone()
-            .unwrap_or_else(|| default_script_dir.to_owned());
-        let timeout = Duration::from_secs(config.command_timeout_secs.max(1));
-        Self {
-            config,
-            script_dir,
-            bin_dir: None,
-            timeout,
+    /// What the batch core needs of this config.
+    fn batch_settings(&self) -> BatchSettings {
+        BatchSettings {
+            values: vec![
+                ("queue", self.queue.clone()),
+                ("account", self.account.clone()),
+                ("select_options", Some(self.select_options.clone())),
+            ],
+            scheduler_options: self.scheduler_options.clone(),
+            launcher: self.launcher.clone(),
+            script_dir: self.script_dir.clone(),
+            command_timeout_secs: self.command_timeout_secs,
         }
-    }
-
-    /// Runs `qsub` etc. from this directory instead of PATH.
-    pub fn with_bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.bin_dir = Some(dir.into());
-        self
-    }
-
-    fn command(&self, name: &str) -> Invocation {
-        let program = match &self.bin_dir {
-            Some(dir) => dir.join(name),
-            None => PathBuf::from(name),
-        };
-        Invocation::new(program, self.timeout)
-    }
-
-    pub fn render_script(&self, spec: &BlockSpec) -> Result<String, ProviderError> {
-        let c = &self.config;
-        let mut s = String::from("#!/bin/bash\n");
-        let mut opt = |line: String| {
-            s.push_str("#PBS ");
-            s.push_str(&line);
-            s.push('\n');
-        };
-        opt(format!("-N lattice-{}", spec.block_id));
-        opt(format!(
-            "-o {}",
-            self.script_dir
-                .join(format!("lattice-{}.out", spec.block_id))
-                .display()
-        ));
-        opt("-j oe".into());
-        opt(format!("-l select={}{}", spec.nodes, c.select_options));
-        opt("-l place=scatter".into());
-        opt(format!("-l walltime={}", format_walltime(spec.walltime)));
-        if let Some(queue) = &c.queue {
-            opt(format!("-q {queue}"));
-        }
-        if let Some(account) = &c.account {
-            opt(format!("-A {account}"));
-        }
-        for line in &c.scheduler_options {
-            s.push_str(line);
-            s.push('\n');
-        }
-        s.push_str(&format!(
-            "\nexport LATTICE_BLOCK_ID={}\n\n",
-            crate::shell_quote(&spec.block_id)
-        ));
-        s.push_str(&worker_init_script(
-            &spec.worker_init,
-            InitReport::File(&batch_init_report(&self.script_dir, "PBS_JOBID")),
-        ));
-        s.push('\n');
-        s.push_str(&node_launch(spec, c.launcher.as_deref())?);
-        Ok(s)
     }
 }
 
-#[async_trait]
-impl Provider for PbsProvider {
-    fn kind(&self) -> &'static str {
-        "pbs"
-    }
+/// PBS's words.
+static PBS: BatchDialect = BatchDialect {
+    kind: "pbs",
+    directive_prefix: "#PBS",
+    directives: &[
+        Directive::always("-N lattice-{block_id}"),
+        Directive::always("-o {output}"),
+        Directive::always("-j oe"),
+        Directive::always("-l select={nodes}{select_options}"),
+        Directive::always("-l place=scatter"),
+        Directive::always("-l walltime={walltime}"),
+        Directive::if_set("queue", "-q {queue}"),
+        Directive::if_set("account", "-A {account}"),
+    ],
+    output_file: "lattice-{block_id}.out",
+    walltime: WalltimeFormat::Clock,
+    preamble: "",
+    job_id_var: "PBS_JOBID",
+    launch: Launch::PerNode,
+    submit: Submit {
+        program: "qsub",
+        args: &[],
+        script: ScriptVia::Path,
+        script_suffix: "pbs",
+        parse_id: parse_qsub,
+    },
+    // Unknown ids make qstat exit non-zero (`qstat: Unknown Job Id ...`)
+    // while it still prints the others.
+    status: Query {
+        program: "qstat",
+        args: &["-f", "-F", "json", "-x"],
+        ids: Ids::Separate,
+        failure: QueryFailure::Harmless(&["Unknown Job Id"]),
+        parse: parse_qstat,
+    },
+    // `-x` already includes the job history.
+    history: &[],
+    cancel: Cancel {
+        program: "qdel",
+        args: &[],
+        harmless: &["Unknown Job Id", "has finished"],
+    },
+    states: &[
+        ("Q", StateClass::Waiting),
+        ("H", StateClass::Waiting),
+        ("W", StateClass::Waiting),
+        ("T", StateClass::Waiting),
+        ("M", StateClass::Waiting),
+        ("S", StateClass::Waiting),
+        ("U", StateClass::Waiting),
+        ("R", StateClass::Running),
+        ("E", StateClass::Running),
+        ("B", StateClass::Running),
+        ("X", StateClass::Completed),
+        ("F", StateClass::Ended),
+    ],
+    never_starts: &["Can Never Run"],
+    cancelled_reasons: &[],
+    reason_style: ReasonStyle::AfterColon,
+    exit_word: "status",
+    // JOB_EXEC_KILL_WALLTIME.
+    walltime_exit_status: Some(-29),
+    // 256 + the signal's number.
+    signal_exit_offset: Some(256),
+};
 
-    async fn submit(&self, spec: &BlockSpec) -> Result<JobId, ProviderError> {
-        let script = self.render_script(spec)?;
-        let path = write_script(
-            &self.script_dir,
-            &format!("lattice-{}.pbs", spec.block_id),
-            &script,
-        )
-        .await?;
-        let qsub = self.command("qsub").arg(path.display().to_string());
-        let output = qsub.output().await?;
-        if !output.success {
-            return Err(ProviderError::Refused(message_of(&output)));
-        }
-        // qsub prints the job id, `SEQ.SERVER`.
-        output
-            .stdout
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .filter(|id| id.chars().next().is_some_and(|c| c.is_ascii_digit()))
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                qsub.parse_error(format!("no job id in {:?}", output.stdout))
-                    .into()
-            })
-    }
-
-    async fn status(&self, jobs: &[JobId]) -> Result<HashMap<JobId, BlockState>, ProviderError> {
-        if jobs.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let qstat = self
-            .command("qstat")
-            .args(["-f", "-F", "json", "-x"])
-            .args(jobs.iter().cloned());
-        let output = qstat.output().await?;
-        // Unknown ids make qstat exit non-zero (`qstat: Unknown Job Id ...`)
-        // while it still prints the others; anything else is a failure.
-        let unknown_only = output
-            .stderr
-            .lines()
-            .all(|l| l.contains("Unknown Job Id") || l.trim().is_empty());
-        if !output.success && !unknown_only {
-            return Err(qstat.failed(&output).into());
-        }
-        let mut states = HashMap::new();
-        if !output.stdout.trim().is_empty() {
-            let answer: QstatJson =
-                serde_json::from_str(&output.stdout).map_err(|e| qstat.parse_error(e))?;
-            for (id, job) in answer.jobs {
-                states.insert(id, job.state());
-            }
-        }
-        for job in jobs {
-            states.entry(job.clone()).or_insert(BlockState::Completed);
-        }
-        states.retain(|id, _| jobs.contains(id));
-        add_init_reports(&self.script_dir, &mut states).await;
-        Ok(states)
-    }
-
-    async fn cancel(&self, jobs: &[JobId]) -> Result<(), ProviderError> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let qdel = self.command("qdel").args(jobs.iter().cloned());
-        let output = qdel.output().await?;
-        let harmless = output.stderr.lines().all(|l| {
-            l.contains("Unknown Job Id") || l.contains("has finished") || l.trim().is_empty()
-        });
-        if !output.success && !harmless {
-            return Err(qdel.failed(&output).into());
-        }
-        Ok(())
-    }
+/// qsub prints the job id, `SEQ.SERVER`.
+fn parse_qsub(stdout: &str) -> Option<JobId> {
+    stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .filter(|id| id.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .map(str::to_owned)
 }
 
 #[derive(Deserialize)]
@@ -295,47 +226,67 @@ struct QstatJob {
     exit_status: Option<i64>,
 }
 
-/// PBS's `JOB_EXEC_KILL_WALLTIME`.
-const EXIT_WALLTIME: i64 = -29;
+/// `qstat -f -F json`; nothing at all when no job asked is known.
+fn parse_qstat(stdout: &str, _asked: &[JobId]) -> Result<Vec<Reply>, String> {
+    if stdout.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let answer: QstatJson = serde_json::from_str(stdout).map_err(|e| e.to_string())?;
+    Ok(answer
+        .jobs
+        .into_iter()
+        .map(|(id, job)| {
+            Reply::Job(JobRecord {
+                id,
+                state: job.job_state,
+                reason: job.comment.unwrap_or_default(),
+                exit_status: job.exit_status,
+            })
+        })
+        .collect())
+}
 
-impl QstatJob {
-    fn state(&self) -> BlockState {
-        let comment = self.comment.as_deref().unwrap_or("").trim();
-        let with_comment = |what: String| {
-            if comment.is_empty() {
-                what
-            } else {
-                format!("{what}: {comment}")
-            }
-        };
-        match self.job_state.as_str() {
-            "Q" | "H" | "W" | "T" | "M" | "S" | "U" => {
-                if comment.starts_with("Can Never Run") {
-                    BlockState::Failed {
-                        message: format!("pbs job cannot start: {comment}"),
-                    }
-                } else {
-                    BlockState::Pending
-                }
-            }
-            "R" | "E" | "B" => BlockState::Running,
-            "X" => BlockState::Completed,
-            "F" => match self.exit_status {
-                Some(0) | None => BlockState::Completed,
-                Some(EXIT_WALLTIME) => BlockState::Failed {
-                    message: with_comment("pbs job killed at its walltime".into()),
-                },
-                Some(code) if code > 256 => BlockState::Failed {
-                    message: with_comment(format!("pbs job killed by signal {}", code - 256)),
-                },
-                Some(code) => BlockState::Failed {
-                    message: with_comment(format!("pbs job exited with status {code}")),
-                },
-            },
-            other => BlockState::Unknown {
-                message: format!("unrecognised pbs job state `{other}`"),
-            },
-        }
+/// The PBS provider.
+#[derive(Debug)]
+pub struct PbsProvider(BatchProvider);
+
+impl PbsProvider {
+    /// `default_script_dir` is used unless the config names one.
+    pub fn new(config: PbsConfig, default_script_dir: &Path) -> Self {
+        Self(BatchProvider::new(
+            &PBS,
+            config.batch_settings(),
+            default_script_dir,
+        ))
+    }
+
+    /// Runs `qsub` etc. from this directory instead of PATH.
+    pub fn with_bin_dir(self, dir: impl Into<PathBuf>) -> Self {
+        Self(self.0.with_bin_dir(dir.into()))
+    }
+
+    /// The batch script of a block; blocks of several nodes need `launcher`.
+    pub fn render_script(&self, spec: &BlockSpec) -> Result<String, ProviderError> {
+        self.0.render_script(spec)
+    }
+}
+
+#[async_trait]
+impl Provider for PbsProvider {
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+
+    async fn submit(&self, spec: &BlockSpec) -> Result<JobId, ProviderError> {
+        self.0.submit(spec).await
+    }
+
+    async fn status(&self, jobs: &[JobId]) -> Result<HashMap<JobId, BlockState>, ProviderError> {
+        self.0.status(jobs).await
+    }
+
+    async fn cancel(&self, jobs: &[JobId]) -> Result<(), ProviderError> {
+        self.0.cancel(jobs).await
     }
 }
 
@@ -447,6 +398,64 @@ mod tests {
         let no_launcher = PbsProvider::new(PbsConfig::default(), Path::new("/b"));
         let err = no_launcher.render_script(&spec).unwrap_err().to_string();
         assert!(err.contains("launcher"), "{err}");
+    }
+
+    /// The state of a job in `job_state`, with `comment` and `Exit_status`.
+    fn pbs_state(job_state: &str, comment: &str, exit_status: Option<i64>) -> BlockState {
+        PBS.block_state(&JobRecord {
+            id: "1.pbs01".into(),
+            state: job_state.into(),
+            reason: comment.into(),
+            exit_status,
+        })
+    }
+
+    #[test]
+    fn states_follow_pbs_words() {
+        assert_eq!(
+            pbs_state(
+                "Q",
+                "Not Running: Insufficient amount of resource: ncpus",
+                None
+            ),
+            BlockState::Pending
+        );
+        assert_eq!(pbs_state("H", "", None), BlockState::Pending);
+        assert_eq!(pbs_state("E", "", None), BlockState::Running);
+        assert_eq!(pbs_state("X", "", None), BlockState::Completed);
+        assert_eq!(
+            pbs_state("F", "Job run at ... and finished", Some(0)),
+            BlockState::Completed
+        );
+        assert_eq!(pbs_state("F", "", None), BlockState::Completed);
+        assert_eq!(
+            pbs_state("F", "", Some(-29)),
+            BlockState::Failed {
+                message: "pbs job killed at its walltime".into()
+            }
+        );
+        assert_eq!(
+            pbs_state("F", "Job run at ... and failed", Some(265)),
+            BlockState::Failed {
+                message: "pbs job killed by signal 9: Job run at ... and failed".into()
+            }
+        );
+        assert_eq!(
+            pbs_state("F", "", Some(2)),
+            BlockState::Failed {
+                message: "pbs job exited with status 2".into()
+            }
+        );
+        assert_eq!(
+            pbs_state("Z", "", None),
+            BlockState::Unknown {
+                message: "unrecognised pbs job state `Z`".into()
+            }
+        );
+        assert_eq!(parse_qsub("\n101.pbs01\n").as_deref(), Some("101.pbs01"));
+        assert_eq!(parse_qsub("qsub: would exceed queue limit\n"), None);
+        assert_eq!(parse_qstat("  \n", &[]).unwrap(), vec![]);
+        assert!(parse_qstat("{\"Jobs\":", &[]).is_err());
     }
 
     #[tokio::test]

@@ -5,20 +5,24 @@
 //! The script asks for `nodes` nodes with `workers_per_node` tasks each and
 //! starts one worker per task with `srun`, so every node of the block runs
 //! its workers and Slurm accounts for (and kills) them with the job.
+//!
+//! This module owns `[provider] type = "slurm"` and Slurm's [`BatchDialect`]
+//! (its directives, commands, output formats and state names); the flow
+//! that uses them is `batch`'s. It must not run commands or grow a submit,
+//! status or cancel of its own: a Slurm difference is a dialect value.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{message_of, write_script, Invocation};
-use crate::config::{default_command_timeout, default_walltime, quoted, Render};
-use crate::{
-    add_init_reports, batch_init_report, format_walltime, worker_init_script, BlockSpec,
-    BlockState, InitReport, JobId, Provider, ProviderError,
+use crate::batch::{
+    BatchDialect, BatchProvider, BatchSettings, Cancel, Directive, Ids, JobRecord, Launch, Query,
+    QueryFailure, ReasonStyle, Reply, ScriptVia, StateClass, Submit, WalltimeFormat,
 };
+use crate::config::{default_command_timeout, default_walltime, quoted, Render};
+use crate::{BlockSpec, BlockState, JobId, Provider, ProviderError};
 
 /// `[provider] type = "slurm"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,311 +136,250 @@ impl SlurmConfig {
             "",
         );
     }
+
+    /// What the batch core needs of this config.
+    fn batch_settings(&self) -> BatchSettings {
+        BatchSettings {
+            values: vec![
+                ("partition", self.partition.clone()),
+                ("account", self.account.clone()),
+                ("qos", self.qos.clone()),
+                ("constraint", self.constraint.clone()),
+                ("exclusive", self.exclusive.then(String::new)),
+            ],
+            scheduler_options: self.scheduler_options.clone(),
+            launcher: None,
+            script_dir: self.script_dir.clone(),
+            command_timeout_secs: self.command_timeout_secs,
+        }
+    }
+}
+
+/// Slurm's words.
+static SLURM: BatchDialect = BatchDialect {
+    kind: "slurm",
+    directive_prefix: "#SBATCH",
+    directives: &[
+        Directive::always("--job-name=lattice-{block_id}"),
+        Directive::always("--output={output}"),
+        Directive::always("--nodes={nodes}"),
+        Directive::always("--ntasks-per-node={workers_per_node}"),
+        Directive::always("--time={walltime}"),
+        Directive::if_set("partition", "--partition={partition}"),
+        Directive::if_set("account", "--account={account}"),
+        Directive::if_set("qos", "--qos={qos}"),
+        Directive::if_set("constraint", "--constraint={constraint}"),
+        Directive::if_set("exclusive", "--exclusive"),
+    ],
+    output_file: "lattice-{block_id}.%j.out",
+    walltime: WalltimeFormat::Clock,
+    preamble: "set -e\n",
+    job_id_var: "SLURM_JOB_ID",
+    // One Slurm task per worker, so that Slurm accounts for (and kills) them
+    // with the job.
+    launch: Launch::Tasks(
+        "srun --nodes={nodes} --ntasks-per-node={workers_per_node} --ntasks={tasks} --kill-on-bad-exit=0 {worker}",
+    ),
+    submit: Submit {
+        program: "sbatch",
+        args: &["--parsable"],
+        script: ScriptVia::Path,
+        script_suffix: "sbatch",
+        parse_id: parse_sbatch,
+    },
+    // squeue answers "Invalid job id specified" when the only id asked for
+    // is gone.
+    status: Query {
+        program: "squeue",
+        args: &["-h", "-t", "all", "-o", "%i|%T|%r", "-j"],
+        ids: Ids::Joined(","),
+        failure: QueryFailure::Harmless(&["Invalid job id"]),
+        parse: parse_squeue,
+    },
+    // Slurm forgets finished jobs after `MinJobAge`: scontrol still knows
+    // recent ones, sacct (when accounting is set up) the rest.
+    history: &[
+        Query {
+            program: "scontrol",
+            args: &["show", "job"],
+            ids: Ids::OnePerCall,
+            failure: QueryFailure::ReadAnyway,
+            parse: parse_scontrol,
+        },
+        Query {
+            program: "sacct",
+            args: &["-n", "-X", "-P", "-o", "JobIDRaw,State,Reason", "-j"],
+            ids: Ids::Joined(","),
+            failure: QueryFailure::Harmless(&[]),
+            parse: parse_sacct,
+        },
+    ],
+    cancel: Cancel {
+        program: "scancel",
+        args: &[],
+        harmless: &["Invalid job id"],
+    },
+    states: &[
+        ("PENDING", StateClass::Waiting),
+        ("CONFIGURING", StateClass::Waiting),
+        ("REQUEUED", StateClass::Waiting),
+        ("REQUEUE_HOLD", StateClass::Waiting),
+        ("REQUEUE_FED", StateClass::Waiting),
+        ("RESIZING", StateClass::Waiting),
+        ("SUSPENDED", StateClass::Waiting),
+        ("STOPPED", StateClass::Waiting),
+        ("RUNNING", StateClass::Running),
+        ("COMPLETING", StateClass::Running),
+        ("SIGNALING", StateClass::Running),
+        ("STAGE_OUT", StateClass::Running),
+        ("COMPLETED", StateClass::Completed),
+        ("CANCELLED", StateClass::Cancelled),
+        ("REVOKED", StateClass::Cancelled),
+        ("TIMEOUT", StateClass::Failed("TIMEOUT: killed at its walltime")),
+        ("FAILED", StateClass::Failed("FAILED")),
+        ("NODE_FAIL", StateClass::Failed("NODE_FAIL")),
+        ("BOOT_FAIL", StateClass::Failed("BOOT_FAIL")),
+        ("OUT_OF_MEMORY", StateClass::Failed("OUT_OF_MEMORY")),
+        ("DEADLINE", StateClass::Failed("DEADLINE")),
+        ("PREEMPTED", StateClass::Failed("PREEMPTED")),
+        ("SPECIAL_EXIT", StateClass::Failed("SPECIAL_EXIT")),
+    ],
+    never_starts: &[
+        "BadConstraints",
+        "PartitionConfig",
+        "InvalidAccount",
+        "InvalidQOS",
+        "QOSJobLimit",
+        "AccountNotAllowed",
+        "PartitionDown",
+        "PartitionInactive",
+        "ReqNodeNotAvail, UnavailableNodes",
+    ],
+    cancelled_reasons: &[],
+    reason_style: ReasonStyle::InParentheses,
+    exit_word: "status",
+    walltime_exit_status: None,
+    signal_exit_offset: None,
+};
+
+/// `sbatch --parsable` prints `JOBID` or `JOBID;CLUSTER`.
+fn parse_sbatch(stdout: &str) -> Option<JobId> {
+    let line = stdout.lines().find(|l| !l.trim().is_empty())?;
+    let id = line.trim().split(';').next()?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit() || b == b'_')).then(|| id.to_owned())
+}
+
+fn record(id: &str, state: &str, reason: &str) -> Reply {
+    Reply::Job(JobRecord {
+        id: id.to_owned(),
+        state: state.to_owned(),
+        reason: reason.to_owned(),
+        exit_status: None,
+    })
+}
+
+/// `squeue -o %i|%T|%r`: `JOBID|STATE|REASON` lines.
+fn parse_squeue(stdout: &str, _asked: &[JobId]) -> Result<Vec<Reply>, String> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(
+            |line| match line.trim().splitn(3, '|').collect::<Vec<_>>()[..] {
+                [id, state, reason] => Ok(record(id, state, reason)),
+                _ => Err(format!("unexpected line {line:?}")),
+            },
+        )
+        .collect()
+}
+
+/// `JobState=... Reason=...` of `scontrol show job JOBID`.
+fn parse_scontrol(stdout: &str, asked: &[JobId]) -> Result<Vec<Reply>, String> {
+    let field = |name: &str| {
+        stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+    };
+    Ok(match (asked, field("JobState")) {
+        ([id], Some(state)) => vec![record(id, state, field("Reason").unwrap_or("None"))],
+        _ => Vec::new(),
+    })
+}
+
+/// `sacct -P -o JobIDRaw,State,Reason`: `JOBID|STATE|REASON` lines (State
+/// may read `CANCELLED by 0`).
+fn parse_sacct(stdout: &str, _asked: &[JobId]) -> Result<Vec<Reply>, String> {
+    Ok(stdout
+        .lines()
+        .filter_map(
+            |line| match line.trim().split('|').collect::<Vec<_>>()[..] {
+                [id, state, reason, ..] => Some(record(id, state, reason)),
+                _ => None,
+            },
+        )
+        .collect())
 }
 
 /// The Slurm provider.
 #[derive(Debug)]
-pub struct SlurmProvider {
-    config: SlurmConfig,
-    script_dir: PathBuf,
-    /// Prefix of the Slurm commands (tests, or a cluster's odd install).
-    bin_dir: Option<PathBuf>,
-    timeout: Duration,
-}
+pub struct SlurmProvider(BatchProvider);
 
 impl SlurmProvider {
     /// `default_script_dir` is used unless the config names one.
     pub fn new(config: SlurmConfig, default_script_dir: &Path) -> Self {
-        let script_dir = config
-            .script_dir
-            .clone()
-            .unwrap_or_else(|| default_script_dir.to_owned());
-        let timeout = Duration::from_secs(config.command_timeout_secs.max(1));
-        Self {
-            config,
-            script_dir,
-            bin_dir: None,
-            timeout,
-        }
+        Self(BatchProvider::new(
+            &SLURM,
+            config.batch_settings(),
+            default_script_dir,
+        ))
     }
 
     /// Runs `sbatch` etc. from this directory instead of PATH.
-    pub fn with_bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.bin_dir = Some(dir.into());
-        self
-    }
-
-    fn command(&self, name: &str) -> Invocation {
-        let program = match &self.bin_dir {
-            Some(dir) => dir.join(name),
-            None => PathBuf::from(name),
-        };
-        Invocation::new(program, self.timeout)
+    pub fn with_bin_dir(self, dir: impl Into<PathBuf>) -> Self {
+        Self(self.0.with_bin_dir(dir.into()))
     }
 
     /// The batch script of a block.
     pub fn render_script(&self, spec: &BlockSpec) -> String {
-        render_script(&self.config, &self.script_dir, spec)
-    }
-
-    /// Jobs squeue does not list: `scontrol show job`, then `sacct`, else
-    /// completed (Slurm forgets finished jobs after `MinJobAge`).
-    async fn missing(&self, jobs: &[JobId]) -> HashMap<JobId, BlockState> {
-        let mut states = HashMap::new();
-        for job in jobs {
-            let scontrol = self.command("scontrol").args(["show", "job", job.as_str()]);
-            if let Ok(output) = scontrol.output().await {
-                if output.success {
-                    if let Some(state) = parse_scontrol(&output.stdout) {
-                        states.insert(job.clone(), state);
-                    }
-                }
-            }
-        }
-        let rest: Vec<&JobId> = jobs.iter().filter(|j| !states.contains_key(*j)).collect();
-        if !rest.is_empty() {
-            let ids = rest
-                .iter()
-                .map(|j| j.as_str())
-                .collect::<Vec<_>>()
-                .join(",");
-            let sacct = self
-                .command("sacct")
-                .args(["-n", "-X", "-P", "-o", "JobIDRaw,State,Reason", "-j"])
-                .arg(ids);
-            match sacct.output().await {
-                Ok(output) if output.success => {
-                    for line in output.stdout.lines() {
-                        let fields: Vec<&str> = line.trim().split('|').collect();
-                        if let [id, state, reason, ..] = fields.as_slice() {
-                            states.insert((*id).to_owned(), slurm_state(state, reason));
-                        }
-                    }
-                }
-                Ok(output) => {
-                    tracing::debug!("sacct unavailable: {}", message_of(&output));
-                }
-                Err(e) => tracing::debug!("sacct unavailable: {e}"),
-            }
-        }
-        for job in jobs {
-            states.entry(job.clone()).or_insert(BlockState::Completed);
-        }
-        states
+        // srun starts the workers of any number of nodes: only a dialect
+        // that needs a `launcher` setting can refuse a block.
+        self.0
+            .render_script(spec)
+            .unwrap_or_else(|e| unreachable!("a slurm script cannot fail: {e}"))
     }
 }
 
-/// Renders the batch script (also used by the snapshot tests).
+/// Renders the batch script of a block whose scripts go to `script_dir`.
 pub fn render_script(config: &SlurmConfig, script_dir: &Path, spec: &BlockSpec) -> String {
-    let mut s = String::from("#!/bin/bash\n");
-    let mut opt = |line: String| {
-        s.push_str("#SBATCH ");
-        s.push_str(&line);
-        s.push('\n');
+    let config = SlurmConfig {
+        script_dir: Some(script_dir.to_owned()),
+        ..config.clone()
     };
-    opt(format!("--job-name=lattice-{}", spec.block_id));
-    opt(format!(
-        "--output={}",
-        script_dir
-            .join(format!("lattice-{}.%j.out", spec.block_id))
-            .display()
-    ));
-    opt(format!("--nodes={}", spec.nodes));
-    opt(format!("--ntasks-per-node={}", spec.workers_per_node));
-    opt(format!("--time={}", format_walltime(spec.walltime)));
-    if let Some(partition) = &config.partition {
-        opt(format!("--partition={partition}"));
-    }
-    if let Some(account) = &config.account {
-        opt(format!("--account={account}"));
-    }
-    if let Some(qos) = &config.qos {
-        opt(format!("--qos={qos}"));
-    }
-    if let Some(constraint) = &config.constraint {
-        opt(format!("--constraint={constraint}"));
-    }
-    if config.exclusive {
-        opt("--exclusive".to_owned());
-    }
-    for line in &config.scheduler_options {
-        s.push_str(line);
-        s.push('\n');
-    }
-    s.push_str("\nset -e\n");
-    s.push_str(&format!(
-        "export LATTICE_BLOCK_ID={}\n",
-        crate::shell_quote(&spec.block_id)
-    ));
-    s.push('\n');
-    s.push_str(&worker_init_script(
-        &spec.worker_init,
-        InitReport::File(&batch_init_report(script_dir, "SLURM_JOB_ID")),
-    ));
-    s.push_str(&format!(
-        "\n# {} worker(s) on each of {} node(s)\n",
-        spec.workers_per_node, spec.nodes
-    ));
-    s.push_str(&format!(
-        "srun --nodes={} --ntasks-per-node={} --ntasks={} --kill-on-bad-exit=0 {}\n",
-        spec.nodes,
-        spec.workers_per_node,
-        spec.nodes * spec.workers_per_node,
-        spec.worker.shell_line(&spec.block_id)
-    ));
-    s
+    SlurmProvider::new(config, script_dir).render_script(spec)
 }
 
 #[async_trait]
 impl Provider for SlurmProvider {
     fn kind(&self) -> &'static str {
-        "slurm"
+        self.0.kind()
     }
 
     async fn submit(&self, spec: &BlockSpec) -> Result<JobId, ProviderError> {
-        let script = self.render_script(spec);
-        let path = write_script(
-            &self.script_dir,
-            &format!("lattice-{}.sbatch", spec.block_id),
-            &script,
-        )
-        .await?;
-        let sbatch = self
-            .command("sbatch")
-            .arg("--parsable")
-            .arg(path.display().to_string());
-        let output = sbatch.output().await?;
-        if !output.success {
-            return Err(ProviderError::Refused(message_of(&output)));
-        }
-        // `--parsable` prints `JOBID` or `JOBID;CLUSTER`.
-        let line = output.stdout.lines().find(|l| !l.trim().is_empty());
-        let id = line
-            .and_then(|l| l.trim().split(';').next())
-            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit() || b == b'_'))
-            .ok_or_else(|| sbatch.parse_error(format!("no job id in {:?}", output.stdout)))?;
-        if !output.stderr.is_empty() {
-            tracing::warn!(job_id = id, "sbatch: {}", output.stderr);
-        }
-        Ok(id.to_owned())
+        self.0.submit(spec).await
     }
 
     async fn status(&self, jobs: &[JobId]) -> Result<HashMap<JobId, BlockState>, ProviderError> {
-        if jobs.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let squeue = self
-            .command("squeue")
-            .args(["-h", "-t", "all", "-o", "%i|%T|%r", "-j"])
-            .arg(jobs.join(","));
-        let output = squeue.output().await?;
-        let mut states = HashMap::new();
-        if output.success {
-            for line in output.stdout.lines().filter(|l| !l.trim().is_empty()) {
-                let fields: Vec<&str> = line.trim().splitn(3, '|').collect();
-                let [id, state, reason] = fields.as_slice() else {
-                    return Err(squeue
-                        .parse_error(format!("unexpected line {line:?}"))
-                        .into());
-                };
-                if jobs.iter().any(|j| j == id) {
-                    states.insert((*id).to_owned(), slurm_state(state, reason));
-                }
-            }
-        } else if !output.stderr.contains("Invalid job id") {
-            // squeue answers "Invalid job id specified" when the only id asked
-            // for is gone; anything else is a real failure.
-            return Err(squeue.failed(&output).into());
-        }
-        let missing: Vec<JobId> = jobs
-            .iter()
-            .filter(|j| !states.contains_key(*j))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            states.extend(self.missing(&missing).await);
-        }
-        add_init_reports(&self.script_dir, &mut states).await;
-        Ok(states)
+        self.0.status(jobs).await
     }
 
     async fn cancel(&self, jobs: &[JobId]) -> Result<(), ProviderError> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let scancel = self.command("scancel").args(jobs.iter().cloned());
-        let output = scancel.output().await?;
-        if !output.success && !output.stderr.contains("Invalid job id") {
-            return Err(scancel.failed(&output).into());
-        }
-        Ok(())
+        self.0.cancel(jobs).await
     }
-}
-
-/// A Slurm job state (`%T` of squeue, `State` of sacct, `JobState` of
-/// scontrol) and its reason, as a block state.
-fn slurm_state(state: &str, reason: &str) -> BlockState {
-    // sacct writes `CANCELLED by 0`.
-    let state = state.split_whitespace().next().unwrap_or("");
-    let with_reason = |what: &str| {
-        let reason = reason.trim();
-        if reason.is_empty() || reason == "None" {
-            format!("slurm job {what}")
-        } else {
-            format!("slurm job {what} ({reason})")
-        }
-    };
-    match state {
-        "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESIZING"
-        | "SUSPENDED" | "STOPPED" => {
-            // Some pending reasons mean the job will never start.
-            let hopeless = [
-                "BadConstraints",
-                "PartitionConfig",
-                "InvalidAccount",
-                "InvalidQOS",
-                "QOSJobLimit",
-                "AccountNotAllowed",
-                "PartitionDown",
-                "PartitionInactive",
-                "ReqNodeNotAvail, UnavailableNodes",
-            ];
-            if hopeless.iter().any(|h| reason.starts_with(h)) {
-                BlockState::Failed {
-                    message: with_reason("cannot start"),
-                }
-            } else {
-                BlockState::Pending
-            }
-        }
-        "RUNNING" | "COMPLETING" | "SIGNALING" | "STAGE_OUT" => BlockState::Running,
-        "COMPLETED" => BlockState::Completed,
-        "CANCELLED" | "REVOKED" => BlockState::Cancelled,
-        "TIMEOUT" => BlockState::Failed {
-            message: with_reason("TIMEOUT: killed at its walltime"),
-        },
-        "FAILED" | "NODE_FAIL" | "BOOT_FAIL" | "OUT_OF_MEMORY" | "DEADLINE" | "PREEMPTED"
-        | "SPECIAL_EXIT" => BlockState::Failed {
-            message: with_reason(state),
-        },
-        other => BlockState::Unknown {
-            message: format!("unrecognised slurm job state `{other}` ({reason})"),
-        },
-    }
-}
-
-/// `JobState=... Reason=...` of `scontrol show job`.
-fn parse_scontrol(text: &str) -> Option<BlockState> {
-    let field = |name: &str| {
-        text.split_whitespace()
-            .find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-    };
-    let state = field("JobState")?;
-    Some(slurm_state(state, field("Reason").unwrap_or("None")))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::testing::{fake_bin, spec};
     use expect_test::{expect, Expect};
@@ -546,10 +489,21 @@ mod tests {
         );
     }
 
+    /// A job in `state` for `reason`, as squeue says it.
+    fn slurm_state(state: &str, reason: &str) -> BlockState {
+        let [Reply::Job(job)] = &parse_squeue(&format!("7|{state}|{reason}\n"), &[]).unwrap()[..]
+        else {
+            panic!("one record");
+        };
+        SLURM.block_state(job)
+    }
+
     #[test]
     fn states_follow_slurm_words() {
         assert_eq!(slurm_state("PENDING", "Priority"), BlockState::Pending);
         assert_eq!(slurm_state("RUNNING", "None"), BlockState::Running);
+        assert_eq!(slurm_state("COMPLETING", "None"), BlockState::Running);
+        assert_eq!(slurm_state("COMPLETED", "None"), BlockState::Completed);
         assert_eq!(slurm_state("CANCELLED by 0", ""), BlockState::Cancelled);
         assert_eq!(
             slurm_state("TIMEOUT", "None"),
@@ -558,23 +512,46 @@ mod tests {
             }
         );
         assert_eq!(
+            slurm_state("OUT_OF_MEMORY", "OutOfMemory"),
+            BlockState::Failed {
+                message: "slurm job OUT_OF_MEMORY (OutOfMemory)".into()
+            }
+        );
+        assert_eq!(
             slurm_state("PENDING", "PartitionConfig"),
             BlockState::Failed {
                 message: "slurm job cannot start (PartitionConfig)".into()
             }
         );
-        assert!(matches!(
+        assert_eq!(
             slurm_state("WEIRD", ""),
-            BlockState::Unknown { .. }
-        ));
+            BlockState::Unknown {
+                message: "unrecognised slurm job state `WEIRD`".into()
+            }
+        );
         assert_eq!(
             parse_scontrol(
-                "JobId=5 JobName=x\n   JobState=FAILED Reason=NonZeroExitCode Dependency=(null)\n"
-            ),
-            Some(BlockState::Failed {
-                message: "slurm job FAILED (NonZeroExitCode)".into()
-            })
+                "JobId=5 JobName=x\n   JobState=FAILED Reason=NonZeroExitCode Dependency=(null)\n",
+                &["5".to_owned()]
+            )
+            .unwrap(),
+            vec![record("5", "FAILED", "NonZeroExitCode")]
         );
+        assert_eq!(
+            parse_sacct("9|CANCELLED by 0|None\n\n", &[]).unwrap(),
+            vec![record("9", "CANCELLED by 0", "None")]
+        );
+        let err = parse_squeue("4242|RUNNING\n", &[]).unwrap_err();
+        assert_eq!(err, "unexpected line \"4242|RUNNING\"");
+    }
+
+    #[test]
+    fn job_ids_from_sbatch() {
+        assert_eq!(parse_sbatch("4242\n").as_deref(), Some("4242"));
+        assert_eq!(parse_sbatch("\n4242;cluster2\n").as_deref(), Some("4242"));
+        assert_eq!(parse_sbatch("4242_3\n").as_deref(), Some("4242_3"));
+        assert_eq!(parse_sbatch("Submitted batch job 4242\n"), None);
+        assert_eq!(parse_sbatch(""), None);
     }
 
     /// The real commands' behaviour is covered by the Slurm end-to-end test;

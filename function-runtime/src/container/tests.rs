@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::testing::task;
+use crate::Status;
 use bollard::query_parameters::ListContainersOptions;
-use lattice_protocol::frames::OutcomeStatus;
 use serde_json::json;
 
 const IMAGE: &str = "localbusybox";
@@ -45,7 +45,7 @@ fn container_task(
     command: &str,
     args: &[(&str, serde_json::Value)],
     walltime_secs: u32,
-) -> TaskAssignment {
+) -> Invocation {
     task(
         FunctionSpec::Container {
             image: image.into(),
@@ -57,7 +57,7 @@ fn container_task(
 }
 
 /// Containers (running or not) labelled with `task`'s id.
-async fn containers_of(runtime: &ContainerRuntime, task: &TaskAssignment) -> usize {
+async fn containers_of(runtime: &ContainerRuntime, task: &Invocation) -> usize {
     let docker = runtime.client().unwrap().docker;
     let filters = HashMap::from([(
         "label".to_owned(),
@@ -86,7 +86,7 @@ async fn runs_the_command_with_the_scratch_dir_mounted() {
         60,
     );
     let outcome = runtime.run(&t).await;
-    assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     let result = outcome.result.unwrap();
     assert_eq!(
         result.stdout,
@@ -110,7 +110,7 @@ async fn nonzero_exit_fails_with_the_status() {
     };
     let t = container_task(IMAGE, "echo out; exit 3", &[], 60);
     let outcome = runtime.run(&t).await;
-    assert_eq!(outcome.status, OutcomeStatus::Failed);
+    assert_eq!(outcome.status, Status::Failed);
     assert_eq!(
         outcome.error.as_deref(),
         Some("command exited with status 3")
@@ -128,7 +128,7 @@ async fn walltime_kills_and_removes_the_container() {
     };
     let t = container_task(IMAGE, "echo started; sleep 60", &[], 1);
     let outcome = runtime.run(&t).await;
-    assert_eq!(outcome.status, OutcomeStatus::Failed, "{outcome:?}");
+    assert_eq!(outcome.status, Status::Failed, "{outcome:?}");
     assert_eq!(
         outcome.error.as_deref(),
         Some("timeout: exceeded walltime of 1 s")
@@ -162,7 +162,7 @@ async fn output_is_capped() {
         60,
     );
     let outcome = runtime.run(&t).await;
-    assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     let stdout = outcome.result.unwrap().stdout;
     assert_eq!(stdout.len(), 100);
     assert!(stdout.ends_with("xxxEND\n"), "{stdout}");
@@ -170,7 +170,7 @@ async fn output_is_capped() {
     runtime.max_output_bytes = Some(10_000);
     let t = container_task(IMAGE, "while true; do echo flood; done", &[], 60);
     let outcome = runtime.run(&t).await;
-    assert_eq!(outcome.status, OutcomeStatus::Failed);
+    assert_eq!(outcome.status, Status::Failed);
     assert_eq!(
         outcome.error.as_deref(),
         Some("output limit: the function wrote more than 10000 bytes to stdout and stderr")
@@ -185,7 +185,7 @@ async fn a_missing_image_is_a_clear_error() {
     };
     let t = container_task("lattice-no-such-image:never", "true", &[], 60);
     let outcome = runtime.run(&t).await;
-    assert_eq!(outcome.status, OutcomeStatus::Failed);
+    assert_eq!(outcome.status, Status::Failed);
     let error = outcome.error.unwrap();
     assert!(
         error.starts_with("image `lattice-no-such-image:never` not found"),
@@ -201,7 +201,7 @@ async fn an_unreachable_runtime_is_a_clear_error() {
     runtime.socket = Some(dir.path().join("no-such.sock"));
     let t = container_task(IMAGE, "true", &[], 60);
     let outcome = runtime.run(&t).await;
-    assert_eq!(outcome.status, OutcomeStatus::Failed);
+    assert_eq!(outcome.status, Status::Failed);
     let error = outcome.error.unwrap();
     assert!(
         error.starts_with("container runtime unavailable: cannot reach the Docker API at "),

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::testing::task;
-use lattice_protocol::frames::OutcomeStatus;
+use crate::Status;
 use serde_json::json;
 
 /// The binary of `tests/wasm/<name>.wat`, base64 as in a function spec.
@@ -15,7 +15,7 @@ fn module(name: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(binary)
 }
 
-fn wasm_task(name: &str, args: &[(&str, serde_json::Value)], walltime_secs: u32) -> TaskAssignment {
+fn wasm_task(name: &str, args: &[(&str, serde_json::Value)], walltime_secs: u32) -> Invocation {
     task(
         FunctionSpec::Wasm {
             module: module(name),
@@ -32,9 +32,9 @@ fn runtime() -> (tempfile::TempDir, WasmRuntime) {
 }
 
 /// Runs `name` and checks that it failed with an error starting with `prefix`.
-async fn fails_with(runtime: &WasmRuntime, t: &TaskAssignment, prefix: &str) -> TaskOutcome {
+async fn fails_with(runtime: &WasmRuntime, t: &Invocation, prefix: &str) -> Outcome {
     let outcome = runtime.run(t).await;
-    assert_eq!(outcome.status, OutcomeStatus::Failed, "{outcome:?}");
+    assert_eq!(outcome.status, Status::Failed, "{outcome:?}");
     let error = outcome.error.as_deref().unwrap();
     assert!(
         error.starts_with(prefix),
@@ -48,7 +48,7 @@ async fn still_works(runtime: &WasmRuntime) {
     let outcome = runtime
         .run(&wasm_task("hello", &[("argv", json!(["ok"]))], 10))
         .await;
-    assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     assert_eq!(outcome.result.unwrap().stdout, "ok\n");
 }
 
@@ -64,7 +64,7 @@ async fn hello_gets_argv_and_stdin() {
         10,
     );
     let outcome = runtime.run(&t).await;
-    assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     let result = outcome.result.unwrap();
     assert_eq!(result.stdout, "one\ntwo words\n3\nfrom stdin\n");
     assert_eq!(result.stderr, "done\n");
@@ -226,7 +226,7 @@ async fn trap_fails_with_its_message_and_backtrace() {
 async fn filesystem_is_only_the_scratch_dir() {
     let (dir, runtime) = runtime();
     let outcome = runtime.run(&wasm_task("escape", &[], 10)).await;
-    assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     assert_eq!(
         outcome.result.unwrap().stdout,
         "preopen /work\n\
@@ -248,7 +248,7 @@ async fn filesystem_is_only_the_scratch_dir() {
 async fn environment_is_empty_unless_allowed() {
     let (_dir, mut runtime) = runtime();
     let outcome = runtime.run(&wasm_task("env", &[], 10)).await;
-    assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     assert_eq!(outcome.result.unwrap().stdout, "", "no variable by default");
 
     // Only the allowed name (and only when the worker has it) gets through.
@@ -318,7 +318,7 @@ async fn invalid_modules_are_task_errors() {
 async fn modules_are_compiled_once_and_cached_on_disk() {
     let (dir, first) = runtime();
     let mut t = wasm_task("hello", &[("argv", json!(["x"]))], 10);
-    assert_eq!(first.run(&t).await.status, OutcomeStatus::Success);
+    assert_eq!(first.run(&t).await.status, Status::Success);
     assert_eq!(
         first.cache_stats(),
         WasmCacheStats {
@@ -336,13 +336,13 @@ async fn modules_are_compiled_once_and_cached_on_disk() {
 
     // Same worker: the linked module is reused.
     t.task_id = lattice_protocol::TaskId::new();
-    assert_eq!(first.run(&t).await.status, OutcomeStatus::Success);
+    assert_eq!(first.run(&t).await.status, Status::Success);
     assert_eq!(first.cache_stats().reused, 1);
 
     // Another worker on the host: loaded from disk, not compiled.
     let second = WasmRuntime::new(dir.path());
     let outcome = second.run(&t).await;
-    assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     assert_eq!(outcome.result.unwrap().stdout, "x\n");
     assert_eq!(
         second.cache_stats(),
@@ -358,13 +358,13 @@ async fn modules_are_compiled_once_and_cached_on_disk() {
 async fn a_corrupt_cache_file_is_replaced() {
     let (dir, first) = runtime();
     let t = wasm_task("noop", &[], 10);
-    assert_eq!(first.run(&t).await.status, OutcomeStatus::Success);
+    assert_eq!(first.run(&t).await.status, Status::Success);
     let cache = dir.path().join(".wasm-cache");
     for entry in std::fs::read_dir(&cache).unwrap() {
         std::fs::write(entry.unwrap().path(), b"not machine code").unwrap();
     }
     let second = WasmRuntime::new(dir.path());
-    assert_eq!(second.run(&t).await.status, OutcomeStatus::Success);
+    assert_eq!(second.run(&t).await.status, Status::Success);
     assert_eq!(second.cache_stats().compiled, 1);
 }
 
@@ -420,7 +420,7 @@ async fn c_module_built_with_wasi_libc() {
         30,
     );
     let outcome = runtime.run(&t).await;
-    assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     assert_eq!(
         outcome.result.unwrap().stdout,
         "arg x\narg y z\nSHOUT\nnote kept\npasswd denied\nHOME unset\n"
