@@ -10,11 +10,11 @@
 
 pub mod auth;
 pub mod broker;
+pub mod compute;
 pub mod config;
 pub mod error;
 mod https;
 pub mod openapi;
-pub mod relay;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -31,6 +31,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use lattice_protocol::ErrorCode;
+use routes::relay;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 

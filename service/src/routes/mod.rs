@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod functions;
 pub mod health;
 pub mod identities;
+pub mod relay;
 pub mod session;
 pub mod tasks;
 pub mod transfers;
