@@ -9,14 +9,14 @@
 //! [`serve`] runs it on a listener until a shutdown signal.
 
 pub mod auth;
-pub mod broker;
+mod broker;
 pub mod compute;
 pub mod config;
-pub mod error;
+mod error;
 mod https;
-pub mod openapi;
-pub mod routes;
-pub mod state;
+mod openapi;
+mod routes;
+mod state;
 pub mod store;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testing;
@@ -35,6 +35,7 @@ use routes::relay;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
+pub use broker::BrokerError;
 pub use config::{ServiceArgs, ServiceConfig};
 pub use error::ApiError;
 pub use state::AppState;

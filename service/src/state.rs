@@ -33,7 +33,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: SharedStore, broker: SharedBroker, config: ServiceConfig) -> Self {
+    pub(crate) fn new(store: SharedStore, broker: SharedBroker, config: ServiceConfig) -> Self {
         let oidc = OidcLogin::new(config.oidc.clone(), &config.public_url);
         Self {
             store,

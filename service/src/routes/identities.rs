@@ -10,7 +10,7 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/v1/identities/{id}", tag = "identities", security(("bearer" = [])),
     params(("id" = IdentityId, Path, description = "identity id")),
     responses((status = 200, body = Identity), (status = 404, body = ErrorBody)))]
-pub async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     _auth: Authorized<AnyScope>,
     Path(id): Path<IdentityId>,
@@ -27,7 +27,7 @@ pub async fn show(
 #[utoipa::path(post, path = "/v1/identities/link", tag = "identities", security(("bearer" = ["manage"])),
     request_body = LinkIdentityRequest,
     responses((status = 200, body = WhoAmI), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn link(
+pub(crate) async fn link(
     State(state): State<AppState>,
     auth: Authorized<Manage>,
     Json(request): Json<LinkIdentityRequest>,
