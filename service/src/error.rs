@@ -111,7 +111,7 @@ impl IntoResponse for ApiError {
 /// A JSON body extractor whose rejections are [`ApiError`]s: malformed JSON
 /// and wrong types are 400 naming the field, too large is 413.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Json<T>(pub T);
+pub(crate) struct Json<T>(pub T);
 
 impl<T, S> FromRequest<S> for Json<T>
 where
@@ -163,7 +163,7 @@ fn source_text(err: &dyn std::error::Error) -> String {
 
 /// A body accepted as JSON or as a URL-encoded form (OAuth clients send forms).
 #[derive(Debug, Clone)]
-pub struct JsonOrForm<T>(pub T);
+pub(crate) struct JsonOrForm<T>(pub T);
 
 impl<T, S> FromRequest<S> for JsonOrForm<T>
 where
@@ -200,7 +200,7 @@ where
 
 /// Path parameters whose rejection (e.g. a malformed id) is a 400 [`ApiError`].
 #[derive(Debug, Clone)]
-pub struct Path<T>(pub T);
+pub(crate) struct Path<T>(pub T);
 
 impl<T, S> axum::extract::FromRequestParts<S> for Path<T>
 where
@@ -225,7 +225,7 @@ where
 
 /// Query parameters whose rejection is a 400 [`ApiError`].
 #[derive(Debug, Clone)]
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub T);
 
 impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
 where

@@ -9,15 +9,15 @@
 //! [`serve`] runs it on a listener until a shutdown signal.
 
 pub mod auth;
-pub mod broker;
+mod broker;
+pub mod compute;
 pub mod config;
-pub mod error;
+mod error;
 mod https;
-pub mod openapi;
-pub mod relay;
-pub mod routes;
+mod openapi;
+mod routes;
 pub mod sharing;
-pub mod state;
+mod state;
 pub mod store;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testing;
@@ -32,9 +32,11 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use lattice_protocol::ErrorCode;
+use routes::relay;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
+pub use broker::BrokerError;
 pub use config::{ServiceArgs, ServiceConfig};
 pub use error::ApiError;
 pub use state::AppState;

@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
         lattice_protocol::compute::SessionRequest, lattice_protocol::compute::SessionEvent)),
     modifiers(&BearerAuth),
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 struct BearerAuth;
 

@@ -115,3 +115,11 @@ impl TestSchema {
         Ok(())
     }
 }
+
+/// The RabbitMQ queue of an endpoint's tasks (for tests that clean up).
+pub fn endpoint_queue(endpoint: lattice_protocol::EndpointId) -> String {
+    crate::broker::rabbitmq::endpoint_queue(endpoint)
+}
+
+/// The RabbitMQ queue dead letters go to (shared by all endpoints).
+pub const DEAD_LETTER_QUEUE: &str = crate::broker::rabbitmq::DEAD_LETTER_QUEUE;

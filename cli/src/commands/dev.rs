@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use lattice_client::Profile;
 use lattice_service::config::{default_data_dir, LogFormat};
-use lattice_service::ServiceConfig;
+use lattice_service::{compute, ServiceConfig};
 
 use lattice_endpoint_agent::{run_agent, AgentConfig, Credentials, EndpointCredential};
 
@@ -186,9 +186,7 @@ async fn local_endpoint(
 ) -> anyhow::Result<EndpointCredential> {
     let state_dir = data_dir.join("endpoints").join(LOCAL_ENDPOINT);
     if let Some(mut saved) = EndpointCredential::load(&state_dir)? {
-        let known = state
-            .store
-            .endpoint_by_secret(&lattice_service::auth::hash_secret(&saved.agent_secret))
+        let known = compute::endpoint_by_agent_secret(state, &saved.agent_secret)
             .await?
             .is_some_and(|e| e.id == saved.endpoint_id && e.owner_id == owner);
         if known {
@@ -196,10 +194,9 @@ async fn local_endpoint(
             return Ok(saved);
         }
     }
-    let (record, agent_secret) =
-        lattice_service::routes::endpoints::create_endpoint(state, owner, LOCAL_ENDPOINT)
-            .await
-            .map_err(|e| anyhow::anyhow!("registering the local endpoint: {}", e.message))?;
+    let (record, agent_secret) = compute::create_endpoint(state, owner, LOCAL_ENDPOINT)
+        .await
+        .map_err(|e| anyhow::anyhow!("registering the local endpoint: {e}"))?;
     let credential = EndpointCredential {
         endpoint_id: record.id,
         agent_secret,

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use super::{Broker, BrokerError, Delivery, Settle, Subscription};
 use crate::store::SharedStore;
 
-pub struct EmbeddedBroker {
+pub(crate) struct EmbeddedBroker {
     store: SharedStore,
     queues: Mutex<HashMap<EndpointId, Arc<Queue>>>,
 }
@@ -74,7 +74,7 @@ impl Queue {
 
 impl EmbeddedBroker {
     /// Opens the broker, clearing leases an earlier version left in the store.
-    pub async fn open(store: SharedStore) -> Result<Arc<Self>, BrokerError> {
+    pub(crate) async fn open(store: SharedStore) -> Result<Arc<Self>, BrokerError> {
         let released = store.queue_clear_leases().await?;
         if released > 0 {
             tracing::info!(
@@ -105,10 +105,6 @@ impl EmbeddedBroker {
 
 #[async_trait]
 impl Broker for EmbeddedBroker {
-    fn kind(&self) -> &'static str {
-        "embedded"
-    }
-
     async fn publish(&self, endpoint: EndpointId, tasks: &[TaskId]) -> Result<(), BrokerError> {
         let queue = self.queue(endpoint);
         {

@@ -9,8 +9,8 @@
 //! A [`Subscription`] runs in its own task and talks through channels, so the
 //! relay can `select!` on deliveries without cancellation hazards.
 
-pub mod embedded;
-pub mod rabbitmq;
+pub(crate) mod embedded;
+pub(crate) mod rabbitmq;
 #[cfg(test)]
 mod tests;
 
@@ -31,7 +31,7 @@ pub enum BrokerError {
 
 /// One message handed to a consumer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub task_id: TaskId,
     /// Identifies this delivery for [`Settle`].
     pub tag: u64,
@@ -41,10 +41,12 @@ pub struct Delivery {
 
 /// What to do with a delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Settle {
+pub(crate) enum Settle {
     /// Done with it: remove from the queue.
     Ack(u64),
-    /// Give it back for another consumer.
+    /// Give it back for another consumer. Both brokers implement it and
+    /// the contract suite checks it; the relay does not requeue today.
+    #[cfg_attr(not(test), allow(dead_code))]
     Requeue(u64),
     /// It exceeded its retries: move it to the dead-letter queue.
     DeadLetter(u64),
@@ -52,7 +54,7 @@ pub enum Settle {
 
 /// A live consumer of one endpoint's queue. Dropping it returns every
 /// unsettled delivery to the queue.
-pub struct Subscription {
+pub(crate) struct Subscription {
     pub deliveries: mpsc::Receiver<Delivery>,
     pub settle: mpsc::UnboundedSender<Settle>,
     pub(crate) _guard: Option<tokio::task::JoinHandle<()>>,
@@ -66,9 +68,7 @@ impl Drop for Subscription {
 }
 
 #[async_trait]
-pub trait Broker: Send + Sync + 'static {
-    /// `embedded` or `rabbitmq`.
-    fn kind(&self) -> &'static str;
+pub(crate) trait Broker: Send + Sync + 'static {
     /// Durably enqueues tasks for an endpoint; returns once they are safe.
     async fn publish(&self, endpoint: EndpointId, tasks: &[TaskId]) -> Result<(), BrokerError>;
     /// Starts consuming an endpoint's queue with at most `prefetch`
@@ -80,4 +80,4 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<Subscription, BrokerError>;
 }
 
-pub type SharedBroker = Arc<dyn Broker>;
+pub(crate) type SharedBroker = Arc<dyn Broker>;

@@ -61,12 +61,12 @@ use tokio::sync::{mpsc, Mutex};
 use super::{Broker, BrokerError, Delivery, Settle, Subscription};
 
 /// The exchange endpoint queues dead-letter to.
-pub const DEAD_LETTER_EXCHANGE: &str = "lattice.dlx";
+pub(crate) const DEAD_LETTER_EXCHANGE: &str = "lattice.dlx";
 /// Where dead letters of every endpoint queue end up.
-pub const DEAD_LETTER_QUEUE: &str = "lattice.dead-letter";
+pub(crate) const DEAD_LETTER_QUEUE: &str = "lattice.dead-letter";
 
 /// The queue of one endpoint.
-pub fn endpoint_queue(endpoint: EndpointId) -> String {
+pub(crate) fn endpoint_queue(endpoint: EndpointId) -> String {
     format!("lattice.endpoint.{}", endpoint.0.hyphenated())
 }
 
@@ -85,7 +85,7 @@ struct Link {
     publisher: Channel,
 }
 
-pub struct RabbitBroker {
+pub(crate) struct RabbitBroker {
     url: String,
     /// The current connection; replaced when found closed.
     link: Mutex<Option<Arc<Link>>>,
@@ -119,7 +119,7 @@ async fn amqps_trust() -> lapin::tcp::OwnedTLSConfig {
 impl RabbitBroker {
     /// Connects to `amqp_url` (`amqp://user:pass@host:5672/%2f`; `amqps://` for TLS) and
     /// declares the dead-letter exchange and queue.
-    pub async fn connect(amqp_url: &str) -> Result<Arc<Self>, BrokerError> {
+    pub(crate) async fn connect(amqp_url: &str) -> Result<Arc<Self>, BrokerError> {
         let broker = Arc::new(Self {
             url: amqp_url.to_owned(),
             link: Mutex::new(None),
@@ -337,10 +337,6 @@ async fn publish_confirmed(
 
 #[async_trait]
 impl Broker for RabbitBroker {
-    fn kind(&self) -> &'static str {
-        "rabbitmq"
-    }
-
     async fn publish(&self, endpoint: EndpointId, tasks: &[TaskId]) -> Result<(), BrokerError> {
         if tasks.is_empty() {
             return Ok(());

@@ -33,7 +33,7 @@ async fn load(
 #[utoipa::path(get, path = "/v1/collections/{collection}/acl", tag = "sharing", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name")),
     responses((status = 200, body = Vec<AclRuleInfo>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn list_rules(
+pub(crate) async fn list_rules(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,
@@ -49,7 +49,7 @@ pub async fn list_rules(
     params(("collection" = String, Path, description = "collection id or name")), request_body = AclRuleCreate,
     responses((status = 201, body = AclRuleInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the collection has the most rules allowed")))]
-pub async fn create_rule(
+pub(crate) async fn create_rule(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,
@@ -63,7 +63,7 @@ pub async fn create_rule(
 #[utoipa::path(get, path = "/v1/collections/{collection}/acl/{rule}", tag = "sharing", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name"), ("rule" = AclRuleId, Path)),
     responses((status = 200, body = AclRuleInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn show_rule(
+pub(crate) async fn show_rule(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path((collection, rule)): Path<(String, AclRuleId)>,
@@ -77,7 +77,7 @@ pub async fn show_rule(
 #[utoipa::path(patch, path = "/v1/collections/{collection}/acl/{rule}", tag = "sharing", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name"), ("rule" = AclRuleId, Path)), request_body = AclRuleUpdate,
     responses((status = 200, body = AclRuleInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn update_rule(
+pub(crate) async fn update_rule(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path((collection, rule)): Path<(String, AclRuleId)>,
@@ -92,7 +92,7 @@ pub async fn update_rule(
 #[utoipa::path(delete, path = "/v1/collections/{collection}/acl/{rule}", tag = "sharing", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name"), ("rule" = AclRuleId, Path)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete_rule(
+pub(crate) async fn delete_rule(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path((collection, rule)): Path<(String, AclRuleId)>,
@@ -105,7 +105,7 @@ pub async fn delete_rule(
 #[utoipa::path(get, path = "/v1/collections/{collection}/roles", tag = "sharing", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name")),
     responses((status = 200, body = Vec<RoleInfo>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn list_roles(
+pub(crate) async fn list_roles(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,
@@ -120,7 +120,7 @@ pub async fn list_roles(
     params(("collection" = String, Path, description = "collection id or name")), request_body = RoleCreate,
     responses((status = 201, body = RoleInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the principal already holds the role")))]
-pub async fn create_role(
+pub(crate) async fn create_role(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,
@@ -134,7 +134,7 @@ pub async fn create_role(
 #[utoipa::path(delete, path = "/v1/collections/{collection}/roles/{role}", tag = "sharing", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name"), ("role" = RoleId, Path)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete_role(
+pub(crate) async fn delete_role(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path((collection, role)): Path<(String, RoleId)>,
@@ -149,7 +149,7 @@ pub async fn delete_role(
 #[utoipa::path(get, path = "/v1/collections/{collection}/audit", tag = "sharing", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name"), AuditQuery),
     responses((status = 200, body = Vec<AuditEntry>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn audit(
+pub(crate) async fn audit(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,
@@ -167,7 +167,7 @@ pub async fn audit(
     params(("collection" = String, Path, description = "host collection id or name")), request_body = GuestCollectionCreate,
     responses((status = 201, body = CollectionInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "you already have a collection of that name")))]
-pub async fn create_guest(
+pub(crate) async fn create_guest(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,
@@ -185,7 +185,7 @@ pub async fn create_guest(
 #[utoipa::path(get, path = "/v1/collections/{collection}/sharing", tag = "sharing", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name")),
     responses((status = 200, body = SharingPolicy), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn sharing_policy(
+pub(crate) async fn sharing_policy(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,
@@ -198,7 +198,7 @@ pub async fn sharing_policy(
 #[utoipa::path(put, path = "/v1/collections/{collection}/sharing", tag = "sharing", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name")), request_body = SharingPolicy,
     responses((status = 200, body = SharingPolicy), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn set_sharing_policy(
+pub(crate) async fn set_sharing_policy(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,

@@ -19,7 +19,7 @@ use crate::state::AppState;
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginStartRequest,
     responses((status = 200, body = LoginStartResponse), (status = 404, body = ErrorBody, description = "no identity provider configured"),
               (status = 503, body = ErrorBody, description = "identity provider unreachable")))]
-pub async fn login_start(
+pub(crate) async fn login_start(
     State(state): State<AppState>,
     Json(request): Json<LoginStartRequest>,
 ) -> Result<Json<LoginStartResponse>, ApiError> {
@@ -28,7 +28,7 @@ pub async fn login_start(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct CallbackParams {
+pub(crate) struct CallbackParams {
     state: Option<String>,
     code: Option<String>,
     error: Option<String>,
@@ -40,7 +40,7 @@ pub struct CallbackParams {
     responses((status = 200, description = "login finished; return to the terminal"),
               (status = 303, description = "redirect to the CLI's loopback listener"),
               (status = 400, body = ErrorBody)))]
-pub async fn login_callback(
+pub(crate) async fn login_callback(
     State(state): State<AppState>,
     Query(params): Query<CallbackParams>,
 ) -> Result<Response, ApiError> {
@@ -95,7 +95,7 @@ fn html_escape(text: &str) -> String {
     responses((status = 200, body = TokenResponse),
               (status = 400, body = ErrorBody, description = "`authorization_pending` while the browser part of a login is unfinished"),
               (status = 401, body = ErrorBody)))]
-pub async fn token(
+pub(crate) async fn token(
     State(state): State<AppState>,
     JsonOrForm(request): JsonOrForm<TokenRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
@@ -198,7 +198,7 @@ async fn redeem_login(state: &AppState, device_code: &str) -> Result<TokenRespon
 /// tokens are accepted silently (RFC 7009).
 #[utoipa::path(post, path = "/v1/auth/revoke", tag = "auth", request_body = RevokeRequest,
     responses((status = 204, description = "revoked (or unknown)")))]
-pub async fn revoke(
+pub(crate) async fn revoke(
     State(state): State<AppState>,
     JsonOrForm(request): JsonOrForm<RevokeRequest>,
 ) -> Result<StatusCode, ApiError> {
@@ -209,7 +209,7 @@ pub async fn revoke(
 /// Who the token belongs to.
 #[utoipa::path(get, path = "/v1/auth/whoami", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
-pub async fn whoami(
+pub(crate) async fn whoami(
     State(state): State<AppState>,
     auth: Authorized<AnyScope>,
 ) -> Result<Json<WhoAmI>, ApiError> {

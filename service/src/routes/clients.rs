@@ -25,7 +25,7 @@ fn info(record: ClientRecord) -> ClientInfo {
 #[utoipa::path(post, path = "/v1/clients", tag = "clients", security(("bearer" = ["manage"])),
     request_body = ClientCreateRequest,
     responses((status = 201, body = ClientCreated), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     auth: Authorized<Manage>,
     Json(request): Json<ClientCreateRequest>,
@@ -77,7 +77,7 @@ pub async fn create(
 /// Clients the caller owns.
 #[utoipa::path(get, path = "/v1/clients", tag = "clients", security(("bearer" = ["manage"])),
     responses((status = 200, body = Vec<ClientInfo>)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     auth: Authorized<Manage>,
 ) -> Result<Json<Vec<ClientInfo>>, ApiError> {
@@ -102,7 +102,7 @@ async fn owned_client(
 #[utoipa::path(delete, path = "/v1/clients/{id}", tag = "clients", security(("bearer" = ["manage"])),
     params(("id" = ClientId, Path)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     auth: Authorized<Manage>,
     Path(id): Path<ClientId>,
@@ -120,7 +120,7 @@ pub async fn delete(
 #[utoipa::path(post, path = "/v1/clients/{id}/secret", tag = "clients", security(("bearer" = ["manage"])),
     params(("id" = ClientId, Path)),
     responses((status = 200, body = ClientCreated), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn rotate_secret(
+pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
     auth: Authorized<Manage>,
     Path(id): Path<ClientId>,

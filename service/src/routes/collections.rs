@@ -27,7 +27,7 @@ const MAX_ENTRIES: u32 = 100_000;
 /// viewer's own names first, then the names of collections shared with
 /// it, when one matches): 404 if unknown or withdrawn, 403 if it is
 /// someone else's and not shared with the viewer.
-pub async fn usable_collection(
+pub(crate) async fn usable_collection(
     state: &AppState,
     viewer: &Viewer,
     given: &str,
@@ -88,7 +88,10 @@ async fn viewer_of(state: &AppState, auth: &MaybeAuthorized<Transfer>) -> Result
     }
 }
 
-pub async fn info(state: &AppState, record: CollectionRecord) -> Result<CollectionInfo, ApiError> {
+pub(crate) async fn info(
+    state: &AppState,
+    record: CollectionRecord,
+) -> Result<CollectionInfo, ApiError> {
     let endpoint_name = state
         .store
         .endpoint(record.endpoint_id)
@@ -112,7 +115,7 @@ pub async fn info(state: &AppState, record: CollectionRecord) -> Result<Collecti
 
 #[utoipa::path(get, path = "/v1/collections", tag = "collections", security(("bearer" = ["transfer"])),
     responses((status = 200, body = Vec<CollectionInfo>)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
 ) -> Result<Json<Vec<CollectionInfo>>, ApiError> {
@@ -135,7 +138,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/collections/{collection}", tag = "collections", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name")),
     responses((status = 200, body = CollectionInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,
@@ -150,7 +153,7 @@ pub async fn show(
 #[utoipa::path(delete, path = "/v1/collections/{collection}", tag = "collections", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete_guest(
+pub(crate) async fn delete_guest(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,
@@ -199,7 +202,7 @@ fn one_entry(outcome: FileOpOutcome) -> Result<FileEntry, ApiError> {
     params(("collection" = String, Path, description = "collection id or name")), request_body = ListRequest,
     responses((status = 200, body = ListResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the hosting agent is offline")))]
-pub async fn ls(
+pub(crate) async fn ls(
     State(state): State<AppState>,
     auth: MaybeAuthorized<Transfer>,
     Path(collection): Path<String>,
@@ -241,7 +244,7 @@ pub async fn ls(
 #[utoipa::path(post, path = "/v1/collections/{collection}/stat", tag = "collections", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name")), request_body = StatRequest,
     responses((status = 200, body = FileEntry), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn stat(
+pub(crate) async fn stat(
     State(state): State<AppState>,
     auth: MaybeAuthorized<Transfer>,
     Path(collection): Path<String>,
@@ -261,7 +264,7 @@ pub async fn stat(
 #[utoipa::path(post, path = "/v1/collections/{collection}/mkdir", tag = "collections", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name")), request_body = MkdirRequest,
     responses((status = 200, body = FileEntry), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn mkdir(
+pub(crate) async fn mkdir(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,
@@ -284,7 +287,7 @@ pub async fn mkdir(
 #[utoipa::path(post, path = "/v1/collections/{collection}/rename", tag = "collections", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name")), request_body = RenameRequest,
     responses((status = 200, body = FileEntry), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn rename(
+pub(crate) async fn rename(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,
@@ -307,7 +310,7 @@ pub async fn rename(
 #[utoipa::path(post, path = "/v1/collections/{collection}/delete", tag = "collections", security(("bearer" = ["transfer"])),
     params(("collection" = String, Path, description = "collection id or name")), request_body = DeleteRequest,
     responses((status = 200, body = DeleteSummary), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(collection): Path<String>,

@@ -15,14 +15,14 @@ use crate::sharing::{groups, Actor};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// Also list every group visible to all logged-in identities.
     #[serde(default)]
     all: bool,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct AuditQuery {
+pub(crate) struct AuditQuery {
     /// Entries after this sequence number.
     #[serde(default)]
     pub(crate) after: i64,
@@ -39,7 +39,7 @@ impl AuditQuery {
 
 #[utoipa::path(post, path = "/v1/groups", tag = "groups", security(("bearer" = ["manage"])), request_body = GroupCreate,
     responses((status = 201, body = GroupInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     auth: Authorized<Manage>,
     Json(request): Json<GroupCreate>,
@@ -51,7 +51,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/v1/groups", tag = "groups", security(("bearer" = ["manage"])), params(ListQuery),
     responses((status = 200, body = Vec<GroupInfo>)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     auth: Authorized<Manage>,
     Query(query): Query<ListQuery>,
@@ -65,7 +65,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/groups/{group}", tag = "groups", security(("bearer" = ["manage"])),
     params(("group" = GroupId, Path, description = "group id")),
     responses((status = 200, body = GroupInfo), (status = 404, body = ErrorBody)))]
-pub async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     auth: Authorized<Manage>,
     Path(id): Path<GroupId>,
@@ -78,7 +78,7 @@ pub async fn show(
     params(("group" = GroupId, Path, description = "group id")), request_body = GroupUpdate,
     responses((status = 200, body = GroupInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the new parent would make a cycle")))]
-pub async fn update(
+pub(crate) async fn update(
     State(state): State<AppState>,
     auth: Authorized<Manage>,
     Path(id): Path<GroupId>,
@@ -93,7 +93,7 @@ pub async fn update(
 #[utoipa::path(delete, path = "/v1/groups/{group}", tag = "groups", security(("bearer" = ["manage"])),
     params(("group" = GroupId, Path, description = "group id")),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     auth: Authorized<Manage>,
     Path(id): Path<GroupId>,
@@ -108,7 +108,7 @@ pub async fn delete(
 #[utoipa::path(post, path = "/v1/groups/{group}/members", tag = "groups", security(("bearer" = ["manage"])),
     params(("group" = GroupId, Path, description = "group id")), request_body = MembershipBatch,
     responses((status = 200, body = MembershipBatchResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn members(
+pub(crate) async fn members(
     State(state): State<AppState>,
     auth: Authorized<Manage>,
     Path(id): Path<GroupId>,
@@ -123,7 +123,7 @@ pub async fn members(
 #[utoipa::path(get, path = "/v1/groups/{group}/audit", tag = "groups", security(("bearer" = ["manage"])),
     params(("group" = GroupId, Path, description = "group id"), AuditQuery),
     responses((status = 200, body = Vec<AuditEntry>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn audit(
+pub(crate) async fn audit(
     State(state): State<AppState>,
     auth: Authorized<Manage>,
     Path(id): Path<GroupId>,

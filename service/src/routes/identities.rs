@@ -7,7 +7,7 @@ use crate::error::{ApiError, Json, Path, Query};
 use crate::state::AppState;
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-pub struct LookupQuery {
+pub(crate) struct LookupQuery {
     /// A username or an email address (exact; email case-insensitive).
     name: String,
 }
@@ -15,7 +15,7 @@ pub struct LookupQuery {
 /// Identities by username or email, for naming people in grants.
 #[utoipa::path(get, path = "/v1/identities", tag = "identities", security(("bearer" = [])), params(LookupQuery),
     responses((status = 200, body = Vec<Identity>), (status = 400, body = ErrorBody)))]
-pub async fn lookup(
+pub(crate) async fn lookup(
     State(state): State<AppState>,
     _auth: Authorized<AnyScope>,
     Query(query): Query<LookupQuery>,
@@ -37,7 +37,7 @@ pub async fn lookup(
 #[utoipa::path(get, path = "/v1/identities/{id}", tag = "identities", security(("bearer" = [])),
     params(("id" = IdentityId, Path, description = "identity id")),
     responses((status = 200, body = Identity), (status = 404, body = ErrorBody)))]
-pub async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     _auth: Authorized<AnyScope>,
     Path(id): Path<IdentityId>,
@@ -54,7 +54,7 @@ pub async fn show(
 #[utoipa::path(post, path = "/v1/identities/link", tag = "identities", security(("bearer" = ["manage"])),
     request_body = LinkIdentityRequest,
     responses((status = 200, body = WhoAmI), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn link(
+pub(crate) async fn link(
     State(state): State<AppState>,
     auth: Authorized<Manage>,
     Json(request): Json<LinkIdentityRequest>,

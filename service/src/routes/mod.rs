@@ -1,14 +1,15 @@
 //! The REST API under `/v1`: one module per resource.
 
-pub mod access;
-pub mod auth;
-pub mod clients;
-pub mod collections;
-pub mod endpoints;
-pub mod functions;
-pub mod groups;
-pub mod health;
-pub mod identities;
-pub mod session;
-pub mod tasks;
-pub mod transfers;
+pub(crate) mod access;
+pub(crate) mod auth;
+pub(crate) mod clients;
+pub(crate) mod collections;
+pub(crate) mod endpoints;
+pub(crate) mod functions;
+pub(crate) mod groups;
+pub(crate) mod health;
+pub(crate) mod identities;
+pub(crate) mod relay;
+pub(crate) mod session;
+pub(crate) mod tasks;
+pub(crate) mod transfers;

@@ -304,7 +304,7 @@ fn new_record(
     request_body = TransferSubmit,
     responses((status = 201, body = TransferInfo), (status = 200, body = TransferInfo, description = "resubmission of a known submission id"),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn submit(
+pub(crate) async fn submit(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Json(request): Json<TransferSubmit>,
@@ -378,7 +378,7 @@ pub async fn submit(
     request_body = DeleteSubmit,
     responses((status = 201, body = TransferInfo), (status = 200, body = TransferInfo, description = "resubmission of a known submission id"),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn submit_delete(
+pub(crate) async fn submit_delete(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Json(request): Json<DeleteSubmit>,
@@ -445,14 +445,14 @@ pub async fn submit_delete(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ListParams {
+pub(crate) struct ListParams {
     /// At most this many (newest first) [default: 100, max 1000].
     limit: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/v1/transfers", tag = "transfers", security(("bearer" = ["transfer"])), params(ListParams),
     responses((status = 200, body = Vec<TransferInfo>)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Query(params): Query<ListParams>,
@@ -473,7 +473,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/transfers/{id}", tag = "transfers", security(("bearer" = ["transfer"])),
     params(("id" = TransferId, Path)),
     responses((status = 200, body = TransferInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(id): Path<TransferId>,
@@ -486,7 +486,7 @@ pub async fn show(
 #[utoipa::path(post, path = "/v1/transfers/{id}/cancel", tag = "transfers", security(("bearer" = ["transfer"])),
     params(("id" = TransferId, Path)),
     responses((status = 200, body = TransferInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(id): Path<TransferId>,
@@ -555,7 +555,7 @@ pub async fn cancel(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct EventParams {
+pub(crate) struct EventParams {
     /// Only events after this sequence number.
     after: Option<i64>,
     /// At most this many [default: 1000, max 10000].
@@ -566,7 +566,7 @@ pub struct EventParams {
 #[utoipa::path(get, path = "/v1/transfers/{id}/events", tag = "transfers", security(("bearer" = ["transfer"])),
     params(("id" = TransferId, Path), EventParams),
     responses((status = 200, body = Vec<TransferEventInfo>), (status = 404, body = ErrorBody)))]
-pub async fn events(
+pub(crate) async fn events(
     State(state): State<AppState>,
     auth: Authorized<Transfer>,
     Path(id): Path<TransferId>,

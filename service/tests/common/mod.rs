@@ -761,7 +761,7 @@ where
 /// shared dead-letter queue.
 async fn delete_rabbitmq_queues(endpoints: &[EndpointId]) -> lapin::Result<()> {
     use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
-    use lattice_service::broker::rabbitmq::{endpoint_queue, DEAD_LETTER_QUEUE};
+    use lattice_service::testing::{endpoint_queue, DEAD_LETTER_QUEUE};
     if endpoints.is_empty() {
         return Ok(());
     }

@@ -5,28 +5,31 @@
 //!
 //! A frame that cannot be decoded ends the session with a logged error; the
 //! service and other agents carry on.
+//!
+//! It owns the agent protocol's compute side: hello, credits, dispatch
+//! (attempts counted, `max_retries + 1` deliveries at most, then the task
+//! fails with `worker lost` and its message is dead-lettered), results
+//! (checked to be this endpoint's, size-limited, recorded, acked, then
+//! [`results::publish`]ed) and endpoint load. Data-plane frames go to
+//! [`crate::transfers`]. It must not authenticate the upgrade (the route
+//! does, by the agent secret) nor apply submission rules.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::http::header::AUTHORIZATION;
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::extract::ws::{Message, WebSocket};
 use chrono::Utc;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt};
 use lattice_protocol::frames::{
     AgentFrame, OutcomeStatus, ServiceFrame, Submitter, TaskAssignment, TaskOutcome,
 };
-use lattice_protocol::framing::{self, MAX_FRAME_BYTES};
-use lattice_protocol::{ErrorBody, IdentityId, TaskId};
+use lattice_protocol::framing;
+use lattice_protocol::{IdentityId, TaskId};
 use tokio::sync::mpsc;
 
-use crate::auth::hash_secret;
+use super::{functions, results};
 use crate::broker::{Delivery, Settle, Subscription};
-use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{AgentConnection, EndpointRecord, Recorded};
 
@@ -41,39 +44,16 @@ const AGENT_SILENCE: Duration = Duration::from_secs(30);
 /// Time an agent has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `GET /v1/agent/connect`: the agent channel (WebSocket, binary MessagePack
-/// frames), authenticated by the endpoint's agent secret.
-#[utoipa::path(get, path = "/v1/agent/connect", tag = "agents", security(("bearer" = [])),
-    responses((status = 101, description = "agent channel"), (status = 401, body = ErrorBody)))]
-pub async fn connect(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
-    let secret = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::unauthorized("the agent channel needs `Authorization: Bearer AGENT_SECRET`")
-        })?;
-    let endpoint = state
-        .store
-        .endpoint_by_secret(&hash_secret(secret.trim()))
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown agent secret: re-register the endpoint (`lattice agent --name NAME` with a fresh state dir)"))?;
-    Ok(ws
-        .max_message_size(MAX_FRAME_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| async move {
-            let endpoint_id = endpoint.id;
-            match Session::run(state, endpoint, socket).await {
-                Ok(()) => tracing::info!(endpoint_id = %endpoint_id, "agent disconnected"),
-                Err(e) => {
-                    tracing::warn!(endpoint_id = %endpoint_id, error = %e, "agent session ended")
-                }
-            }
-        }))
+/// Serves one agent's channel on `socket` until it ends; `endpoint` is the
+/// endpoint whose agent secret opened it.
+pub(crate) async fn run(state: AppState, endpoint: EndpointRecord, socket: WebSocket) {
+    let endpoint_id = endpoint.id;
+    match Session::run(state, endpoint, socket).await {
+        Ok(()) => tracing::info!(endpoint_id = %endpoint_id, "agent disconnected"),
+        Err(e) => {
+            tracing::warn!(endpoint_id = %endpoint_id, error = %e, "agent session ended")
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -358,7 +338,7 @@ impl Session {
                 if duplicates > 0 {
                     tracing::debug!(endpoint_id = %self.endpoint.id, duplicates, "duplicate results dropped");
                 }
-                self.state.publish_results(finished);
+                results::publish(&self.state, finished);
                 self.send(&ServiceFrame::ResultsAck { task_ids }).await?;
             }
             AgentFrame::Hello { .. } => {
@@ -458,7 +438,7 @@ impl Session {
                 exhausted.push((task, delivery.tag));
                 continue;
             }
-            let Some(spec) = self.state.function_spec(task.function_id).await? else {
+            let Some(spec) = functions::spec(&self.state, task.function_id).await? else {
                 exhausted.push((task, delivery.tag));
                 continue;
             };
@@ -509,7 +489,8 @@ impl Session {
             for (_, tag) in exhausted {
                 let _ = subscription.settle.send(Settle::DeadLetter(tag));
             }
-            self.state.publish_results(
+            results::publish(
+                &self.state,
                 recorded
                     .into_iter()
                     .filter_map(|r| match r {
