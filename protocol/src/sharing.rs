@@ -526,6 +526,18 @@ pub struct GuestCollectionCreate {
     pub name: String,
 }
 
+// ------------------------------------------------- functions and endpoints
+
+/// `POST /v1/functions/{id}/grants` and `/v1/endpoints/{id}/grants`: who
+/// else may use the function (run it), or submit to the endpoint.
+/// `public` on a function means anyone with a token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GrantsAdd {
+    pub principals: Vec<Principal>,
+}
+
 // ---------------------------------------------------------------------- audit
 
 /// One recorded change to a group, an access rule, a role or a sharing

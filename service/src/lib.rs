@@ -80,8 +80,8 @@ pub fn app(state: AppState) -> Router {
 /// but not served. Handlers of one path share a `routes!`.
 fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use routes::{
-        access, auth, clients, collections, endpoints, functions, groups, health, identities,
-        session, tasks, transfers,
+        access, auth, clients, collections, endpoints, functions, grants, groups, health,
+        identities, session, tasks, transfers,
     };
     use utoipa_axum::routes;
     utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
@@ -136,6 +136,10 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(access::delete_role))
         .routes(routes!(access::audit))
         .routes(routes!(access::create_guest))
+        .routes(routes!(grants::function_grants, grants::share_function))
+        .routes(routes!(grants::unshare_function))
+        .routes(routes!(grants::endpoint_grants, grants::share_endpoint))
+        .routes(routes!(grants::unshare_endpoint))
         .routes(routes!(access::sharing_policy, access::set_sharing_policy))
         .split_for_parts()
 }

@@ -959,6 +959,25 @@ async fn multi_user_endpoint_takes_any_identity_and_names_the_submitter(service:
     assert_eq!(owner_view["children"][0]["pid"], 777);
     let other_view = service.endpoint_info(&bob_token, scene.endpoint).await;
     assert_eq!(other_view["children"], json!([]), "{other_view}");
+
+    // Once alice shares the endpoint with someone, only grantees submit:
+    // carol is refused before anything is queued, bob (a grantee) is not.
+    let (_, carol_token) = service.user("carol").await;
+    let carol_function = service.shell_function(&carol_token, "id -u").await;
+    let grants = format!("/v1/endpoints/{}/grants", scene.endpoint);
+    let shared = service
+        .post_json(
+            &grants,
+            Some(&scene.token),
+            json!({"principals": [format!("identity:{}", bob.id)]}),
+        )
+        .await;
+    assert_eq!(shared.status, StatusCode::OK, "{shared:?}");
+    let refused = submit(carol_token, carol_function, json!(null)).await;
+    let message = common::assert_error(&refused, StatusCode::FORBIDDEN, "forbidden");
+    assert!(message.contains("shared with"), "{message}");
+    let accepted = submit(bob_token, bob_function, json!({"account": "p42"})).await;
+    assert_eq!(accepted.status, StatusCode::CREATED, "{:?}", accepted.body);
     agent.close().await;
 }
 

@@ -681,3 +681,160 @@ async fn another_identitys_batch_is_404() {
         .await;
     assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
 }
+
+/// Functions and endpoints are shared by grant: refused before, accepted
+/// after, refused again once revoked; only the owner manages grants; bad
+/// principals are 4xx and change nothing.
+#[tokio::test]
+async fn functions_and_endpoints_are_shared_by_grant() {
+    let s = setup().await;
+    let (bob, bob_token) = s.service.user("bob").await;
+    let (carol, carol_token) = s.service.user("carol").await;
+    let (bob_endpoint, _) = s.service.endpoint(&bob_token, "bobs-laptop").await;
+    let (carol_endpoint, _) = s.service.endpoint(&carol_token, "carols-laptop").await;
+    let args = json!({"greeting": "hi", "name": "x"});
+    let submit = |token: String, endpoint: EndpointId| {
+        let body = json!({"function_id": s.function, "endpoint_id": endpoint, "args": args});
+        let service = &s.service;
+        async move { service.post_json("/v1/tasks", Some(&token), body).await }
+    };
+    let grants = |what: &str, id: String| format!("/v1/{what}/{id}/grants");
+    let function_grants = grants("functions", s.function.to_string());
+    let endpoint_grants = grants("endpoints", s.endpoint.to_string());
+
+    // Not shared: alice's function on bob's own endpoint, and bob's
+    // function... on alice's endpoint.
+    let refused = submit(bob_token.clone(), bob_endpoint).await;
+    let message = assert_error(&refused, StatusCode::FORBIDDEN, "forbidden");
+    assert!(message.contains("not shared with you"), "{message}");
+
+    // alice shares the function with bob.
+    let shared = s
+        .service
+        .post_json(
+            &function_grants,
+            Some(&s.token),
+            json!({"principals": [format!("identity:{}", bob.id)]}),
+        )
+        .await;
+    assert_eq!(shared.status, StatusCode::OK, "{shared:?}");
+    assert_eq!(shared.body, json!([format!("identity:{}", bob.id)]));
+    let accepted = submit(bob_token.clone(), bob_endpoint).await;
+    assert_eq!(accepted.status, StatusCode::CREATED, "{accepted:?}");
+    assert_error(
+        &submit(carol_token.clone(), carol_endpoint).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    // ... but not her endpoint.
+    assert_error(
+        &submit(bob_token.clone(), s.endpoint).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let shared = s
+        .service
+        .post_json(
+            &endpoint_grants,
+            Some(&s.token),
+            json!({"principals": [format!("identity:{}", bob.id)]}),
+        )
+        .await;
+    assert_eq!(shared.status, StatusCode::OK, "{shared:?}");
+    assert_eq!(
+        submit(bob_token.clone(), s.endpoint).await.status,
+        StatusCode::CREATED
+    );
+
+    // Only the owner manages grants or deletes the function.
+    for path in [&function_grants, &endpoint_grants] {
+        let answer = s
+            .service
+            .post_json(
+                path,
+                Some(&bob_token),
+                json!({"principals": [format!("identity:{}", carol.id)]}),
+            )
+            .await;
+        assert_error(&answer, StatusCode::FORBIDDEN, "forbidden");
+        assert_error(
+            &s.service.get(path, Some(&bob_token)).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        );
+    }
+    let delete = s
+        .service
+        .delete(&format!("/v1/functions/{}", s.function), Some(&bob_token))
+        .await;
+    assert_error(&delete, StatusCode::FORBIDDEN, "forbidden");
+
+    // Bad principals: malformed, unknown, public on an endpoint.
+    for (path, principal, status) in [
+        (&function_grants, json!("user:bob"), StatusCode::BAD_REQUEST),
+        (
+            &function_grants,
+            json!("identity:00000000-0000-4000-8000-000000000000"),
+            StatusCode::NOT_FOUND,
+        ),
+        (&endpoint_grants, json!("public"), StatusCode::BAD_REQUEST),
+    ] {
+        let answer = s
+            .service
+            .post_json(path, Some(&s.token), json!({"principals": [principal]}))
+            .await;
+        assert_eq!(answer.status, status, "{principal}: {answer:?}");
+    }
+    let listed = s.service.get(&function_grants, Some(&s.token)).await;
+    assert_eq!(
+        listed.body,
+        json!([format!("identity:{}", bob.id)]),
+        "unchanged"
+    );
+
+    // Public: anyone with a token may run the function (on endpoints they may use).
+    let public = s
+        .service
+        .post_json(
+            &function_grants,
+            Some(&s.token),
+            json!({"principals": ["public"]}),
+        )
+        .await;
+    assert_eq!(public.status, StatusCode::OK, "{public:?}");
+    assert_eq!(
+        submit(carol_token.clone(), carol_endpoint).await.status,
+        StatusCode::CREATED
+    );
+
+    // Revoked: refused again at the next submission.
+    for (path, principal) in [
+        (&function_grants, format!("identity:{}", bob.id)),
+        (&function_grants, "public".to_owned()),
+        (&endpoint_grants, format!("identity:{}", bob.id)),
+    ] {
+        let answer = s
+            .service
+            .delete(&format!("{path}/{principal}"), Some(&s.token))
+            .await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT, "{answer:?}");
+    }
+    assert_error(
+        &submit(bob_token.clone(), bob_endpoint).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_error(
+        &submit(carol_token, carol_endpoint).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let again = s
+        .service
+        .delete(
+            &format!("{function_grants}/identity:{}", bob.id),
+            Some(&s.token),
+        )
+        .await;
+    assert_error(&again, StatusCode::NOT_FOUND, "not_found");
+}

@@ -15,6 +15,8 @@ use lattice_protocol::{EndpointId, IdentityId};
 
 use super::{ComputeError, ComputeResult};
 use crate::auth::{hash_secret, new_secret, Caller};
+use crate::sharing::grants::{self, Resource};
+use crate::sharing::Viewer;
 use crate::state::AppState;
 use crate::store::EndpointRecord;
 
@@ -117,12 +119,26 @@ pub(crate) async fn task_endpoint(
         .endpoint(id)
         .await?
         .ok_or_else(|| ComputeError::NotFound(format!("endpoint {id} does not exist")))?;
-    if endpoint.owner_id != caller.identity_id && !endpoint.multi_user {
-        return Err(ComputeError::Forbidden(format!(
-            "endpoint {id} belongs to another identity and is not a multi-user endpoint; you may not use it"
-        )));
+    if endpoint.owner_id == caller.identity_id {
+        return Ok(endpoint);
     }
-    Ok(endpoint)
+    // Someone else's: a grant lets them submit; a multi-user endpoint
+    // without grants takes tasks from anyone (its agent maps identities
+    // to accounts and applies its own policy), one with grants from its
+    // grantees only.
+    let resource = Resource::Endpoint(id);
+    let viewer = Viewer::of(&state.store, caller.identity_id).await?;
+    if viewer.is(endpoint.owner_id) || grants::allows(&state.store, &viewer, resource).await? {
+        return Ok(endpoint);
+    }
+    if endpoint.multi_user && !grants::restricted(&state.store, resource).await? {
+        return Ok(endpoint);
+    }
+    Err(ComputeError::Forbidden(if endpoint.multi_user {
+        format!("multi-user endpoint {id} takes tasks only from the identities and groups it is shared with")
+    } else {
+        format!("endpoint {id} belongs to another identity and is not shared with you; you may not use it")
+    }))
 }
 
 /// Creates an endpoint record named `name` for `owner` and returns it with

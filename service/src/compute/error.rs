@@ -56,3 +56,18 @@ impl From<ComputeError> for ApiError {
         }
     }
 }
+
+/// The sharing domain's answers, as compute refusals (grants on functions
+/// and endpoints are decided there).
+impl From<crate::sharing::SharingError> for ComputeError {
+    fn from(err: crate::sharing::SharingError) -> Self {
+        use crate::sharing::SharingError as S;
+        match err {
+            S::Invalid(m) => ComputeError::Invalid(m),
+            S::NotFound(m) => ComputeError::NotFound(m),
+            S::Denied(m) | S::Unauthenticated(m) => ComputeError::Forbidden(m),
+            S::Conflict(m) => ComputeError::Conflict(m),
+            S::Store(e) => ComputeError::Store(e),
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! being compiled, content hashing, idempotent re-registration), who may use
 //! a function, soft deletion, and the cache of specs the relay sends out.
 //!
-//! It owns the rule "a function is usable by its owner only" ([`usable`]).
+//! It owns the rule "a function is usable by its owner and those it is
+//! shared with" ([`usable`]; grants are kept by `crate::sharing::grants`).
 //! It must not know HTTP (no status codes, no extractors) nor run or
 //! compile user code: the service only parses what it stores.
 
@@ -17,6 +18,8 @@ use sha2::{Digest, Sha256};
 
 use super::{ComputeError, ComputeResult};
 use crate::auth::Caller;
+use crate::sharing::grants::{self, Resource};
+use crate::sharing::Viewer;
 use crate::state::AppState;
 use crate::store::StoreResult;
 
@@ -215,7 +218,9 @@ pub(crate) async fn owned_by(
     Ok(state.store.functions_owned_by(caller.identity_id).await?)
 }
 
-/// A function the caller may use: not found if unknown, forbidden if not theirs.
+/// A function the caller may use: its owner's, or one shared with the
+/// caller (`crate::sharing::grants`). Not found if unknown, forbidden
+/// otherwise. The owner's own submissions need no grant lookup.
 pub(crate) async fn usable(
     state: &AppState,
     caller: &Caller,
@@ -227,17 +232,41 @@ pub(crate) async fn usable(
         .await?
         .ok_or_else(|| ComputeError::NotFound(format!("function {id} does not exist")))?;
     if function.owner_id != caller.identity_id {
+        let viewer = Viewer::of(&state.store, caller.identity_id).await?;
+        if !viewer.is(function.owner_id)
+            && !grants::allows(&state.store, &viewer, Resource::Function(id)).await?
+        {
+            return Err(ComputeError::Forbidden(format!(
+                "function {id} belongs to another identity and is not shared with you"
+            )));
+        }
+    }
+    Ok(function)
+}
+
+/// A function the caller owns (to delete or share it).
+pub(crate) async fn owned(
+    state: &AppState,
+    caller: &Caller,
+    id: FunctionId,
+) -> ComputeResult<FunctionInfo> {
+    let function = state
+        .store
+        .function(id)
+        .await?
+        .ok_or_else(|| ComputeError::NotFound(format!("function {id} does not exist")))?;
+    if function.owner_id != caller.identity_id {
         return Err(ComputeError::Forbidden(format!(
-            "function {id} belongs to another identity and is not shared with you"
+            "function {id} belongs to another identity; only its owner may change it"
         )));
     }
     Ok(function)
 }
 
-/// Deletes (soft) a function the caller may use: existing tasks keep
+/// Deletes (soft) a function the caller owns: existing tasks keep
 /// running, new submissions are refused.
 pub(crate) async fn delete(state: &AppState, caller: &Caller, id: FunctionId) -> ComputeResult<()> {
-    usable(state, caller, id).await?;
+    owned(state, caller, id).await?;
     state.store.delete_function(id, Utc::now()).await?;
     Ok(())
 }

@@ -6,6 +6,7 @@ pub(crate) mod clients;
 pub(crate) mod collections;
 pub(crate) mod endpoints;
 pub(crate) mod functions;
+pub(crate) mod grants;
 pub(crate) mod groups;
 pub(crate) mod health;
 pub(crate) mod identities;

@@ -2,8 +2,8 @@
 //! and their memberships ([`groups`]), access rules and roles on
 //! collections and the one file-access check every file operation and
 //! transfer item goes through ([`access`]), guest collections and the
-//! sharing policies of their hosts ([`guests`]), and the audit trail of
-//! every change.
+//! sharing policies of their hosts ([`guests`]), grants on functions and
+//! endpoints ([`grants`]), and the audit trail of every change.
 //!
 //! It owns the permission rules; it must not talk to agents or know about
 //! HTTP. Route handlers extract the request, call a function here with the
@@ -11,6 +11,7 @@
 //! through the one `From` impl below.
 
 pub mod access;
+pub mod grants;
 pub mod groups;
 pub mod guests;
 mod membership;
