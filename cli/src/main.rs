@@ -143,6 +143,8 @@ enum EndpointCommand {
     },
     #[command(flatten)]
     Agent(commands::agent::EndpointCommand),
+    #[command(flatten)]
+    Grants(commands::sharing::GrantCommand),
 }
 
 fn main() -> ExitCode {
@@ -308,6 +310,9 @@ async fn endpoint(ctx: &Context, command: EndpointCommand) -> anyhow::Result<()>
             let id = commands::endpoints::resolve(&client, &endpoint).await?;
             let info = client.endpoint(id).await?;
             ctx.output.emit(&info, commands::endpoints::describe)
+        }
+        EndpointCommand::Grants(command) => {
+            commands::sharing::grants(ctx, commands::sharing::GrantTarget::Endpoint, command).await
         }
         EndpointCommand::Agent(_) => unreachable!("handled above"),
     }

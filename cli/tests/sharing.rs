@@ -1,6 +1,7 @@
 //! Groups and sharing through the real binary: `lattice dev`'s identity
 //! shares its `local` collection with a client application's identity
-//! (a second principal) through a group, by name, and takes it back.
+//! (a second principal) through a group, by name, and takes it back; and
+//! a function and the endpoint by grant.
 
 use std::process::Output;
 
@@ -130,6 +131,54 @@ fn a_group_shares_a_folder_by_name_and_loses_it_again() {
     // The last admin cannot leave; the batch says why and exits non-zero.
     let (code, message) = failed(platform.cli(&["group", "leave", "lab"]));
     assert_eq!(code, 4, "{message}");
+    // A function and the endpoint, shared with the robot by principal.
+    let function = succeeded(platform.cli(&[
+        "function",
+        "register",
+        "--shell",
+        "echo shared {who}",
+        "--name",
+        "greet",
+        "--format",
+        "json",
+        "--jmespath",
+        "id",
+    ]));
+    let function: String = serde_json::from_str(&function).unwrap();
+    let endpoint = succeeded(platform.cli(&[
+        "endpoint",
+        "show",
+        "local",
+        "--format",
+        "json",
+        "--jmespath",
+        "id",
+    ]));
+    let endpoint: String = serde_json::from_str(&endpoint).unwrap();
+    let submit = [
+        "task",
+        "submit",
+        function.as_str(),
+        "--endpoint",
+        endpoint.as_str(),
+        "--arg",
+        "who=robot",
+    ];
+    let (code, message) = failed(platform.cli_as(&robot_token, &submit));
+    assert_eq!(code, 3, "{message}");
+    succeeded(platform.cli(&["function", "share", "greet", &robot_principal]));
+    succeeded(platform.cli(&["endpoint", "share", "local", &robot_principal]));
+    let shares = succeeded(platform.cli(&["function", "shares", "greet"]));
+    assert_eq!(shares.trim(), robot_principal, "{shares}");
+    let task = succeeded(platform.cli_as(&robot_token, &submit));
+    let waited = succeeded(platform.cli_as(&robot_token, &["task", "wait", task.trim()]));
+    assert!(waited.contains("shared robot"), "{waited}");
+    let (code, _) = failed(platform.cli(&["endpoint", "share", "local", "--public"]));
+    assert_eq!(code, 4, "an endpoint is never public");
+    succeeded(platform.cli(&["function", "unshare", "greet", &robot_principal]));
+    let (code, _) = failed(platform.cli_as(&robot_token, &submit));
+    assert_eq!(code, 3);
+
     let audit = succeeded(platform.cli(&["collection", "audit", "local"]));
     assert!(audit.contains("acl.create"), "{audit}");
     succeeded(platform.cli(&["acl", "delete", "local", &rule]));

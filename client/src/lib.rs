@@ -568,6 +568,11 @@ impl Client {
         .await
     }
 
+    /// Revokes the grant at `path` (`v1/functions/{id}/grants/{principal}`).
+    pub async fn revoke_grant(&self, path: &str) -> ClientResult<()> {
+        self.request::<(), ()>(Method::DELETE, path, None).await
+    }
+
     pub async fn collection_audit(&self, collection: &str) -> ClientResult<Vec<AuditEntry>> {
         self.get(&format!("v1/collections/{}/audit", segment(collection)))
             .await

@@ -53,6 +53,8 @@ pub(crate) enum FunctionCommand {
         /// Function id or name.
         function: String,
     },
+    #[command(flatten)]
+    Grants(crate::commands::sharing::GrantCommand),
 }
 
 pub(crate) async fn run(ctx: &Context, command: FunctionCommand) -> anyhow::Result<()> {
@@ -122,6 +124,14 @@ pub(crate) async fn run(ctx: &Context, command: FunctionCommand) -> anyhow::Resu
             client.delete_function(id).await?;
             eprintln!("Deleted function {id}.");
             Ok(())
+        }
+        FunctionCommand::Grants(command) => {
+            crate::commands::sharing::grants(
+                ctx,
+                crate::commands::sharing::GrantTarget::Function,
+                command,
+            )
+            .await
         }
     }
 }

@@ -6,10 +6,10 @@
 use clap::{Args, Subcommand, ValueEnum};
 use lattice_client::Client;
 use lattice_protocol::sharing::{
-    AclRuleCreate, AclRuleInfo, AclRuleUpdate, AuditEntry, CollectionRole, GroupCreate, GroupInfo,
-    GroupPolicies, GroupRole, GroupUpdate, GroupVisibility, GuestCollectionCreate, MemberInfo,
-    MembersVisibility, MembershipAction, MembershipBatchResult, Permissions, Principal, RoleCreate,
-    RoleInfo, ShareMode, SharePath,
+    AclRuleCreate, AclRuleInfo, AclRuleUpdate, AuditEntry, CollectionRole, GrantsAdd, GroupCreate,
+    GroupInfo, GroupPolicies, GroupRole, GroupUpdate, GroupVisibility, GuestCollectionCreate,
+    MemberInfo, MembersVisibility, MembershipAction, MembershipBatchResult, Permissions, Principal,
+    RoleCreate, RoleInfo, ShareMode, SharePath,
 };
 use lattice_protocol::{AclRuleId, GroupId, IdentityId, RoleId};
 
@@ -953,4 +953,116 @@ pub(crate) async fn sharing_policy(ctx: &Context, args: PolicyCommandArgs) -> an
         }
         out
     })
+}
+
+/// `lattice function share|unshare|shares` and the same for endpoints.
+#[derive(Subcommand, Debug)]
+pub(crate) enum GrantCommand {
+    /// Let principals use it: run the function, or submit tasks to the
+    /// endpoint (a multi-user endpoint then takes tasks from its grantees
+    /// only).
+    Share {
+        /// Function or endpoint id or name.
+        target: String,
+        /// identity:ID, group:ID, all_authenticated_users, or a username,
+        /// email or group name.
+        principals: Vec<String>,
+        /// Anyone with a token (functions only).
+        #[arg(long)]
+        public: bool,
+    },
+    /// Revoke a grant: new submissions are checked, running tasks finish.
+    Unshare {
+        /// Function or endpoint id or name.
+        target: String,
+        /// The principal to revoke (as `shares` lists it).
+        principal: String,
+    },
+    /// Who it is shared with.
+    Shares {
+        /// Function or endpoint id or name.
+        target: String,
+    },
+}
+
+/// What a [`GrantCommand`] is about.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum GrantTarget {
+    Function,
+    Endpoint,
+}
+
+pub(crate) async fn grants(
+    ctx: &Context,
+    kind: GrantTarget,
+    command: GrantCommand,
+) -> anyhow::Result<()> {
+    let client = ctx.client().await?;
+    let path = |given: String| {
+        let client = client.clone();
+        async move {
+            Ok::<_, anyhow::Error>(match kind {
+                GrantTarget::Function => format!(
+                    "v1/functions/{}/grants",
+                    crate::commands::functions::resolve(&client, &given).await?
+                ),
+                GrantTarget::Endpoint => format!(
+                    "v1/endpoints/{}/grants",
+                    crate::commands::endpoints::resolve(&client, &given).await?
+                ),
+            })
+        }
+    };
+    let show = |list: &Vec<Principal>| {
+        if list.is_empty() {
+            "not shared: only its owner uses it".to_owned()
+        } else {
+            list.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    match command {
+        GrantCommand::Share {
+            target,
+            principals,
+            public,
+        } => {
+            let mut resolved = Vec::new();
+            for given in &principals {
+                resolved.push(principal(&client, given).await?);
+            }
+            if public {
+                resolved.push(Principal::Public);
+            }
+            if resolved.is_empty() {
+                return Err(UsageError("give at least one principal (or --public)".into()).into());
+            }
+            let list: Vec<Principal> = client
+                .post(
+                    &path(target).await?,
+                    &GrantsAdd {
+                        principals: resolved,
+                    },
+                )
+                .await?;
+            ctx.output.emit(&list, show)
+        }
+        GrantCommand::Unshare {
+            target,
+            principal: given,
+        } => {
+            let resolved = principal(&client, &given).await?;
+            client
+                .revoke_grant(&format!("{}/{resolved}", path(target).await?))
+                .await?;
+            eprintln!("Revoked the grant to {resolved}.");
+            Ok(())
+        }
+        GrantCommand::Shares { target } => {
+            let list: Vec<Principal> = client.get(&path(target).await?).await?;
+            ctx.output.emit(&list, show)
+        }
+    }
 }
