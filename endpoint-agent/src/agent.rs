@@ -39,6 +39,9 @@ pub struct AgentReady {
 /// Runs the agent until `shutdown` completes: then it takes no more tasks,
 /// tells workers to finish, waits up to the grace period for running tasks
 /// and their acknowledgements, stops its local workers and returns.
+/// Why a multi-user agent refuses `[[collections]]` for now.
+pub(crate) const MULTI_USER_COLLECTIONS: &str = "a multi-user agent cannot host collections yet: their file operations and transfers would run as root, not as each user's mapped account; host them from a single-user agent (`lattice agent --collection NAME=DIR`) as the account that owns the files (see docs/sharing.md)";
+
 pub async fn run_agent(
     mut config: AgentConfig,
     shutdown: impl Future<Output = ()>,
@@ -52,6 +55,11 @@ pub async fn run_agent(
         Some(_) => None,
         None => Some(resolve_credential(&config).await?),
     };
+    if config.multi_user.is_some() && !config.data.collections.is_empty() {
+        // Its file operations and transfers would run as root, not as each
+        // requester's mapped account (mapped collections are not built yet).
+        return Err(AgentError::Config(MULTI_USER_COLLECTIONS.into()));
+    }
     let multi_user = config.multi_user.take();
     if multi_user.is_some() {
         // The root runs no user code: every task goes to a user's child.

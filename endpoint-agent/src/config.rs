@@ -297,6 +297,9 @@ impl EndpointFileConfig {
         }
         if let Some(multi_user) = &self.multi_user {
             multi_user.check()?;
+            if !self.collections.is_empty() {
+                return Err(crate::agent::MULTI_USER_COLLECTIONS.to_owned());
+            }
         }
         for collection in &self.collections {
             collection.check()?;
@@ -513,6 +516,28 @@ mod tests {
         assert!(err.contains("workerz"), "{err}");
         std::fs::write(&path, "service_url = \"http://x\"\nworker_capacity = 0\n").unwrap();
         assert!(EndpointFileConfig::load(&path).is_err());
+    }
+
+    /// Until mapped collections exist, a multi-user agent's collections
+    /// would be served as root: refused with the reason.
+    #[test]
+    fn a_multi_user_agent_refuses_collections() {
+        let mut config = EndpointFileConfig::new("http://127.0.0.1:8470");
+        config.multi_user = Some(crate::multi_user::MultiUserConfig {
+            rules: vec![crate::multi_user::RuleConfig {
+                field: crate::multi_user::mapping::Field::Username,
+                pattern: "([a-z]+)".into(),
+                output: "{0}".into(),
+            }],
+            ..crate::multi_user::MultiUserConfig::default()
+        });
+        config.check().expect("multi-user alone is fine");
+        config.collections = vec![crate::data::CollectionConfig {
+            name: "scratch".into(),
+            root: "/scratch".into(),
+        }];
+        let err = config.check().unwrap_err();
+        assert!(err.contains("cannot host collections yet"), "{err}");
     }
 
     #[test]
