@@ -22,14 +22,16 @@
 //!   decision, finish);
 //! - `attempt.rs`: one transfer attempt (listen, send, collect reports);
 //! - `delete.rs`: one delete attempt;
-//! - `policy.rs`: the pure part: what an attempt came to, the backoff
-//!   bounds, the error that explains an attempt;
+//! - `policy.rs`: the pure part: what an attempt came to, the next step
+//!   and the backoff (`policy::decide`), the error that explains an
+//!   attempt;
 //! - `progress.rs`: the counters, the task's progress and writing it and
 //!   its events;
 //! - `wait.rs`: the inbox, sleeping, and pausing while an endpoint is
 //!   offline.
 //!
-//! This file must not grow attempt rules of its own.
+//! This file must not grow attempt or retry rules of its own: it runs what
+//! `policy.rs` decides.
 
 mod attempt;
 mod delete;
@@ -40,6 +42,7 @@ mod wait;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
+use chrono::Utc;
 use lattice_protocol::frames::ServiceFrame;
 use lattice_protocol::transfer::{
     AttemptSpec, TaskKind, TransferCommand, TransferCounters, TransferItem, TransferStatus,
@@ -52,7 +55,7 @@ use crate::sharing::access;
 use crate::sharing::{SharingError, Viewer};
 use crate::state::AppState;
 use crate::store::{CollectionRecord, StoreResult, TransferRecord};
-use policy::{Attempt, BACKOFF_INITIAL, BACKOFF_MAX};
+use policy::{Attempt, Fault, Step, BACKOFF_INITIAL};
 use progress::{add, Progress};
 
 /// The engine's transfer id of one item (names the destination's journal).
@@ -300,7 +303,7 @@ impl Runner {
         Ok(ControlFlow::Continue(outcome))
     }
 
-    /// Counts what the attempt did and decides what follows:
+    /// Counts what the attempt did and acts on [`policy::decide`]:
     /// `Continue(true)` on to the next item, `Continue(false)` to retry
     /// this one, `Break` when the task ended.
     async fn conclude(
@@ -317,7 +320,8 @@ impl Runner {
         // (the agents' Done reports then never come).
         let reported = progress.live();
         progress.reset_live();
-        let destination = &sides.destination_target;
+        let decision = policy::decide(&outcome, attempt, *backoff, record.deadline, Utc::now());
+        *backoff = decision.backoff;
         match outcome {
             Attempt::Succeeded {
                 counters,
@@ -328,62 +332,82 @@ impl Runner {
                     .store
                     .insert_checksums(self.id, item_index as u32, &checksums)
                     .await?;
-                progress.items_done += 1;
-                *backoff = BACKOFF_INITIAL;
-                self.write(progress, true).await?;
-                Ok(ControlFlow::Continue(true))
             }
-            Attempt::Failed { error, counters } => {
-                progress.done = add(&progress.done, &counters);
-                let retry = error.retryable;
-                let message = if retry {
-                    format!(
-                        "attempt {attempt} failed: {}; retrying in {} ms",
-                        error.message,
-                        backoff.as_millis()
-                    )
-                } else {
-                    format!("attempt {attempt} failed: {}", error.message)
-                };
-                self.event(
-                    item_index,
-                    attempt,
-                    error.code.as_str(),
-                    true,
-                    None,
-                    None,
-                    &message,
-                )
-                .await?;
-                progress.faults += 1;
-                if !retry {
-                    self.discard(record, progress, destination);
-                    self.finish(
-                        progress,
-                        TransferStatus::Failed,
-                        "FAILED",
-                        format!("{}: {}", error.code, error.message),
-                    )
-                    .await?;
-                    return Ok(ControlFlow::Break(()));
-                }
-                progress.message = Some(message);
+            Attempt::Failed { counters, .. } => progress.done = add(&progress.done, &counters),
+            Attempt::Stopped(_) => progress.done = add(&progress.done, &reported),
+        }
+        let destination = &sides.destination_target;
+        match decision.step {
+            Step::NextItem => {
+                progress.items_done += 1;
                 self.write(progress, true).await?;
-                if let Err(stop) = self.sleep(*backoff, record.deadline).await {
+                return Ok(ControlFlow::Continue(true));
+            }
+            Step::Retry { fault, delay } => {
+                self.fault(progress, item_index, attempt, fault).await?;
+                if let Err(stop) = self.sleep(delay, record.deadline).await {
                     self.discard(record, progress, destination);
                     self.stopped(progress, stop).await?;
                     return Ok(ControlFlow::Break(()));
                 }
-                *backoff = (*backoff * 2).min(BACKOFF_MAX);
-                Ok(ControlFlow::Continue(false))
+                return Ok(ControlFlow::Continue(false));
             }
-            Attempt::Stopped(stop) => {
-                progress.done = add(&progress.done, &reported);
+            Step::UntilDeadline { fault, wait } => {
+                self.fault(progress, item_index, attempt, fault).await?;
+                let stop = self
+                    .sleep(wait, record.deadline)
+                    .await
+                    .err()
+                    .unwrap_or(policy::Stop::Deadline);
                 self.discard(record, progress, destination);
                 self.stopped(progress, stop).await?;
-                Ok(ControlFlow::Break(()))
+            }
+            Step::Fail { fault, message } => {
+                self.event(
+                    item_index,
+                    attempt,
+                    fault.code.as_str(),
+                    true,
+                    None,
+                    None,
+                    &fault.message,
+                )
+                .await?;
+                progress.faults += 1;
+                self.discard(record, progress, destination);
+                self.finish(progress, TransferStatus::Failed, "FAILED", message)
+                    .await?;
+            }
+            Step::Stop(stop) => {
+                self.discard(record, progress, destination);
+                self.stopped(progress, stop).await?;
             }
         }
+        Ok(ControlFlow::Break(()))
+    }
+
+    /// Records a failed attempt that will be retried: its fault event, and
+    /// its message as the task's.
+    async fn fault(
+        &self,
+        progress: &mut Progress,
+        item: usize,
+        attempt: u32,
+        fault: Fault,
+    ) -> StoreResult<()> {
+        self.event(
+            item,
+            attempt,
+            fault.code.as_str(),
+            true,
+            None,
+            None,
+            &fault.message,
+        )
+        .await?;
+        progress.faults += 1;
+        progress.message = Some(fault.message);
+        self.write(progress, true).await
     }
 
     /// Tells the agents of `endpoints` to abort `transfer_id`.
