@@ -175,6 +175,16 @@ pub async fn check(
         })
 }
 
+/// Whether `identity` owns `collection` outright (an agent-hosted
+/// collection, not a guest one, whose use also depends on its host): then
+/// [`check`] always allows it, and callers on a hot path may skip it.
+pub fn owns_outright(
+    identity: lattice_protocol::IdentityId,
+    collection: &CollectionRecord,
+) -> bool {
+    collection.owner_id == identity && collection.guest_of.is_none()
+}
+
 /// [`check`] on one collection alone: owner, or a live rule.
 async fn check_direct(
     store: &SharedStore,
