@@ -98,7 +98,12 @@ fn a_group_shares_a_folder_by_name_and_loses_it_again() {
     let (code, _) = failed(platform.cli_as(&robot_token, &["acl", "list", "local"]));
     assert_eq!(code, 3);
     let collections = succeeded(platform.cli_as(&robot_token, &["collection", "list"]));
-    assert!(collections.contains("local"), "{collections}");
+    assert!(
+        collections.contains("local") && collections.contains("(shared by "),
+        "{collections}"
+    );
+    let own = succeeded(platform.cli(&["collection", "list"]));
+    assert!(!own.contains("shared by"), "{own}");
 
     // Usage mistakes are refused before anything changes.
     let (code, message) =

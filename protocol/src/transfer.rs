@@ -32,6 +32,10 @@ pub struct CollectionInfo {
     pub id: CollectionId,
     pub name: String,
     pub owner_id: IdentityId,
+    /// The owner's username, so that a collection shared with you says
+    /// whose it is.
+    #[serde(default)]
+    pub owner_username: String,
     /// The endpoint whose agent hosts it.
     pub endpoint_id: EndpointId,
     pub endpoint_name: String,

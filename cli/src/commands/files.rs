@@ -66,7 +66,9 @@ pub(crate) async fn collection(ctx: &Context, command: CollectionCommand) -> any
     match command {
         CollectionCommand::List => {
             let list = client.collections().await?;
-            ctx.output.emit(&list, |list| collection_table(list))
+            // Who "me" is decides which collections say whose they are.
+            let me = client.whoami().await.ok().map(|w| w.identity.id);
+            ctx.output.emit(&list, |list| collection_table(list, me))
         }
         CollectionCommand::Show { collection } => {
             let info = client.collection(&collection).await?;
@@ -96,35 +98,58 @@ fn status(online: bool) -> &'static str {
     }
 }
 
-fn collection_table(list: &[CollectionInfo]) -> String {
+/// Whose a collection is and how it is reached, in a few words: a guest
+/// collection names its host; someone else's names its owner.
+fn provenance(c: &CollectionInfo, me: Option<lattice_protocol::IdentityId>) -> String {
+    let mut words = Vec::new();
+    if let Some(path) = &c.host_path {
+        words.push(format!("guest collection at {path}"));
+    }
+    if me.is_some_and(|me| me != c.owner_id) {
+        words.push(format!("shared by {}", c.owner_username));
+    }
+    words.join(", ")
+}
+
+fn collection_table(list: &[CollectionInfo], me: Option<lattice_protocol::IdentityId>) -> String {
     if list.is_empty() {
         return "no collections (add [[collections]] to an endpoint's config.toml, or run `lattice dev`, which hosts `local`)".into();
     }
     list.iter()
         .map(|c| {
-            format!(
+            let line = format!(
                 "{}  {:<7}  {:<20}  endpoint {}",
                 c.id,
                 status(c.online),
                 c.name,
                 c.endpoint_name
-            )
+            );
+            match provenance(c, me) {
+                p if p.is_empty() => line,
+                p => format!("{line}  ({p})"),
+            }
         })
         .collect::<Vec<_>>()
         .join("\n")
 }
 
 fn describe_collection(c: &CollectionInfo) -> String {
-    format!(
-        "{}\n  name:      {}\n  status:    {}\n  endpoint:  {} ({})\n  root:      {}\n  announced: {}",
+    let mut out = format!(
+        "{}\n  name:      {}\n  owner:     {} ({})\n  status:    {}\n  endpoint:  {} ({})\n  root:      {}\n  announced: {}",
         c.id,
         c.name,
+        c.owner_username,
+        c.owner_id,
         status(c.online),
         c.endpoint_name,
         c.endpoint_id,
         c.root,
         c.announced_at.to_rfc3339()
-    )
+    );
+    if let (Some(host), Some(path)) = (c.host_collection_id, &c.host_path) {
+        out.push_str(&format!("\n  guest of:  collection {host} at {path}"));
+    }
+    out
 }
 
 #[derive(Args, Debug)]

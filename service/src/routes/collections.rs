@@ -98,11 +98,18 @@ pub(crate) async fn info(
         .await?
         .map(|e| e.name)
         .unwrap_or_default();
+    let owner_username = state
+        .store
+        .identity(record.owner_id)
+        .await?
+        .map(|i| i.username)
+        .unwrap_or_default();
     Ok(CollectionInfo {
         id: record.id,
         online: state.agents.connected(record.endpoint_id),
         name: record.name,
         owner_id: record.owner_id,
+        owner_username,
         endpoint_id: record.endpoint_id,
         endpoint_name,
         root: record.root,
