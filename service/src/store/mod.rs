@@ -220,6 +220,19 @@ pub fn sqlite_url_in(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("lattice.db").display())
 }
 
+/// A row that does not decode: its table and what is wrong.
+pub(crate) fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        detail: detail.to_string(),
+    }
+}
+
+/// An id column that must hold a UUID.
+pub(crate) fn uuid_of(table: &'static str, text: &str) -> StoreResult<uuid::Uuid> {
+    uuid::Uuid::parse_str(text).map_err(|e| corrupt(table, format!("bad id `{text}`: {e}")))
+}
+
 pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }

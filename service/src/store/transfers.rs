@@ -11,10 +11,9 @@ use lattice_protocol::transfer::{
     TransferItem, TransferOptions, TransferStatus, TransferTuning,
 };
 use lattice_protocol::{CollectionId, EndpointId, IdentityId, TransferId};
-use uuid::Uuid;
 
 use super::sql::{PostgresStore, SqliteStore};
-use super::{from_millis, to_millis, StoreError, StoreResult};
+use super::{corrupt, from_millis, to_millis, uuid_of, StoreResult};
 
 /// A collection as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,17 +153,6 @@ pub trait TransferStore: Send + Sync + 'static {
         checksums: &[FileChecksum],
     ) -> StoreResult<()>;
     async fn transfer_checksums(&self, id: TransferId) -> StoreResult<Vec<FileChecksum>>;
-}
-
-pub(super) fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        table,
-        detail: detail.to_string(),
-    }
-}
-
-pub(super) fn uuid_of(table: &'static str, text: &str) -> StoreResult<Uuid> {
-    Uuid::parse_str(text).map_err(|e| corrupt(table, format!("bad id `{text}`: {e}")))
 }
 
 pub(super) const COLLECTION_COLUMNS: &str =

@@ -13,10 +13,13 @@ use lattice_protocol::compute::{
 use lattice_protocol::frames::{OutcomeStatus, TaskOutcome, TaskStarted};
 use lattice_protocol::{BatchId, EndpointId, FunctionId, IdentityId, TaskId};
 use sqlx::QueryBuilder;
-use uuid::Uuid;
+
+mod rows;
+
+use rows::*;
 
 use super::sql::{PostgresStore, SqliteStore};
-use super::{from_millis, to_millis, StoreError, StoreResult};
+use super::{corrupt, to_millis, uuid_of, StoreResult};
 
 /// An endpoint as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,193 +186,6 @@ pub trait ComputeStore: Send + Sync + 'static {
     /// Clears leases recorded by earlier versions, which leased in the store
     /// (leases now live in the embedded broker's memory).
     async fn queue_clear_leases(&self) -> StoreResult<u64>;
-}
-
-fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        table,
-        detail: detail.to_string(),
-    }
-}
-
-fn uuid_of(table: &'static str, text: &str) -> StoreResult<Uuid> {
-    Uuid::parse_str(text).map_err(|e| corrupt(table, format!("bad id `{text}`: {e}")))
-}
-
-#[derive(sqlx::FromRow)]
-struct FunctionRow {
-    id: String,
-    owner_id: String,
-    name: String,
-    description: Option<String>,
-    kind: String,
-    content_hash: String,
-    parameters: String,
-    spec: String,
-    created_at: i64,
-    deleted_at: Option<i64>,
-}
-
-impl FunctionRow {
-    fn into_info(self) -> StoreResult<FunctionInfo> {
-        const T: &str = "functions";
-        let spec: FunctionSpec = serde_json::from_str(&self.spec).map_err(|e| corrupt(T, e))?;
-        Ok(FunctionInfo {
-            id: FunctionId(uuid_of(T, &self.id)?),
-            name: self.name,
-            description: self.description,
-            owner_id: IdentityId(uuid_of(T, &self.owner_id)?),
-            kind: self.kind,
-            content_hash: self.content_hash,
-            parameters: serde_json::from_str(&self.parameters).map_err(|e| corrupt(T, e))?,
-            spec,
-            created_at: from_millis(self.created_at),
-            deleted_at: self.deleted_at.map(from_millis),
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct EndpointRow {
-    id: String,
-    owner_id: String,
-    name: String,
-    secret_hash: String,
-    created_at: i64,
-    connected_at: Option<i64>,
-    last_seen: Option<i64>,
-    agent_version: Option<String>,
-    hostname: Option<String>,
-    workers: i64,
-    idle_slots: i64,
-    queue_depth: i64,
-    blocks: Option<String>,
-    provider_error: Option<String>,
-    provider: Option<String>,
-    multi_user: bool,
-    children: Option<String>,
-}
-
-impl EndpointRow {
-    fn into_record(self) -> StoreResult<EndpointRecord> {
-        const T: &str = "endpoints";
-        Ok(EndpointRecord {
-            id: EndpointId(uuid_of(T, &self.id)?),
-            owner_id: IdentityId(uuid_of(T, &self.owner_id)?),
-            name: self.name,
-            secret_hash: self.secret_hash,
-            created_at: from_millis(self.created_at),
-            connected_at: self.connected_at.map(from_millis),
-            last_seen: self.last_seen.map(from_millis),
-            agent_version: self.agent_version,
-            hostname: self.hostname,
-            workers: self.workers.max(0) as u32,
-            idle_slots: self.idle_slots.max(0) as u32,
-            queue_depth: self.queue_depth.max(0) as u32,
-            blocks: match self.blocks.as_deref() {
-                None | Some("") => Vec::new(),
-                Some(text) => serde_json::from_str(text).map_err(|e| corrupt(T, e))?,
-            },
-            provider_error: self.provider_error,
-            provider: self.provider,
-            multi_user: self.multi_user,
-            children: match self.children.as_deref() {
-                None | Some("") => Vec::new(),
-                Some(text) => serde_json::from_str(text).map_err(|e| corrupt(T, e))?,
-            },
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct TaskRow {
-    id: String,
-    batch_id: String,
-    function_id: String,
-    endpoint_id: String,
-    owner_id: String,
-    state: String,
-    args: String,
-    walltime_secs: i64,
-    max_retries: i64,
-    attempts: i64,
-    submitted_at: i64,
-    dispatched_at: Option<i64>,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    worker: Option<String>,
-    result: Option<String>,
-    error: Option<String>,
-    duplicate_results: i64,
-    user_config: Option<String>,
-}
-
-impl TaskRow {
-    fn into_info(self) -> StoreResult<TaskInfo> {
-        const T: &str = "tasks";
-        Ok(TaskInfo {
-            id: TaskId(uuid_of(T, &self.id)?),
-            state: TaskState::parse(&self.state)
-                .ok_or_else(|| corrupt(T, format!("unknown state `{}`", self.state)))?,
-            function_id: FunctionId(uuid_of(T, &self.function_id)?),
-            endpoint_id: EndpointId(uuid_of(T, &self.endpoint_id)?),
-            batch_id: BatchId(uuid_of(T, &self.batch_id)?),
-            owner_id: IdentityId(uuid_of(T, &self.owner_id)?),
-            args: serde_json::from_str(&self.args).map_err(|e| corrupt(T, e))?,
-            result: self
-                .result
-                .as_deref()
-                .map(serde_json::from_str::<TaskResult>)
-                .transpose()
-                .map_err(|e| corrupt(T, e))?,
-            error: self.error,
-            submitted_at: from_millis(self.submitted_at),
-            dispatched_at: self.dispatched_at.map(from_millis),
-            started_at: self.started_at.map(from_millis),
-            finished_at: self.finished_at.map(from_millis),
-            worker: self.worker,
-            attempts: self.attempts.max(0) as u32,
-            max_retries: self.max_retries.max(0) as u32,
-            walltime_secs: self.walltime_secs.max(0) as u32,
-            duplicate_results: self.duplicate_results.max(0) as u32,
-            endpoint_problem: None,
-            user_endpoint_config: self
-                .user_config
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| corrupt(T, e))?,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct DispatchRow {
-    id: String,
-    function_id: String,
-    args: String,
-    walltime_secs: i64,
-    attempts: i64,
-    max_retries: i64,
-    owner_id: String,
-    user_config: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct QueueRow {
-    seq: i64,
-    task_id: String,
-    deliveries: i64,
-}
-
-impl QueueRow {
-    fn into_message(self) -> StoreResult<QueuedMessage> {
-        Ok(QueuedMessage {
-            seq: self.seq,
-            task_id: TaskId(uuid_of("queue_messages", &self.task_id)?),
-            deliveries: self.deliveries.max(0) as u32,
-        })
-    }
 }
 
 const FUNCTION_COLUMNS: &str =

@@ -14,9 +14,13 @@ use lattice_protocol::sharing::{
 };
 use lattice_protocol::{AclRuleId, ClientId, CollectionId, GroupId, IdentityId, RoleId};
 
+mod rows;
+
+use rows::*;
+
 use super::sql::{PostgresStore, SqliteStore};
-use super::transfers::{corrupt, uuid_of, CollectionRow, COLLECTION_COLUMNS};
-use super::{from_millis, to_millis, CollectionRecord, StoreResult};
+use super::transfers::{CollectionRow, COLLECTION_COLUMNS};
+use super::{corrupt, from_millis, to_millis, uuid_of, CollectionRecord, StoreResult};
 
 /// A group as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,155 +185,10 @@ fn placeholders(first: usize, n: usize) -> String {
 }
 
 const GROUP_COLUMNS: &str = "id, name, description, parent_id, policies, created_by, created_at";
-
-#[derive(sqlx::FromRow)]
-struct GroupRow {
-    id: String,
-    name: String,
-    description: String,
-    parent_id: Option<String>,
-    policies: String,
-    created_by: String,
-    created_at: i64,
-}
-
-impl GroupRow {
-    fn into_record(self) -> StoreResult<GroupRecord> {
-        const T: &str = "sharing_groups";
-        Ok(GroupRecord {
-            id: GroupId(uuid_of(T, &self.id)?),
-            name: self.name,
-            description: self.description,
-            parent_id: self
-                .parent_id
-                .map(|p| uuid_of(T, &p).map(GroupId))
-                .transpose()?,
-            policies: serde_json::from_str(&self.policies).map_err(|e| corrupt(T, e))?,
-            created_by: IdentityId(uuid_of(T, &self.created_by)?),
-            created_at: from_millis(self.created_at),
-        })
-    }
-}
-
 const MEMBER_COLUMNS: &str = "group_id, identity_id, email, role, status, created_at, updated_at";
-
-#[derive(sqlx::FromRow)]
-struct MemberRow {
-    group_id: String,
-    identity_id: Option<String>,
-    email: Option<String>,
-    role: String,
-    status: String,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl MemberRow {
-    fn into_record(self) -> StoreResult<MembershipRecord> {
-        const T: &str = "group_members";
-        Ok(MembershipRecord {
-            group_id: GroupId(uuid_of(T, &self.group_id)?),
-            identity_id: self
-                .identity_id
-                .map(|i| uuid_of(T, &i).map(IdentityId))
-                .transpose()?,
-            email: self.email,
-            role: parse_text(T, &self.role)?,
-            status: parse_text(T, &self.status)?,
-            created_at: from_millis(self.created_at),
-            updated_at: from_millis(self.updated_at),
-        })
-    }
-}
-
 const RULE_COLUMNS: &str =
     "id, collection_id, principal, path, permissions, expires_at, created_by, created_at";
-
-#[derive(sqlx::FromRow)]
-struct RuleRow {
-    id: String,
-    collection_id: String,
-    principal: String,
-    path: String,
-    permissions: String,
-    expires_at: Option<i64>,
-    created_by: String,
-    created_at: i64,
-}
-
-impl RuleRow {
-    fn into_info(self) -> StoreResult<AclRuleInfo> {
-        const T: &str = "acl_rules";
-        Ok(AclRuleInfo {
-            id: AclRuleId(uuid_of(T, &self.id)?),
-            collection_id: CollectionId(uuid_of(T, &self.collection_id)?),
-            principal: principal_of(T, &self.principal)?,
-            path: self.path,
-            permissions: self
-                .permissions
-                .parse::<Permissions>()
-                .map_err(|e| corrupt(T, e))?,
-            expires_at: self.expires_at.map(from_millis),
-            created_by: IdentityId(uuid_of(T, &self.created_by)?),
-            created_at: from_millis(self.created_at),
-        })
-    }
-}
-
 const ROLE_COLUMNS: &str = "id, collection_id, principal, role, created_by, created_at";
-
-#[derive(sqlx::FromRow)]
-struct RoleRow {
-    id: String,
-    collection_id: String,
-    principal: String,
-    role: String,
-    created_by: String,
-    created_at: i64,
-}
-
-impl RoleRow {
-    fn into_info(self) -> StoreResult<RoleInfo> {
-        const T: &str = "collection_roles";
-        Ok(RoleInfo {
-            id: RoleId(uuid_of(T, &self.id)?),
-            collection_id: CollectionId(uuid_of(T, &self.collection_id)?),
-            principal: principal_of(T, &self.principal)?,
-            role: parse_text::<CollectionRole>(T, &self.role)?,
-            created_by: IdentityId(uuid_of(T, &self.created_by)?),
-            created_at: from_millis(self.created_at),
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct AuditRow {
-    seq: i64,
-    time: i64,
-    actor: String,
-    client_id: Option<String>,
-    subject: String,
-    action: String,
-    detail: String,
-}
-
-impl AuditRow {
-    fn into_entry(self) -> StoreResult<AuditEntry> {
-        const T: &str = "audit_log";
-        Ok(AuditEntry {
-            seq: self.seq,
-            time: from_millis(self.time),
-            actor: IdentityId(uuid_of(T, &self.actor)?),
-            client_id: self
-                .client_id
-                .map(|c| uuid_of(T, &c).map(ClientId))
-                .transpose()?,
-            subject: self.subject,
-            action: self.action,
-            detail: serde_json::from_str(&self.detail).map_err(|e| corrupt(T, e))?,
-        })
-    }
-}
 
 /// Inserts or replaces a membership row on `$conn` (a transaction): delete
 /// then insert, one statement pair for both keys (identity, or the email
