@@ -197,6 +197,39 @@ class Client:
     def delete_function(self, function_id: str) -> None:
         self.request("DELETE", f"/v1/functions/{function_id}")
 
+    # --------------------------------------------------------------- sharing
+
+    def share_function(self, function_id: str, *principals: str, public: bool = False) -> List[str]:
+        """Let ``principals`` (``identity:ID``, ``group:ID``,
+        ``all_authenticated_users``; ``public=True`` adds ``public``: anyone
+        with a token) run the function. Returns every principal it is
+        shared with now."""
+        return self._share("functions", function_id, principals, public)
+
+    def unshare_function(self, function_id: str, principal: str) -> None:
+        """Revoke one grant; new submissions are checked, running tasks finish."""
+        self.request("DELETE", f"/v1/functions/{function_id}/grants/{principal}")
+
+    def function_grants(self, function_id: str) -> List[str]:
+        return self.request("GET", f"/v1/functions/{function_id}/grants")
+
+    def share_endpoint(self, endpoint_id: str, *principals: str) -> List[str]:
+        """Let ``principals`` submit tasks to the endpoint (a multi-user
+        endpoint then takes tasks from its grantees only)."""
+        return self._share("endpoints", endpoint_id, principals, False)
+
+    def unshare_endpoint(self, endpoint_id: str, principal: str) -> None:
+        self.request("DELETE", f"/v1/endpoints/{endpoint_id}/grants/{principal}")
+
+    def endpoint_grants(self, endpoint_id: str) -> List[str]:
+        return self.request("GET", f"/v1/endpoints/{endpoint_id}/grants")
+
+    def _share(self, kind: str, resource_id: str, principals: Iterable[str], public: bool) -> List[str]:
+        wanted = list(principals) + (["public"] if public else [])
+        if not wanted:
+            raise ValueError("give at least one principal (or public=True)")
+        return self.request("POST", f"/v1/{kind}/{resource_id}/grants", json={"principals": wanted})
+
     # ------------------------------------------------------------ endpoints
 
     def list_endpoints(self) -> List[JSON]:
