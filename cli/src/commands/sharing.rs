@@ -308,13 +308,13 @@ pub(crate) async fn principal(client: &Client, given: &str) -> anyhow::Result<Pr
 
 fn describe_group(g: &GroupInfo) -> String {
     let mut out = format!(
-        "{}\n  name:        {}\n  description: {}\n  parent:      {}\n  visibility:  {:?}, members visible to {:?}, join requests {}\n  you:         {}",
+        "{}\n  name:        {}\n  description: {}\n  parent:      {}\n  visibility:  {}, members visible to {}, join requests {}\n  you:         {}",
         g.id,
         g.name,
         g.description,
         g.parent_id.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-        g.policies.visibility,
-        g.policies.members_visibility,
+        wire_name(&g.policies.visibility),
+        wire_name(&g.policies.members_visibility),
         if g.policies.join_requests { "allowed" } else { "not allowed" },
         match (g.my_role, g.my_status) {
             (Some(r), Some(s)) => format!("{r:?} ({s:?})").to_lowercase(),
@@ -328,6 +328,14 @@ fn describe_group(g: &GroupInfo) -> String {
         }
     }
     out
+}
+
+/// A unit enum as the API spells it (`authenticated`, `managers`, ...).
+fn wire_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn member_line(m: &MemberInfo) -> String {

@@ -318,13 +318,17 @@ async fn require(
     }
 }
 
-fn check_expiry(expires_at: Option<DateTime<Utc>>) -> SharingResult<()> {
+/// Checks an expiry and keeps it to the millisecond, as the store keeps
+/// it (so the answer to a change shows what is stored).
+fn check_expiry(expires_at: Option<DateTime<Utc>>) -> SharingResult<Option<DateTime<Utc>>> {
+    let expires_at = expires_at
+        .map(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t));
     match expires_at {
         Some(t) if t <= Utc::now() => Err(SharingError::Invalid(format!(
             "expires_at {}: is in the past",
             t.to_rfc3339()
         ))),
-        _ => Ok(()),
+        other => Ok(other),
     }
 }
 
@@ -345,7 +349,7 @@ pub async fn create_rule(
 ) -> SharingResult<AclRuleInfo> {
     require(store, &actor.viewer, collection, Capability::ManageRules).await?;
     let path = RulePath::parse(&request.path).map_err(SharingError::Invalid)?;
-    check_expiry(request.expires_at)?;
+    let expires_at = check_expiry(request.expires_at)?;
     check_principal_exists(store, &request.principal).await?;
     let rule = AclRuleInfo {
         id: AclRuleId::new(),
@@ -353,7 +357,7 @@ pub async fn create_rule(
         principal: request.principal,
         path: path.canonical(),
         permissions: request.permissions,
-        expires_at: request.expires_at,
+        expires_at,
         created_by: actor.identity,
         created_at: Utc::now(),
     };
@@ -410,8 +414,7 @@ pub async fn update_rule(
         rule.permissions = permissions;
     }
     if let Some(expires_at) = update.expires_at {
-        check_expiry(expires_at)?;
-        rule.expires_at = expires_at;
+        rule.expires_at = check_expiry(expires_at)?;
     }
     if !store.update_acl_rule(&rule).await? {
         return Err(SharingError::NotFound(format!(
