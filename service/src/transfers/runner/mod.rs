@@ -45,7 +45,8 @@ use std::time::Duration;
 use chrono::Utc;
 use lattice_protocol::frames::ServiceFrame;
 use lattice_protocol::transfer::{
-    AttemptSpec, TaskKind, TransferCommand, TransferCounters, TransferItem, TransferStatus,
+    AttemptSpec, FaultCode, TaskKind, TransferCommand, TransferCounters, TransferItem,
+    TransferStatus,
 };
 use lattice_protocol::{EndpointId, TransferId};
 use tokio::sync::mpsc;
@@ -243,7 +244,7 @@ impl Runner {
             self.event(
                 item_index,
                 progress.attempts,
-                "PERMISSION_DENIED",
+                FaultCode::PermissionDenied.as_str(),
                 true,
                 None,
                 None,
