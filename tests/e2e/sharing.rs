@@ -10,13 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_data_plane::TestHooks;
-use lattice_service::testing::{postgres_addr, tcp_reachable, TestSchema};
-use lattice_tests::{require_service, Answer, LoginPlatform};
+use lattice_tests::{Answer, LoginPlatform};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::data::{start_agent, wait_for, write, Agent};
-use crate::Backend;
+use crate::{Backend, Store};
 
 /// Someone logged in: token and identity id.
 struct Person {
@@ -29,27 +28,13 @@ struct Scene {
     alice: Person,
     bob: Person,
     carol: Person,
-    schema: Option<TestSchema>,
+    store: Store,
 }
 
 impl Scene {
     async fn start(backend: Backend, test: &str) -> Option<Self> {
-        let schema = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => {
-                if !require_service(test, tcp_reachable(&postgres_addr())) {
-                    return None;
-                }
-                Some(TestSchema::create().await.expect("a PostgreSQL schema"))
-            }
-        };
-        let url = schema.as_ref().map(TestSchema::url_with_search_path);
-        let platform = LoginPlatform::start_with(test, |config| {
-            if let Some(url) = url {
-                config.database_url = url;
-            }
-        })
-        .await?;
+        let store = Store::open(backend, test).await?;
+        let platform = LoginPlatform::start_with(test, |config| store.configure(config)).await?;
         let alice = login(&platform, "alice").await;
         let bob = login(&platform, "bob").await;
         // carol logs in later in some scenarios (email invitations).
@@ -59,17 +44,12 @@ impl Scene {
             alice,
             bob,
             carol,
-            schema,
+            store,
         })
     }
 
     async fn cleanup(self) {
-        let schema = self.schema;
-        drop(self.platform);
-        if let Some(schema) = schema {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = schema.drop_schema().await;
-        }
+        self.store.close_after(self.platform).await;
     }
 
     async fn call(
