@@ -69,6 +69,10 @@ impl Scene {
         self.call(who, Method::GET, path, None).await
     }
 
+    async fn delete(&self, who: Option<&Person>, path: &str) -> Answer {
+        self.call(who, Method::DELETE, path, None).await
+    }
+
     async fn post(&self, who: Option<&Person>, path: &str, body: Value) -> Answer {
         self.call(who, Method::POST, path, Some(body)).await
     }
@@ -108,6 +112,16 @@ impl Scene {
             body,
         )
         .await
+    }
+
+    /// How many access rules `who` sees on `collection`.
+    async fn rule_count(&self, who: &Person, collection: &str) -> usize {
+        self.get(Some(who), &format!("/v1/collections/{collection}/acl"))
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len()
     }
 
     async fn agent(&self, who: &Person, name: &str, hooks: TestHooks) -> Agent {
@@ -419,30 +433,13 @@ async fn access_rules_decide_every_file_operation(scene: &Scene) {
         .assert_error(401, "unauthorized");
 
     // Bad rules are refused with the reason and change nothing.
-    let before = scene
-        .get(Some(alice), "/v1/collections/results/acl")
-        .await
-        .body
-        .as_array()
-        .unwrap()
-        .len();
+    let before = scene.rule_count(alice, "results").await;
+    let bob_reads = |path: &str| json!({"principal": format!("identity:{}", bob.id), "path": path, "permissions": "r"});
     for (body, status) in [
-        (
-            json!({"principal": format!("identity:{}", bob.id), "path": "/a/../b/", "permissions": "r"}),
-            400,
-        ),
-        (
-            json!({"principal": format!("identity:{}", bob.id), "path": "/a//b/", "permissions": "r"}),
-            400,
-        ),
-        (
-            json!({"principal": format!("identity:{}", bob.id), "path": "shared/", "permissions": "r"}),
-            400,
-        ),
-        (
-            json!({"principal": format!("identity:{}", bob.id), "path": "/shared /", "permissions": "r"}),
-            400,
-        ),
+        (bob_reads("/a/../b/"), 400),
+        (bob_reads("/a//b/"), 400),
+        (bob_reads("shared/"), 400),
+        (bob_reads("/shared /"), 400),
         (
             json!({"principal": format!("identity:{}", bob.id), "path": "/x/", "permissions": "r", "expires_at": "2020-01-01T00:00:00Z"}),
             400,
@@ -472,13 +469,7 @@ async fn access_rules_decide_every_file_operation(scene: &Scene) {
         )
         .await
         .assert_error(403, "forbidden");
-    let after = scene
-        .get(Some(alice), "/v1/collections/results/acl")
-        .await
-        .body
-        .as_array()
-        .unwrap()
-        .len();
+    let after = scene.rule_count(alice, "results").await;
     assert_eq!(before, after);
 
     // An access manager can; the audit trail says who did.
@@ -531,11 +522,9 @@ async fn access_rules_decide_every_file_operation(scene: &Scene) {
         .assert_error(403, "forbidden");
     assert_eq!(scene.ls(Some(carol), &id, "/shared").await.status, 200);
     let deleted = scene
-        .call(
+        .delete(
             Some(alice),
-            Method::DELETE,
             &format!("/v1/collections/results/acl/{rule_id}"),
-            None,
         )
         .await;
     assert_eq!(deleted.status, 204, "{deleted:?}");
@@ -866,11 +855,9 @@ async fn guest_collections_share_a_folder_with_the_creators_access(scene: &Scene
 
     // When the creator loses access on the host, the guest stops working.
     let deleted = scene
-        .call(
+        .delete(
             Some(alice),
-            Method::DELETE,
             &format!("/v1/collections/results/acl/{rule_id}"),
-            None,
         )
         .await;
     assert_eq!(deleted.status, 204, "{deleted:?}");
@@ -885,21 +872,11 @@ async fn guest_collections_share_a_folder_with_the_creators_access(scene: &Scene
 
     // Only its creator deletes it; afterwards it is gone for everyone.
     scene
-        .call(
-            Some(carol),
-            Method::DELETE,
-            &format!("/v1/collections/{share}"),
-            None,
-        )
+        .delete(Some(carol), &format!("/v1/collections/{share}"))
         .await
         .assert_error(403, "forbidden");
     let gone = scene
-        .call(
-            Some(bob),
-            Method::DELETE,
-            &format!("/v1/collections/{share}"),
-            None,
-        )
+        .delete(Some(bob), &format!("/v1/collections/{share}"))
         .await;
     assert_eq!(gone.status, 204, "{gone:?}");
     scene
@@ -907,7 +884,7 @@ async fn guest_collections_share_a_folder_with_the_creators_access(scene: &Scene
         .await
         .assert_error(404, "not_found");
     scene
-        .call(Some(alice), Method::DELETE, "/v1/collections/results", None)
+        .delete(Some(alice), "/v1/collections/results")
         .await
         .assert_error(400, "bad_request");
 }
