@@ -33,6 +33,38 @@ pub fn amqp_addr() -> String {
     format!("{}:{}", host, url.port().unwrap_or(default_port))
 }
 
+/// Asserts an error answer's `body` is exactly `{"code": code, "message":
+/// non-empty}` and returns the message; failures show `answer`.
+#[track_caller]
+pub fn assert_error_body(
+    body: &serde_json::Value,
+    code: &str,
+    answer: &dyn std::fmt::Debug,
+) -> String {
+    let body = body
+        .as_object()
+        .unwrap_or_else(|| panic!("error body is not a JSON object: {answer:?}"));
+    assert_eq!(
+        body.get("code"),
+        Some(&serde_json::json!(code)),
+        "{answer:?}"
+    );
+    let message = body
+        .get("message")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_else(|| panic!("error body has no string message: {answer:?}"));
+    assert!(!message.is_empty(), "empty message: {answer:?}");
+    let unexpected: Vec<&String> = body
+        .keys()
+        .filter(|k| *k != "code" && *k != "message")
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected keys {unexpected:?}: {answer:?}"
+    );
+    message.to_owned()
+}
+
 /// True when `LATTICE_REQUIRE_SERVICES=1`: missing services fail tests.
 pub fn services_required() -> bool {
     std::env::var("LATTICE_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")

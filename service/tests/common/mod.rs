@@ -718,25 +718,7 @@ pub(crate) fn request(
 #[track_caller]
 pub(crate) fn assert_error(answer: &Answer, status: StatusCode, code: &str) -> String {
     assert_eq!(answer.status, status, "{answer:?}");
-    let body = answer
-        .body
-        .as_object()
-        .unwrap_or_else(|| panic!("error body is not a JSON object: {answer:?}"));
-    assert_eq!(body.get("code"), Some(&json!(code)), "{answer:?}");
-    let message = body
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("error body has no string message: {answer:?}"));
-    assert!(!message.is_empty(), "empty message: {answer:?}");
-    let unexpected: Vec<&String> = body
-        .keys()
-        .filter(|k| *k != "code" && *k != "message")
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "unexpected keys {unexpected:?}: {answer:?}"
-    );
-    message.to_owned()
+    lattice_service::testing::assert_error_body(&answer.body, code, answer)
 }
 
 #[track_caller]
