@@ -114,6 +114,29 @@ impl Scene {
         .await
     }
 
+    /// `who` adds a rule giving `principal` `permissions` on `path` of
+    /// `collection`; asserts it is created and returns its id.
+    async fn grant(
+        &self,
+        who: &Person,
+        collection: &str,
+        principal: &str,
+        path: &str,
+        permissions: &str,
+    ) -> String {
+        let body = json!({"principal": principal, "path": path, "permissions": permissions});
+        let rule = self.rule(who, collection, body).await;
+        assert_eq!(rule.status, 201, "{rule:?}");
+        rule.str("id").to_owned()
+    }
+
+    /// `who` adds `identity` to `group`; asserts it succeeds.
+    async fn add_member(&self, who: &Person, group: &str, identity: &str) {
+        let action = json!([{"action": "add", "identity": identity}]);
+        let results = self.members(who, group, action).await;
+        assert!(ok(&results[0]), "{results:?}");
+    }
+
     /// How many access rules `who` sees on `collection`.
     async fn rule_count(&self, who: &Person, collection: &str) -> usize {
         self.get(Some(who), &format!("/v1/collections/{collection}/acl"))
@@ -335,25 +358,11 @@ async fn access_rules_decide_every_file_operation(scene: &Scene) {
     let students = scene
         .group(alice, json!({"name": "students", "parent_id": lab}))
         .await;
-    assert!(ok(&scene
-        .members(alice, &lab, json!([{"action": "add", "identity": bob.id}]))
-        .await[0]));
-    assert!(ok(&scene
-        .members(
-            alice,
-            &students,
-            json!([{"action": "add", "identity": carol.id}])
-        )
-        .await[0]));
-    let rule = scene
-        .rule(
-            alice,
-            "results",
-            json!({"principal": format!("group:{lab}"), "path": "/shared/", "permissions": "r"}),
-        )
+    scene.add_member(alice, &lab, &bob.id).await;
+    scene.add_member(alice, &students, &carol.id).await;
+    let rule_id = scene
+        .grant(alice, "results", &format!("group:{lab}"), "/shared/", "r")
         .await;
-    assert_eq!(rule.status, 201, "{rule:?}");
-    let rule_id = rule.str("id").to_owned();
 
     // bob reads inside, by name now that it is shared with him; nothing
     // else: not the sibling with a common prefix, not the root, no writes.
@@ -391,28 +400,12 @@ async fn access_rules_decide_every_file_operation(scene: &Scene) {
     );
 
     // all_authenticated_users and public.
-    assert_eq!(
-        scene
-            .rule(
-                alice,
-                "results",
-                json!({"principal": "all_authenticated_users", "path": "/pub/", "permissions": "r"})
-            )
-            .await
-            .status,
-        201
-    );
-    assert_eq!(
-        scene
-            .rule(
-                alice,
-                "results",
-                json!({"principal": "public", "path": "/open/d.txt", "permissions": "r"})
-            )
-            .await
-            .status,
-        201
-    );
+    scene
+        .grant(alice, "results", "all_authenticated_users", "/pub/", "r")
+        .await;
+    scene
+        .grant(alice, "results", "public", "/open/d.txt", "r")
+        .await;
     let dave = login(&scene.platform, "dave").await;
     assert_eq!(scene.ls(Some(&dave), &id, "/pub").await.status, 200);
     scene
@@ -563,17 +556,10 @@ async fn removing_a_member_stops_a_running_transfer_at_its_next_item(scene: &Sce
         write(&results.root().join("shared").join(name), name.as_bytes());
     }
     let lab = scene.group(alice, json!({"name": "lab"})).await;
-    assert!(ok(&scene
-        .members(alice, &lab, json!([{"action": "add", "identity": bob.id}]))
-        .await[0]));
-    let rule = scene
-        .rule(
-            alice,
-            "results",
-            json!({"principal": format!("group:{lab}"), "path": "/shared/", "permissions": "r"}),
-        )
+    scene.add_member(alice, &lab, &bob.id).await;
+    scene
+        .grant(alice, "results", &format!("group:{lab}"), "/shared/", "r")
         .await;
-    assert_eq!(rule.status, 201, "{rule:?}");
 
     // bob may read the source but not write into alice's collection.
     let refused = scene
@@ -706,11 +692,10 @@ async fn guest_collections_share_a_folder_with_the_creators_access(scene: &Scene
         )
         .await
         .assert_error(403, "forbidden");
-    let rule = scene
-        .rule(alice, "results", json!({"principal": format!("identity:{}", bob.id), "path": "/shared/", "permissions": "rw"}))
+    let bob_principal = format!("identity:{}", bob.id);
+    let rule_id = scene
+        .grant(alice, "results", &bob_principal, "/shared/", "rw")
         .await;
-    assert_eq!(rule.status, 201, "{rule:?}");
-    let rule_id = rule.str("id").to_owned();
     for (body, status) in [
         (guest("/shared/a.txt", "x"), 400),
         (guest("/shared/../", "x"), 400),
@@ -758,14 +743,15 @@ async fn guest_collections_share_a_folder_with_the_creators_access(scene: &Scene
     );
 
     // bob shares his guest with carol, read-only.
-    let to_carol = scene
-        .rule(
+    scene
+        .grant(
             bob,
             "bobs-share",
-            json!({"principal": format!("identity:{}", carol.id), "path": "/", "permissions": "r"}),
+            &format!("identity:{}", carol.id),
+            "/",
+            "r",
         )
         .await;
-    assert_eq!(to_carol.status, 201, "{to_carol:?}");
     assert_eq!(
         scene.ls(Some(carol), "bobs-share", "/sub").await.status,
         200
