@@ -87,6 +87,17 @@ impl Scene<'_> {
             .await
     }
 
+    /// Cancels task `id` as the scene's user.
+    async fn cancel(&self, id: TaskId) -> common::Answer {
+        self.service
+            .post_json(
+                &format!("/v1/tasks/{id}/cancel"),
+                Some(&self.token),
+                json!({}),
+            )
+            .await
+    }
+
     /// An agent of the scene's endpoint, welcomed.
     async fn agent(&self) -> FakeAgent {
         self.running
@@ -785,13 +796,7 @@ async fn cancelling_a_dispatched_task_sends_cancel_to_its_agent(service: &TestSe
     let mut agent = scene.agent().await;
     agent.credit(1).await;
     agent.assignments(1).await;
-    let answer = service
-        .post_json(
-            &format!("/v1/tasks/{}/cancel", ids[0]),
-            Some(&scene.token),
-            json!({}),
-        )
-        .await;
+    let answer = scene.cancel(ids[0]).await;
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
     assert_eq!(answer.body["state"], "cancelled");
     match agent.recv().await {
@@ -803,13 +808,7 @@ async fn cancelling_a_dispatched_task_sends_cancel_to_its_agent(service: &TestSe
 async fn cancelled_waiting_task_is_not_delivered_and_costs_no_credit(service: &TestService) {
     let scene = scene(service).await;
     let (_, ids) = scene.submit(2).await;
-    let answer = service
-        .post_json(
-            &format!("/v1/tasks/{}/cancel", ids[0]),
-            Some(&scene.token),
-            json!({}),
-        )
-        .await;
+    let answer = scene.cancel(ids[0]).await;
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
     let mut agent = scene.agent().await;
     agent.credit(1).await;
