@@ -89,13 +89,7 @@ impl Scene<'_> {
 
     /// Cancels task `id` as the scene's user.
     async fn cancel(&self, id: TaskId) -> common::Answer {
-        self.service
-            .post_json(
-                &format!("/v1/tasks/{id}/cancel"),
-                Some(&self.token),
-                json!({}),
-            )
-            .await
+        self.service.cancel(&self.token, id).await
     }
 
     /// An agent of the scene's endpoint, welcomed.

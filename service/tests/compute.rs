@@ -82,13 +82,7 @@ impl Setup {
     }
 
     async fn cancel(&self, id: TaskId) -> common::Answer {
-        self.service
-            .post_json(
-                &format!("/v1/tasks/{id}/cancel"),
-                Some(&self.token),
-                json!({}),
-            )
-            .await
+        self.service.cancel(&self.token, id).await
     }
 }
 

@@ -277,6 +277,12 @@ impl TestService {
             .await
     }
 
+    /// Cancels task `id` as the holder of `token`.
+    pub(crate) async fn cancel(&self, token: &str, id: TaskId) -> Answer {
+        self.post_json(&format!("/v1/tasks/{id}/cancel"), Some(token), json!({}))
+            .await
+    }
+
     pub(crate) async fn task(&self, token: &str, id: TaskId) -> TaskInfo {
         let answer = self.get(&format!("/v1/tasks/{id}"), Some(token)).await;
         assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
