@@ -155,3 +155,36 @@ pub fn endpoint_queue(endpoint: lattice_protocol::EndpointId) -> String {
 
 /// The RabbitMQ queue dead letters go to (shared by all endpoints).
 pub const DEAD_LETTER_QUEUE: &str = crate::broker::rabbitmq::DEAD_LETTER_QUEUE;
+
+/// Deletes the RabbitMQ `queues` and takes their dead letters off the
+/// shared dead-letter queue.
+pub async fn delete_rabbitmq_queues(queues: &[String]) -> lapin::Result<()> {
+    use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
+    let connection = lapin::Connection::connect(&test_amqp_url(), Default::default()).await?;
+    let channel = connection.create_channel().await?;
+    for queue in queues {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    // Dead letters keep their queue's name as routing key. Others' messages stay
+    // unacknowledged until the channel closes, which returns them.
+    for _ in 0..10_000 {
+        let Some(message) = channel
+            .basic_get(DEAD_LETTER_QUEUE.into(), BasicGetOptions::default())
+            .await?
+        else {
+            break;
+        };
+        if queues
+            .iter()
+            .any(|q| q.as_str() == message.delivery.routing_key.as_str())
+        {
+            channel
+                .basic_ack(message.delivery.delivery_tag, BasicAckOptions::default())
+                .await?;
+        }
+    }
+    channel.close(200, "OK".into()).await?;
+    connection.close(200, "OK".into()).await
+}

@@ -748,36 +748,10 @@ where
 /// Deletes the queues of `endpoints` and takes their dead letters off the
 /// shared dead-letter queue.
 async fn delete_rabbitmq_queues(endpoints: &[EndpointId]) -> lapin::Result<()> {
-    use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
-    use lattice_service::testing::{endpoint_queue, DEAD_LETTER_QUEUE};
+    use lattice_service::testing::endpoint_queue;
     if endpoints.is_empty() {
         return Ok(());
     }
     let queues: Vec<String> = endpoints.iter().copied().map(endpoint_queue).collect();
-    let connection = lapin::Connection::connect(&test_amqp_url(), Default::default()).await?;
-    let channel = connection.create_channel().await?;
-    for queue in &queues {
-        channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await?;
-    }
-    // Others' dead letters stay unacknowledged until the channel closes, which returns them.
-    for _ in 0..10_000 {
-        let Some(message) = channel
-            .basic_get(DEAD_LETTER_QUEUE.into(), BasicGetOptions::default())
-            .await?
-        else {
-            break;
-        };
-        if queues
-            .iter()
-            .any(|q| q.as_str() == message.delivery.routing_key.as_str())
-        {
-            channel
-                .basic_ack(message.delivery.delivery_tag, BasicAckOptions::default())
-                .await?;
-        }
-    }
-    channel.close(200, "OK".into()).await?;
-    connection.close(200, "OK".into()).await
+    lattice_service::testing::delete_rabbitmq_queues(&queues).await
 }
