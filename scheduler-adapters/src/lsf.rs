@@ -10,10 +10,8 @@
 //! that uses them is `batch`'s. It must not run commands or grow a submit,
 //! status or cancel of its own: an LSF difference is a dialect value.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{
@@ -21,7 +19,7 @@ use crate::batch::{
     QueryFailure, ReasonStyle, Reply, ScriptVia, StateClass, Submit, WalltimeFormat,
 };
 use crate::config::{default_command_timeout, default_walltime, quoted, Render};
-use crate::{BlockSpec, BlockState, JobId, Provider, ProviderError};
+use crate::{BlockSpec, JobId, ProviderError};
 
 /// `[provider] type = "lsf"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,24 +272,7 @@ impl LsfProvider {
     }
 }
 
-#[async_trait]
-impl Provider for LsfProvider {
-    fn kind(&self) -> &'static str {
-        self.0.kind()
-    }
-
-    async fn submit(&self, spec: &BlockSpec) -> Result<JobId, ProviderError> {
-        self.0.submit(spec).await
-    }
-
-    async fn status(&self, jobs: &[JobId]) -> Result<HashMap<JobId, BlockState>, ProviderError> {
-        self.0.status(jobs).await
-    }
-
-    async fn cancel(&self, jobs: &[JobId]) -> Result<(), ProviderError> {
-        self.0.cancel(jobs).await
-    }
-}
+crate::batch::provider_by_batch!(LsfProvider);
 
 #[cfg(test)]
 mod tests {
@@ -299,6 +280,7 @@ mod tests {
 
     use super::*;
     use crate::testing::{fake_bin, spec};
+    use crate::{BlockState, Provider};
     use expect_test::expect;
 
     /// `bjobs -json -a -o 'jobid stat exit_code exit_reason pend_reason' IDS`

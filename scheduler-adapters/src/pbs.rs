@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{
@@ -22,7 +21,7 @@ use crate::batch::{
     QueryFailure, ReasonStyle, Reply, ScriptVia, StateClass, Submit, WalltimeFormat,
 };
 use crate::config::{default_command_timeout, default_walltime, quoted, Render};
-use crate::{BlockSpec, BlockState, JobId, Provider, ProviderError};
+use crate::{BlockSpec, JobId, ProviderError};
 
 /// `[provider] type = "pbs"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,29 +270,13 @@ impl PbsProvider {
     }
 }
 
-#[async_trait]
-impl Provider for PbsProvider {
-    fn kind(&self) -> &'static str {
-        self.0.kind()
-    }
-
-    async fn submit(&self, spec: &BlockSpec) -> Result<JobId, ProviderError> {
-        self.0.submit(spec).await
-    }
-
-    async fn status(&self, jobs: &[JobId]) -> Result<HashMap<JobId, BlockState>, ProviderError> {
-        self.0.status(jobs).await
-    }
-
-    async fn cancel(&self, jobs: &[JobId]) -> Result<(), ProviderError> {
-        self.0.cancel(jobs).await
-    }
-}
+crate::batch::provider_by_batch!(PbsProvider);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{fake_bin, spec};
+    use crate::{BlockState, Provider};
     use expect_test::expect;
 
     /// `qstat -f -F json -x` as PBS Pro 2021.1 prints it (fields trimmed to

@@ -11,10 +11,8 @@
 //! that uses them is `batch`'s. It must not run commands or grow a submit,
 //! status or cancel of its own: a Slurm difference is a dialect value.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{
@@ -22,7 +20,7 @@ use crate::batch::{
     QueryFailure, ReasonStyle, Reply, ScriptVia, StateClass, Submit, WalltimeFormat,
 };
 use crate::config::{default_command_timeout, default_walltime, quoted, Render};
-use crate::{BlockSpec, BlockState, JobId, Provider, ProviderError};
+use crate::{BlockSpec, JobId};
 
 /// `[provider] type = "slurm"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,24 +355,7 @@ pub fn render_script(config: &SlurmConfig, script_dir: &Path, spec: &BlockSpec) 
     SlurmProvider::new(config, script_dir).render_script(spec)
 }
 
-#[async_trait]
-impl Provider for SlurmProvider {
-    fn kind(&self) -> &'static str {
-        self.0.kind()
-    }
-
-    async fn submit(&self, spec: &BlockSpec) -> Result<JobId, ProviderError> {
-        self.0.submit(spec).await
-    }
-
-    async fn status(&self, jobs: &[JobId]) -> Result<HashMap<JobId, BlockState>, ProviderError> {
-        self.0.status(jobs).await
-    }
-
-    async fn cancel(&self, jobs: &[JobId]) -> Result<(), ProviderError> {
-        self.0.cancel(jobs).await
-    }
-}
+crate::batch::provider_by_batch!(SlurmProvider);
 
 #[cfg(test)]
 mod tests {
@@ -382,6 +363,7 @@ mod tests {
 
     use super::*;
     use crate::testing::{fake_bin, spec};
+    use crate::{BlockState, Provider, ProviderError};
     use expect_test::{expect, Expect};
 
     fn check(config: SlurmConfig, spec: &BlockSpec, expected: Expect) {

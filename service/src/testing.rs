@@ -33,6 +33,38 @@ pub fn amqp_addr() -> String {
     format!("{}:{}", host, url.port().unwrap_or(default_port))
 }
 
+/// Asserts an error answer's `body` is exactly `{"code": code, "message":
+/// non-empty}` and returns the message; failures show `answer`.
+#[track_caller]
+pub fn assert_error_body(
+    body: &serde_json::Value,
+    code: &str,
+    answer: &dyn std::fmt::Debug,
+) -> String {
+    let body = body
+        .as_object()
+        .unwrap_or_else(|| panic!("error body is not a JSON object: {answer:?}"));
+    assert_eq!(
+        body.get("code"),
+        Some(&serde_json::json!(code)),
+        "{answer:?}"
+    );
+    let message = body
+        .get("message")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_else(|| panic!("error body has no string message: {answer:?}"));
+    assert!(!message.is_empty(), "empty message: {answer:?}");
+    let unexpected: Vec<&String> = body
+        .keys()
+        .filter(|k| *k != "code" && *k != "message")
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected keys {unexpected:?}: {answer:?}"
+    );
+    message.to_owned()
+}
+
 /// True when `LATTICE_REQUIRE_SERVICES=1`: missing services fail tests.
 pub fn services_required() -> bool {
     std::env::var("LATTICE_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
@@ -123,3 +155,36 @@ pub fn endpoint_queue(endpoint: lattice_protocol::EndpointId) -> String {
 
 /// The RabbitMQ queue dead letters go to (shared by all endpoints).
 pub const DEAD_LETTER_QUEUE: &str = crate::broker::rabbitmq::DEAD_LETTER_QUEUE;
+
+/// Deletes the RabbitMQ `queues` and takes their dead letters off the
+/// shared dead-letter queue.
+pub async fn delete_rabbitmq_queues(queues: &[String]) -> lapin::Result<()> {
+    use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
+    let connection = lapin::Connection::connect(&test_amqp_url(), Default::default()).await?;
+    let channel = connection.create_channel().await?;
+    for queue in queues {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    // Dead letters keep their queue's name as routing key. Others' messages stay
+    // unacknowledged until the channel closes, which returns them.
+    for _ in 0..10_000 {
+        let Some(message) = channel
+            .basic_get(DEAD_LETTER_QUEUE.into(), BasicGetOptions::default())
+            .await?
+        else {
+            break;
+        };
+        if queues
+            .iter()
+            .any(|q| q.as_str() == message.delivery.routing_key.as_str())
+        {
+            channel
+                .basic_ack(message.delivery.delivery_tag, BasicAckOptions::default())
+                .await?;
+        }
+    }
+    channel.close(200, "OK".into()).await?;
+    connection.close(200, "OK".into()).await
+}

@@ -12,7 +12,7 @@ use lattice_protocol::frames::{
     AgentFrame, OutcomeStatus, ServiceFrame, TaskAssignment, TaskOutcome, TaskStarted,
 };
 use lattice_protocol::{framing, EndpointId, FunctionId, TaskId};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
@@ -78,6 +78,18 @@ impl Scene<'_> {
                 max_retries,
             )
             .await
+    }
+
+    /// Submits `tasks` of the scene's function to `endpoint` in one batch.
+    async fn submit_to(&self, endpoint: EndpointId, tasks: Vec<Value>) -> (String, Vec<TaskId>) {
+        self.service
+            .submit_batch(&self.token, self.function, endpoint, tasks, None)
+            .await
+    }
+
+    /// Cancels task `id` as the scene's user.
+    async fn cancel(&self, id: TaskId) -> common::Answer {
+        self.service.cancel(&self.token, id).await
     }
 
     /// An agent of the scene's endpoint, welcomed.
@@ -438,15 +450,7 @@ async fn result_over_max_result_bytes_fails_the_task(service: &TestService) {
 async fn result_for_another_endpoints_task_is_ignored(service: &TestService) {
     let scene = scene(service).await;
     let (other_endpoint, _) = service.endpoint(&scene.token, "other").await;
-    let (_, others) = service
-        .submit_batch(
-            &scene.token,
-            scene.function,
-            other_endpoint,
-            vec![json!({"n": 1})],
-            None,
-        )
-        .await;
+    let (_, others) = scene.submit_to(other_endpoint, vec![json!({"n": 1})]).await;
     let mut agent = scene.agent().await;
     agent
         .send(&AgentFrame::Results {
@@ -717,29 +721,24 @@ async fn task_fails_with_worker_lost_after_max_retries_plus_one_lost_deliveries(
 async fn assert_service_carries_on(scene: &Scene<'_>) {
     assert_eq!(scene.running.health().await, 200);
     let (endpoint, secret) = scene.service.endpoint(&scene.token, "second").await;
-    let (_, ids) = scene
-        .service
-        .submit_batch(
-            &scene.token,
-            scene.function,
-            endpoint,
-            vec![json!({"n": 7})],
-            None,
-        )
-        .await;
+    let (_, ids) = scene.submit_to(endpoint, vec![json!({"n": 7})]).await;
     let mut agent = scene.running.agent(endpoint, &secret, "node2").await;
     agent.credit(1).await;
     assert_eq!(ids_of(&agent.assignments(1).await), ids);
 }
 
+/// Sends `message` as `agent`: the session ends and the service carries on.
+async fn assert_frame_ends_the_session(scene: &Scene<'_>, agent: &mut FakeAgent, message: Message) {
+    agent.send_message(message).await;
+    assert_session_ended(agent).await;
+    assert_service_carries_on(scene).await;
+}
+
 async fn garbage_frame_ends_the_session_and_the_service_carries_on(service: &TestService) {
     let scene = scene(service).await;
     let mut agent = scene.agent().await;
-    agent
-        .send_message(Message::Binary(b"\xff\x00garbage".to_vec().into()))
-        .await;
-    assert_session_ended(&mut agent).await;
-    assert_service_carries_on(&scene).await;
+    let garbage = Message::Binary(b"\xff\x00garbage".to_vec().into());
+    assert_frame_ends_the_session(&scene, &mut agent, garbage).await;
 }
 
 async fn truncated_frame_ends_the_session_and_the_service_carries_on(service: &TestService) {
@@ -755,11 +754,8 @@ async fn truncated_frame_ends_the_session_and_the_service_carries_on(service: &T
         children: Vec::new(),
     })
     .unwrap();
-    agent
-        .send_message(Message::Binary(bytes[..bytes.len() - 3].to_vec().into()))
-        .await;
-    assert_session_ended(&mut agent).await;
-    assert_service_carries_on(&scene).await;
+    let truncated = Message::Binary(bytes[..bytes.len() - 3].to_vec().into());
+    assert_frame_ends_the_session(&scene, &mut agent, truncated).await;
 }
 
 async fn garbage_before_hello_ends_the_session(service: &TestService) {
@@ -769,11 +765,8 @@ async fn garbage_before_hello_ends_the_session(service: &TestService) {
         .agent_connect(Some(&scene.secret))
         .await
         .expect("upgrade");
-    agent
-        .send_message(Message::Binary(b"\xff\x00garbage".to_vec().into()))
-        .await;
-    assert_session_ended(&mut agent).await;
-    assert_service_carries_on(&scene).await;
+    let garbage = Message::Binary(b"\xff\x00garbage".to_vec().into());
+    assert_frame_ends_the_session(&scene, &mut agent, garbage).await;
 }
 
 async fn text_frame_is_a_protocol_error(service: &TestService) {
@@ -797,13 +790,7 @@ async fn cancelling_a_dispatched_task_sends_cancel_to_its_agent(service: &TestSe
     let mut agent = scene.agent().await;
     agent.credit(1).await;
     agent.assignments(1).await;
-    let answer = service
-        .post_json(
-            &format!("/v1/tasks/{}/cancel", ids[0]),
-            Some(&scene.token),
-            json!({}),
-        )
-        .await;
+    let answer = scene.cancel(ids[0]).await;
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
     assert_eq!(answer.body["state"], "cancelled");
     match agent.recv().await {
@@ -815,13 +802,7 @@ async fn cancelling_a_dispatched_task_sends_cancel_to_its_agent(service: &TestSe
 async fn cancelled_waiting_task_is_not_delivered_and_costs_no_credit(service: &TestService) {
     let scene = scene(service).await;
     let (_, ids) = scene.submit(2).await;
-    let answer = service
-        .post_json(
-            &format!("/v1/tasks/{}/cancel", ids[0]),
-            Some(&scene.token),
-            json!({}),
-        )
-        .await;
+    let answer = scene.cancel(ids[0]).await;
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
     let mut agent = scene.agent().await;
     agent.credit(1).await;

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use chrono::Duration;
 use lattice_protocol::api::{Identity, Scope, TokenResponse};
-use lattice_protocol::LoginId;
+use lattice_protocol::{IdentityId, LoginId};
 use lattice_service::auth::oidc::LOGIN_TTL_SECS;
 use lattice_service::auth::tokens::{self, Issue};
 use lattice_service::store::LoginRecord;
@@ -57,6 +57,18 @@ impl TestService {
         )
         .await
         .expect("issue a token")
+    }
+
+    /// A full-scope token for `identity` that lives an hour, with a refresh
+    /// token that lives a day.
+    async fn login(&self, identity: &Identity) -> TokenResponse {
+        self.issue(
+            identity,
+            &Scope::ALL,
+            Duration::hours(1),
+            Some(Duration::days(1)),
+        )
+        .await
     }
 
     /// Registers a client with `scopes` (owned by a fresh user); returns the
@@ -250,14 +262,7 @@ async fn revoking_an_unknown_token_is_accepted() {
 async fn refresh_token_as_bearer_is_401() {
     let service = service().await;
     let (alice, _) = service.user("alice").await;
-    let pair = service
-        .issue(
-            &alice,
-            &Scope::ALL,
-            Duration::hours(1),
-            Some(Duration::days(1)),
-        )
-        .await;
+    let pair = service.login(&alice).await;
     let refresh = pair.refresh_token.expect("a refresh token");
     let answer = service.whoami(&refresh).await;
     let message = assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
@@ -422,21 +427,26 @@ async fn creating_a_client_returns_its_secret_once() {
     assert!(created["client_id"].is_string() && created["identity_id"].is_string());
 }
 
-#[tokio::test]
-async fn client_credentials_as_json_give_a_token_of_the_client_identity() {
-    let service = service().await;
-    let created = service.client(&["compute", "transfer"]).await;
-    let answer = service
+/// A client-credentials token, or the refusal.
+async fn client_token(service: &TestService, client_id: &Value, secret: &Value) -> Answer {
+    service
         .post_json(
             "/v1/auth/token",
             None,
             json!({
                 "grant_type": "client_credentials",
-                "client_id": created["client_id"],
-                "client_secret": created["client_secret"],
+                "client_id": client_id,
+                "client_secret": secret,
             }),
         )
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn client_credentials_as_json_give_a_token_of_the_client_identity() {
+    let service = service().await;
+    let created = service.client(&["compute", "transfer"]).await;
+    let answer = client_token(&service, &created["client_id"], &created["client_secret"]).await;
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
     assert_eq!(answer.body["token_type"], "Bearer");
     assert_eq!(answer.body["scope"], "compute transfer");
@@ -478,17 +488,7 @@ async fn client_credentials_as_form_give_a_token_of_the_client_identity() {
 async fn client_credentials_with_wrong_secret_are_401() {
     let service = service().await;
     let created = service.client(&["compute"]).await;
-    let answer = service
-        .post_json(
-            "/v1/auth/token",
-            None,
-            json!({
-                "grant_type": "client_credentials",
-                "client_id": created["client_id"],
-                "client_secret": "lat_cs_wrong",
-            }),
-        )
-        .await;
+    let answer = client_token(&service, &created["client_id"], &json!("lat_cs_wrong")).await;
     assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
 }
 
@@ -510,21 +510,6 @@ async fn client_credentials_for_a_scope_the_client_lacks_are_403() {
         .await;
     let message = assert_error(&answer, StatusCode::FORBIDDEN, "forbidden");
     assert!(message.contains("manage"), "{message}");
-}
-
-/// A client-credentials token, or the refusal.
-async fn client_token(service: &TestService, client_id: &Value, secret: &Value) -> Answer {
-    service
-        .post_json(
-            "/v1/auth/token",
-            None,
-            json!({
-                "grant_type": "client_credentials",
-                "client_id": client_id,
-                "client_secret": secret,
-            }),
-        )
-        .await
 }
 
 #[tokio::test]
@@ -617,14 +602,7 @@ async fn refresh(service: &TestService, refresh_token: &str) -> Answer {
 async fn refresh_token_rotates_to_a_new_pair() {
     let service = service().await;
     let (alice, _) = service.user("alice").await;
-    let first = service
-        .issue(
-            &alice,
-            &Scope::ALL,
-            Duration::hours(1),
-            Some(Duration::days(1)),
-        )
-        .await;
+    let first = service.login(&alice).await;
     let old_refresh = first.refresh_token.expect("a refresh token");
     let answer = refresh(&service, &old_refresh).await;
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
@@ -642,14 +620,7 @@ async fn refresh_token_rotates_to_a_new_pair() {
 async fn reusing_a_rotated_refresh_token_revokes_the_family() {
     let service = service().await;
     let (alice, _) = service.user("alice").await;
-    let first = service
-        .issue(
-            &alice,
-            &Scope::ALL,
-            Duration::hours(1),
-            Some(Duration::days(1)),
-        )
-        .await;
+    let first = service.login(&alice).await;
     let old_refresh = first.refresh_token.expect("a refresh token");
     let rotated = refresh(&service, &old_refresh).await;
     assert_eq!(rotated.status, StatusCode::OK, "{rotated:?}");
@@ -680,14 +651,7 @@ async fn reusing_a_rotated_refresh_token_revokes_the_family() {
 async fn revoking_a_refresh_token_ends_the_login() {
     let service = service().await;
     let (alice, _) = service.user("alice").await;
-    let pair = service
-        .issue(
-            &alice,
-            &Scope::ALL,
-            Duration::hours(1),
-            Some(Duration::days(1)),
-        )
-        .await;
+    let pair = service.login(&alice).await;
     let refresh_token = pair.refresh_token.expect("a refresh token");
     let answer = service
         .post_form("/v1/auth/revoke", &[("token", &refresh_token)])
@@ -780,7 +744,7 @@ async fn identity_with_malformed_id_is_400() {
 async fn unknown_identity_is_404() {
     let service = service().await;
     let (_, token) = service.user("alice").await;
-    let unknown = lattice_protocol::IdentityId::new();
+    let unknown = IdentityId::new();
     let answer = service
         .get(&format!("/v1/identities/{unknown}"), Some(&token))
         .await;
@@ -807,16 +771,21 @@ async fn login_callback_with_unknown_state_is_400() {
     assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
 }
 
-#[tokio::test]
-async fn device_code_unknown_is_401() {
-    let service = service().await;
-    let answer = service
+/// Redeems `device_code` for a token, or the refusal.
+async fn redeem(service: &TestService, device_code: &str) -> Answer {
+    service
         .post_json(
             "/v1/auth/token",
             None,
-            json!({"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": "lat_dc_x"}),
+            json!({"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": device_code}),
         )
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn device_code_unknown_is_401() {
+    let service = service().await;
+    let answer = redeem(&service, "lat_dc_x").await;
     assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
 }
 
@@ -847,14 +816,14 @@ async fn stored_login(service: &TestService, device_code: &str, age: Duration) -
     login.id
 }
 
-async fn redeem(service: &TestService, device_code: &str) -> Answer {
-    service
-        .post_json(
-            "/v1/auth/token",
-            None,
-            json!({"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": device_code}),
-        )
+/// Completes the stored `login` as its provider's callback would, with `outcome`.
+async fn finish_login(service: &TestService, login: LoginId, outcome: Result<IdentityId, String>) {
+    let store = &service.state.store;
+    assert!(store
+        .claim_login_callback(login, chrono::Utc::now())
         .await
+        .unwrap());
+    store.finish_login(login, outcome).await.unwrap();
 }
 
 #[tokio::test]
@@ -884,12 +853,7 @@ async fn device_code_of_a_completed_login_redeems_once() {
     let service = service().await;
     let (alice, _) = service.user("alice").await;
     let login = stored_login(&service, "lat_dc_done", Duration::zero()).await;
-    let store = &service.state.store;
-    assert!(store
-        .claim_login_callback(login, chrono::Utc::now())
-        .await
-        .unwrap());
-    store.finish_login(login, Ok(alice.id)).await.unwrap();
+    finish_login(&service, login, Ok(alice.id)).await;
 
     let answer = redeem(&service, "lat_dc_done").await;
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
@@ -907,18 +871,12 @@ async fn device_code_of_a_completed_login_redeems_once() {
 async fn device_code_of_a_failed_login_is_401_with_the_reason() {
     let service = service().await;
     let login = stored_login(&service, "lat_dc_failed", Duration::zero()).await;
-    let store = &service.state.store;
-    assert!(store
-        .claim_login_callback(login, chrono::Utc::now())
-        .await
-        .unwrap());
-    store
-        .finish_login(
-            login,
-            Err("the identity provider reported: access_denied".into()),
-        )
-        .await
-        .unwrap();
+    finish_login(
+        &service,
+        login,
+        Err("the identity provider reported: access_denied".into()),
+    )
+    .await;
     let answer = redeem(&service, "lat_dc_failed").await;
     let message = assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(message.contains("access_denied"), "{message}");
@@ -936,12 +894,7 @@ async fn device_code_of_a_completed_login_expires() {
         Duration::seconds(LOGIN_TTL_SECS + 60),
     )
     .await;
-    let store = &service.state.store;
-    assert!(store
-        .claim_login_callback(login, chrono::Utc::now())
-        .await
-        .unwrap());
-    store.finish_login(login, Ok(alice.id)).await.unwrap();
+    finish_login(&service, login, Ok(alice.id)).await;
     let answer = redeem(&service, "lat_dc_stale").await;
     let message = assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(message.contains("expired"), "{message}");

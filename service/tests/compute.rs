@@ -40,13 +40,10 @@ async fn setup_with(adjust: impl FnOnce(&mut lattice_service::ServiceConfig)) ->
 
 impl Setup {
     async fn submit_one(&self, args: Value) -> common::Answer {
-        self.service
-            .post_json(
-                "/v1/tasks",
-                Some(&self.token),
-                json!({"function_id": self.function, "endpoint_id": self.endpoint, "args": args}),
-            )
-            .await
+        self.post_task(
+            json!({"function_id": self.function, "endpoint_id": self.endpoint, "args": args}),
+        )
+        .await
     }
 
     /// Submits `count` tasks with valid arguments; returns the batch id and task ids.
@@ -59,15 +56,45 @@ impl Setup {
             .await
     }
 
-    async fn cancel(&self, id: TaskId) -> common::Answer {
+    /// Posts `body` to `/v1/tasks` as the setup's user.
+    async fn post_task(&self, body: Value) -> common::Answer {
+        self.service
+            .post_json("/v1/tasks", Some(&self.token), body)
+            .await
+    }
+
+    /// Posts a batch of `tasks` of the setup's function to its endpoint.
+    async fn post_batch(&self, tasks: Value) -> common::Answer {
         self.service
             .post_json(
-                &format!("/v1/tasks/{id}/cancel"),
+                "/v1/batches",
                 Some(&self.token),
-                json!({}),
+                json!({"function_id": self.function, "endpoint_id": self.endpoint, "tasks": tasks}),
             )
             .await
     }
+
+    /// Posts `principals` to the grants at `path` as the holder of `token`.
+    async fn grant(&self, path: &str, token: &str, principals: Value) -> common::Answer {
+        self.service
+            .post_json(path, Some(token), json!({ "principals": principals }))
+            .await
+    }
+
+    async fn cancel(&self, id: TaskId) -> common::Answer {
+        self.service.cancel(&self.token, id).await
+    }
+}
+
+/// Registers a function of `spec` as a new user of a new service; asserts it
+/// is refused as a bad request and returns the message.
+async fn refused_function(spec: Value) -> String {
+    let service = service().await;
+    let (_, token) = service.user("alice").await;
+    let answer = service
+        .post_json("/v1/functions", Some(&token), json!({ "spec": spec }))
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request")
 }
 
 fn tasks_of(body: &Value) -> Vec<TaskInfo> {
@@ -135,63 +162,27 @@ async fn the_same_spec_under_another_name_is_another_function() {
 
 #[tokio::test]
 async fn shell_function_with_an_empty_command_is_400() {
-    let service = service().await;
-    let (_, token) = service.user("alice").await;
-    let answer = service
-        .post_json(
-            "/v1/functions",
-            Some(&token),
-            json!({"spec": {"kind": "shell", "command": "   "}}),
-        )
-        .await;
-    let message = assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+    let message = refused_function(json!({"kind": "shell", "command": "   "})).await;
     assert!(message.contains("spec.command"), "{message}");
 }
 
 #[tokio::test]
 async fn shell_function_with_a_bad_template_is_400_naming_spec_command() {
-    let service = service().await;
-    let (_, token) = service.user("alice").await;
-    let answer = service
-        .post_json(
-            "/v1/functions",
-            Some(&token),
-            json!({"spec": {"kind": "shell", "command": "echo {"}}),
-        )
-        .await;
-    let message = assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+    let message = refused_function(json!({"kind": "shell", "command": "echo {"})).await;
     assert!(message.contains("spec.command"), "{message}");
     assert!(message.contains("unclosed"), "{message}");
 }
 
 #[tokio::test]
 async fn wasm_function_with_non_wasm_bytes_is_400() {
-    let service = service().await;
-    let (_, token) = service.user("alice").await;
     // base64 of "hello, world!!"
-    let answer = service
-        .post_json(
-            "/v1/functions",
-            Some(&token),
-            json!({"spec": {"kind": "wasm", "module": "aGVsbG8sIHdvcmxkISE="}}),
-        )
-        .await;
-    let message = assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+    let message = refused_function(json!({"kind": "wasm", "module": "aGVsbG8sIHdvcmxkISE="})).await;
     assert!(message.contains("spec.module"), "{message}");
 }
 
 #[tokio::test]
 async fn python_function_with_an_unknown_serializer_is_400() {
-    let service = service().await;
-    let (_, token) = service.user("alice").await;
-    let answer = service
-        .post_json(
-            "/v1/functions",
-            Some(&token),
-            json!({"spec": {"kind": "python", "payload": "cHJpbnQoMSk=", "serializer": "marshal", "python_version": "3.11"}}),
-        )
-        .await;
-    let message = assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+    let message = refused_function(json!({"kind": "python", "payload": "cHJpbnQoMSk=", "serializer": "marshal", "python_version": "3.11"})).await;
     assert!(message.contains("spec.serializer"), "{message}");
     assert!(message.contains("marshal"), "{message}");
 }
@@ -430,13 +421,7 @@ async fn task_with_an_unknown_argument_is_400_naming_it() {
 async fn batch_with_a_bad_task_is_400_naming_its_index() {
     let s = setup().await;
     let answer = s
-        .service
-        .post_json(
-            "/v1/batches",
-            Some(&s.token),
-            json!({"function_id": s.function, "endpoint_id": s.endpoint,
-                   "tasks": [{"greeting": "hi", "name": "a"}, {"greeting": "hi"}]}),
-        )
+        .post_batch(json!([{"greeting": "hi", "name": "a"}, {"greeting": "hi"}]))
         .await;
     let message = assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
     assert!(message.contains("tasks[1]"), "{message}");
@@ -446,12 +431,7 @@ async fn batch_with_a_bad_task_is_400_naming_its_index() {
 async fn task_of_an_unknown_function_is_404() {
     let s = setup().await;
     let answer = s
-        .service
-        .post_json(
-            "/v1/tasks",
-            Some(&s.token),
-            json!({"function_id": FunctionId::new(), "endpoint_id": s.endpoint, "args": {}}),
-        )
+        .post_task(json!({"function_id": FunctionId::new(), "endpoint_id": s.endpoint, "args": {}}))
         .await;
     let message = assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
     assert!(message.contains("function"), "{message}");
@@ -461,12 +441,9 @@ async fn task_of_an_unknown_function_is_404() {
 async fn task_for_an_unknown_endpoint_is_404() {
     let s = setup().await;
     let answer = s
-        .service
-        .post_json(
-            "/v1/tasks",
-            Some(&s.token),
+        .post_task(
             json!({"function_id": s.function, "endpoint_id": EndpointId::new(),
-                   "args": {"greeting": "hi", "name": "x"}}),
+                          "args": {"greeting": "hi", "name": "x"}}),
         )
         .await;
     let message = assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
@@ -479,12 +456,9 @@ async fn task_for_another_identitys_endpoint_is_403() {
     let (_, bob) = s.service.user("bob").await;
     let (bobs_endpoint, _) = s.service.endpoint(&bob, "bobs").await;
     let answer = s
-        .service
-        .post_json(
-            "/v1/tasks",
-            Some(&s.token),
+        .post_task(
             json!({"function_id": s.function, "endpoint_id": bobs_endpoint,
-                   "args": {"greeting": "hi", "name": "x"}}),
+                          "args": {"greeting": "hi", "name": "x"}}),
         )
         .await;
     assert_error(&answer, StatusCode::FORBIDDEN, "forbidden");
@@ -496,14 +470,7 @@ async fn batch_over_max_batch_tasks_is_413() {
     let tasks: Vec<Value> = (0..4)
         .map(|_| json!({"greeting": "hi", "name": "x"}))
         .collect();
-    let answer = s
-        .service
-        .post_json(
-            "/v1/batches",
-            Some(&s.token),
-            json!({"function_id": s.function, "endpoint_id": s.endpoint, "tasks": tasks}),
-        )
-        .await;
+    let answer = s.post_batch(json!(tasks)).await;
     let message = assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     assert!(message.contains('3'), "{message}");
 }
@@ -511,14 +478,7 @@ async fn batch_over_max_batch_tasks_is_413() {
 #[tokio::test]
 async fn empty_batch_is_400() {
     let s = setup().await;
-    let answer = s
-        .service
-        .post_json(
-            "/v1/batches",
-            Some(&s.token),
-            json!({"function_id": s.function, "endpoint_id": s.endpoint, "tasks": []}),
-        )
-        .await;
+    let answer = s.post_batch(json!([])).await;
     let message = assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
     assert!(message.contains("tasks"), "{message}");
 }
@@ -527,13 +487,8 @@ async fn empty_batch_is_400() {
 async fn walltime_of_zero_is_400() {
     let s = setup().await;
     let answer = s
-        .service
-        .post_json(
-            "/v1/tasks",
-            Some(&s.token),
-            json!({"function_id": s.function, "endpoint_id": s.endpoint,
-                   "args": {"greeting": "hi", "name": "x"}, "walltime_secs": 0}),
-        )
+        .post_task(json!({"function_id": s.function, "endpoint_id": s.endpoint,
+                          "args": {"greeting": "hi", "name": "x"}, "walltime_secs": 0}))
         .await;
     let message = assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
     assert!(message.contains("walltime_secs"), "{message}");
@@ -710,11 +665,10 @@ async fn functions_and_endpoints_are_shared_by_grant() {
 
     // alice shares the function with bob.
     let shared = s
-        .service
-        .post_json(
+        .grant(
             &function_grants,
-            Some(&s.token),
-            json!({"principals": [format!("identity:{}", bob.id)]}),
+            &s.token,
+            json!([format!("identity:{}", bob.id)]),
         )
         .await;
     assert_eq!(shared.status, StatusCode::OK, "{shared:?}");
@@ -733,11 +687,10 @@ async fn functions_and_endpoints_are_shared_by_grant() {
         "forbidden",
     );
     let shared = s
-        .service
-        .post_json(
+        .grant(
             &endpoint_grants,
-            Some(&s.token),
-            json!({"principals": [format!("identity:{}", bob.id)]}),
+            &s.token,
+            json!([format!("identity:{}", bob.id)]),
         )
         .await;
     assert_eq!(shared.status, StatusCode::OK, "{shared:?}");
@@ -749,12 +702,7 @@ async fn functions_and_endpoints_are_shared_by_grant() {
     // Only the owner manages grants or deletes the function.
     for path in [&function_grants, &endpoint_grants] {
         let answer = s
-            .service
-            .post_json(
-                path,
-                Some(&bob_token),
-                json!({"principals": [format!("identity:{}", carol.id)]}),
-            )
+            .grant(path, &bob_token, json!([format!("identity:{}", carol.id)]))
             .await;
         assert_error(&answer, StatusCode::FORBIDDEN, "forbidden");
         assert_error(
@@ -779,10 +727,7 @@ async fn functions_and_endpoints_are_shared_by_grant() {
         ),
         (&endpoint_grants, json!("public"), StatusCode::BAD_REQUEST),
     ] {
-        let answer = s
-            .service
-            .post_json(path, Some(&s.token), json!({"principals": [principal]}))
-            .await;
+        let answer = s.grant(path, &s.token, json!([principal])).await;
         assert_eq!(answer.status, status, "{principal}: {answer:?}");
     }
     let listed = s.service.get(&function_grants, Some(&s.token)).await;
@@ -793,14 +738,7 @@ async fn functions_and_endpoints_are_shared_by_grant() {
     );
 
     // Public: anyone with a token may run the function (on endpoints they may use).
-    let public = s
-        .service
-        .post_json(
-            &function_grants,
-            Some(&s.token),
-            json!({"principals": ["public"]}),
-        )
-        .await;
+    let public = s.grant(&function_grants, &s.token, json!(["public"])).await;
     assert_eq!(public.status, StatusCode::OK, "{public:?}");
     assert_eq!(
         submit(carol_token.clone(), carol_endpoint).await.status,

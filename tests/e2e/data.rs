@@ -16,11 +16,10 @@ use lattice_endpoint_agent::{
     run_agent, AgentConfig, CollectionConfig, Credentials, EndpointCredential,
 };
 use lattice_protocol::EndpointId;
-use lattice_service::testing::{postgres_addr, tcp_reachable, TestSchema};
 use lattice_tests::{require_service, Answer, ServiceListener, TestService};
 use serde_json::{json, Value};
 
-use crate::Backend;
+use crate::{Backend, Store};
 
 /// Hang guard for anything that waits on agents.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -30,7 +29,7 @@ struct Scene {
     token: String,
     /// A second identity, for owner-only checks.
     other_token: String,
-    schema: Option<TestSchema>,
+    store: Store,
 }
 
 pub(crate) struct Agent {
@@ -94,23 +93,10 @@ impl Drop for Agent {
 
 impl Scene {
     async fn start(backend: Backend, test: &str) -> Option<Self> {
-        let schema = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => {
-                if !require_service(test, tcp_reachable(&postgres_addr())) {
-                    return None;
-                }
-                Some(TestSchema::create().await.expect("a PostgreSQL schema"))
-            }
-        };
-        let url = schema.as_ref().map(TestSchema::url_with_search_path);
+        let store = Store::open(backend, test).await?;
         let service = ServiceListener::bind()
             .await
-            .start(|config| {
-                if let Some(url) = url {
-                    config.database_url = url;
-                }
-            })
+            .start(|config| store.configure(config))
             .await;
         let token = |name: &'static str| {
             let store = service.state.store.clone();
@@ -131,17 +117,12 @@ impl Scene {
             service,
             token,
             other_token,
-            schema,
+            store,
         })
     }
 
     async fn cleanup(self) {
-        let schema = self.schema;
-        drop(self.service);
-        if let Some(schema) = schema {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = schema.drop_schema().await;
-        }
+        self.store.close_after(self.service).await;
     }
 
     async fn get(&self, path: &str) -> Answer {
@@ -163,12 +144,26 @@ impl Scene {
     }
 
     async fn until_online(&self, collection: &str, online: bool) {
-        let path = format!("/v1/collections/{collection}");
-        wait_for(&format!("{collection} online={online}"), || async {
-            let answer = self.get(&path).await;
-            (answer.status.is_success() && answer.body["online"] == json!(online)).then_some(())
+        until_online(&self.service, &self.token, collection, online).await;
+    }
+
+    /// Agents `src`, holding `/f`, and `dst`, stopped and seen offline.
+    async fn offline_destination(&self) -> (Agent, Agent) {
+        let src = self.agent("src").await;
+        let mut dst = self.agent("dst").await;
+        write(&src.root().join("f"), b"payload");
+        dst.stop().await;
+        self.until_online("dst", false).await;
+        (src, dst)
+    }
+
+    /// Waits until the transfer is paused; returns its document.
+    async fn paused(&self, id: &str) -> Value {
+        wait_for("the transfer to pause", || async {
+            let body = self.get(&format!("/v1/transfers/{id}")).await.body;
+            (body["status"] == json!("paused")).then_some(body)
         })
-        .await;
+        .await
     }
 
     async fn ls(&self, collection: &str, path: &str, depth: u32) -> Answer {
@@ -242,13 +237,18 @@ pub(crate) async fn start_agent(
         _state: state,
     };
     agent.start();
-    let path = format!("/v1/collections/{name}");
-    wait_for(&format!("{name} online"), || async {
+    until_online(service, token, name, true).await;
+    agent
+}
+
+/// Waits until `token`'s identity sees `collection` as `online` (or not).
+async fn until_online(service: &TestService, token: &str, collection: &str, online: bool) {
+    let path = format!("/v1/collections/{collection}");
+    wait_for(&format!("{collection} online={online}"), || async {
         let answer = service.get(&path, Some(token)).await;
-        (answer.status.is_success() && answer.body["online"] == json!(true)).then_some(())
+        (answer.status.is_success() && answer.body["online"] == json!(online)).then_some(())
     })
     .await;
-    agent
 }
 
 pub(crate) async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
@@ -745,11 +745,7 @@ async fn submission_ids_make_resubmission_idempotent(scene: &Scene) {
 }
 
 async fn a_transfer_to_an_offline_endpoint_pauses_and_can_be_cancelled(scene: &Scene) {
-    let src = scene.agent("src").await;
-    let mut dst = scene.agent("dst").await;
-    write(&src.root().join("f"), b"payload");
-    dst.stop().await;
-    scene.until_online("dst", false).await;
+    let (_src, mut dst) = scene.offline_destination().await;
     let answer = scene
         .transfer(json!({
             "source_collection": "src",
@@ -758,11 +754,7 @@ async fn a_transfer_to_an_offline_endpoint_pauses_and_can_be_cancelled(scene: &S
         }))
         .await;
     let id = answer.str("id").to_owned();
-    let paused = wait_for("the transfer to pause", || async {
-        let body = scene.get(&format!("/v1/transfers/{id}")).await.body;
-        (body["status"] == json!("paused")).then_some(body)
-    })
-    .await;
+    let paused = scene.paused(&id).await;
     assert!(
         paused["status_message"]
             .as_str()
@@ -797,11 +789,7 @@ async fn a_transfer_to_an_offline_endpoint_pauses_and_can_be_cancelled(scene: &S
 }
 
 async fn an_offline_endpoint_pauses_then_resumes(scene: &Scene) {
-    let src = scene.agent("src").await;
-    let mut dst = scene.agent("dst").await;
-    write(&src.root().join("f"), b"payload");
-    dst.stop().await;
-    scene.until_online("dst", false).await;
+    let (_src, mut dst) = scene.offline_destination().await;
     let answer = scene
         .transfer(json!({
             "source_collection": "src",
@@ -810,11 +798,7 @@ async fn an_offline_endpoint_pauses_then_resumes(scene: &Scene) {
         }))
         .await;
     let id = answer.str("id").to_owned();
-    wait_for("the transfer to pause", || async {
-        let body = scene.get(&format!("/v1/transfers/{id}")).await.body;
-        (body["status"] == json!("paused")).then_some(())
-    })
-    .await;
+    scene.paused(&id).await;
     dst.start();
     let done = scene.finished(&id).await;
     assert_eq!(done["status"], json!("succeeded"), "{done}");
@@ -824,11 +808,7 @@ async fn an_offline_endpoint_pauses_then_resumes(scene: &Scene) {
 }
 
 async fn a_deadline_ends_a_paused_transfer(scene: &Scene) {
-    let src = scene.agent("src").await;
-    let mut dst = scene.agent("dst").await;
-    write(&src.root().join("f"), b"payload");
-    dst.stop().await;
-    scene.until_online("dst", false).await;
+    let (_src, _dst) = scene.offline_destination().await;
     let deadline = chrono::Utc::now() + chrono::Duration::seconds(2);
     let answer = scene
         .transfer(json!({
@@ -1139,47 +1119,22 @@ async fn a_delete_task_waits_for_its_offline_agent(scene: &Scene) {
 
 async fn bad_delete_requests_are_4xx(scene: &Scene) {
     let _dst = scene.agent("dst").await;
+    let in_dst = |items: Value| json!({"collection": "dst", "items": items});
+    let past_deadline = json!({"collection": "dst", "items": [{"path": "/a"}],
+                               "deadline": "2000-01-01T00:00:00Z"});
     for (body, status, needle) in [
-        (
-            json!({"collection": "dst", "items": []}),
-            400,
-            "at least one",
-        ),
-        (
-            json!({"collection": "dst", "items": [{"path": "/a/../.."}]}),
-            400,
-            "..",
-        ),
-        (
-            json!({"collection": "dst", "items": [{"path": "/"}]}),
-            400,
-            "root",
-        ),
-        (
-            json!({"collection": "dst", "items": [{"path": "/./"}]}),
-            400,
-            "root",
-        ),
-        (
-            json!({"collection": "dst", "items": [{"path": ""}]}),
-            400,
-            "required",
-        ),
+        (in_dst(json!([])), 400, "at least one"),
+        (in_dst(json!([{"path": "/a/../.."}])), 400, ".."),
+        (in_dst(json!([{"path": "/"}])), 400, "root"),
+        (in_dst(json!([{"path": "/./"}])), 400, "root"),
+        (in_dst(json!([{"path": ""}])), 400, "required"),
         (
             json!({"collection": "nowhere", "items": [{"path": "/a"}]}),
             404,
             "does not exist",
         ),
-        (
-            json!({"collection": "dst", "items": [{"nope": "/a"}]}),
-            400,
-            "path",
-        ),
-        (
-            json!({"collection": "dst", "items": [{"path": "/a"}], "deadline": "2000-01-01T00:00:00Z"}),
-            400,
-            "future",
-        ),
+        (in_dst(json!([{"nope": "/a"}])), 400, "path"),
+        (past_deadline, 400, "future"),
     ] {
         let answer = scene.post("/v1/deletes", body.clone()).await;
         let code = if status == 404 {
@@ -1195,7 +1150,7 @@ async fn bad_delete_requests_are_4xx(scene: &Scene) {
         .post_json(
             "/v1/deletes",
             Some(&scene.other_token),
-            &json!({"collection": "dst", "items": [{"path": "/a"}]}),
+            &in_dst(json!([{"path": "/a"}])),
         )
         .await;
     // Another identity sees no `dst` of its own.

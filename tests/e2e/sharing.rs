@@ -10,13 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_data_plane::TestHooks;
-use lattice_service::testing::{postgres_addr, tcp_reachable, TestSchema};
-use lattice_tests::{require_service, Answer, LoginPlatform};
+use lattice_tests::{Answer, LoginPlatform};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::data::{start_agent, wait_for, write, Agent};
-use crate::Backend;
+use crate::{Backend, Store};
 
 /// Someone logged in: token and identity id.
 struct Person {
@@ -29,27 +28,13 @@ struct Scene {
     alice: Person,
     bob: Person,
     carol: Person,
-    schema: Option<TestSchema>,
+    store: Store,
 }
 
 impl Scene {
     async fn start(backend: Backend, test: &str) -> Option<Self> {
-        let schema = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => {
-                if !require_service(test, tcp_reachable(&postgres_addr())) {
-                    return None;
-                }
-                Some(TestSchema::create().await.expect("a PostgreSQL schema"))
-            }
-        };
-        let url = schema.as_ref().map(TestSchema::url_with_search_path);
-        let platform = LoginPlatform::start_with(test, |config| {
-            if let Some(url) = url {
-                config.database_url = url;
-            }
-        })
-        .await?;
+        let store = Store::open(backend, test).await?;
+        let platform = LoginPlatform::start_with(test, |config| store.configure(config)).await?;
         let alice = login(&platform, "alice").await;
         let bob = login(&platform, "bob").await;
         // carol logs in later in some scenarios (email invitations).
@@ -59,17 +44,12 @@ impl Scene {
             alice,
             bob,
             carol,
-            schema,
+            store,
         })
     }
 
     async fn cleanup(self) {
-        let schema = self.schema;
-        drop(self.platform);
-        if let Some(schema) = schema {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = schema.drop_schema().await;
-        }
+        self.store.close_after(self.platform).await;
     }
 
     async fn call(
@@ -87,6 +67,10 @@ impl Scene {
 
     async fn get(&self, who: Option<&Person>, path: &str) -> Answer {
         self.call(who, Method::GET, path, None).await
+    }
+
+    async fn delete(&self, who: Option<&Person>, path: &str) -> Answer {
+        self.call(who, Method::DELETE, path, None).await
     }
 
     async fn post(&self, who: Option<&Person>, path: &str, body: Value) -> Answer {
@@ -128,6 +112,39 @@ impl Scene {
             body,
         )
         .await
+    }
+
+    /// `who` adds a rule giving `principal` `permissions` on `path` of
+    /// `collection`; asserts it is created and returns its id.
+    async fn grant(
+        &self,
+        who: &Person,
+        collection: &str,
+        principal: &str,
+        path: &str,
+        permissions: &str,
+    ) -> String {
+        let body = json!({"principal": principal, "path": path, "permissions": permissions});
+        let rule = self.rule(who, collection, body).await;
+        assert_eq!(rule.status, 201, "{rule:?}");
+        rule.str("id").to_owned()
+    }
+
+    /// `who` adds `identity` to `group`; asserts it succeeds.
+    async fn add_member(&self, who: &Person, group: &str, identity: &str) {
+        let action = json!([{"action": "add", "identity": identity}]);
+        let results = self.members(who, group, action).await;
+        assert!(ok(&results[0]), "{results:?}");
+    }
+
+    /// How many access rules `who` sees on `collection`.
+    async fn rule_count(&self, who: &Person, collection: &str) -> usize {
+        self.get(Some(who), &format!("/v1/collections/{collection}/acl"))
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len()
     }
 
     async fn agent(&self, who: &Person, name: &str, hooks: TestHooks) -> Agent {
@@ -341,25 +358,11 @@ async fn access_rules_decide_every_file_operation(scene: &Scene) {
     let students = scene
         .group(alice, json!({"name": "students", "parent_id": lab}))
         .await;
-    assert!(ok(&scene
-        .members(alice, &lab, json!([{"action": "add", "identity": bob.id}]))
-        .await[0]));
-    assert!(ok(&scene
-        .members(
-            alice,
-            &students,
-            json!([{"action": "add", "identity": carol.id}])
-        )
-        .await[0]));
-    let rule = scene
-        .rule(
-            alice,
-            "results",
-            json!({"principal": format!("group:{lab}"), "path": "/shared/", "permissions": "r"}),
-        )
+    scene.add_member(alice, &lab, &bob.id).await;
+    scene.add_member(alice, &students, &carol.id).await;
+    let rule_id = scene
+        .grant(alice, "results", &format!("group:{lab}"), "/shared/", "r")
         .await;
-    assert_eq!(rule.status, 201, "{rule:?}");
-    let rule_id = rule.str("id").to_owned();
 
     // bob reads inside, by name now that it is shared with him; nothing
     // else: not the sibling with a common prefix, not the root, no writes.
@@ -397,28 +400,12 @@ async fn access_rules_decide_every_file_operation(scene: &Scene) {
     );
 
     // all_authenticated_users and public.
-    assert_eq!(
-        scene
-            .rule(
-                alice,
-                "results",
-                json!({"principal": "all_authenticated_users", "path": "/pub/", "permissions": "r"})
-            )
-            .await
-            .status,
-        201
-    );
-    assert_eq!(
-        scene
-            .rule(
-                alice,
-                "results",
-                json!({"principal": "public", "path": "/open/d.txt", "permissions": "r"})
-            )
-            .await
-            .status,
-        201
-    );
+    scene
+        .grant(alice, "results", "all_authenticated_users", "/pub/", "r")
+        .await;
+    scene
+        .grant(alice, "results", "public", "/open/d.txt", "r")
+        .await;
     let dave = login(&scene.platform, "dave").await;
     assert_eq!(scene.ls(Some(&dave), &id, "/pub").await.status, 200);
     scene
@@ -439,30 +426,13 @@ async fn access_rules_decide_every_file_operation(scene: &Scene) {
         .assert_error(401, "unauthorized");
 
     // Bad rules are refused with the reason and change nothing.
-    let before = scene
-        .get(Some(alice), "/v1/collections/results/acl")
-        .await
-        .body
-        .as_array()
-        .unwrap()
-        .len();
+    let before = scene.rule_count(alice, "results").await;
+    let bob_reads = |path: &str| json!({"principal": format!("identity:{}", bob.id), "path": path, "permissions": "r"});
     for (body, status) in [
-        (
-            json!({"principal": format!("identity:{}", bob.id), "path": "/a/../b/", "permissions": "r"}),
-            400,
-        ),
-        (
-            json!({"principal": format!("identity:{}", bob.id), "path": "/a//b/", "permissions": "r"}),
-            400,
-        ),
-        (
-            json!({"principal": format!("identity:{}", bob.id), "path": "shared/", "permissions": "r"}),
-            400,
-        ),
-        (
-            json!({"principal": format!("identity:{}", bob.id), "path": "/shared /", "permissions": "r"}),
-            400,
-        ),
+        (bob_reads("/a/../b/"), 400),
+        (bob_reads("/a//b/"), 400),
+        (bob_reads("shared/"), 400),
+        (bob_reads("/shared /"), 400),
         (
             json!({"principal": format!("identity:{}", bob.id), "path": "/x/", "permissions": "r", "expires_at": "2020-01-01T00:00:00Z"}),
             400,
@@ -492,13 +462,7 @@ async fn access_rules_decide_every_file_operation(scene: &Scene) {
         )
         .await
         .assert_error(403, "forbidden");
-    let after = scene
-        .get(Some(alice), "/v1/collections/results/acl")
-        .await
-        .body
-        .as_array()
-        .unwrap()
-        .len();
+    let after = scene.rule_count(alice, "results").await;
     assert_eq!(before, after);
 
     // An access manager can; the audit trail says who did.
@@ -551,11 +515,9 @@ async fn access_rules_decide_every_file_operation(scene: &Scene) {
         .assert_error(403, "forbidden");
     assert_eq!(scene.ls(Some(carol), &id, "/shared").await.status, 200);
     let deleted = scene
-        .call(
+        .delete(
             Some(alice),
-            Method::DELETE,
             &format!("/v1/collections/results/acl/{rule_id}"),
-            None,
         )
         .await;
     assert_eq!(deleted.status, 204, "{deleted:?}");
@@ -594,17 +556,10 @@ async fn removing_a_member_stops_a_running_transfer_at_its_next_item(scene: &Sce
         write(&results.root().join("shared").join(name), name.as_bytes());
     }
     let lab = scene.group(alice, json!({"name": "lab"})).await;
-    assert!(ok(&scene
-        .members(alice, &lab, json!([{"action": "add", "identity": bob.id}]))
-        .await[0]));
-    let rule = scene
-        .rule(
-            alice,
-            "results",
-            json!({"principal": format!("group:{lab}"), "path": "/shared/", "permissions": "r"}),
-        )
+    scene.add_member(alice, &lab, &bob.id).await;
+    scene
+        .grant(alice, "results", &format!("group:{lab}"), "/shared/", "r")
         .await;
-    assert_eq!(rule.status, 201, "{rule:?}");
 
     // bob may read the source but not write into alice's collection.
     let refused = scene
@@ -737,11 +692,10 @@ async fn guest_collections_share_a_folder_with_the_creators_access(scene: &Scene
         )
         .await
         .assert_error(403, "forbidden");
-    let rule = scene
-        .rule(alice, "results", json!({"principal": format!("identity:{}", bob.id), "path": "/shared/", "permissions": "rw"}))
+    let bob_principal = format!("identity:{}", bob.id);
+    let rule_id = scene
+        .grant(alice, "results", &bob_principal, "/shared/", "rw")
         .await;
-    assert_eq!(rule.status, 201, "{rule:?}");
-    let rule_id = rule.str("id").to_owned();
     for (body, status) in [
         (guest("/shared/a.txt", "x"), 400),
         (guest("/shared/../", "x"), 400),
@@ -789,14 +743,15 @@ async fn guest_collections_share_a_folder_with_the_creators_access(scene: &Scene
     );
 
     // bob shares his guest with carol, read-only.
-    let to_carol = scene
-        .rule(
+    scene
+        .grant(
             bob,
             "bobs-share",
-            json!({"principal": format!("identity:{}", carol.id), "path": "/", "permissions": "r"}),
+            &format!("identity:{}", carol.id),
+            "/",
+            "r",
         )
         .await;
-    assert_eq!(to_carol.status, 201, "{to_carol:?}");
     assert_eq!(
         scene.ls(Some(carol), "bobs-share", "/sub").await.status,
         200
@@ -886,11 +841,9 @@ async fn guest_collections_share_a_folder_with_the_creators_access(scene: &Scene
 
     // When the creator loses access on the host, the guest stops working.
     let deleted = scene
-        .call(
+        .delete(
             Some(alice),
-            Method::DELETE,
             &format!("/v1/collections/results/acl/{rule_id}"),
-            None,
         )
         .await;
     assert_eq!(deleted.status, 204, "{deleted:?}");
@@ -905,21 +858,11 @@ async fn guest_collections_share_a_folder_with_the_creators_access(scene: &Scene
 
     // Only its creator deletes it; afterwards it is gone for everyone.
     scene
-        .call(
-            Some(carol),
-            Method::DELETE,
-            &format!("/v1/collections/{share}"),
-            None,
-        )
+        .delete(Some(carol), &format!("/v1/collections/{share}"))
         .await
         .assert_error(403, "forbidden");
     let gone = scene
-        .call(
-            Some(bob),
-            Method::DELETE,
-            &format!("/v1/collections/{share}"),
-            None,
-        )
+        .delete(Some(bob), &format!("/v1/collections/{share}"))
         .await;
     assert_eq!(gone.status, 204, "{gone:?}");
     scene
@@ -927,7 +870,7 @@ async fn guest_collections_share_a_folder_with_the_creators_access(scene: &Scene
         .await
         .assert_error(404, "not_found");
     scene
-        .call(Some(alice), Method::DELETE, "/v1/collections/results", None)
+        .delete(Some(alice), "/v1/collections/results")
         .await
         .assert_error(400, "bad_request");
 }

@@ -163,25 +163,7 @@ impl Answer {
     #[track_caller]
     pub fn assert_error(&self, status: u16, code: &str) -> String {
         assert_eq!(self.status.as_u16(), status, "{self:?}");
-        let body = self
-            .body
-            .as_object()
-            .unwrap_or_else(|| panic!("error body is not a JSON object: {self:?}"));
-        assert_eq!(body.get("code"), Some(&json!(code)), "{self:?}");
-        let message = body
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("error body has no string message: {self:?}"));
-        assert!(!message.is_empty(), "empty message: {self:?}");
-        let unexpected: Vec<&String> = body
-            .keys()
-            .filter(|k| *k != "code" && *k != "message")
-            .collect();
-        assert!(
-            unexpected.is_empty(),
-            "unexpected keys {unexpected:?}: {self:?}"
-        );
-        message.to_owned()
+        lattice_service::testing::assert_error_body(&self.body, code, self)
     }
 }
 

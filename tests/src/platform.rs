@@ -194,20 +194,9 @@ impl DevPlatform {
 
 impl Drop for DevPlatform {
     fn drop(&mut self) {
-        if let Some(child) = &self.child {
+        if let Some(child) = self.child.take() {
             // SIGINT first so the local endpoint stops its workers.
-            send_signal(child.id(), Signal::Interrupt);
-        }
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            interrupt(child, Duration::from_secs(15));
         }
     }
 }
@@ -274,17 +263,8 @@ impl AgentProcess {
 
     /// SIGINT: a clean stop.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            send_signal(child.id(), Signal::Interrupt);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            interrupt(child, Duration::from_secs(20));
         }
     }
 
@@ -302,6 +282,20 @@ impl Drop for AgentProcess {
 
 enum Signal {
     Interrupt,
+}
+
+/// SIGINT `child`; SIGKILL it if it has not exited within `grace`.
+fn interrupt(mut child: Child, grace: Duration) {
+    send_signal(child.id(), Signal::Interrupt);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn send_signal(pid: u32, signal: Signal) {

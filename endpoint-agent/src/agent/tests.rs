@@ -127,6 +127,20 @@ impl MockConn {
         }
     }
 
+    /// Asserts the next frame that is not a heartbeat grants `credits`.
+    async fn expect_credit(&mut self, credits: u32) {
+        assert_eq!(self.recv_work().await, AgentFrame::Credit { credits });
+    }
+
+    /// Frames (heartbeats excluded) up to and including the first results.
+    async fn frames_until_results(&mut self) -> Vec<AgentFrame> {
+        let mut frames = Vec::new();
+        while results_of(&frames).is_empty() {
+            frames.push(self.recv_work().await);
+        }
+        frames
+    }
+
     /// Frames (heartbeats excluded) arriving within `window`.
     async fn collect_for(&mut self, window: Duration) -> Vec<AgentFrame> {
         let mut frames = Vec::new();
@@ -240,22 +254,14 @@ async fn runs_a_task_end_to_end_with_credits_and_cancel() {
     let mut conn = service.accept(agent.endpoint_id).await;
 
     // 1 slot x PREFETCH_INITIAL.
-    assert_eq!(
-        conn.recv_work().await,
-        AgentFrame::Credit {
-            credits: PREFETCH_INITIAL
-        }
-    );
+    conn.expect_credit(PREFETCH_INITIAL).await;
 
     let mut task = shell_task("echo {greeting}", 0);
     task.args
         .insert("greeting".into(), serde_json::json!("hello; id"));
     conn.send_tasks(std::slice::from_ref(&task)).await;
 
-    let mut frames = Vec::new();
-    while results_of(&frames).is_empty() {
-        frames.push(conn.recv_work().await);
-    }
+    let mut frames = conn.frames_until_results().await;
     // The start is reported: in a Started frame, or, when the task started
     // and finished within one flush, only by the result's start time.
     let result = &results_of(&frames)[0];
@@ -299,9 +305,7 @@ async fn runs_a_task_end_to_end_with_credits_and_cancel() {
     assert!(results_of(&frames).is_empty(), "{frames:?}");
     let next = shell_task("echo next", 0);
     conn.send_tasks(std::slice::from_ref(&next)).await;
-    while results_of(&frames).is_empty() {
-        frames.push(conn.recv_work().await);
-    }
+    frames.extend(conn.frames_until_results().await);
     let results = results_of(&frames);
     assert_eq!(results.len(), 1, "{frames:?}");
     assert_eq!(results[0].task_id, next.task_id);
@@ -325,10 +329,7 @@ async fn the_last_result_is_followed_by_an_idle_heartbeat() {
     drop(conn);
     let mut conn = service.accept(agent.endpoint_id).await;
     assert_eq!(conn.next_heartbeat().await, (0, 0, 1), "busy");
-    let mut frames = Vec::new();
-    while results_of(&frames).is_empty() {
-        frames.push(conn.recv_work().await);
-    }
+    conn.frames_until_results().await;
     assert_eq!(
         conn.next_heartbeat().await,
         (1, 0, 1),
@@ -342,26 +343,15 @@ async fn unacknowledged_results_are_resent_after_a_reconnect() {
     let service = MockService::start().await;
     let agent = TestAgent::start(&service, 1);
     let mut conn = service.accept(agent.endpoint_id).await;
-    assert_eq!(
-        conn.recv_work().await,
-        AgentFrame::Credit {
-            credits: PREFETCH_INITIAL
-        }
-    );
+    conn.expect_credit(PREFETCH_INITIAL).await;
     let task = shell_task("echo once", 0);
     conn.send_tasks(std::slice::from_ref(&task)).await;
-    let mut frames = Vec::new();
-    while results_of(&frames).is_empty() {
-        frames.push(conn.recv_work().await);
-    }
+    conn.frames_until_results().await;
     // No ack; the connection drops.
     drop(conn);
 
     let mut conn = service.accept(agent.endpoint_id).await;
-    let mut frames = Vec::new();
-    while results_of(&frames).is_empty() {
-        frames.push(conn.recv_work().await);
-    }
+    let mut frames = conn.frames_until_results().await;
     let resent = results_of(&frames);
     assert_eq!(resent.len(), 1);
     assert_eq!(resent[0].task_id, task.task_id);
@@ -389,12 +379,7 @@ async fn redelivered_assignments_run_once() {
     let service = MockService::start().await;
     let agent = TestAgent::start(&service, 1);
     let mut conn = service.accept(agent.endpoint_id).await;
-    assert_eq!(
-        conn.recv_work().await,
-        AgentFrame::Credit {
-            credits: PREFETCH_INITIAL
-        }
-    );
+    conn.expect_credit(PREFETCH_INITIAL).await;
     let task = shell_task("sleep 1; echo ran", 0);
     // Delivered twice on the same connection...
     conn.send_tasks(&[task.clone(), task.clone()]).await;
@@ -413,12 +398,7 @@ async fn redelivered_assignments_run_once() {
     // ...and again after a reconnect while it is still running.
     let mut conn = service.accept(agent.endpoint_id).await;
     // The window (1 slot x PREFETCH_INITIAL) minus the one task held.
-    assert_eq!(
-        conn.recv_work().await,
-        AgentFrame::Credit {
-            credits: PREFETCH_INITIAL - 1
-        }
-    );
+    conn.expect_credit(PREFETCH_INITIAL - 1).await;
     conn.send_tasks(std::slice::from_ref(&task)).await;
 
     let frames = conn.collect_for(Duration::from_millis(2500)).await;
@@ -473,12 +453,7 @@ async fn a_task_whose_worker_dies_is_retried_then_reported_lost() {
     };
     let first = spawn_worker();
     // No local slots: credits follow connected workers (1 slot x 2).
-    assert_eq!(
-        conn.recv_work().await,
-        AgentFrame::Credit {
-            credits: PREFETCH_INITIAL
-        }
-    );
+    conn.expect_credit(PREFETCH_INITIAL).await;
     let task = shell_task("sleep 30", 1);
     conn.send_tasks(std::slice::from_ref(&task)).await;
     assert!(matches!(conn.recv_work().await, AgentFrame::Started { .. }));
@@ -488,10 +463,7 @@ async fn a_task_whose_worker_dies_is_retried_then_reported_lost() {
     assert!(matches!(conn.recv_work().await, AgentFrame::Started { .. }));
     second.abort();
 
-    let mut frames = Vec::new();
-    while results_of(&frames).is_empty() {
-        frames.push(conn.recv_work().await);
-    }
+    let frames = conn.frames_until_results().await;
     let lost = &results_of(&frames)[0];
     assert_eq!(lost.task_id, task.task_id);
     assert_eq!(lost.attempt, 2);

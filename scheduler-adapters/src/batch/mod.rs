@@ -225,6 +225,41 @@ fn only_harmless(output: &Output, words: &[&str]) -> bool {
         .all(|l| l.trim().is_empty() || words.iter().any(|w| l.contains(w)))
 }
 
+/// `impl Provider` for a scheduler's provider, a newtype around
+/// [`BatchProvider`]: every call goes to the batch flow.
+macro_rules! provider_by_batch {
+    ($provider:ty) => {
+        #[async_trait::async_trait]
+        impl crate::Provider for $provider {
+            fn kind(&self) -> &'static str {
+                crate::Provider::kind(&self.0)
+            }
+
+            async fn submit(
+                &self,
+                spec: &crate::BlockSpec,
+            ) -> Result<crate::JobId, crate::ProviderError> {
+                crate::Provider::submit(&self.0, spec).await
+            }
+
+            async fn status(
+                &self,
+                jobs: &[crate::JobId],
+            ) -> Result<
+                std::collections::HashMap<crate::JobId, crate::BlockState>,
+                crate::ProviderError,
+            > {
+                crate::Provider::status(&self.0, jobs).await
+            }
+
+            async fn cancel(&self, jobs: &[crate::JobId]) -> Result<(), crate::ProviderError> {
+                crate::Provider::cancel(&self.0, jobs).await
+            }
+        }
+    };
+}
+pub(crate) use provider_by_batch;
+
 #[async_trait]
 impl Provider for BatchProvider {
     fn kind(&self) -> &'static str {

@@ -160,8 +160,11 @@ impl Drop for RabbitCleanup {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                match tokio::time::timeout(Duration::from_secs(10), delete_rabbitmq_queues(&queues))
-                    .await
+                match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    crate::testing::delete_rabbitmq_queues(&queues),
+                )
+                .await
                 {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => eprintln!("could not delete test queues {queues:?}: {e}"),
@@ -171,41 +174,6 @@ impl Drop for RabbitCleanup {
         });
         let _ = cleanup.join();
     }
-}
-
-async fn delete_rabbitmq_queues(queues: &[String]) -> lapin::Result<()> {
-    use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
-    let connection =
-        lapin::Connection::connect(&crate::testing::test_amqp_url(), Default::default()).await?;
-    let channel = connection.create_channel().await?;
-    for queue in queues {
-        channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await?;
-    }
-    // Dead letters keep their queue's name as routing key. Others' messages stay
-    // unacknowledged until the channel closes, which returns them.
-    for _ in 0..10_000 {
-        let Some(message) = channel
-            .basic_get(
-                rabbitmq::DEAD_LETTER_QUEUE.into(),
-                BasicGetOptions::default(),
-            )
-            .await?
-        else {
-            break;
-        };
-        if queues
-            .iter()
-            .any(|q| q.as_str() == message.delivery.routing_key.as_str())
-        {
-            channel
-                .basic_ack(message.delivery.delivery_tag, BasicAckOptions::default())
-                .await?;
-        }
-    }
-    channel.close(200, "OK".into()).await?;
-    connection.close(200, "OK".into()).await
 }
 
 async fn connect_rabbitmq(test: &str) -> Option<std::sync::Arc<rabbitmq::RabbitBroker>> {
@@ -337,7 +305,7 @@ async fn rabbitmq_redeclares_a_deleted_queue_on_publish() {
     let _cleanup = RabbitCleanup(broker.clone());
     let endpoint = EndpointId::new();
     broker.publish(endpoint, &[TaskId::new()]).await.unwrap();
-    delete_rabbitmq_queues(&[rabbitmq::endpoint_queue(endpoint)])
+    crate::testing::delete_rabbitmq_queues(&[rabbitmq::endpoint_queue(endpoint)])
         .await
         .unwrap();
     let task = TaskId::new();

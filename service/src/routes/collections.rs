@@ -195,6 +195,18 @@ async fn run(
     Ok((record, outcome))
 }
 
+/// [`run`] for an authenticated caller: the outcome alone.
+async fn run_for(
+    state: &AppState,
+    auth: &Authorized<Transfer>,
+    collection: &str,
+    op: FileOp,
+) -> Result<FileOpOutcome, ApiError> {
+    let viewer = Viewer::of(&state.store, auth.identity_id).await?;
+    let (_, outcome) = run(state, &viewer, collection, op).await?;
+    Ok(outcome)
+}
+
 fn one_entry(outcome: FileOpOutcome) -> Result<FileEntry, ApiError> {
     match outcome {
         FileOpOutcome::Entry { entry } => Ok(entry),
@@ -277,17 +289,11 @@ pub(crate) async fn mkdir(
     Path(collection): Path<String>,
     Json(request): Json<MkdirRequest>,
 ) -> Result<Json<FileEntry>, ApiError> {
-    let viewer = Viewer::of(&state.store, auth.identity_id).await?;
-    let (_, outcome) = run(
-        &state,
-        &viewer,
-        &collection,
-        FileOp::Mkdir {
-            path: request.path,
-            parents: request.parents,
-        },
-    )
-    .await?;
+    let op = FileOp::Mkdir {
+        path: request.path,
+        parents: request.parents,
+    };
+    let outcome = run_for(&state, &auth, &collection, op).await?;
     Ok(Json(one_entry(outcome)?))
 }
 
@@ -300,17 +306,11 @@ pub(crate) async fn rename(
     Path(collection): Path<String>,
     Json(request): Json<RenameRequest>,
 ) -> Result<Json<FileEntry>, ApiError> {
-    let viewer = Viewer::of(&state.store, auth.identity_id).await?;
-    let (_, outcome) = run(
-        &state,
-        &viewer,
-        &collection,
-        FileOp::Rename {
-            from: request.from,
-            to: request.to,
-        },
-    )
-    .await?;
+    let op = FileOp::Rename {
+        from: request.from,
+        to: request.to,
+    };
+    let outcome = run_for(&state, &auth, &collection, op).await?;
     Ok(Json(one_entry(outcome)?))
 }
 
@@ -323,17 +323,11 @@ pub(crate) async fn delete(
     Path(collection): Path<String>,
     Json(request): Json<DeleteRequest>,
 ) -> Result<Json<DeleteSummary>, ApiError> {
-    let viewer = Viewer::of(&state.store, auth.identity_id).await?;
-    let (_, outcome) = run(
-        &state,
-        &viewer,
-        &collection,
-        FileOp::Delete {
-            path: request.path,
-            recursive: request.recursive,
-        },
-    )
-    .await?;
+    let op = FileOp::Delete {
+        path: request.path,
+        recursive: request.recursive,
+    };
+    let outcome = run_for(&state, &auth, &collection, op).await?;
     match outcome {
         FileOpOutcome::Deleted { summary } => Ok(Json(summary)),
         other => Err(ApiError::internal(format!(

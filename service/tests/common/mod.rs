@@ -277,6 +277,12 @@ impl TestService {
             .await
     }
 
+    /// Cancels task `id` as the holder of `token`.
+    pub(crate) async fn cancel(&self, token: &str, id: TaskId) -> Answer {
+        self.post_json(&format!("/v1/tasks/{id}/cancel"), Some(token), json!({}))
+            .await
+    }
+
     pub(crate) async fn task(&self, token: &str, id: TaskId) -> TaskInfo {
         let answer = self.get(&format!("/v1/tasks/{id}"), Some(token)).await;
         assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
@@ -718,25 +724,7 @@ pub(crate) fn request(
 #[track_caller]
 pub(crate) fn assert_error(answer: &Answer, status: StatusCode, code: &str) -> String {
     assert_eq!(answer.status, status, "{answer:?}");
-    let body = answer
-        .body
-        .as_object()
-        .unwrap_or_else(|| panic!("error body is not a JSON object: {answer:?}"));
-    assert_eq!(body.get("code"), Some(&json!(code)), "{answer:?}");
-    let message = body
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("error body has no string message: {answer:?}"));
-    assert!(!message.is_empty(), "empty message: {answer:?}");
-    let unexpected: Vec<&String> = body
-        .keys()
-        .filter(|k| *k != "code" && *k != "message")
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "unexpected keys {unexpected:?}: {answer:?}"
-    );
-    message.to_owned()
+    lattice_service::testing::assert_error_body(&answer.body, code, answer)
 }
 
 #[track_caller]
@@ -760,36 +748,10 @@ where
 /// Deletes the queues of `endpoints` and takes their dead letters off the
 /// shared dead-letter queue.
 async fn delete_rabbitmq_queues(endpoints: &[EndpointId]) -> lapin::Result<()> {
-    use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
-    use lattice_service::testing::{endpoint_queue, DEAD_LETTER_QUEUE};
+    use lattice_service::testing::endpoint_queue;
     if endpoints.is_empty() {
         return Ok(());
     }
     let queues: Vec<String> = endpoints.iter().copied().map(endpoint_queue).collect();
-    let connection = lapin::Connection::connect(&test_amqp_url(), Default::default()).await?;
-    let channel = connection.create_channel().await?;
-    for queue in &queues {
-        channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await?;
-    }
-    // Others' dead letters stay unacknowledged until the channel closes, which returns them.
-    for _ in 0..10_000 {
-        let Some(message) = channel
-            .basic_get(DEAD_LETTER_QUEUE.into(), BasicGetOptions::default())
-            .await?
-        else {
-            break;
-        };
-        if queues
-            .iter()
-            .any(|q| q.as_str() == message.delivery.routing_key.as_str())
-        {
-            channel
-                .basic_ack(message.delivery.delivery_tag, BasicAckOptions::default())
-                .await?;
-        }
-    }
-    channel.close(200, "OK".into()).await?;
-    connection.close(200, "OK".into()).await
+    lattice_service::testing::delete_rabbitmq_queues(&queues).await
 }
