@@ -14,8 +14,7 @@ use lattice_protocol::{AclRuleId, ErrorBody, RoleId};
 
 use crate::auth::{Authorized, Transfer};
 use crate::error::{ApiError, Json, Path, Query};
-use crate::routes::collections::usable_collection;
-use crate::routes::groups::AuditQuery;
+use crate::routes::AuditQuery;
 use crate::sharing::{access, guests, Actor};
 use crate::state::AppState;
 use crate::store::CollectionRecord;
@@ -26,7 +25,7 @@ async fn load(
     collection: &str,
 ) -> Result<(Actor, CollectionRecord), ApiError> {
     let actor = Actor::of(&state.store, auth).await?;
-    let record = usable_collection(state, &actor.viewer, collection).await?;
+    let record = access::usable_collection(&state.store, &actor.viewer, collection).await?;
     Ok((actor, record))
 }
 
@@ -177,7 +176,7 @@ pub(crate) async fn create_guest(
     let guest = guests::create(&state.store, &actor, &host, request).await?;
     Ok((
         StatusCode::CREATED,
-        Json(crate::routes::collections::info(&state, guest).await?),
+        Json(crate::transfers::collection_info(&state, guest).await?),
     ))
 }
 

@@ -9,7 +9,7 @@ use lattice_protocol::transfer::{
     CollectionInfo, DeleteRequest, DeleteSummary, FileEntry, FileOp, FileOpOutcome, ListRequest,
     ListResponse, MkdirRequest, RenameRequest, StatRequest,
 };
-use lattice_protocol::{CollectionId, ErrorBody};
+use lattice_protocol::ErrorBody;
 
 use crate::auth::{Authorized, MaybeAuthorized, Transfer};
 use crate::error::{ApiError, Json, Path};
@@ -23,101 +23,12 @@ const MAX_DEPTH: u32 = 64;
 /// Most entries one listing returns.
 const MAX_ENTRIES: u32 = 100_000;
 
-/// Loads a collection the viewer may know of, by id or by name (the
-/// viewer's own names first, then the names of collections shared with
-/// it, when one matches): 404 if unknown or withdrawn, 403 if it is
-/// someone else's and not shared with the viewer.
-pub(crate) async fn usable_collection(
-    state: &AppState,
-    viewer: &Viewer,
-    given: &str,
-) -> Result<CollectionRecord, ApiError> {
-    let not_found = || {
-        ApiError::not_found(format!(
-            "collection `{given}` does not exist (list yours with `lattice collection list`)"
-        ))
-    };
-    let record =
-        match given.parse::<CollectionId>() {
-            Ok(id) => state.store.collection(id).await?,
-            Err(_) => match viewer.identity {
-                Some(me) => match state.store.collection_by_name(me, given).await? {
-                    Some(own) if own.withdrawn_at.is_none() => Some(own),
-                    _ => {
-                        let shared: Vec<_> = state
-                            .store
-                            .collections_shared_with(&viewer.principals())
-                            .await?
-                            .into_iter()
-                            .filter(|c| c.name == given)
-                            .collect();
-                        if shared.len() > 1 {
-                            return Err(ApiError::bad_request(format!(
-                            "{} collections named `{given}` are shared with you; use an id ({})",
-                            shared.len(),
-                            shared.iter().map(|c| c.id.to_string()).collect::<Vec<_>>().join(", ")
-                        )));
-                        }
-                        shared.into_iter().next()
-                    }
-                },
-                None => None,
-            },
-        };
-    let record = record
-        .filter(|c| c.withdrawn_at.is_none())
-        .ok_or_else(not_found)?;
-    if !access::can_see(&state.store, viewer, &record).await? {
-        if !viewer.is_authenticated() {
-            return Err(ApiError::unauthorized(format!(
-                "collection `{given}` is not shared publicly: send a token (`lattice login`)"
-            )));
-        }
-        return Err(ApiError::forbidden(format!(
-            "collection `{given}` belongs to another identity and is not shared with you"
-        )));
-    }
-    Ok(record)
-}
-
 /// The viewer of a request that may be anonymous.
 async fn viewer_of(state: &AppState, auth: &MaybeAuthorized<Transfer>) -> Result<Viewer, ApiError> {
     match &auth.0 {
         Some(caller) => Ok(Viewer::of(&state.store, caller.identity_id).await?),
         None => Ok(Viewer::anonymous()),
     }
-}
-
-pub(crate) async fn info(
-    state: &AppState,
-    record: CollectionRecord,
-) -> Result<CollectionInfo, ApiError> {
-    let endpoint_name = state
-        .store
-        .endpoint(record.endpoint_id)
-        .await?
-        .map(|e| e.name)
-        .unwrap_or_default();
-    let owner_username = state
-        .store
-        .identity(record.owner_id)
-        .await?
-        .map(|i| i.username)
-        .unwrap_or_default();
-    Ok(CollectionInfo {
-        id: record.id,
-        online: state.agents.connected(record.endpoint_id),
-        name: record.name,
-        owner_id: record.owner_id,
-        owner_username,
-        endpoint_id: record.endpoint_id,
-        endpoint_name,
-        root: record.root,
-        created_at: record.created_at,
-        announced_at: record.announced_at,
-        host_collection_id: record.guest_of.as_ref().map(|g| g.host),
-        host_path: record.guest_of.map(|g| g.path),
-    })
 }
 
 #[utoipa::path(get, path = "/v1/collections", tag = "collections", security(("bearer" = ["transfer"])),
@@ -136,7 +47,7 @@ pub(crate) async fn list(
         .await?;
     for record in own.into_iter().chain(shared) {
         if seen.insert(record.id) && access::can_see(&state.store, &viewer, &record).await? {
-            out.push(info(&state, record).await?);
+            out.push(crate::transfers::collection_info(&state, record).await?);
         }
     }
     Ok(Json(out))
@@ -151,8 +62,10 @@ pub(crate) async fn show(
     Path(collection): Path<String>,
 ) -> Result<Json<CollectionInfo>, ApiError> {
     let viewer = Viewer::of(&state.store, auth.identity_id).await?;
-    let record = usable_collection(&state, &viewer, &collection).await?;
-    Ok(Json(info(&state, record).await?))
+    let record = access::usable_collection(&state.store, &viewer, &collection).await?;
+    Ok(Json(
+        crate::transfers::collection_info(&state, record).await?,
+    ))
 }
 
 /// Delete a guest collection (its creator or administrators); collections
@@ -166,7 +79,7 @@ pub(crate) async fn delete_guest(
     Path(collection): Path<String>,
 ) -> Result<axum::http::StatusCode, ApiError> {
     let actor = crate::sharing::Actor::of(&state.store, &auth).await?;
-    let record = usable_collection(&state, &actor.viewer, &collection).await?;
+    let record = access::usable_collection(&state.store, &actor.viewer, &collection).await?;
     crate::sharing::guests::delete(&state.store, &actor, &record).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
@@ -178,7 +91,7 @@ async fn run(
     collection: &str,
     op: FileOp,
 ) -> Result<(CollectionRecord, FileOpOutcome), ApiError> {
-    let record = usable_collection(state, viewer, collection).await?;
+    let record = access::usable_collection(&state.store, viewer, collection).await?;
     let needs: Vec<(&str, Permissions)> = match &op {
         FileOp::List { path, .. } | FileOp::Stat { path } => vec![(path, Permissions::Read)],
         FileOp::Mkdir { path, .. } | FileOp::Delete { path, .. } => {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::auth::{Authorized, Manage};
 use crate::error::{ApiError, Json, Path, Query};
+use crate::routes::AuditQuery;
 use crate::sharing::{groups, Actor};
 use crate::state::AppState;
 
@@ -19,22 +20,6 @@ pub(crate) struct ListQuery {
     /// Also list every group visible to all logged-in identities.
     #[serde(default)]
     all: bool,
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub(crate) struct AuditQuery {
-    /// Entries after this sequence number.
-    #[serde(default)]
-    pub(crate) after: i64,
-    /// At most this many entries (1 to 1000, default 100).
-    #[serde(default)]
-    limit: Option<u32>,
-}
-
-impl AuditQuery {
-    pub(crate) fn limit(&self) -> u32 {
-        self.limit.unwrap_or(100).clamp(1, 1000)
-    }
 }
 
 #[utoipa::path(post, path = "/v1/groups", tag = "groups", security(("bearer" = ["manage"])), request_body = GroupCreate,

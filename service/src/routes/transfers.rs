@@ -14,7 +14,6 @@ use serde::Deserialize;
 
 use crate::auth::{Authorized, Caller, Transfer};
 use crate::error::{ApiError, Json, Path, Query};
-use crate::routes::collections::usable_collection;
 use crate::sharing::access::{self, Capability};
 use crate::sharing::Viewer;
 use crate::state::AppState;
@@ -328,8 +327,10 @@ pub(crate) async fn submit(
     check_globs("options.exclude", &request.options.exclude)?;
     request.tuning.validate().map_err(ApiError::bad_request)?;
     let viewer = Viewer::of(&state.store, auth.identity_id).await?;
-    let source = usable_collection(&state, &viewer, &request.source_collection).await?;
-    let destination = usable_collection(&state, &viewer, &request.destination_collection).await?;
+    let source =
+        access::usable_collection(&state.store, &viewer, &request.source_collection).await?;
+    let destination =
+        access::usable_collection(&state.store, &viewer, &request.destination_collection).await?;
     // Access first, so that probing the agents reveals nothing about
     // paths the caller may not use; again after resolution, which may
     // move a destination into a directory.
@@ -401,7 +402,7 @@ pub(crate) async fn submit_delete(
         }
     }
     let viewer = Viewer::of(&state.store, auth.identity_id).await?;
-    let collection = usable_collection(&state, &viewer, &request.collection).await?;
+    let collection = access::usable_collection(&state.store, &viewer, &request.collection).await?;
     let submitted = format!(
         "delete {} path(s) in `{}`{}",
         request.items.len(),

@@ -262,6 +262,60 @@ pub async fn check_items(
     Ok(())
 }
 
+/// Loads a collection the viewer may know of, by id or by name (the
+/// viewer's own names first, then the names of collections shared with
+/// it, when exactly one matches): not found if unknown or withdrawn;
+/// refused if it is someone else's and not shared with the viewer (401
+/// without a token, 403 with one).
+pub async fn usable_collection(
+    store: &SharedStore,
+    viewer: &Viewer,
+    given: &str,
+) -> SharingResult<CollectionRecord> {
+    let record =
+        match given.parse::<lattice_protocol::CollectionId>() {
+            Ok(id) => store.collection(id).await?,
+            Err(_) => match viewer.identity {
+                Some(me) => match store.collection_by_name(me, given).await? {
+                    Some(own) if own.withdrawn_at.is_none() => Some(own),
+                    _ => {
+                        let shared: Vec<_> = store
+                            .collections_shared_with(&viewer.principals())
+                            .await?
+                            .into_iter()
+                            .filter(|c| c.name == given)
+                            .collect();
+                        if shared.len() > 1 {
+                            return Err(SharingError::Invalid(format!(
+                            "{} collections named `{given}` are shared with you; use an id ({})",
+                            shared.len(),
+                            shared.iter().map(|c| c.id.to_string()).collect::<Vec<_>>().join(", ")
+                        )));
+                        }
+                        shared.into_iter().next()
+                    }
+                },
+                None => None,
+            },
+        };
+    let record = record.filter(|c| c.withdrawn_at.is_none()).ok_or_else(|| {
+        SharingError::NotFound(format!(
+            "collection `{given}` does not exist (list yours with `lattice collection list`)"
+        ))
+    })?;
+    if !can_see(store, viewer, &record).await? {
+        if !viewer.is_authenticated() {
+            return Err(SharingError::Unauthenticated(format!(
+                "collection `{given}` is not shared publicly: send a token (`lattice login`)"
+            )));
+        }
+        return Err(SharingError::Denied(format!(
+            "collection `{given}` belongs to another identity and is not shared with you"
+        )));
+    }
+    Ok(record)
+}
+
 /// Whether `viewer` may know of `collection` at all: its owner, or the
 /// holder of a live rule (on any path) or of a role on it.
 pub async fn can_see(

@@ -26,7 +26,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use lattice_protocol::frames::{AgentFrame, ServiceFrame};
-use lattice_protocol::transfer::{FileOp, FileOpError, FileOpOutcome, TransferReport};
+use lattice_protocol::transfer::{
+    CollectionInfo, FileOp, FileOpError, FileOpOutcome, TransferReport,
+};
 use lattice_protocol::{EndpointId, TransferId};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -138,6 +140,40 @@ pub async fn agent_target(
             name: host.name,
             subtree: Some(guest.path.clone()),
         }))
+}
+
+/// What the API shows of a collection (its endpoint's name, whether its
+/// agent is connected, its owner's username, its host if a guest).
+pub(crate) async fn collection_info(
+    state: &AppState,
+    record: CollectionRecord,
+) -> StoreResult<CollectionInfo> {
+    let endpoint_name = state
+        .store
+        .endpoint(record.endpoint_id)
+        .await?
+        .map(|e| e.name)
+        .unwrap_or_default();
+    let owner_username = state
+        .store
+        .identity(record.owner_id)
+        .await?
+        .map(|i| i.username)
+        .unwrap_or_default();
+    Ok(CollectionInfo {
+        id: record.id,
+        online: state.agents.connected(record.endpoint_id),
+        name: record.name,
+        owner_id: record.owner_id,
+        owner_username,
+        endpoint_id: record.endpoint_id,
+        endpoint_name,
+        root: record.root,
+        created_at: record.created_at,
+        announced_at: record.announced_at,
+        host_collection_id: record.guest_of.as_ref().map(|g| g.host),
+        host_path: record.guest_of.map(|g| g.path),
+    })
 }
 
 /// Runs a file operation in `collection` on its hosting agent.
