@@ -99,6 +99,14 @@ id_type!(
     /// A role granted on a collection.
     RoleId
 );
+id_type!(
+    /// A search index.
+    SearchIndexId
+);
+id_type!(
+    /// An asynchronous ingest, delete or crawl task of a search index.
+    SearchTaskId
+);
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,8 @@
 //! (`error`), and the MessagePack frames of the agent channel and the worker
 //! channel (`frames`, `framing`), and the collection, file-operation and
 //! transfer shapes both of them carry (`transfer`), and the sharing
-//! vocabulary: principals, groups, access rules and roles (`sharing`).
+//! vocabulary: principals, groups, access rules and roles (`sharing`), and
+//! the search vocabulary: indexes, entries, queries, facets (`search`).
 //!
 //! It must not know how anything is stored, queued, executed or served: no
 //! I/O, no async runtime, no database types. It depends on serde (plus uuid,
@@ -19,6 +20,7 @@ pub mod frames;
 pub mod framing;
 pub mod ids;
 pub mod names;
+pub mod search;
 pub mod sharing;
 pub mod template;
 pub mod transfer;
