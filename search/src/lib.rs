@@ -23,6 +23,9 @@ use lattice_protocol::search::{
 use lattice_protocol::SearchIndexId;
 use std::collections::BTreeMap;
 
+pub use postgres_engine::PostgresEngine;
+
+mod postgres_engine;
 pub mod query;
 pub mod schema;
 pub mod text;

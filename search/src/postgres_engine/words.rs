@@ -1,0 +1,159 @@
+//! An entry's full text as a `tsvector`, and the row key.
+//!
+//! Every word of a string value (split by [`crate::text::words`], never by
+//! PostgreSQL's parser) is stored twice: as itself (`sample`: free text over
+//! every string field) and qualified by its field (`meta.title=sample`:
+//! `field:word`). Words never hold `=`, so the two kinds cannot collide.
+//! The `tsvector` is written in its input syntax, so PostgreSQL keeps each
+//! lexeme exactly as given, with positions for phrases; consecutive values
+//! are one position apart more than their words, so a phrase never spans
+//! two values.
+
+use std::collections::BTreeMap;
+
+use crate::schema::{FieldValue, FlatDoc};
+
+/// PostgreSQL clamps positions to this; a phrase past it cannot match.
+const MAX_POSITION: u32 = 16_383;
+/// PostgreSQL keeps at most this many positions per lexeme.
+const MAX_POSITIONS_PER_LEXEME: usize = 256;
+
+pub(super) fn lexeme(word: &str) -> String {
+    word.to_owned()
+}
+
+pub(super) fn qualified_lexeme(field: &str, word: &str) -> String {
+    format!("{field}={word}")
+}
+
+/// A lexeme in `tsvector`/`tsquery` input syntax: single-quoted, with `'`
+/// doubled and `\` escaped.
+pub(super) fn quote_lexeme(lexeme: &str) -> String {
+    let mut out = String::with_capacity(lexeme.len() + 2);
+    out.push('\'');
+    for c in lexeme.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// The `tsvector` input text of a document's string fields.
+pub(super) fn tsvector(doc: &FlatDoc) -> String {
+    let mut positions: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut position = 1u32;
+    for (field, values) in &doc.fields {
+        for value in values {
+            let FieldValue::String(text) = value else {
+                continue;
+            };
+            for word in crate::text::words(text) {
+                let at = position.min(MAX_POSITION);
+                for lexeme in [qualified_lexeme(field, &word), lexeme(&word)] {
+                    let list = positions.entry(lexeme).or_default();
+                    if list.len() < MAX_POSITIONS_PER_LEXEME && list.last() != Some(&at) {
+                        list.push(at);
+                    }
+                }
+                position = position.saturating_add(1);
+            }
+            // The gap that keeps phrases inside one value.
+            position = position.saturating_add(1);
+        }
+    }
+    let mut out = String::new();
+    for (lexeme, at) in positions {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&quote_lexeme(&lexeme));
+        out.push(':');
+        let at: Vec<String> = at.iter().map(u32::to_string).collect();
+        out.push_str(&at.join(","));
+    }
+    out
+}
+
+/// The row key: sorts (bytewise, `COLLATE "C"`) by subject, then the
+/// id-less entry, then entry ids, which is scroll order. Hex keeps byte
+/// order and leaves ` ` and `!` (below every hex digit) as separators.
+pub(super) fn row_key(subject: &str, entry_id: Option<&str>) -> String {
+    let mut key = hex(subject.as_bytes());
+    key.push(' ');
+    if let Some(id) = entry_id {
+        key.push('!');
+        key.push_str(&hex(id.as_bytes()));
+    }
+    key
+}
+
+/// Whether `key` could be a row key (a scroll marker is one).
+pub(super) fn is_row_key(key: &str) -> bool {
+    let Some((subject, rest)) = key.split_once(' ') else {
+        return false;
+    };
+    let is_hex = |s: &str| s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    is_hex(subject) && (rest.is_empty() || rest.strip_prefix('!').is_some_and(is_hex))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_subject_then_entry_id() {
+        let mut keys = vec![
+            row_key("ab", None),
+            row_key("a", Some("x")),
+            row_key("a", None),
+            row_key("a", Some("")),
+            row_key("b", None),
+        ];
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                row_key("a", None),
+                row_key("a", Some("")),
+                row_key("a", Some("x")),
+                row_key("ab", None),
+                row_key("b", None),
+            ]
+        );
+        assert!(keys.iter().all(|k| is_row_key(k)));
+        assert!(!is_row_key("zz "));
+        assert!(!is_row_key("61"));
+    }
+
+    #[test]
+    fn tsvector_has_plain_and_qualified_words_with_a_gap_between_values() {
+        let mut doc = FlatDoc::default();
+        doc.fields.insert(
+            "t".into(),
+            vec![
+                FieldValue::String("Hello it's".into()),
+                FieldValue::String("world".into()),
+            ],
+        );
+        doc.fields.insert("n".into(), vec![FieldValue::Number(1.0)]);
+        assert_eq!(
+            tsvector(&doc),
+            "'hello':1 'it':2 's':3 't=hello':1 't=it':2 't=s':3 't=world':5 'world':5"
+        );
+        assert_eq!(quote_lexeme("a'b\\"), "'a''b\\\\'");
+    }
+}
