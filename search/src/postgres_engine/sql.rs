@@ -352,7 +352,7 @@ impl Compiler<'_> {
                             .bind_text(format!("{}{pattern}", like_pattern_literal(&prefix)))
                             .push(" COLLATE \"C\" AND strpos(substr(u.lexeme, ")
                             .bind(Arg::I64(prefix.chars().count() as i64 + 1))
-                            .push("), '=') = 0)");
+                            .push("::int), '=') = 0)");
                     }
                 }
             }
@@ -366,7 +366,7 @@ impl Compiler<'_> {
                 let ty = self.field_type(field)?;
                 let end = |text: &Option<String>| -> Result<Option<Value>, SearchError> {
                     text.as_deref()
-                        .map(|t| self.value(field, ty, &text_as_json(ty, t)))
+                        .map(|t| self.value(field, ty, &Value::String(t.to_owned())))
                         .transpose()
                 };
                 let range = Range {
@@ -434,7 +434,7 @@ impl Compiler<'_> {
         if let Some(name) = field {
             let ty = self.field_type(name)?;
             if ty != FieldType::String {
-                let value = self.value(name, ty, &text_as_json(ty, text))?;
+                let value = self.value(name, ty, &Value::String(text.to_owned()))?;
                 Self::contains(sql, name, vec![value]);
                 return Ok(());
             }
@@ -500,24 +500,6 @@ pub(super) struct Range {
     lower_inclusive: bool,
     upper: Option<Value>,
     upper_inclusive: bool,
-}
-
-/// Query text (`field:value`) as the JSON a filter would carry for a field
-/// of type `ty`, so one reader (`value_for`) decides what is valid.
-fn text_as_json(ty: FieldType, text: &str) -> Value {
-    match ty {
-        FieldType::Number => text
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map_or_else(|| Value::String(text.to_owned()), Value::Number),
-        FieldType::Boolean => match text {
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
-            _ => Value::String(text.to_owned()),
-        },
-        FieldType::String | FieldType::Date => Value::String(text.to_owned()),
-    }
 }
 
 /// `text` matching only itself in a LIKE pattern.
