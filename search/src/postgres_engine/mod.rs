@@ -545,6 +545,15 @@ const ENTRY_COLUMNS: &str =
     "SELECT e.key, e.subject, e.entry_id, e.content::text AS content, e.visible_to \
      FROM search_engine_entries e";
 
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 /// Why an entry cannot be written, before its content is looked at.
 fn check_entry(entry: &Entry, limits: &Limits) -> Result<Vec<String>, String> {
     if entry.subject.is_empty() {
@@ -565,12 +574,22 @@ fn check_entry(entry: &Entry, limits: &Limits) -> Result<Vec<String>, String> {
                 .map_err(|e| e.to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let size = entry.content.to_string().len();
-    if size > limits.max_entry_bytes {
+    let content = entry.content.to_string();
+    if content.len() > limits.max_entry_bytes {
         return Err(format!(
-            "the content is {size} bytes, over the limit of {}",
+            "the content is {} bytes, over the limit of {}",
+            content.len(),
             limits.max_entry_bytes
         ));
+    }
+    // PostgreSQL text and jsonb cannot hold U+0000.
+    if entry.subject.contains('\0')
+        || entry.id.as_deref().is_some_and(|id| id.contains('\0'))
+        || holds_nul(&entry.content)
+    {
+        return Err(
+            "the entry holds a NUL character (U+0000), which this engine cannot store".to_owned(),
+        );
     }
     Ok(principals)
 }
