@@ -23,9 +23,13 @@ use lattice_protocol::search::{
 use lattice_protocol::SearchIndexId;
 use std::collections::BTreeMap;
 
+pub mod plan;
 pub mod query;
 pub mod schema;
 pub mod text;
+
+mod tantivy_engine;
+pub use tantivy_engine::TantivyEngine;
 
 /// Whose eyes a query runs for.
 #[derive(Clone, Debug, PartialEq, Eq)]
