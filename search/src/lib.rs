@@ -23,12 +23,15 @@ use lattice_protocol::search::{
 use lattice_protocol::SearchIndexId;
 use std::collections::BTreeMap;
 
-pub use postgres_engine::PostgresEngine;
-
+pub mod plan;
 mod postgres_engine;
 pub mod query;
 pub mod schema;
+mod tantivy_engine;
 pub mod text;
+
+pub use postgres_engine::PostgresEngine;
+pub use tantivy_engine::TantivyEngine;
 
 /// Whose eyes a query runs for.
 #[derive(Clone, Debug, PartialEq, Eq)]

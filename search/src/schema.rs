@@ -91,6 +91,10 @@ impl Flattener<'_> {
                     _ => format!("content has an empty key under `{prefix}`"),
                 });
             }
+            // NUL separates a field's name from its value in engine keys.
+            if key.contains('\0') {
+                return Err(format!("content key {key:?} contains a NUL character"));
+            }
             let path = match prefix {
                 "" => key.clone(),
                 _ => format!("{prefix}.{key}"),
