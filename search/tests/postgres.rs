@@ -507,7 +507,7 @@ async fn facets_sorts_and_paging() {
     let db = db!("facets_sorts_and_paging");
     let index = seeded(&db).await;
     let facet = |field: &str, kind: FacetKind| Facet {
-        name: None,
+        name: Some(format!("{field} {kind:?}")),
         field_name: field.to_owned(),
         kind,
     };

@@ -11,8 +11,12 @@
 //! - `search_engine_entries`: one row per entry, keyed by a byte-ordered
 //!   encoding of (subject, entry id) (see [`words::row_key`]): `content`,
 //!   `visible_to` (GIN), `fields` (the flattened content, name to array of
-//!   values, dates as epoch milliseconds; GIN `jsonb_path_ops` for exact
+//!   values, dates as epoch microseconds; GIN `jsonb_path_ops` for exact
 //!   matches) and `words` (a `tsvector` of [`crate::text::words`]; GIN).
+//!
+//! Request rules (what is invalid, limits, markers, grouping, how numbers
+//! and dates are shown) are [`crate::plan`]'s; this module only turns a
+//! plan into SQL, so both engines agree on them.
 //!
 //! It must not decide who may see what: visibility arrives as a
 //! [`Visibility`] and is enforced in SQL (`visible_to && $principals`),
@@ -32,27 +36,26 @@ mod words;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Datelike, Months, SecondsFormat, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use lattice_protocol::search::{
-    Bucket, DateInterval, DeleteTarget, Entry, Facet, FacetKind, FacetResult, FieldType, QueryMode,
-    ResultEntry, ScrollRequest, ScrollResult, SearchQuery, SearchRequest, SearchResult,
-    SubjectResult, MAX_ENTRIES_PER_SUBJECT, MAX_PAGE_SIZE, MAX_RESULT_WINDOW, MAX_SUBJECT_BYTES,
+    Bucket, DeleteTarget, Entry, FacetResult, FieldType, ResultEntry, ScrollRequest, ScrollResult,
+    SearchRequest, SearchResult, SubjectResult, MAX_ENTRIES_PER_SUBJECT,
 };
-use lattice_protocol::sharing::Principal;
 use lattice_protocol::SearchIndexId;
 use serde_json::Value;
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Row, Transaction};
 
-use self::sql::{number_json, stored_json, Arg, Compiler, Sql};
-use crate::query::{self, QueryNode};
+use self::sql::{stored_json, Arg, Sql};
+use crate::plan::{
+    self, check_entry, date_bucket, format_date, group_by_subject, histogram_bound, number_value,
+    Cond, EntryKey, FacetPlan, FacetPlanKind,
+};
 use crate::schema::flatten;
 use crate::{EntryOutcome, Limits, SearchEngine, SearchError, Visibility};
 
 /// Rows per `INSERT ... SELECT FROM UNNEST(...)` statement.
 const INSERT_BATCH: usize = 500;
-/// Most buckets of a terms facet or numeric histogram.
-const MAX_BUCKETS: usize = 1_000;
 /// Taken (per transaction) while creating the tables, so replicas starting
 /// together do not race on `CREATE TABLE IF NOT EXISTS`.
 const SCHEMA_LOCK: i64 = 0x5EA4_C4E6_0001;
@@ -200,39 +203,40 @@ impl PostgresEngine {
             .collect()
     }
 
-    /// `WHERE` conditions every read shares: the index, the visibility,
-    /// the query text and the filters.
-    fn matching(
+    /// `SELECT ... FROM search_engine_entries e WHERE` the index, the
+    /// visibility and `cond`.
+    fn matching(select: &str, index: SearchIndexId, visibility: &Visibility, cond: &Cond) -> Sql {
+        let mut sql = Sql::new("");
+        Self::push_matching(&mut sql, select, index, visibility, cond);
+        sql
+    }
+
+    fn push_matching(
         sql: &mut Sql,
-        compiler: &Compiler<'_>,
+        select: &str,
         index: SearchIndexId,
-        node: &QueryNode,
-        query: &SearchQuery,
         visibility: &Visibility,
-    ) -> Result<(), SearchError> {
-        sql.push(" WHERE e.index_id = ")
+        cond: &Cond,
+    ) {
+        sql.push(select)
+            .push(" FROM search_engine_entries e WHERE e.index_id = ")
             .bind_text(index.to_string())
             .push("::uuid");
-        if let Visibility::Principals(principals) = visibility {
+        if let Some(principals) = plan::visible_principals(visibility) {
             sql.push(" AND e.visible_to && ")
-                .bind(Arg::Texts(principals.clone()))
+                .bind(Arg::Texts(principals.to_vec()))
                 .push("::text[]");
         }
-        if *node != QueryNode::All {
+        if *cond != Cond::All {
             sql.push(" AND ");
-            compiler.node(sql, node)?;
+            sql::cond(sql, cond);
         }
-        for filter in &query.filters {
-            sql.push(" AND ");
-            compiler.filter(sql, filter)?;
-        }
-        Ok(())
     }
 
     async fn fetch_entries(
         tx: &mut Transaction<'static, Postgres>,
         sql: &Sql,
-    ) -> Result<Vec<(String, String, ResultEntry)>, SearchError> {
+    ) -> Result<Vec<(EntryKey, ResultEntry)>, SearchError> {
         let rows = sql
             .query()
             .fetch_all(&mut **tx)
@@ -243,11 +247,11 @@ impl PostgresEngine {
                 let content: String = row.get("content");
                 let content = serde_json::from_str(&content)
                     .map_err(|e| SearchError::Engine(format!("stored content is not JSON: {e}")))?;
+                let entry_id: Option<String> = row.get("entry_id");
                 Ok((
-                    row.get::<String, _>("key"),
-                    row.get::<String, _>("subject"),
+                    EntryKey::new(row.get("subject"), entry_id.as_deref()),
                     ResultEntry {
-                        entry_id: row.get("entry_id"),
+                        entry_id,
                         content,
                         visible_to: Some(row.get("visible_to")),
                     },
@@ -256,38 +260,21 @@ impl PostgresEngine {
             .collect()
     }
 
+    /// One facet over the entries `matched` selects (a `WITH m AS (...` of
+    /// their `fields`, left open for this to close).
     async fn facet(
         tx: &mut Transaction<'static, Postgres>,
-        compiler: &Compiler<'_>,
         matched: &Sql,
-        facet: &Facet,
+        facet: &FacetPlan,
     ) -> Result<FacetResult, SearchError> {
-        let name = facet
-            .name
-            .clone()
-            .unwrap_or_else(|| facet.field_name.clone());
-        let field = facet.field_name.as_str();
-        let ty = compiler.field_type(field)?;
-        let wrong_type = |what: &str| {
-            SearchError::invalid(format!(
-                "a {what} facet cannot count field `{field}` of type {}",
-                field_type_name(ty)
-            ))
-        };
         let mut sql = matched.clone();
-        match &facet.kind {
-            FacetKind::Terms { size } => {
-                let size = size.unwrap_or(10);
-                if size == 0 || size > MAX_BUCKETS {
-                    return Err(SearchError::invalid(format!(
-                        "a terms facet's size is 1 to {MAX_BUCKETS}, not {size}"
-                    )));
-                }
-                let order = match ty {
+        let field = facet.field.as_str();
+        let (buckets, value) = match &facet.kind {
+            FacetPlanKind::Terms { size } => {
+                let order = match facet.field_type {
                     FieldType::String => "(d.x #>> '{}') COLLATE \"C\"",
-                    FieldType::Number => "d.x::float8",
                     FieldType::Boolean => "d.x::boolean",
-                    FieldType::Date => return Err(wrong_type("terms")),
+                    FieldType::Number | FieldType::Date => "d.x::float8",
                 };
                 sql.push(
                     ") SELECT d.x::text AS value, count(*) AS n FROM m, LATERAL \
@@ -297,7 +284,7 @@ impl PostgresEngine {
                 .push(&format!(
                     ") AS v(x)) AS d GROUP BY d.x ORDER BY n DESC, {order} ASC LIMIT "
                 ))
-                .bind(Arg::I64(size as i64));
+                .bind(Arg::I64(*size as i64));
                 let rows = sql
                     .query()
                     .fetch_all(&mut **tx)
@@ -309,7 +296,7 @@ impl PostgresEngine {
                     let value: Value = serde_json::from_str(&value)
                         .map_err(|e| SearchError::Engine(format!("stored value: {e}")))?;
                     let value = match value {
-                        Value::Number(n) => number_json(n.as_f64().unwrap_or(f64::NAN)),
+                        Value::Number(n) => number_value(n.as_f64().unwrap_or(f64::NAN)),
                         other => other,
                     };
                     buckets.push(Bucket {
@@ -318,100 +305,69 @@ impl PostgresEngine {
                         count: row.get::<i64, _>("n") as u64,
                     });
                 }
-                Ok(FacetResult {
-                    name,
-                    buckets: Some(buckets),
-                    value: None,
-                })
+                (Some(buckets), None)
             }
-            FacetKind::NumericHistogram {
-                size,
-                histogram_range,
-            } => {
-                if ty != FieldType::Number {
-                    return Err(wrong_type("numeric_histogram"));
-                }
-                let (low, high, size) = (histogram_range.low, histogram_range.high, *size);
-                if size == 0 || size > MAX_BUCKETS {
-                    return Err(SearchError::invalid(format!(
-                        "a numeric_histogram's size is 1 to {MAX_BUCKETS}, not {size}"
-                    )));
-                }
-                if low.partial_cmp(&high) != Some(std::cmp::Ordering::Less) {
-                    return Err(SearchError::invalid(format!(
-                        "a numeric_histogram's low ({low}) must be below its high ({high})"
-                    )));
-                }
+            FacetPlanKind::NumericHistogram { size, low, high } => {
+                // The same arithmetic as `plan::histogram_bucket`, in float8.
+                let width = (high - low) / *size as f64;
                 sql.push(
                     ") SELECT d.b, count(*) AS n FROM m, LATERAL \
-                     (SELECT DISTINCT width_bucket(v.x::float8, ",
+                     (SELECT DISTINCT least(floor((v.x::float8 - ",
                 )
-                .bind(Arg::F64(low))
-                .push(", ")
-                .bind(Arg::F64(high))
-                .push(", ")
-                .bind(Arg::I64(size as i64))
-                .push("::int) AS b FROM jsonb_array_elements(m.fields -> ")
+                .bind(Arg::F64(*low))
+                .push(") / ")
+                .bind(Arg::F64(width))
+                .push(")::int8, ")
+                .bind(Arg::I64(*size as i64 - 1))
+                .push(") AS b FROM jsonb_array_elements(m.fields -> ")
                 .bind_text(field)
                 .push(") AS v(x) WHERE v.x::float8 >= ")
-                .bind(Arg::F64(low))
+                .bind(Arg::F64(*low))
                 .push(" AND v.x::float8 < ")
-                .bind(Arg::F64(high))
+                .bind(Arg::F64(*high))
                 .push(") AS d GROUP BY d.b");
                 let rows = sql
                     .query()
                     .fetch_all(&mut **tx)
                     .await
                     .map_err(engine_error)?;
-                let mut counts = vec![0u64; size];
+                let mut counts = vec![0u64; *size];
                 for row in rows {
-                    let bucket: i32 = row.get("b");
-                    let n: i64 = row.get("n");
-                    if let Some(slot) = usize::try_from(bucket - 1)
-                        .ok()
-                        .and_then(|i| counts.get_mut(i))
+                    let bucket: i64 = row.get("b");
+                    if let Some(slot) = usize::try_from(bucket).ok().and_then(|i| counts.get_mut(i))
                     {
-                        *slot += n as u64;
+                        *slot += row.get::<i64, _>("n") as u64;
                     }
                 }
-                let width = (high - low) / size as f64;
                 let buckets = counts
                     .into_iter()
                     .enumerate()
                     .map(|(i, count)| Bucket {
-                        value: number_json(low + width * i as f64),
-                        to: Some(number_json(if i + 1 == size {
-                            high
-                        } else {
-                            low + width * (i + 1) as f64
-                        })),
+                        value: number_value(histogram_bound(i, *low, *high, *size)),
+                        to: Some(number_value(histogram_bound(i + 1, *low, *high, *size))),
                         count,
                     })
                     .collect();
-                Ok(FacetResult {
-                    name,
-                    buckets: Some(buckets),
-                    value: None,
-                })
+                (Some(buckets), None)
             }
-            FacetKind::DateHistogram { date_interval } => {
-                if ty != FieldType::Date {
-                    return Err(wrong_type("date_histogram"));
-                }
-                let unit = match date_interval {
-                    DateInterval::Year => "year",
-                    DateInterval::Month => "month",
-                    DateInterval::Day => "day",
-                    DateInterval::Hour => "hour",
-                    DateInterval::Minute => "minute",
+            FacetPlanKind::DateHistogram { interval } => {
+                // Distinct (entry, bucket) pairs are counted in SQL; the
+                // bucket's bounds come from `plan::date_bucket`, so both
+                // engines name buckets alike.
+                let unit = match interval {
+                    lattice_protocol::search::DateInterval::Year => "year",
+                    lattice_protocol::search::DateInterval::Month => "month",
+                    lattice_protocol::search::DateInterval::Day => "day",
+                    lattice_protocol::search::DateInterval::Hour => "hour",
+                    lattice_protocol::search::DateInterval::Minute => "minute",
                 };
                 sql.push(
-                    ") SELECT (extract(epoch FROM d.b) * 1000)::int8 AS b, count(*) AS n \
+                    ") SELECT (extract(epoch FROM d.b) * 1000000)::int8 AS b, count(*) AS n \
                      FROM m, LATERAL (SELECT DISTINCT date_trunc(",
                 )
                 .bind_text(unit)
                 .push(
-                    ", to_timestamp(v.x::float8 / 1000.0) AT TIME ZONE 'UTC') AS b \
+                    ", to_timestamp(v.x::float8 / 1000000.0) AT TIME ZONE 'UTC') AS b \
                      FROM jsonb_array_elements(m.fields -> ",
                 )
                 .bind_text(field)
@@ -424,38 +380,27 @@ impl PostgresEngine {
                 let mut buckets = Vec::with_capacity(rows.len());
                 for row in rows {
                     let start: i64 = row.get("b");
-                    let start = Utc
-                        .timestamp_millis_opt(start)
-                        .single()
-                        .ok_or_else(|| SearchError::Engine(format!("bad bucket {start}")))?;
-                    let end = next_bucket(start, *date_interval);
+                    let Some(start) = DateTime::<Utc>::from_timestamp_micros(start) else {
+                        continue;
+                    };
+                    let (start, end) = date_bucket(start, *interval);
                     buckets.push(Bucket {
-                        value: Value::String(rfc3339(start)),
-                        to: end.map(|end| Value::String(rfc3339(end))),
+                        value: Value::String(format_date(start)),
+                        to: Some(Value::String(format_date(end))),
                         count: row.get::<i64, _>("n") as u64,
                     });
                 }
-                Ok(FacetResult {
-                    name,
-                    buckets: Some(buckets),
-                    value: None,
-                })
+                (Some(buckets), None)
             }
-            FacetKind::Sum | FacetKind::Avg => {
-                if ty != FieldType::Number {
-                    return Err(wrong_type(if facet.kind == FacetKind::Sum {
-                        "sum"
-                    } else {
-                        "avg"
-                    }));
-                }
-                let aggregate = if facet.kind == FacetKind::Sum {
+            FacetPlanKind::Sum | FacetPlanKind::Avg => {
+                let aggregate = if facet.kind == FacetPlanKind::Sum {
                     "coalesce(sum(v.x::float8), 0)"
                 } else {
                     "avg(v.x::float8)"
                 };
                 sql.push(&format!(
-                    ") SELECT {aggregate}::float8 AS value FROM m, jsonb_array_elements(m.fields -> "
+                    ") SELECT {aggregate}::float8 AS value FROM m, \
+                     jsonb_array_elements(m.fields -> "
                 ))
                 .bind_text(field)
                 .push(") AS v(x)");
@@ -465,13 +410,9 @@ impl PostgresEngine {
                     .await
                     .map_err(engine_error)?
                     .get("value");
-                Ok(FacetResult {
-                    name,
-                    buckets: None,
-                    value: Some(value.map_or(Value::Null, number_json)),
-                })
+                (None, Some(value.map_or(Value::Null, number_value)))
             }
-            FacetKind::DistinctCount => {
+            FacetPlanKind::DistinctCount => {
                 sql.push(
                     ") SELECT count(DISTINCT v.x) AS value FROM m, \
                      jsonb_array_elements(m.fields -> ",
@@ -484,66 +425,19 @@ impl PostgresEngine {
                     .await
                     .map_err(engine_error)?
                     .get("value");
-                Ok(FacetResult {
-                    name,
-                    buckets: None,
-                    value: Some(Value::from(value)),
-                })
+                (None, Some(Value::from(value as u64)))
             }
-        }
+        };
+        Ok(FacetResult {
+            name: facet.name.clone(),
+            buckets,
+            value,
+        })
     }
-}
-
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// The start of the bucket after the one starting at `start`.
-fn next_bucket(start: DateTime<Utc>, interval: DateInterval) -> Option<DateTime<Utc>> {
-    match interval {
-        DateInterval::Year => Utc
-            .with_ymd_and_hms(start.year() + 1, 1, 1, 0, 0, 0)
-            .single(),
-        DateInterval::Month => start.checked_add_months(Months::new(1)),
-        DateInterval::Day => start.checked_add_signed(TimeDelta::days(1)),
-        DateInterval::Hour => start.checked_add_signed(TimeDelta::hours(1)),
-        DateInterval::Minute => start.checked_add_signed(TimeDelta::minutes(1)),
-    }
-}
-
-/// The query AST of `q` in its mode (an absent or empty `q` matches all).
-fn parse_query(query: &SearchQuery) -> Result<QueryNode, SearchError> {
-    let text = query.q.as_deref().unwrap_or("");
-    if text.trim().is_empty() {
-        return Ok(QueryNode::All);
-    }
-    match query.mode {
-        QueryMode::Simple => Ok(query::simple(text)),
-        QueryMode::Advanced => query::parse(text).map_err(|err| SearchError::Invalid {
-            message: err.to_string(),
-            position: Some(err.position),
-        }),
-    }
-}
-
-/// Groups consecutive entries of one subject.
-fn group(hits: Vec<(String, String, ResultEntry)>) -> Vec<SubjectResult> {
-    let mut out: Vec<SubjectResult> = Vec::new();
-    for (_, subject, entry) in hits {
-        match out.last_mut() {
-            Some(last) if last.subject == subject => last.entries.push(entry),
-            _ => out.push(SubjectResult {
-                subject,
-                entries: vec![entry],
-            }),
-        }
-    }
-    out
 }
 
 const ENTRY_COLUMNS: &str =
-    "SELECT e.key, e.subject, e.entry_id, e.content::text AS content, e.visible_to \
-     FROM search_engine_entries e";
+    "SELECT e.key, e.subject, e.entry_id, e.content::text AS content, e.visible_to";
 
 fn holds_nul(value: &Value) -> bool {
     match value {
@@ -554,44 +448,9 @@ fn holds_nul(value: &Value) -> bool {
     }
 }
 
-/// Why an entry cannot be written, before its content is looked at.
-fn check_entry(entry: &Entry, limits: &Limits) -> Result<Vec<String>, String> {
-    if entry.subject.is_empty() {
-        return Err("the subject is empty".to_owned());
-    }
-    if entry.subject.len() > MAX_SUBJECT_BYTES {
-        return Err(format!(
-            "the subject is {} bytes, over the limit of {MAX_SUBJECT_BYTES}",
-            entry.subject.len()
-        ));
-    }
-    let principals = entry
-        .visible_to
-        .iter()
-        .map(|p| {
-            p.parse::<Principal>()
-                .map(|p| p.to_string())
-                .map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let content = entry.content.to_string();
-    if content.len() > limits.max_entry_bytes {
-        return Err(format!(
-            "the content is {} bytes, over the limit of {}",
-            content.len(),
-            limits.max_entry_bytes
-        ));
-    }
-    // PostgreSQL text and jsonb cannot hold U+0000.
-    if entry.subject.contains('\0')
-        || entry.id.as_deref().is_some_and(|id| id.contains('\0'))
-        || holds_nul(&entry.content)
-    {
-        return Err(
-            "the entry holds a NUL character (U+0000), which this engine cannot store".to_owned(),
-        );
-    }
-    Ok(principals)
+/// The row key of an entry key (see [`words::row_key`]).
+fn row_key(key: &EntryKey) -> String {
+    words::row_key(&key.subject, key.entry_id.as_deref())
 }
 
 #[async_trait]
@@ -613,11 +472,15 @@ impl SearchEngine for PostgresEngine {
 
     async fn drop_index(&self, index: SearchIndexId) -> Result<(), SearchError> {
         // Fields and entries go with it (ON DELETE CASCADE).
-        sqlx::query("DELETE FROM search_engine_indexes WHERE index_id = $1::uuid")
+        let dropped = sqlx::query("DELETE FROM search_engine_indexes WHERE index_id = $1::uuid")
             .bind(index.to_string())
             .execute(&self.pool)
             .await
-            .map_err(engine_error)?;
+            .map_err(engine_error)?
+            .rows_affected();
+        if dropped == 0 {
+            return Err(SearchError::UnknownIndex(index));
+        }
         Ok(())
     }
 
@@ -686,6 +549,14 @@ impl SearchEngine for PostgresEngine {
         let mut pending_at: HashMap<String, usize> = HashMap::new();
         for entry in entries {
             let principals = match check_entry(&entry, limits) {
+                // PostgreSQL text and jsonb cannot hold U+0000.
+                Ok(_) if holds_nul(&entry.content) => {
+                    outcomes.push(EntryOutcome::Rejected(
+                        "content holds a NUL character (U+0000), which this engine cannot store"
+                            .to_owned(),
+                    ));
+                    continue;
+                }
                 Ok(principals) => principals,
                 Err(reason) => {
                     outcomes.push(EntryOutcome::Rejected(reason));
@@ -816,33 +687,22 @@ impl SearchEngine for PostgresEngine {
     ) -> Result<u64, SearchError> {
         let mut tx = self.pool.begin().await.map_err(engine_error)?;
         Self::index_exists(&mut tx, index, true).await?;
-        let mut sql = Sql::new("DELETE FROM search_engine_entries AS e");
+        let mut sql = Sql::new("DELETE FROM search_engine_entries AS e WHERE e.index_id = ");
+        sql.bind_text(index.to_string()).push("::uuid AND ");
         match target {
             DeleteTarget::Subjects { subjects } => {
-                sql.push(" WHERE e.index_id = ")
-                    .bind_text(index.to_string())
-                    .push("::uuid AND e.subject = ANY(")
+                sql.push("e.subject = ANY(")
                     .bind(Arg::Texts(subjects.clone()))
                     .push("::text[])");
             }
             DeleteTarget::Entry { subject, entry_id } => {
-                sql.push(" WHERE e.index_id = ")
-                    .bind_text(index.to_string())
-                    .push("::uuid AND e.key = ")
+                sql.push("e.key = ")
                     .bind_text(words::row_key(subject, entry_id.as_deref()));
             }
             DeleteTarget::Query { query } => {
                 let fields = Self::load_fields(&mut tx, index).await?;
-                let compiler = Compiler { fields: &fields };
-                let node = parse_query(query)?;
-                Self::matching(
-                    &mut sql,
-                    &compiler,
-                    index,
-                    &node,
-                    query,
-                    &Visibility::Bypass,
-                )?;
+                let cond = plan::plan_query(query, &fields)?;
+                sql::cond(&mut sql, &cond);
             }
         }
         let removed = sql
@@ -862,68 +722,45 @@ impl SearchEngine for PostgresEngine {
         request: &SearchRequest,
         visibility: &Visibility,
     ) -> Result<SearchResult, SearchError> {
-        let limit = request.limit.unwrap_or(10);
-        if limit > MAX_PAGE_SIZE {
-            return Err(SearchError::invalid(format!(
-                "limit {limit} is over the largest page of {MAX_PAGE_SIZE}"
-            )));
-        }
-        if request.offset.saturating_add(limit) > MAX_RESULT_WINDOW {
-            return Err(SearchError::invalid(format!(
-                "offset + limit is over {MAX_RESULT_WINDOW}; page further with the scroll"
-            )));
-        }
-        let node = parse_query(&request.query)?;
         let mut tx = self.read().await?;
         Self::index_exists(&mut tx, index, false).await?;
         let fields = Self::load_fields(&mut tx, index).await?;
-        let compiler = Compiler { fields: &fields };
+        let plan = plan::plan_search(request, &fields)?;
 
-        // Entries the facets count: query, filters, visibility.
-        let mut facet_base =
-            Sql::new("WITH m AS (SELECT e.key, e.fields FROM search_engine_entries e");
-        Self::matching(
-            &mut facet_base,
-            &compiler,
-            index,
-            &node,
-            &request.query,
-            visibility,
-        )?;
-        let mut facet_results = Vec::with_capacity(request.facets.len());
-        for facet in &request.facets {
-            facet_results.push(Self::facet(&mut tx, &compiler, &facet_base, facet).await?);
+        // Facets count the query and filters, not the post-facet filters.
+        let mut facet_results = Vec::with_capacity(plan.facets.len());
+        if !plan.facets.is_empty() {
+            let mut matched = Sql::new("WITH m AS (");
+            Self::push_matching(
+                &mut matched,
+                "SELECT e.fields",
+                index,
+                visibility,
+                &plan.matching,
+            );
+            for facet in &plan.facets {
+                facet_results.push(Self::facet(&mut tx, &matched, facet).await?);
+            }
         }
 
-        // Entries the page and total hold: also the post-facet filters.
-        let hits_from = |select: &str| -> Result<Sql, SearchError> {
-            let mut sql = Sql::new(select);
-            Self::matching(
-                &mut sql,
-                &compiler,
-                index,
-                &node,
-                &request.query,
-                visibility,
-            )?;
-            for filter in &request.post_facet_filters {
-                sql.push(" AND ");
-                compiler.filter(&mut sql, filter)?;
-            }
-            Ok(sql)
-        };
-        let counted = hits_from("SELECT count(*) AS n FROM search_engine_entries e")?;
-        let mut hits = hits_from(ENTRY_COLUMNS)?;
+        let hits = Cond::and(vec![plan.matching.clone(), plan.post_filter.clone()]);
+        let total: i64 = Self::matching("SELECT count(*) AS n", index, visibility, &hits)
+            .query()
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(engine_error)?
+            .get("n");
 
-        hits.push(" ORDER BY ");
-        for sort in &request.sort {
-            compiler.sort(&mut hits, sort)?;
-            hits.push(", ");
+        let mut page = Self::matching(ENTRY_COLUMNS, index, visibility, &hits);
+        page.push(" ORDER BY ");
+        for key in &plan.sort {
+            sql::sort(&mut page, key);
+            page.push(", ");
         }
         let mut lexemes = Vec::new();
         let mut bare = Vec::new();
-        sql::positive_words(&node, &mut lexemes, &mut bare);
-        if request.sort.is_empty() && !lexemes.is_empty() {
+        sql::positive_words(&plan.matching, &mut lexemes, &mut bare);
+        if plan.sort.is_empty() && !lexemes.is_empty() {
             let any = |lexemes: &[String]| {
                 lexemes
                     .iter()
@@ -931,44 +768,37 @@ impl SearchEngine for PostgresEngine {
                     .collect::<Vec<_>>()
                     .join(" | ")
             };
-            hits.push("(ts_rank(e.words, ")
+            page.push("(ts_rank(e.words, ")
                 .bind_text(any(&lexemes))
                 .push("::tsquery)");
-            for boost in &request.boosts {
-                compiler.field_type(&boost.field_name)?;
+            for (field, factor) in &plan.boosts {
                 let qualified: Vec<String> = bare
                     .iter()
-                    .map(|w| words::qualified_lexeme(&boost.field_name, w))
+                    .map(|w| words::qualified_lexeme(field, w))
                     .collect();
-                hits.push(" + ")
-                    .bind(Arg::F64(boost.factor - 1.0))
+                page.push(" + ")
+                    .bind(Arg::F64(factor - 1.0))
                     .push("::float8 * ts_rank(e.words, ")
                     .bind_text(any(&qualified))
                     .push("::tsquery)");
             }
-            hits.push(") DESC, ");
+            page.push(") DESC, ");
         }
-        hits.push("e.key LIMIT ")
-            .bind(Arg::I64(limit as i64))
+        page.push("e.key LIMIT ")
+            .bind(Arg::I64(plan.limit as i64))
             .push(" OFFSET ")
-            .bind(Arg::I64(request.offset as i64));
-
-        let total: i64 = counted
-            .query()
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(engine_error)?
-            .get("n");
-        let page = Self::fetch_entries(&mut tx, &hits).await?;
+            .bind(Arg::I64(plan.offset as i64));
+        let page = Self::fetch_entries(&mut tx, &page).await?;
         tx.commit().await.map_err(engine_error)?;
+
         let total = total as u64;
         let count = page.len() as u64;
         Ok(SearchResult {
             total,
             count,
-            offset: request.offset,
-            has_next_page: (request.offset as u64).saturating_add(count) < total,
-            gmeta: group(page),
+            offset: plan.offset,
+            has_next_page: (plan.offset as u64).saturating_add(count) < total,
+            gmeta: group_by_subject(page.into_iter().map(|(key, entry)| (key.subject, entry))),
             facet_results,
         })
     }
@@ -980,44 +810,22 @@ impl SearchEngine for PostgresEngine {
         request: &ScrollRequest,
         visibility: &Visibility,
     ) -> Result<ScrollResult, SearchError> {
-        let limit = request.limit.unwrap_or(10);
-        if limit == 0 || limit > MAX_PAGE_SIZE {
-            return Err(SearchError::invalid(format!(
-                "a scroll's limit is 1 to {MAX_PAGE_SIZE}, not {limit}"
-            )));
-        }
-        if let Some(marker) = &request.marker {
-            if !words::is_row_key(marker) {
-                return Err(SearchError::invalid(
-                    "the marker is not one this index gave out",
-                ));
-            }
-        }
-        let node = parse_query(&request.query)?;
         let mut tx = self.read().await?;
         Self::index_exists(&mut tx, index, false).await?;
         let fields = Self::load_fields(&mut tx, index).await?;
-        let compiler = Compiler { fields: &fields };
-        let mut sql = Sql::new(ENTRY_COLUMNS);
-        Self::matching(
-            &mut sql,
-            &compiler,
-            index,
-            &node,
-            &request.query,
-            visibility,
-        )?;
-        if let Some(marker) = &request.marker {
-            sql.push(" AND e.key > ").bind_text(marker.clone());
+        let plan = plan::plan_scroll(request, &fields)?;
+        let mut sql = Self::matching(ENTRY_COLUMNS, index, visibility, &plan.matching);
+        if let Some(after) = &plan.after {
+            sql.push(" AND e.key > ").bind_text(row_key(after));
         }
         sql.push(" ORDER BY e.key LIMIT ")
-            .bind(Arg::I64(limit as i64 + 1));
+            .bind(Arg::I64(plan.limit as i64 + 1));
         let mut page = Self::fetch_entries(&mut tx, &sql).await?;
         tx.commit().await.map_err(engine_error)?;
-        let has_next_page = page.len() > limit;
-        page.truncate(limit);
+        let has_next_page = page.len() > plan.limit;
+        page.truncate(plan.limit);
         let marker = if has_next_page {
-            page.last().map(|(key, _, _)| key.clone())
+            page.last().map(|(key, _)| key.marker())
         } else {
             None
         };
@@ -1025,7 +833,7 @@ impl SearchEngine for PostgresEngine {
             count: page.len() as u64,
             has_next_page,
             marker,
-            gmeta: group(page),
+            gmeta: group_by_subject(page.into_iter().map(|(key, entry)| (key.subject, entry))),
         })
     }
 
@@ -1037,22 +845,16 @@ impl SearchEngine for PostgresEngine {
     ) -> Result<Option<SubjectResult>, SearchError> {
         let mut tx = self.read().await?;
         Self::index_exists(&mut tx, index, false).await?;
-        let mut sql = Sql::new(ENTRY_COLUMNS);
-        Self::matching(
-            &mut sql,
-            &Compiler {
-                fields: &BTreeMap::new(),
-            },
-            index,
-            &QueryNode::All,
-            &SearchQuery::default(),
-            visibility,
-        )?;
+        let mut sql = Self::matching(ENTRY_COLUMNS, index, visibility, &Cond::All);
         sql.push(" AND e.subject = ")
             .bind_text(subject)
             .push(" ORDER BY e.key");
         let page = Self::fetch_entries(&mut tx, &sql).await?;
         tx.commit().await.map_err(engine_error)?;
-        Ok(group(page).into_iter().next())
+        Ok(
+            group_by_subject(page.into_iter().map(|(key, entry)| (key.subject, entry)))
+                .into_iter()
+                .next(),
+        )
     }
 }

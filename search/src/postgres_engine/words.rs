@@ -91,15 +91,6 @@ pub(super) fn row_key(subject: &str, entry_id: Option<&str>) -> String {
     key
 }
 
-/// Whether `key` could be a row key (a scroll marker is one).
-pub(super) fn is_row_key(key: &str) -> bool {
-    let Some((subject, rest)) = key.split_once(' ') else {
-        return false;
-    };
-    let is_hex = |s: &str| s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit());
-    is_hex(subject) && (rest.is_empty() || rest.strip_prefix('!').is_some_and(is_hex))
-}
-
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -134,9 +125,6 @@ mod tests {
                 row_key("b", None),
             ]
         );
-        assert!(keys.iter().all(|k| is_row_key(k)));
-        assert!(!is_row_key("zz "));
-        assert!(!is_row_key("61"));
     }
 
     #[test]
