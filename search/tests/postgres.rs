@@ -53,6 +53,14 @@ fn reachable(options: &PgConnectOptions) -> Result<(), String> {
         .ok_or_else(|| format!("nothing listening on {addr}"))
 }
 
+async fn pool_in(options: &PgConnectOptions, schema: &str) -> sqlx::PgPool {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options.clone().options([("search_path", schema)]))
+        .await
+        .expect("pool")
+}
+
 /// An engine in a fresh schema, dropped by [`TestDb::cleanup`].
 struct TestDb {
     engine: PostgresEngine,
@@ -76,17 +84,20 @@ impl TestDb {
             .await
             .expect("create schema");
         conn.close().await.expect("close");
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.clone().options([("search_path", schema.as_str())]))
-            .await
-            .expect("pool");
+        let pool = pool_in(&options, &schema).await;
         let engine = PostgresEngine::open(pool).await.expect("open engine");
         Some(Self {
             engine,
             options,
             schema,
         })
+    }
+
+    /// Another engine on the same schema, as a second service replica has.
+    async fn replica(&self) -> PostgresEngine {
+        PostgresEngine::open(pool_in(&self.options, &self.schema).await)
+            .await
+            .expect("open replica")
     }
 
     async fn cleanup(self) {
@@ -862,6 +873,58 @@ mod own {
         );
         assert_eq!(outcomes[2], EntryOutcome::Applied);
         assert_eq!(db.engine.count(index).await.expect("count"), 1);
+        db.cleanup().await;
+    }
+
+    /// Two replicas adding the same new field with different types at
+    /// once: one type wins, every entry of the other is rejected, and the
+    /// field map and the entries agree.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_ingesting_at_once_agree_on_field_types() {
+        let db = db!("replicas_ingesting_at_once_agree_on_field_types");
+        let other = db.replica().await;
+        for round in 0..5 {
+            let index = SearchIndexId::new();
+            db.engine.create_index(index).await.expect("create");
+            let numbers: Vec<Entry> = (0..200)
+                .map(|i| entry(&format!("n{i}"), None, json!({"x": i}), &["public"]))
+                .collect();
+            let strings: Vec<Entry> = (0..200)
+                .map(|i| {
+                    entry(
+                        &format!("s{i}"),
+                        None,
+                        json!({"x": format!("v{i}")}),
+                        &["public"],
+                    )
+                })
+                .collect();
+            let limits = Limits::default();
+            let (a, b) = tokio::join!(
+                db.engine.ingest(index, numbers, &limits),
+                other.ingest(index, strings, &limits)
+            );
+            let (a, b) = (a.expect("ingest a"), b.expect("ingest b"));
+            let applied = |outcomes: &[EntryOutcome]| {
+                outcomes
+                    .iter()
+                    .filter(|o| **o == EntryOutcome::Applied)
+                    .count()
+            };
+            let (a, b) = (applied(&a), applied(&b));
+            assert!(
+                (a, b) == (200, 0) || (a, b) == (0, 200),
+                "round {round}: {a} numbers and {b} strings applied"
+            );
+            let fields = other.fields(index).await.expect("fields");
+            let expected = if a == 200 {
+                FieldType::Number
+            } else {
+                FieldType::String
+            };
+            assert_eq!(fields.get("x"), Some(&expected));
+            assert_eq!(db.engine.count(index).await.expect("count"), 200);
+        }
         db.cleanup().await;
     }
 }
