@@ -876,6 +876,45 @@ mod own {
         db.cleanup().await;
     }
 
+    /// Text near PostgreSQL's `tsvector` limit: under it is stored, over
+    /// it rejects that entry alone (not the whole ingest).
+    #[tokio::test]
+    async fn text_near_the_tsvector_limit() {
+        let db = db!("text_near_the_tsvector_limit");
+        let index = SearchIndexId::new();
+        db.engine.create_index(index).await.expect("create");
+        let words = |n: usize| {
+            (0..n)
+                .map(|i| format!("w{i}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let outcomes = db
+            .engine
+            .ingest(
+                index,
+                vec![
+                    entry("under", None, json!({ "t": words(40_000) }), &["public"]),
+                    entry("over", None, json!({ "t": words(50_000) }), &["public"]),
+                ],
+                &Limits::default(),
+            )
+            .await
+            .expect("ingest");
+        assert_eq!(outcomes[0], EntryOutcome::Applied);
+        assert!(
+            matches!(outcomes[1], EntryOutcome::Rejected(_)),
+            "{outcomes:?}"
+        );
+        let found = db
+            .engine
+            .search(index, &request("w39999", QueryMode::Simple), &anonymous())
+            .await
+            .expect("search");
+        assert_eq!(found.total, 1);
+        db.cleanup().await;
+    }
+
     /// Two replicas adding the same new field with different types at
     /// once: one type wins, every entry of the other is rejected, and the
     /// field map and the entries agree.
@@ -924,6 +963,120 @@ mod own {
             };
             assert_eq!(fields.get("x"), Some(&expected));
             assert_eq!(db.engine.count(index).await.expect("count"), 200);
+        }
+        db.cleanup().await;
+    }
+
+    /// Not a benchmark (that is `bench/search.sh`): a quick look at ingest
+    /// rate and query latency at a size where plans matter. Run with
+    /// `cargo test -p lattice-search --test postgres -- --ignored --nocapture`
+    /// (`LATTICE_SEARCH_SCALE_N` entries, default 50,000).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "slow; a manual look at throughput"]
+    async fn throughput_at_scale() {
+        use std::time::Instant;
+        let db = db!("throughput_at_scale");
+        let n: usize = std::env::var("LATTICE_SEARCH_SCALE_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50_000);
+        let index = SearchIndexId::new();
+        db.engine.create_index(index).await.expect("create");
+        let instruments = ["XRD", "SEM", "SANS", "AFM", "TEM"];
+        let started = Instant::now();
+        for batch in 0..n.div_ceil(1000) {
+            let entries: Vec<Entry> = (batch * 1000..((batch + 1) * 1000).min(n))
+                .map(|i| {
+                    entry(
+                        &format!("ds/{i}"),
+                        None,
+                        json!({
+                            "title": format!("Dataset {i} of sample {} beam run", i % 977),
+                            "description": format!("Measured with detector {} at {} kelvin under vacuum, sample batch {}", i % 13, i % 300, i % 41),
+                            "instrument": instruments[i % instruments.len()],
+                            "size": (i % 1000) as f64 * 1.5,
+                            "taken": format!("202{}-{:02}-{:02}", i % 5, i % 12 + 1, i % 28 + 1),
+                            "keywords": [format!("k{}", i % 50), format!("k{}", i % 7)],
+                        }),
+                        if i % 3 == 0 { &[ALICE] } else { &["public"] },
+                    )
+                })
+                .collect();
+            db.engine
+                .ingest(index, entries, &Limits::default())
+                .await
+                .expect("ingest");
+        }
+        let took = started.elapsed();
+        println!(
+            "ingest: {n} entries in {took:?} ({:.0}/s)",
+            n as f64 / took.as_secs_f64()
+        );
+        let facets = vec![
+            Facet {
+                name: None,
+                field_name: "instrument".into(),
+                kind: FacetKind::Terms { size: Some(10) },
+            },
+            Facet {
+                name: None,
+                field_name: "taken".into(),
+                kind: FacetKind::DateHistogram {
+                    date_interval: DateInterval::Year,
+                },
+            },
+            Facet {
+                name: None,
+                field_name: "size".into(),
+                kind: FacetKind::Avg,
+            },
+        ];
+        let cases: Vec<(&str, SearchRequest)> = vec![
+            ("free text", request("vacuum detector", QueryMode::Simple)),
+            ("rare word", request("sample 5", QueryMode::Simple)),
+            (
+                "filter",
+                SearchRequest {
+                    query: SearchQuery {
+                        filters: vec![Filter::MatchAny {
+                            field_name: "instrument".into(),
+                            values: vec![json!("SEM")],
+                        }],
+                        ..SearchQuery::default()
+                    },
+                    ..SearchRequest::default()
+                },
+            ),
+            (
+                "faceted",
+                SearchRequest {
+                    facets: facets.clone(),
+                    ..request("beam", QueryMode::Simple)
+                },
+            ),
+            (
+                "sorted",
+                SearchRequest {
+                    sort: vec![SortField {
+                        field_name: "size".into(),
+                        order: SortOrder::Desc,
+                    }],
+                    ..request("kelvin", QueryMode::Simple)
+                },
+            ),
+        ];
+        for (name, request) in &cases {
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let started = Instant::now();
+                db.engine
+                    .search(index, request, &anonymous())
+                    .await
+                    .expect("search");
+                times.push(started.elapsed());
+            }
+            times.sort();
+            println!("{name}: median {:?}", times[2]);
         }
         db.cleanup().await;
     }

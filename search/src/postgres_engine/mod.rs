@@ -26,9 +26,11 @@
 //! Where it differs from the tantivy engine: relevance is PostgreSQL's
 //! `ts_rank` (plus per-field boosts), not BM25, so results ordered by
 //! relevance hold the same entries in a different order; the conformance
-//! suite compares such results as sets. A phrase past word position
-//! 16,383 of an entry, or a word repeated more than 256 times, may not
-//! match (PostgreSQL `tsvector` limits).
+//! suite compares such results as sets. PostgreSQL's `tsvector` limits
+//! show in three places: a phrase past word position 16,383 of an entry,
+//! or past a word's 256th occurrence, may not match; an entry whose words
+//! need more than 1 MiB of `tsvector` is rejected (the tantivy engine takes
+//! it); and U+0000, which PostgreSQL text cannot hold, rejects an entry.
 
 mod sql;
 mod words;
@@ -570,6 +572,13 @@ impl SearchEngine for PostgresEngine {
                     continue;
                 }
             };
+            let text = match words::tsvector(&doc) {
+                Ok(text) => text,
+                Err(reason) => {
+                    outcomes.push(EntryOutcome::Rejected(reason));
+                    continue;
+                }
+            };
             let ids = held.entry(entry.subject.clone()).or_default();
             if !ids.contains(&entry.id) && ids.len() >= MAX_ENTRIES_PER_SUBJECT {
                 outcomes.push(EntryOutcome::Rejected(format!(
@@ -597,7 +606,7 @@ impl SearchEngine for PostgresEngine {
             let key = words::row_key(&entry.subject, entry.id.as_deref());
             let row = NewRow {
                 key: key.clone(),
-                words: words::tsvector(&doc),
+                words: text,
                 fields: Value::Object(stored).to_string(),
                 content: entry.content.to_string(),
                 visible_to: Value::from(principals).to_string(),

@@ -42,8 +42,16 @@ pub(super) fn quote_lexeme(lexeme: &str) -> String {
     out
 }
 
-/// The `tsvector` input text of a document's string fields.
-pub(super) fn tsvector(doc: &FlatDoc) -> String {
+/// PostgreSQL's longest lexeme, in bytes; a longer one (only a field-
+/// qualified lexeme of a very long field name can be) is left out.
+const MAX_LEXEME_BYTES: usize = 2_047;
+/// PostgreSQL's limit on a `tsvector`'s lexemes and positions, in bytes.
+const MAX_TSVECTOR_BYTES: usize = (1 << 20) - 1;
+
+/// The `tsvector` input text of a document's string fields, or why it
+/// would be larger than PostgreSQL allows (an entry with hundreds of
+/// kilobytes of distinct words; the tantivy engine has no such limit).
+pub(super) fn tsvector(doc: &FlatDoc) -> Result<String, String> {
     let mut positions: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     let mut position = 1u32;
     for (field, values) in &doc.fields {
@@ -54,6 +62,9 @@ pub(super) fn tsvector(doc: &FlatDoc) -> String {
             for word in crate::text::words(text) {
                 let at = position.min(MAX_POSITION);
                 for lexeme in [qualified_lexeme(field, &word), lexeme(&word)] {
+                    if lexeme.len() > MAX_LEXEME_BYTES {
+                        continue;
+                    }
                     let list = positions.entry(lexeme).or_default();
                     if list.len() < MAX_POSITIONS_PER_LEXEME && list.last() != Some(&at) {
                         list.push(at);
@@ -65,6 +76,17 @@ pub(super) fn tsvector(doc: &FlatDoc) -> String {
             position = position.saturating_add(1);
         }
     }
+    // As PostgreSQL stores it: each lexeme 2-byte aligned, then a count
+    // and the positions, 2 bytes each.
+    let size: usize = positions
+        .iter()
+        .map(|(lexeme, at)| lexeme.len() + 1 + 2 + 2 * at.len())
+        .sum();
+    if size > MAX_TSVECTOR_BYTES {
+        return Err(format!(
+            "the entry's text needs about {size} bytes of full-text index, more than PostgreSQL's limit of {MAX_TSVECTOR_BYTES}"
+        ));
+    }
     let mut out = String::new();
     for (lexeme, at) in positions {
         if !out.is_empty() {
@@ -75,7 +97,7 @@ pub(super) fn tsvector(doc: &FlatDoc) -> String {
         let at: Vec<String> = at.iter().map(u32::to_string).collect();
         out.push_str(&at.join(","));
     }
-    out
+    Ok(out)
 }
 
 /// The row key: sorts (bytewise, `COLLATE "C"`) by subject, then the
@@ -139,9 +161,23 @@ mod tests {
         );
         doc.fields.insert("n".into(), vec![FieldValue::Number(1.0)]);
         assert_eq!(
-            tsvector(&doc),
+            tsvector(&doc).expect("fits"),
             "'hello':1 'it':2 's':3 't=hello':1 't=it':2 't=s':3 't=world':5 'world':5"
         );
         assert_eq!(quote_lexeme("a'b\\"), "'a''b\\\\'");
+    }
+
+    #[test]
+    fn too_much_text_is_refused_and_overlong_lexemes_left_out() {
+        let mut doc = FlatDoc::default();
+        let text: Vec<String> = (0..120_000).map(|i| format!("w{i}")).collect();
+        doc.fields
+            .insert("t".into(), vec![FieldValue::String(text.join(" "))]);
+        assert!(tsvector(&doc).is_err());
+
+        let mut doc = FlatDoc::default();
+        doc.fields
+            .insert("f".repeat(3000), vec![FieldValue::String("word".into())]);
+        assert_eq!(tsvector(&doc).expect("fits"), "'word':1");
     }
 }
