@@ -969,7 +969,8 @@ mod own {
 
     /// Not a benchmark (that is `bench/search.sh`): a quick look at ingest
     /// rate and query latency at a size where plans matter. Run with
-    /// `cargo test -p lattice-search --test postgres -- --ignored --nocapture`
+    /// `cargo test -p lattice-search --test postgres -- --ignored --nocapture`;
+    /// it reports on stderr
     /// (`LATTICE_SEARCH_SCALE_N` entries, default 50,000).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "slow; a manual look at throughput"]
@@ -1008,7 +1009,7 @@ mod own {
                 .expect("ingest");
         }
         let took = started.elapsed();
-        println!(
+        eprintln!(
             "ingest: {n} entries in {took:?} ({:.0}/s)",
             n as f64 / took.as_secs_f64()
         );
@@ -1076,7 +1077,7 @@ mod own {
                 times.push(started.elapsed());
             }
             times.sort();
-            println!("{name}: median {:?}", times[2]);
+            eprintln!("{name}: median {:?}", times[2]);
         }
         db.cleanup().await;
     }
