@@ -969,9 +969,8 @@ mod own {
 
     /// Not a benchmark (that is `bench/search.sh`): a quick look at ingest
     /// rate and query latency at a size where plans matter. Run with
-    /// `cargo test -p lattice-search --test postgres -- --ignored --nocapture`;
-    /// it reports on stderr
-    /// (`LATTICE_SEARCH_SCALE_N` entries, default 50,000).
+    /// `cargo test -p lattice-search --test postgres -- --ignored --nocapture`
+    /// (`LATTICE_SEARCH_SCALE_N` entries, default 50,000); it reports on stderr.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "slow; a manual look at throughput"]
     async fn throughput_at_scale() {

@@ -53,7 +53,7 @@ use crate::plan::{
     self, check_entry, date_bucket, format_date, group_by_subject, histogram_bound, number_value,
     Cond, EntryKey, FacetPlan, FacetPlanKind,
 };
-use crate::schema::flatten;
+use crate::schema::{flatten, type_name};
 use crate::{EntryOutcome, Limits, SearchEngine, SearchError, Visibility};
 
 /// Rows per `INSERT ... SELECT FROM UNNEST(...)` statement.
@@ -101,15 +101,7 @@ fn engine_error(err: sqlx::Error) -> SearchError {
     SearchError::Engine(err.to_string())
 }
 
-fn field_type_name(ty: FieldType) -> &'static str {
-    match ty {
-        FieldType::String => "string",
-        FieldType::Number => "number",
-        FieldType::Date => "date",
-        FieldType::Boolean => "boolean",
-    }
-}
-
+/// Reads back what [`type_name`] wrote to `search_engine_fields.type`.
 fn field_type_from(name: &str) -> Result<FieldType, SearchError> {
     match name {
         "string" => Ok(FieldType::String),
@@ -439,7 +431,7 @@ impl PostgresEngine {
 }
 
 const ENTRY_COLUMNS: &str =
-    "SELECT e.key, e.subject, e.entry_id, e.content::text AS content, e.visible_to";
+    "SELECT e.subject, e.entry_id, e.content::text AS content, e.visible_to";
 
 fn holds_nul(value: &Value) -> bool {
     match value {
@@ -453,6 +445,108 @@ fn holds_nul(value: &Value) -> bool {
 /// The row key of an entry key (see [`words::row_key`]).
 fn row_key(key: &EntryKey) -> String {
     words::row_key(&key.subject, key.entry_id.as_deref())
+}
+
+/// What an ingest writes: an outcome per entry, the fields it adds, and
+/// the rows to upsert (one per key; a later entry of one key replaces an
+/// earlier one, as one statement may not upsert a key twice).
+struct Prepared {
+    outcomes: Vec<EntryOutcome>,
+    new_fields: Vec<(String, FieldType)>,
+    rows: Vec<NewRow>,
+}
+
+/// Checks and flattens `entries` in order against the index's `fields`
+/// (growing as entries add fields) and the entry ids each subject holds.
+fn prepare(
+    entries: Vec<Entry>,
+    mut fields: BTreeMap<String, FieldType>,
+    mut held: HashMap<String, HashSet<Option<String>>>,
+    limits: &Limits,
+) -> Prepared {
+    let mut outcomes = Vec::with_capacity(entries.len());
+    let mut new_fields: Vec<(String, FieldType)> = Vec::new();
+    let mut pending: Vec<NewRow> = Vec::new();
+    let mut pending_at: HashMap<String, usize> = HashMap::new();
+    for entry in entries {
+        let principals = match check_entry(&entry, limits) {
+            // PostgreSQL text and jsonb cannot hold U+0000.
+            Ok(_) if holds_nul(&entry.content) => {
+                outcomes.push(EntryOutcome::Rejected(
+                    "content holds a NUL character (U+0000), which this engine cannot store"
+                        .to_owned(),
+                ));
+                continue;
+            }
+            Ok(principals) => principals,
+            Err(reason) => {
+                outcomes.push(EntryOutcome::Rejected(reason));
+                continue;
+            }
+        };
+        let (doc, added) = match flatten(&entry.content, &fields, limits) {
+            Ok(flat) => flat,
+            Err(reason) => {
+                outcomes.push(EntryOutcome::Rejected(reason));
+                continue;
+            }
+        };
+        let text = match words::tsvector(&doc) {
+            Ok(text) => text,
+            Err(reason) => {
+                outcomes.push(EntryOutcome::Rejected(reason));
+                continue;
+            }
+        };
+        let ids = held.entry(entry.subject.clone()).or_default();
+        if !ids.contains(&entry.id) && ids.len() >= MAX_ENTRIES_PER_SUBJECT {
+            outcomes.push(EntryOutcome::Rejected(format!(
+                "subject `{}` already holds {MAX_ENTRIES_PER_SUBJECT} entries, the most one subject may hold",
+                entry.subject
+            )));
+            continue;
+        }
+        ids.insert(entry.id.clone());
+        for (name, ty) in added {
+            fields.insert(name.clone(), ty);
+            new_fields.push((name, ty));
+        }
+        let stored: serde_json::Map<String, Value> = doc
+            .fields
+            .iter()
+            .filter(|(_, values)| !values.is_empty())
+            .map(|(name, values)| {
+                (
+                    name.clone(),
+                    Value::Array(values.iter().map(stored_json).collect()),
+                )
+            })
+            .collect();
+        let key = words::row_key(&entry.subject, entry.id.as_deref());
+        let row = NewRow {
+            key: key.clone(),
+            words: text,
+            fields: Value::Object(stored).to_string(),
+            content: entry.content.to_string(),
+            visible_to: Value::from(principals).to_string(),
+            subject: entry.subject,
+            entry_id: entry.id,
+        };
+        // One statement may not upsert a key twice: the later entry wins.
+        match pending_at.get(&key) {
+            Some(&at) => pending[at] = row,
+            None => {
+                pending_at.insert(key, pending.len());
+                pending.push(row);
+            }
+        }
+        outcomes.push(EntryOutcome::Applied);
+    }
+    Prepared {
+        outcomes,
+        new_fields,
+        rows: pending,
+    }
 }
 
 #[async_trait]
@@ -520,7 +614,7 @@ impl SearchEngine for PostgresEngine {
     ) -> Result<Vec<EntryOutcome>, SearchError> {
         let mut tx = self.pool.begin().await.map_err(engine_error)?;
         Self::index_exists(&mut tx, index, true).await?;
-        let mut fields = Self::load_fields(&mut tx, index).await?;
+        let fields = Self::load_fields(&mut tx, index).await?;
 
         // Entry ids each subject already holds, for the per-subject cap.
         let subjects: Vec<String> = entries
@@ -545,89 +639,20 @@ impl SearchEngine for PostgresEngine {
                 .insert(row.get("entry_id"));
         }
 
-        let mut outcomes = Vec::with_capacity(entries.len());
-        let mut new_fields: Vec<(String, FieldType)> = Vec::new();
-        let mut pending: Vec<NewRow> = Vec::new();
-        let mut pending_at: HashMap<String, usize> = HashMap::new();
-        for entry in entries {
-            let principals = match check_entry(&entry, limits) {
-                // PostgreSQL text and jsonb cannot hold U+0000.
-                Ok(_) if holds_nul(&entry.content) => {
-                    outcomes.push(EntryOutcome::Rejected(
-                        "content holds a NUL character (U+0000), which this engine cannot store"
-                            .to_owned(),
-                    ));
-                    continue;
-                }
-                Ok(principals) => principals,
-                Err(reason) => {
-                    outcomes.push(EntryOutcome::Rejected(reason));
-                    continue;
-                }
-            };
-            let (doc, added) = match flatten(&entry.content, &fields, limits) {
-                Ok(flat) => flat,
-                Err(reason) => {
-                    outcomes.push(EntryOutcome::Rejected(reason));
-                    continue;
-                }
-            };
-            let text = match words::tsvector(&doc) {
-                Ok(text) => text,
-                Err(reason) => {
-                    outcomes.push(EntryOutcome::Rejected(reason));
-                    continue;
-                }
-            };
-            let ids = held.entry(entry.subject.clone()).or_default();
-            if !ids.contains(&entry.id) && ids.len() >= MAX_ENTRIES_PER_SUBJECT {
-                outcomes.push(EntryOutcome::Rejected(format!(
-                    "subject `{}` already holds {MAX_ENTRIES_PER_SUBJECT} entries, the most one subject may hold",
-                    entry.subject
-                )));
-                continue;
-            }
-            ids.insert(entry.id.clone());
-            for (name, ty) in added {
-                fields.insert(name.clone(), ty);
-                new_fields.push((name, ty));
-            }
-            let stored: serde_json::Map<String, Value> = doc
-                .fields
-                .iter()
-                .filter(|(_, values)| !values.is_empty())
-                .map(|(name, values)| {
-                    (
-                        name.clone(),
-                        Value::Array(values.iter().map(stored_json).collect()),
-                    )
-                })
-                .collect();
-            let key = words::row_key(&entry.subject, entry.id.as_deref());
-            let row = NewRow {
-                key: key.clone(),
-                words: text,
-                fields: Value::Object(stored).to_string(),
-                content: entry.content.to_string(),
-                visible_to: Value::from(principals).to_string(),
-                subject: entry.subject,
-                entry_id: entry.id,
-            };
-            // One statement may not upsert a key twice: the later entry wins.
-            match pending_at.get(&key) {
-                Some(&at) => pending[at] = row,
-                None => {
-                    pending_at.insert(key, pending.len());
-                    pending.push(row);
-                }
-            }
-            outcomes.push(EntryOutcome::Applied);
-        }
+        // Checking, flattening and tokenizing is CPU work: off the async threads.
+        let limits = limits.clone();
+        let Prepared {
+            outcomes,
+            new_fields,
+            rows: pending,
+        } = tokio::task::spawn_blocking(move || prepare(entries, fields, held, &limits))
+            .await
+            .map_err(|e| SearchError::Engine(format!("preparing entries: {e}")))?;
 
         if !new_fields.is_empty() {
             let (names, types): (Vec<String>, Vec<String>) = new_fields
                 .into_iter()
-                .map(|(name, ty)| (name, field_type_name(ty).to_owned()))
+                .map(|(name, ty)| (name, type_name(ty).to_owned()))
                 .unzip();
             sqlx::query(
                 "INSERT INTO search_engine_fields (index_id, name, type) \
