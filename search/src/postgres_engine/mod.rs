@@ -147,12 +147,10 @@ impl PostgresEngine {
     /// A read-only transaction seeing one snapshot, so the total, the page
     /// and the facets of one answer agree even while a write lands.
     async fn read(&self) -> Result<Transaction<'static, Postgres>, SearchError> {
-        let mut tx = self.pool.begin().await.map_err(engine_error)?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await
-            .map_err(engine_error)?;
-        Ok(tx)
+            .map_err(engine_error)
     }
 
     /// Checks the index exists; with `lock`, locks its row until the
@@ -178,23 +176,33 @@ impl PostgresEngine {
         }
     }
 
+    /// The index's field map; `UnknownIndex` when there is no such index.
+    /// One round trip: the index row joined to its fields.
     async fn load_fields(
         tx: &mut Transaction<'static, Postgres>,
         index: SearchIndexId,
     ) -> Result<BTreeMap<String, FieldType>, SearchError> {
-        let rows =
-            sqlx::query("SELECT name, type FROM search_engine_fields WHERE index_id = $1::uuid")
-                .bind(index.to_string())
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(engine_error)?;
-        rows.iter()
-            .map(|row| {
-                let name: String = row.get(0);
-                let ty: String = row.get(1);
-                Ok((name, field_type_from(&ty)?))
-            })
-            .collect()
+        let rows = sqlx::query(
+            "SELECT f.name, f.type FROM search_engine_indexes i \
+             LEFT JOIN search_engine_fields f ON f.index_id = i.index_id \
+             WHERE i.index_id = $1::uuid",
+        )
+        .bind(index.to_string())
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(engine_error)?;
+        if rows.is_empty() {
+            return Err(SearchError::UnknownIndex(index));
+        }
+        let mut fields = BTreeMap::new();
+        for row in rows {
+            let name: Option<String> = row.get(0);
+            let ty: Option<String> = row.get(1);
+            if let (Some(name), Some(ty)) = (name, ty) {
+                fields.insert(name, field_type_from(&ty)?);
+            }
+        }
+        Ok(fields)
     }
 
     /// `SELECT ... FROM search_engine_entries e WHERE` the index, the
@@ -585,24 +593,24 @@ impl SearchEngine for PostgresEngine {
         index: SearchIndexId,
     ) -> Result<BTreeMap<String, FieldType>, SearchError> {
         let mut tx = self.read().await?;
-        Self::index_exists(&mut tx, index, false).await?;
         let fields = Self::load_fields(&mut tx, index).await?;
         tx.commit().await.map_err(engine_error)?;
         Ok(fields)
     }
 
     async fn count(&self, index: SearchIndexId) -> Result<u64, SearchError> {
-        let mut tx = self.read().await?;
-        Self::index_exists(&mut tx, index, false).await?;
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM search_engine_entries WHERE index_id = $1::uuid",
+        // No row: no such index.
+        let count: Option<i64> = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM search_engine_entries e WHERE e.index_id = i.index_id) \
+             FROM search_engine_indexes i WHERE i.index_id = $1::uuid",
         )
         .bind(index.to_string())
-        .fetch_one(&mut *tx)
+        .fetch_optional(&self.pool)
         .await
         .map_err(engine_error)?;
-        tx.commit().await.map_err(engine_error)?;
-        Ok(count as u64)
+        count
+            .map(|count| count as u64)
+            .ok_or(SearchError::UnknownIndex(index))
     }
 
     #[tracing::instrument(skip_all, fields(index_id = %index, entries = entries.len()))]
@@ -757,7 +765,6 @@ impl SearchEngine for PostgresEngine {
         visibility: &Visibility,
     ) -> Result<SearchResult, SearchError> {
         let mut tx = self.read().await?;
-        Self::index_exists(&mut tx, index, false).await?;
         let fields = Self::load_fields(&mut tx, index).await?;
         let plan = plan::plan_search(request, &fields)?;
 
@@ -845,7 +852,6 @@ impl SearchEngine for PostgresEngine {
         visibility: &Visibility,
     ) -> Result<ScrollResult, SearchError> {
         let mut tx = self.read().await?;
-        Self::index_exists(&mut tx, index, false).await?;
         let fields = Self::load_fields(&mut tx, index).await?;
         let plan = plan::plan_scroll(request, &fields)?;
         let mut sql = Self::matching(ENTRY_COLUMNS, index, visibility, &plan.matching);
