@@ -915,6 +915,63 @@ mod own {
         db.cleanup().await;
     }
 
+    /// Dates keep microseconds: a value a microsecond before a year ends
+    /// is in that year's bucket and equals itself exactly.
+    #[tokio::test]
+    async fn dates_keep_microseconds() {
+        let db = db!("dates_keep_microseconds");
+        let index = SearchIndexId::new();
+        db.engine.create_index(index).await.expect("create");
+        db.engine
+            .ingest(
+                index,
+                vec![
+                    entry(
+                        "a",
+                        None,
+                        json!({"at": "2023-12-31T23:59:59.999999Z"}),
+                        &["public"],
+                    ),
+                    entry(
+                        "b",
+                        None,
+                        json!({"at": "2024-01-01T00:00:00Z"}),
+                        &["public"],
+                    ),
+                ],
+                &Limits::default(),
+            )
+            .await
+            .expect("ingest");
+        let request = SearchRequest {
+            query: SearchQuery {
+                filters: vec![Filter::MatchAny {
+                    field_name: "at".into(),
+                    values: vec![json!("2023-12-31T23:59:59.999999Z")],
+                }],
+                ..SearchQuery::default()
+            },
+            facets: vec![Facet {
+                name: None,
+                field_name: "at".into(),
+                kind: FacetKind::DateHistogram {
+                    date_interval: DateInterval::Year,
+                },
+            }],
+            ..SearchRequest::default()
+        };
+        let result = db
+            .engine
+            .search(index, &request, &anonymous())
+            .await
+            .expect("search");
+        assert_eq!(result.total, 1);
+        let buckets = result.facet_results[0].buckets.clone().expect("buckets");
+        assert_eq!(buckets.len(), 1);
+        assert_eq!(buckets[0].value, json!("2023-01-01T00:00:00Z"));
+        db.cleanup().await;
+    }
+
     /// Two replicas adding the same new field with different types at
     /// once: one type wins, every entry of the other is rejected, and the
     /// field map and the entries agree.

@@ -40,8 +40,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lattice_protocol::search::{
-    Bucket, DeleteTarget, Entry, FacetResult, FieldType, ResultEntry, ScrollRequest, ScrollResult,
-    SearchRequest, SearchResult, SubjectResult, MAX_ENTRIES_PER_SUBJECT,
+    Bucket, DateInterval, DeleteTarget, Entry, FacetResult, FieldType, ResultEntry, ScrollRequest,
+    ScrollResult, SearchRequest, SearchResult, SubjectResult, MAX_ENTRIES_PER_SUBJECT,
 };
 use lattice_protocol::SearchIndexId;
 use serde_json::Value;
@@ -353,15 +353,16 @@ impl PostgresEngine {
                 (Some(buckets), None)
             }
             FacetPlanKind::DateHistogram { interval } => {
-                // Distinct (entry, bucket) pairs are counted in SQL; the
+                // Distinct (entry, bucket) pairs are counted in SQL, in
+                // integer microseconds (no float rounding at a boundary); the
                 // bucket's bounds come from `plan::date_bucket`, so both
                 // engines name buckets alike.
                 let unit = match interval {
-                    lattice_protocol::search::DateInterval::Year => "year",
-                    lattice_protocol::search::DateInterval::Month => "month",
-                    lattice_protocol::search::DateInterval::Day => "day",
-                    lattice_protocol::search::DateInterval::Hour => "hour",
-                    lattice_protocol::search::DateInterval::Minute => "minute",
+                    DateInterval::Year => "year",
+                    DateInterval::Month => "month",
+                    DateInterval::Day => "day",
+                    DateInterval::Hour => "hour",
+                    DateInterval::Minute => "minute",
                 };
                 sql.push(
                     ") SELECT (extract(epoch FROM d.b) * 1000000)::int8 AS b, count(*) AS n \
@@ -369,7 +370,7 @@ impl PostgresEngine {
                 )
                 .bind_text(unit)
                 .push(
-                    ", to_timestamp(v.x::float8 / 1000000.0) AT TIME ZONE 'UTC') AS b \
+                    ", timestamp '1970-01-01' + v.x::numeric::int8 * interval '1 microsecond') AS b \
                      FROM jsonb_array_elements(m.fields -> ",
                 )
                 .bind_text(field)
