@@ -262,180 +262,212 @@ impl PostgresEngine {
             .collect()
     }
 
-    /// One facet over the entries `matched` selects (a `WITH m AS (...` of
-    /// their `fields`, left open for this to close).
-    async fn facet(
+    /// Every facet in one statement over the matching entries, gathered
+    /// once (`WITH m AS MATERIALIZED`): one scan, not one per facet. Each
+    /// facet is a scalar subquery answering `jsonb` (see [`facet_sql`]).
+    async fn facets(
         tx: &mut Transaction<'static, Postgres>,
-        matched: &Sql,
-        facet: &FacetPlan,
-    ) -> Result<FacetResult, SearchError> {
-        let mut sql = matched.clone();
-        let field = facet.field.as_str();
-        let (buckets, value) = match &facet.kind {
-            FacetPlanKind::Terms { size } => {
-                let order = match facet.field_type {
-                    FieldType::String => "(d.x #>> '{}') COLLATE \"C\"",
-                    FieldType::Boolean => "d.x::boolean",
-                    FieldType::Number | FieldType::Date => "d.x::float8",
-                };
-                sql.push(
-                    ") SELECT d.x::text AS value, count(*) AS n FROM m, LATERAL \
-                     (SELECT DISTINCT x FROM jsonb_array_elements(m.fields -> ",
-                )
-                .bind_text(field)
-                .push(&format!(
-                    ") AS v(x)) AS d GROUP BY d.x ORDER BY n DESC, {order} ASC LIMIT "
-                ))
-                .bind(Arg::I64(*size as i64));
-                let rows = sql
-                    .query()
-                    .fetch_all(&mut **tx)
-                    .await
-                    .map_err(engine_error)?;
-                let mut buckets = Vec::with_capacity(rows.len());
-                for row in rows {
-                    let value: String = row.get("value");
-                    let value: Value = serde_json::from_str(&value)
-                        .map_err(|e| SearchError::Engine(format!("stored value: {e}")))?;
-                    let value = match value {
-                        Value::Number(n) => number_value(n.as_f64().unwrap_or(f64::NAN)),
-                        other => other,
-                    };
-                    buckets.push(Bucket {
-                        value,
-                        to: None,
-                        count: row.get::<i64, _>("n") as u64,
-                    });
-                }
-                (Some(buckets), None)
+        index: SearchIndexId,
+        visibility: &Visibility,
+        matching: &Cond,
+        facets: &[FacetPlan],
+    ) -> Result<Vec<FacetResult>, SearchError> {
+        if facets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new("WITH m AS MATERIALIZED (");
+        Self::push_matching(&mut sql, "SELECT e.fields", index, visibility, matching);
+        sql.push(") SELECT ");
+        for (i, facet) in facets.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
             }
-            FacetPlanKind::NumericHistogram { size, low, high } => {
-                // The same arithmetic as `plan::histogram_bucket`, in float8.
-                let width = (high - low) / *size as f64;
-                sql.push(
-                    ") SELECT d.b, count(*) AS n FROM m, LATERAL \
-                     (SELECT DISTINCT least(floor((v.x::float8 - ",
-                )
-                .bind(Arg::F64(*low))
-                .push(") / ")
-                .bind(Arg::F64(width))
-                .push(")::int8, ")
-                .bind(Arg::I64(*size as i64 - 1))
-                .push(") AS b FROM jsonb_array_elements(m.fields -> ")
-                .bind_text(field)
-                .push(") AS v(x) WHERE v.x::float8 >= ")
-                .bind(Arg::F64(*low))
-                .push(" AND v.x::float8 < ")
-                .bind(Arg::F64(*high))
-                .push(") AS d GROUP BY d.b");
-                let rows = sql
-                    .query()
-                    .fetch_all(&mut **tx)
-                    .await
-                    .map_err(engine_error)?;
-                let mut counts = vec![0u64; *size];
-                for row in rows {
-                    let bucket: i64 = row.get("b");
-                    if let Some(slot) = usize::try_from(bucket).ok().and_then(|i| counts.get_mut(i))
-                    {
-                        *slot += row.get::<i64, _>("n") as u64;
-                    }
-                }
-                let buckets = counts
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, count)| Bucket {
-                        value: number_value(histogram_bound(i, *low, *high, *size)),
-                        to: Some(number_value(histogram_bound(i + 1, *low, *high, *size))),
-                        count,
-                    })
-                    .collect();
-                (Some(buckets), None)
-            }
-            FacetPlanKind::DateHistogram { interval } => {
-                // Distinct (entry, bucket) pairs are counted in SQL, in
-                // integer microseconds (no float rounding at a boundary); the
-                // bucket's bounds come from `plan::date_bucket`, so both
-                // engines name buckets alike.
-                let unit = match interval {
-                    DateInterval::Year => "year",
-                    DateInterval::Month => "month",
-                    DateInterval::Day => "day",
-                    DateInterval::Hour => "hour",
-                    DateInterval::Minute => "minute",
+            sql.push("(");
+            facet_sql(&mut sql, facet);
+            sql.push(&format!(")::text AS f{i}"));
+        }
+        let row = sql
+            .query()
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(engine_error)?;
+        facets
+            .iter()
+            .enumerate()
+            .map(|(i, facet)| {
+                let answer: Option<String> = row.get(i);
+                let answer: Value = match answer {
+                    Some(text) => serde_json::from_str(&text)
+                        .map_err(|e| SearchError::Engine(format!("facet answer: {e}")))?,
+                    None => Value::Null,
                 };
-                sql.push(
-                    ") SELECT (extract(epoch FROM d.b) * 1000000)::int8 AS b, count(*) AS n \
-                     FROM m, LATERAL (SELECT DISTINCT date_trunc(",
-                )
-                .bind_text(unit)
-                .push(
-                    ", timestamp '1970-01-01' + v.x::numeric::int8 * interval '1 microsecond') AS b \
-                     FROM jsonb_array_elements(m.fields -> ",
-                )
-                .bind_text(field)
-                .push(") AS v(x)) AS d GROUP BY d.b ORDER BY d.b");
-                let rows = sql
-                    .query()
-                    .fetch_all(&mut **tx)
-                    .await
-                    .map_err(engine_error)?;
-                let mut buckets = Vec::with_capacity(rows.len());
-                for row in rows {
-                    let start: i64 = row.get("b");
-                    let Some(start) = DateTime::<Utc>::from_timestamp_micros(start) else {
-                        continue;
-                    };
+                Ok(facet_result(facet, answer))
+            })
+            .collect()
+    }
+}
+
+/// A scalar subquery over `m` (the matching entries' `fields`) answering
+/// one facet as `jsonb`: terms and histograms `[[value, count], ...]` in
+/// bucket order, statistics a number (or null).
+fn facet_sql(sql: &mut Sql, facet: &FacetPlan) {
+    let field = facet.field.as_str();
+    match &facet.kind {
+        FacetPlanKind::Terms { size } => {
+            let order = match facet.field_type {
+                FieldType::String => "(t.value #>> '{}') COLLATE \"C\"",
+                FieldType::Boolean => "t.value::boolean",
+                FieldType::Number | FieldType::Date => "t.value::float8",
+            };
+            sql.push(&format!(
+                "SELECT coalesce(jsonb_agg(jsonb_build_array(t.value, t.n) \
+                 ORDER BY t.n DESC, {order} ASC), '[]') FROM \
+                 (SELECT d.x AS value, count(*) AS n FROM m, LATERAL \
+                 (SELECT DISTINCT x FROM jsonb_array_elements(m.fields -> "
+            ))
+            .bind_text(field)
+            .push(&format!(
+                ") AS v(x)) AS d GROUP BY d.x ORDER BY n DESC, {} ASC LIMIT ",
+                order.replace("t.value", "d.x")
+            ))
+            .bind(Arg::I64(*size as i64))
+            .push(") AS t");
+        }
+        FacetPlanKind::NumericHistogram { size, low, high } => {
+            // The same arithmetic as `plan::histogram_bucket`, in float8.
+            let width = (high - low) / *size as f64;
+            sql.push(
+                "SELECT coalesce(jsonb_agg(jsonb_build_array(t.b, t.n) ORDER BY t.b), '[]') \
+                 FROM (SELECT d.b, count(*) AS n FROM m, LATERAL \
+                 (SELECT DISTINCT least(floor((v.x::float8 - ",
+            )
+            .bind(Arg::F64(*low))
+            .push(") / ")
+            .bind(Arg::F64(width))
+            .push(")::int8, ")
+            .bind(Arg::I64(*size as i64 - 1))
+            .push(") AS b FROM jsonb_array_elements(m.fields -> ")
+            .bind_text(field)
+            .push(") AS v(x) WHERE v.x::float8 >= ")
+            .bind(Arg::F64(*low))
+            .push(" AND v.x::float8 < ")
+            .bind(Arg::F64(*high))
+            .push(") AS d GROUP BY d.b) AS t");
+        }
+        FacetPlanKind::DateHistogram { interval } => {
+            // Buckets in integer microseconds (no float rounding at a
+            // boundary); their bounds are named by `plan::date_bucket`.
+            let unit = match interval {
+                DateInterval::Year => "year",
+                DateInterval::Month => "month",
+                DateInterval::Day => "day",
+                DateInterval::Hour => "hour",
+                DateInterval::Minute => "minute",
+            };
+            sql.push(
+                "SELECT coalesce(jsonb_agg(jsonb_build_array(t.b, t.n) ORDER BY t.b), '[]') \
+                 FROM (SELECT (extract(epoch FROM d.b) * 1000000)::int8 AS b, count(*) AS n \
+                 FROM m, LATERAL (SELECT DISTINCT date_trunc(",
+            )
+            .bind_text(unit)
+            .push(
+                ", timestamp '1970-01-01' + v.x::numeric::int8 * interval '1 microsecond') AS b \
+                 FROM jsonb_array_elements(m.fields -> ",
+            )
+            .bind_text(field)
+            .push(") AS v(x)) AS d GROUP BY d.b) AS t");
+        }
+        FacetPlanKind::Sum | FacetPlanKind::Avg | FacetPlanKind::DistinctCount => {
+            let aggregate = match facet.kind {
+                FacetPlanKind::Sum => "coalesce(sum(v.x::float8), 0)",
+                FacetPlanKind::Avg => "avg(v.x::float8)",
+                _ => "count(DISTINCT v.x)",
+            };
+            sql.push(&format!(
+                "SELECT to_jsonb({aggregate}) FROM m, jsonb_array_elements(m.fields -> "
+            ))
+            .bind_text(field)
+            .push(") AS v(x)");
+        }
+    }
+}
+
+/// A facet's result from [`facet_sql`]'s answer.
+fn facet_result(facet: &FacetPlan, answer: Value) -> FacetResult {
+    let pairs = || -> Vec<(Value, u64)> {
+        match &answer {
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|pair| {
+                    let value = pair.get(0)?.clone();
+                    let count = pair.get(1)?.as_u64()?;
+                    Some((value, count))
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let number = |value: &Value| value.as_f64().map_or(Value::Null, number_value);
+    let (buckets, value) = match &facet.kind {
+        FacetPlanKind::Terms { .. } => {
+            let buckets = pairs()
+                .into_iter()
+                .map(|(value, count)| Bucket {
+                    value: if value.is_number() {
+                        number(&value)
+                    } else {
+                        value
+                    },
+                    to: None,
+                    count,
+                })
+                .collect();
+            (Some(buckets), None)
+        }
+        FacetPlanKind::NumericHistogram { size, low, high } => {
+            // Every bucket, empty ones too.
+            let mut counts = vec![0u64; *size];
+            for (bucket, count) in pairs() {
+                if let Some(slot) = bucket
+                    .as_u64()
+                    .and_then(|i| counts.get_mut(usize::try_from(i).ok()?))
+                {
+                    *slot += count;
+                }
+            }
+            let buckets = counts
+                .into_iter()
+                .enumerate()
+                .map(|(i, count)| Bucket {
+                    value: number_value(histogram_bound(i, *low, *high, *size)),
+                    to: Some(number_value(histogram_bound(i + 1, *low, *high, *size))),
+                    count,
+                })
+                .collect();
+            (Some(buckets), None)
+        }
+        FacetPlanKind::DateHistogram { interval } => {
+            let buckets = pairs()
+                .into_iter()
+                .filter_map(|(start, count)| {
+                    let start = DateTime::<Utc>::from_timestamp_micros(start.as_i64()?)?;
                     let (start, end) = date_bucket(start, *interval);
-                    buckets.push(Bucket {
+                    Some(Bucket {
                         value: Value::String(format_date(start)),
                         to: Some(Value::String(format_date(end))),
-                        count: row.get::<i64, _>("n") as u64,
-                    });
-                }
-                (Some(buckets), None)
-            }
-            FacetPlanKind::Sum | FacetPlanKind::Avg => {
-                let aggregate = if facet.kind == FacetPlanKind::Sum {
-                    "coalesce(sum(v.x::float8), 0)"
-                } else {
-                    "avg(v.x::float8)"
-                };
-                sql.push(&format!(
-                    ") SELECT {aggregate}::float8 AS value FROM m, \
-                     jsonb_array_elements(m.fields -> "
-                ))
-                .bind_text(field)
-                .push(") AS v(x)");
-                let value: Option<f64> = sql
-                    .query()
-                    .fetch_one(&mut **tx)
-                    .await
-                    .map_err(engine_error)?
-                    .get("value");
-                (None, Some(value.map_or(Value::Null, number_value)))
-            }
-            FacetPlanKind::DistinctCount => {
-                sql.push(
-                    ") SELECT count(DISTINCT v.x) AS value FROM m, \
-                     jsonb_array_elements(m.fields -> ",
-                )
-                .bind_text(field)
-                .push(") AS v(x)");
-                let value: i64 = sql
-                    .query()
-                    .fetch_one(&mut **tx)
-                    .await
-                    .map_err(engine_error)?
-                    .get("value");
-                (None, Some(Value::from(value as u64)))
-            }
-        };
-        Ok(FacetResult {
-            name: facet.name.clone(),
-            buckets,
-            value,
-        })
+                        count,
+                    })
+                })
+                .collect();
+            (Some(buckets), None)
+        }
+        FacetPlanKind::Sum | FacetPlanKind::Avg => (None, Some(number(&answer))),
+        FacetPlanKind::DistinctCount => (None, Some(Value::from(answer.as_u64().unwrap_or(0)))),
+    };
+    FacetResult {
+        name: facet.name.clone(),
+        buckets,
+        value,
     }
 }
 
@@ -770,20 +802,8 @@ impl SearchEngine for PostgresEngine {
         let plan = plan::plan_search(request, &fields)?;
 
         // Facets count the query and filters, not the post-facet filters.
-        let mut facet_results = Vec::with_capacity(plan.facets.len());
-        if !plan.facets.is_empty() {
-            let mut matched = Sql::new("WITH m AS (");
-            Self::push_matching(
-                &mut matched,
-                "SELECT e.fields",
-                index,
-                visibility,
-                &plan.matching,
-            );
-            for facet in &plan.facets {
-                facet_results.push(Self::facet(&mut tx, &matched, facet).await?);
-            }
-        }
+        let facet_results =
+            Self::facets(&mut tx, index, visibility, &plan.matching, &plan.facets).await?;
 
         let hits = Cond::and(vec![plan.matching.clone(), plan.post_filter.clone()]);
         let total: i64 = Self::matching("SELECT count(*) AS n", index, visibility, &hits)
