@@ -61,8 +61,12 @@ impl Sql {
         self.bind(Arg::Text(value.to_string())).push("::jsonb")
     }
 
+    /// The statement with its parameters bound. Not kept prepared: a
+    /// search's selectivity depends on its values (a rare word, a public
+    /// entry), so PostgreSQL should plan each one with them rather than
+    /// settle on a generic plan, and the texts vary too much to cache well.
     pub(super) fn query(&self) -> sqlx::query::Query<'_, Postgres, PgArguments> {
-        let mut query = sqlx::query(&self.text);
+        let mut query = sqlx::query(&self.text).persistent(false);
         for arg in &self.args {
             query = match arg {
                 Arg::Text(v) => query.bind(v.clone()),
