@@ -972,6 +972,52 @@ mod own {
         db.cleanup().await;
     }
 
+    /// A `match_any` with more values than one statement takes parameters.
+    #[tokio::test]
+    async fn long_match_any() {
+        let db = db!("long_match_any");
+        let index = SearchIndexId::new();
+        db.engine.create_index(index).await.expect("create");
+        db.engine
+            .ingest(
+                index,
+                vec![
+                    entry("a", None, json!({"n": 5, "s": "x5"}), &["public"]),
+                    entry("b", None, json!({"n": 70_001, "s": "y"}), &["public"]),
+                ],
+                &Limits::default(),
+            )
+            .await
+            .expect("ingest");
+        let values = |f: &dyn Fn(usize) -> Value| (0..70_000).map(f).collect::<Vec<_>>();
+        for filter in [
+            Filter::MatchAny {
+                field_name: "n".into(),
+                values: values(&|i| json!(i)),
+            },
+            Filter::MatchAny {
+                field_name: "s".into(),
+                values: values(&|i| json!(format!("x{i}"))),
+            },
+        ] {
+            let request = SearchRequest {
+                query: SearchQuery {
+                    filters: vec![filter],
+                    ..SearchQuery::default()
+                },
+                ..SearchRequest::default()
+            };
+            let result = db
+                .engine
+                .search(index, &request, &anonymous())
+                .await
+                .expect("search");
+            assert_eq!(result.total, 1);
+            assert_eq!(result.gmeta[0].subject, "a");
+        }
+        db.cleanup().await;
+    }
+
     /// Two replicas adding the same new field with different types at
     /// once: one type wins, every entry of the other is rejected, and the
     /// field map and the entries agree.

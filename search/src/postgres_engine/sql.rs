@@ -140,6 +140,25 @@ fn contains(sql: &mut Sql, field: &str, values: Vec<Value>) {
     sql.push("e.fields @> ").bind_jsonb(&Value::Object(doc));
 }
 
+/// Most values of a `match_any` checked as one containment each.
+const MAX_CONTAINMENTS: usize = 32;
+
+/// The field and stored values when every part is an equality on one field.
+fn equals_of_one_field(parts: &[Cond]) -> Option<(&str, Vec<Value>)> {
+    let mut field = None;
+    let mut values = Vec::with_capacity(parts.len());
+    for part in parts {
+        let Cond::Equals { field: name, value } = part else {
+            return None;
+        };
+        if *field.get_or_insert(name.as_str()) != name.as_str() {
+            return None;
+        }
+        values.push(stored_json(value));
+    }
+    Some((field?, values))
+}
+
 /// Pushes a boolean SQL expression over the row `e` for a planned condition.
 pub(super) fn cond(sql: &mut Sql, cond: &Cond) {
     match cond {
@@ -199,8 +218,24 @@ pub(super) fn cond(sql: &mut Sql, cond: &Cond) {
                 .bind_text(like_pattern(pattern))
                 .push(" COLLATE \"C\")");
         }
-        Cond::And(parts) => join(sql, parts, " AND ", "TRUE"),
-        Cond::Or(parts) => join(sql, parts, " OR ", "FALSE"),
+        Cond::And(parts) => match equals_of_one_field(parts) {
+            // `match_all`: one containment of every value.
+            Some((field, values)) if values.len() > 1 => contains(sql, field, values),
+            _ => join(sql, parts, " AND ", "TRUE"),
+        },
+        Cond::Or(parts) => match equals_of_one_field(parts) {
+            // A long `match_any`: one array parameter instead of one per
+            // value (PostgreSQL takes at most 65,535), at the cost of the
+            // GIN index, which serves the short form.
+            Some((field, values)) if values.len() > MAX_CONTAINMENTS => {
+                sql.push("EXISTS (SELECT 1 FROM jsonb_array_elements(e.fields -> ")
+                    .bind_text(field)
+                    .push(") AS v(x) WHERE v.x = ANY(")
+                    .bind(Arg::Texts(values.iter().map(Value::to_string).collect()))
+                    .push("::jsonb[]))");
+            }
+            _ => join(sql, parts, " OR ", "FALSE"),
+        },
         Cond::Not(inner) => {
             sql.push("NOT (");
             self::cond(sql, inner);
