@@ -9,8 +9,9 @@
 //!   replicas apply one at a time and the field map cannot race.
 //! - `search_engine_fields`: the field map (name, fixed type) per index.
 //! - `search_engine_entries`: one row per entry, keyed by a byte-ordered
-//!   encoding of (subject, entry id) (see [`words::row_key`]): `content`,
-//!   `visible_to` (GIN), `fields` (the flattened content, name to array of
+//!   encoding of (subject, entry id) (see [`words::row_key`]): `content`
+//!   (the JSON text as given: never queried, so not `jsonb`, and it reads
+//!   back exactly), `visible_to` (GIN), `fields` (the flattened content, name to array of
 //!   values, dates as epoch microseconds; GIN `jsonb_path_ops` for exact
 //!   matches) and `words` (a `tsvector` of [`crate::text::words`]; GIN).
 //!
@@ -76,7 +77,7 @@ const SCHEMA: &[&str] = &[
         key text COLLATE \"C\" NOT NULL,
         subject text COLLATE \"C\" NOT NULL,
         entry_id text COLLATE \"C\",
-        content jsonb NOT NULL,
+        content text NOT NULL,
         visible_to text[] NOT NULL,
         fields jsonb NOT NULL,
         words tsvector NOT NULL,
@@ -472,7 +473,7 @@ fn facet_result(facet: &FacetPlan, answer: Value) -> FacetResult {
 }
 
 const ENTRY_COLUMNS: &str =
-    "SELECT e.subject, e.entry_id, e.content::text AS content, e.visible_to";
+    "SELECT e.subject, e.entry_id, e.content, e.visible_to";
 
 fn holds_nul(value: &Value) -> bool {
     match value {
@@ -716,7 +717,7 @@ impl SearchEngine for PostgresEngine {
             );
             sql.bind_text(index.to_string())
                 .push(
-                    "::uuid, r.key, r.subject, r.entry_id, r.content::jsonb, \
+                    "::uuid, r.key, r.subject, r.entry_id, r.content, \
                      ARRAY(SELECT jsonb_array_elements_text(r.visible_to::jsonb)), \
                      r.fields::jsonb, r.words::tsvector FROM UNNEST(",
                 )
