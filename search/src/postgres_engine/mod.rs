@@ -126,6 +126,34 @@ struct NewRow {
     words: String,
 }
 
+/// Rows as the column arrays one `INSERT ... FROM UNNEST(...)` binds.
+#[derive(Default)]
+struct Columns {
+    keys: Vec<String>,
+    subjects: Vec<String>,
+    entry_ids: Vec<Option<String>>,
+    contents: Vec<String>,
+    visible_to: Vec<String>,
+    fields: Vec<String>,
+    words: Vec<String>,
+}
+
+impl Columns {
+    fn of(rows: impl Iterator<Item = NewRow>) -> Self {
+        let mut columns = Columns::default();
+        for row in rows {
+            columns.keys.push(row.key);
+            columns.subjects.push(row.subject);
+            columns.entry_ids.push(row.entry_id);
+            columns.contents.push(row.content);
+            columns.visible_to.push(row.visible_to);
+            columns.fields.push(row.fields);
+            columns.words.push(row.words);
+        }
+        columns
+    }
+}
+
 impl PostgresEngine {
     /// Opens the engine on `pool`, creating its tables if absent.
     pub async fn open(pool: PgPool) -> Result<Self, SearchError> {
@@ -472,8 +500,7 @@ fn facet_result(facet: &FacetPlan, answer: Value) -> FacetResult {
     }
 }
 
-const ENTRY_COLUMNS: &str =
-    "SELECT e.subject, e.entry_id, e.content, e.visible_to";
+const ENTRY_COLUMNS: &str = "SELECT e.subject, e.entry_id, e.content, e.visible_to";
 
 fn holds_nul(value: &Value) -> bool {
     match value {
@@ -709,7 +736,9 @@ impl SearchEngine for PostgresEngine {
             .map_err(engine_error)?;
         }
 
-        for chunk in pending.chunks(INSERT_BATCH) {
+        let mut pending = pending.into_iter().peekable();
+        while pending.peek().is_some() {
+            let columns = Columns::of(pending.by_ref().take(INSERT_BATCH));
             let mut sql = Sql::new(
                 "INSERT INTO search_engine_entries \
                  (index_id, key, subject, entry_id, content, visible_to, fields, words) \
@@ -721,27 +750,19 @@ impl SearchEngine for PostgresEngine {
                      ARRAY(SELECT jsonb_array_elements_text(r.visible_to::jsonb)), \
                      r.fields::jsonb, r.words::tsvector FROM UNNEST(",
                 )
-                .bind(Arg::Texts(chunk.iter().map(|r| r.key.clone()).collect()))
+                .bind(Arg::Texts(columns.keys))
                 .push("::text[], ")
-                .bind(Arg::Texts(
-                    chunk.iter().map(|r| r.subject.clone()).collect(),
-                ))
+                .bind(Arg::Texts(columns.subjects))
                 .push("::text[], ")
-                .bind(Arg::OptTexts(
-                    chunk.iter().map(|r| r.entry_id.clone()).collect(),
-                ))
+                .bind(Arg::OptTexts(columns.entry_ids))
                 .push("::text[], ")
-                .bind(Arg::Texts(
-                    chunk.iter().map(|r| r.content.clone()).collect(),
-                ))
+                .bind(Arg::Texts(columns.contents))
                 .push("::text[], ")
-                .bind(Arg::Texts(
-                    chunk.iter().map(|r| r.visible_to.clone()).collect(),
-                ))
+                .bind(Arg::Texts(columns.visible_to))
                 .push("::text[], ")
-                .bind(Arg::Texts(chunk.iter().map(|r| r.fields.clone()).collect()))
+                .bind(Arg::Texts(columns.fields))
                 .push("::text[], ")
-                .bind(Arg::Texts(chunk.iter().map(|r| r.words.clone()).collect()))
+                .bind(Arg::Texts(columns.words))
                 .push(
                     "::text[]) AS r(key, subject, entry_id, content, visible_to, fields, words) \
                      ON CONFLICT (index_id, key) DO UPDATE SET subject = EXCLUDED.subject, \

@@ -69,9 +69,9 @@ impl Sql {
         let mut query = sqlx::query(&self.text).persistent(false);
         for arg in &self.args {
             query = match arg {
-                Arg::Text(v) => query.bind(v.clone()),
-                Arg::Texts(v) => query.bind(v.clone()),
-                Arg::OptTexts(v) => query.bind(v.clone()),
+                Arg::Text(v) => query.bind(v.as_str()),
+                Arg::Texts(v) => query.bind(v),
+                Arg::OptTexts(v) => query.bind(v),
                 Arg::F64(v) => query.bind(*v),
                 Arg::I64(v) => query.bind(*v),
             };
