@@ -273,7 +273,11 @@ pub fn check_entry(entry: &Entry, limits: &Limits) -> Result<Vec<String>, String
             return Err("entry id contains a NUL character".to_string());
         }
     }
-    let size = serde_json::to_vec(&entry.content).map_or(usize::MAX, |bytes| bytes.len());
+    let mut size = ByteCount(0);
+    let size = match serde_json::to_writer(&mut size, &entry.content) {
+        Ok(()) => size.0,
+        Err(_) => usize::MAX,
+    };
     if size > limits.max_entry_bytes {
         return Err(format!(
             "content is {size} bytes, more than the limit of {}",
@@ -294,7 +298,24 @@ pub fn check_entry(entry: &Entry, limits: &Limits) -> Result<Vec<String>, String
     Ok(principals)
 }
 
+/// Counts bytes written, to size JSON without building it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Checks a query request and plans it.
+///
+/// `bypass_visibility` is not read here: the service decides whether the
+/// caller may bypass and passes `Visibility::Bypass` if so.
 pub fn plan_search(
     request: &SearchRequest,
     fields: &BTreeMap<String, FieldType>,

@@ -72,6 +72,8 @@ pub(crate) struct HitsCollector {
     descending: Vec<bool>,
     by_relevance: bool,
     window: usize,
+    /// Only entries whose key sorts after this one (a scroll's marker).
+    after: Option<Vec<u8>>,
 }
 
 impl HitsCollector {
@@ -84,6 +86,7 @@ impl HitsCollector {
             descending: sort.iter().map(|key| key.descending).collect(),
             by_relevance: sort.is_empty(),
             window,
+            after: None,
         }
     }
 
@@ -94,7 +97,16 @@ impl HitsCollector {
             descending: Vec::new(),
             by_relevance: false,
             window,
+            after: None,
         }
+    }
+
+    /// Keeps only entries whose encoded key sorts after `key`. Done on key
+    /// ordinals here rather than by a range query, which would walk every
+    /// key term after the marker on each page of a deep scroll.
+    pub(crate) fn after(mut self, key: Option<String>) -> Self {
+        self.after = key.map(String::into_bytes);
+        self
     }
 
     fn cmp(&self, a: &Hit, b: &Hit) -> Ordering {
@@ -127,7 +139,11 @@ pub(crate) struct HitsSegment {
     descending: Vec<bool>,
     by_relevance: bool,
     window: usize,
+    /// Ordinals of keys below this are before the scroll's marker.
+    first_key: u64,
     rows: Vec<Row>,
+    /// Matches already dropped from `rows` by pruning.
+    matched: u64,
 }
 
 impl Collector for HitsCollector {
@@ -141,6 +157,18 @@ impl Collector for HitsCollector {
     ) -> tantivy::Result<HitsSegment> {
         let key = str_column(reader, "key")?
             .ok_or_else(|| TantivyError::InternalError("segment without keys".into()))?;
+        let first_key = match &self.after {
+            None => 0,
+            Some(after) => {
+                let dictionary = key.dictionary();
+                let mut stream = dictionary.range().gt(after).into_stream()?;
+                if stream.advance() {
+                    stream.term_ord()
+                } else {
+                    dictionary.num_terms() as u64
+                }
+            }
+        };
         let exact = str_column(reader, "exact")?;
         let ranges = match &exact {
             Some(column) => self
@@ -158,7 +186,9 @@ impl Collector for HitsCollector {
             descending: self.descending.clone(),
             by_relevance: self.by_relevance,
             window: self.window,
+            first_key,
             rows: Vec::new(),
+            matched: 0,
         })
     }
 
@@ -179,7 +209,24 @@ impl Collector for HitsCollector {
     }
 }
 
+/// Rows a segment gathers before it drops those past the window.
+const PRUNE_AT: usize = 4_096;
+
 impl HitsSegment {
+    /// Drops the rows that can no longer be in the window.
+    fn prune(&mut self) {
+        let before = self.rows.len();
+        let mut rows = std::mem::take(&mut self.rows);
+        if rows.len() > self.window {
+            if self.window > 0 {
+                rows.select_nth_unstable_by(self.window - 1, |a, b| self.cmp_rows(a, b));
+            }
+            rows.truncate(self.window);
+        }
+        self.matched += (before - rows.len()) as u64;
+        self.rows = rows;
+    }
+
     fn cmp_rows(&self, a: &Row, b: &Row) -> Ordering {
         cmp_sort(&a.sort, &b.sort, &self.descending)
             .then_with(|| {
@@ -198,6 +245,9 @@ impl SegmentCollector for HitsSegment {
 
     fn collect(&mut self, doc: DocId, score: Score) {
         let key = self.key.term_ords(doc).next().unwrap_or(u64::MAX);
+        if key < self.first_key {
+            return;
+        }
         let sort = match &self.exact {
             Some(exact) => self
                 .ranges
@@ -222,15 +272,16 @@ impl SegmentCollector for HitsSegment {
             sort,
             key,
         });
+        // Keep memory to a few windows, whatever the number of matches.
+        if self.rows.len() >= PRUNE_AT.max(self.window.saturating_mul(2)) {
+            self.prune();
+        }
     }
 
     fn harvest(mut self) -> (u64, Vec<Hit>) {
-        let total = self.rows.len() as u64;
-        let mut rows = std::mem::take(&mut self.rows);
-        if rows.len() > self.window && self.window > 0 {
-            rows.select_nth_unstable_by(self.window - 1, |a, b| self.cmp_rows(a, b));
-        }
-        rows.truncate(self.window);
+        let total = self.matched + self.rows.len() as u64;
+        self.prune();
+        let rows = std::mem::take(&mut self.rows);
         let bytes_of = |column: &StrColumn, ord: u64| -> Vec<u8> {
             let mut buffer = Vec::new();
             match column.dictionary().ord_to_term(ord, &mut buffer) {

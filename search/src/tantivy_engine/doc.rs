@@ -10,6 +10,9 @@
 //!   ranges, sorting and facets work on terms and term ordinals.
 //! - `text`: the words of string values as `name NUL word`, with positions.
 //! - `all_text`: the same words without the name (unfielded free text).
+//!
+//! Words come from [`WordsTokenizer`], which splits exactly as
+//! `text::words` does (the PostgreSQL engine uses `text::words` itself).
 
 use std::fmt::Write as _;
 
@@ -18,7 +21,7 @@ use lattice_protocol::search::{Entry, FieldType};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, STORED, STRING,
 };
-use tantivy::tokenizer::{PreTokenizedString, Token};
+use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 use tantivy::TantivyDocument;
 
 use crate::plan::EntryKey;
@@ -27,10 +30,6 @@ use crate::schema::{FieldValue, FlatDoc};
 /// String values longer than this are not indexed as exact values (a
 /// tantivy term holds at most 64 KiB); their words are still searchable.
 pub(crate) const MAX_EXACT_BYTES: usize = 8 * 1024;
-
-/// Positions skipped between two string values, so that a phrase never
-/// spans the end of one value and the start of the next.
-const VALUE_GAP: usize = 2;
 
 /// Separates a field's name from the rest of a term.
 pub(crate) const SEP: char = '\0';
@@ -42,9 +41,10 @@ pub(crate) const PREFIX_END: char = '\u{10FFFF}';
 /// The tantivy fields of every index.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Fields {
-    /// [`EntryKey::encode`]: upserts delete by it, scrolls order by it.
+    /// [`EntryKey::encode`]: upserts delete by it, scrolls order by it,
+    /// and a subject's entries are the keys starting with `subject NUL`
+    /// (no separate subject field: its unique terms would cost ingest time).
     pub(crate) key: Field,
-    pub(crate) subject: Field,
     /// The entry as given (canonical `visible_to`), JSON; results read it.
     pub(crate) source: Field,
     pub(crate) visible_to: Field,
@@ -55,21 +55,20 @@ pub(crate) struct Fields {
 
 pub(crate) fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
-    // Words arrive pre-tokenized (`text::words`, shared with the PostgreSQL
-    // engine), so the tokenizer named here is never used to index.
-    let words = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default()
-            .set_tokenizer("raw")
-            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-    );
+    let words = |tokenizer| {
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(tokenizer)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+    };
     let fields = Fields {
         key: builder.add_text_field("key", STRING | FAST),
-        subject: builder.add_text_field("subject", STRING),
         source: builder.add_text_field("source", STORED),
         visible_to: builder.add_text_field("visible_to", STRING),
         exact: builder.add_text_field("exact", STRING | FAST),
-        text: builder.add_text_field("text", words.clone()),
-        all_text: builder.add_text_field("all_text", words),
+        text: builder.add_text_field("text", words(FIELDED_WORDS)),
+        all_text: builder.add_text_field("all_text", words(WORDS)),
     };
     (builder.build(), fields)
 }
@@ -78,7 +77,6 @@ pub(crate) fn schema() -> (Schema, Fields) {
 pub(crate) fn fields_of(schema: &Schema) -> tantivy::Result<Fields> {
     Ok(Fields {
         key: schema.get_field("key")?,
-        subject: schema.get_field("subject")?,
         source: schema.get_field("source")?,
         visible_to: schema.get_field("visible_to")?,
         exact: schema.get_field("exact")?,
@@ -189,12 +187,11 @@ pub(crate) fn build(
         fields.key,
         EntryKey::new(&entry.subject, entry.id.as_deref()).encode(),
     );
-    out.add_text(fields.subject, &entry.subject);
-    let source = Entry {
-        subject: entry.subject.clone(),
-        id: entry.id.clone(),
-        content: entry.content.clone(),
-        visible_to: visible_to.to_vec(),
+    let source = Source {
+        subject: &entry.subject,
+        id: entry.id.as_deref(),
+        content: &entry.content,
+        visible_to,
     };
     out.add_text(
         fields.source,
@@ -203,19 +200,13 @@ pub(crate) fn build(
     for principal in visible_to {
         out.add_text(fields.visible_to, principal);
     }
-    let mut text_tokens = Vec::new();
-    let mut all_tokens = Vec::new();
-    let mut position = 0;
     for (name, values) in &doc.fields {
-        let prefix = field_prefix(name);
         for value in values {
             if let FieldValue::String(s) = value {
-                for word in crate::text::words(s) {
-                    text_tokens.push(token(format!("{prefix}{word}"), position));
-                    all_tokens.push(token(word, position));
-                    position += 1;
-                }
-                position += VALUE_GAP;
+                // Each value is its own text value: tantivy leaves a position
+                // gap between values, so a phrase never spans two.
+                out.add_text(fields.all_text, s);
+                out.add_text(fields.text, format!("{name}{SEP}{s}"));
                 if s.len() > MAX_EXACT_BYTES {
                     continue;
                 }
@@ -223,31 +214,154 @@ pub(crate) fn build(
             out.add_text(fields.exact, exact_term(name, value));
         }
     }
-    out.add_pre_tokenized_text(fields.text, pre_tokenized(text_tokens));
-    out.add_pre_tokenized_text(fields.all_text, pre_tokenized(all_tokens));
     out
 }
 
-fn token(text: String, position: usize) -> Token {
-    Token {
-        offset_from: 0,
-        offset_to: 0,
-        position,
-        text,
-        position_length: 1,
+/// What the `source` field stores: an [`Entry`] (it reads back as one),
+/// serialized without cloning the content.
+#[derive(serde::Serialize)]
+struct Source<'a> {
+    subject: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    content: &'a serde_json::Value,
+    visible_to: &'a [String],
+}
+
+/// The tokenizer of `all_text`.
+pub(crate) const WORDS: &str = "lattice_words";
+/// The tokenizer of `text`: its values are `name NUL value`.
+pub(crate) const FIELDED_WORDS: &str = "lattice_fielded_words";
+
+/// Splits text into the words of `text::words` (maximal runs of
+/// alphanumeric characters, lowercased, none over `MAX_WORD_BYTES`), each
+/// prefixed, when `fielded`, with the `name NUL` its value starts with.
+/// Written out rather than built from tantivy's filters so that it is the
+/// same function by construction, and it reuses one token buffer.
+#[derive(Clone, Default)]
+pub(crate) struct WordsTokenizer {
+    fielded: bool,
+    token: Token,
+}
+
+impl WordsTokenizer {
+    pub(crate) fn new(fielded: bool) -> Self {
+        Self {
+            fielded,
+            token: Token::default(),
+        }
     }
 }
 
-fn pre_tokenized(tokens: Vec<Token>) -> PreTokenizedString {
-    PreTokenizedString {
-        text: String::new(),
-        tokens,
+pub(crate) struct WordStream<'a> {
+    text: &'a str,
+    prefix: &'a str,
+    cursor: usize,
+    next_position: usize,
+    token: &'a mut Token,
+}
+
+impl Tokenizer for WordsTokenizer {
+    type TokenStream<'a> = WordStream<'a>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordStream<'a> {
+        let prefix_len = match self.fielded {
+            true => text.find(SEP).map_or(0, |at| at + SEP.len_utf8()),
+            false => 0,
+        };
+        self.token.text.clear();
+        WordStream {
+            text,
+            prefix: &text[..prefix_len],
+            cursor: prefix_len,
+            next_position: 0,
+            token: &mut self.token,
+        }
+    }
+}
+
+impl TokenStream for WordStream<'_> {
+    fn advance(&mut self) -> bool {
+        loop {
+            let rest = &self.text[self.cursor..];
+            let Some(start) = rest.find(char::is_alphanumeric) else {
+                self.cursor = self.text.len();
+                return false;
+            };
+            let start = self.cursor + start;
+            let end = self.text[start..]
+                .find(|c: char| !c.is_alphanumeric())
+                .map_or(self.text.len(), |len| start + len);
+            self.cursor = end;
+            let word = &self.text[start..end];
+            if word.len() > crate::text::MAX_WORD_BYTES {
+                continue;
+            }
+            let token = &mut *self.token;
+            token.text.clear();
+            token.text.push_str(self.prefix);
+            if word.is_ascii() {
+                token
+                    .text
+                    .extend(word.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+            } else {
+                token.text.push_str(&word.to_lowercase());
+            }
+            token.offset_from = start;
+            token.offset_to = end;
+            token.position = self.next_position;
+            token.position_length = 1;
+            self.next_position += 1;
+            return true;
+        }
+    }
+
+    fn token(&self) -> &Token {
+        self.token
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        self.token
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tokens(fielded: bool, text: &str) -> Vec<(String, usize)> {
+        let mut tokenizer = WordsTokenizer::new(fielded);
+        let mut stream = tokenizer.token_stream(text);
+        let mut out = Vec::new();
+        while stream.advance() {
+            out.push((stream.token().text.clone(), stream.token().position));
+        }
+        out
+    }
+
+    #[test]
+    fn tokenizer_splits_like_text_words() {
+        let long = "y".repeat(crate::text::MAX_WORD_BYTES + 1);
+        for text in [
+            "Run-12 of /data/Sample_A.h5: ÉTÉ ok",
+            "  ",
+            "",
+            "ΣΑΣ and ὈΔΥΣΣΕΎΣ",
+            &format!("a {long} b"),
+            "ＦＵＬＬ width ＴＥＸＴ",
+        ] {
+            let expected: Vec<(String, usize)> = crate::text::words(text)
+                .enumerate()
+                .map(|(i, w)| (w, i))
+                .collect();
+            assert_eq!(tokens(false, text), expected, "{text:?}");
+            let fielded: Vec<(String, usize)> = expected
+                .into_iter()
+                .map(|(w, i)| (format!("a.b\0{w}"), i))
+                .collect();
+            assert_eq!(tokens(true, &format!("a.b\0{text}")), fielded, "{text:?}");
+        }
+    }
 
     #[test]
     fn number_terms_sort_like_numbers() {

@@ -38,7 +38,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDo
 
 use self::collect::{FacetPartial, FacetsCollector, Hit, HitsCollector};
 use self::compile::{engine, Compiler};
-use self::doc::{decode_exact, Fields};
+use self::doc::{decode_exact, Fields, PREFIX_END};
 use crate::plan::{
     check_entry, date_bucket, format_date, group_by_subject, histogram_bound, number_value,
     plan_query, plan_scroll, plan_search, Cond, EntryKey, FacetPlan, FacetPlanKind,
@@ -64,7 +64,7 @@ pub struct TantivyEngine {
     root: PathBuf,
     indexes: RwLock<HashMap<SearchIndexId, Arc<IndexHandle>>>,
     /// Serializes index creation (two creators of one id would race on disk).
-    creating: Mutex<()>,
+    creating: tokio::sync::Mutex<()>,
 }
 
 impl TantivyEngine {
@@ -89,7 +89,7 @@ impl TantivyEngine {
         Ok(Self {
             root: dir,
             indexes: RwLock::new(indexes),
-            creating: Mutex::new(()),
+            creating: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -126,17 +126,16 @@ impl SearchEngine for TantivyEngine {
     }
 
     async fn create_index(&self, index: SearchIndexId) -> Result<(), SearchError> {
+        let _creating = self.creating.lock().await;
         if self.handle(index).is_ok() {
             return Ok(());
         }
         let path = self.root.join(index.to_string());
-        let handle = blocking(move || IndexHandle::create(&path)).await;
-        let _guard = self.creating.lock().map_err(engine)?;
-        let mut indexes = self.indexes.write().map_err(engine)?;
-        if indexes.contains_key(&index) {
-            return Ok(());
-        }
-        indexes.insert(index, Arc::new(handle?));
+        let handle = blocking(move || IndexHandle::create(&path)).await?;
+        self.indexes
+            .write()
+            .map_err(engine)?
+            .insert(index, Arc::new(handle));
         Ok(())
     }
 
@@ -267,11 +266,23 @@ impl IndexHandle {
         fields: BTreeMap<String, FieldType>,
     ) -> Result<Self, SearchError> {
         let tantivy_fields = doc::fields_of(&index.schema())?;
+        // Tokenizers are not stored with the index: register them on every open.
+        index
+            .tokenizers()
+            .register(doc::WORDS, doc::WordsTokenizer::new(false));
+        index
+            .tokenizers()
+            .register(doc::FIELDED_WORDS, doc::WordsTokenizer::new(true));
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        let writer = index.writer(WRITER_MEMORY)?;
+        // One indexing thread fewer than the cores: the thread preparing
+        // documents (flattening, checks) needs one too.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get().saturating_sub(1))
+            .clamp(1, 4);
+        let writer = index.writer_with_num_threads(threads, WRITER_MEMORY)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             reader,
@@ -316,6 +327,7 @@ impl IndexHandle {
         // Entry ids per subject: what the index holds, plus this call's.
         let mut subjects: HashMap<String, BTreeSet<Option<String>>> = HashMap::new();
         let mut outcomes = Vec::with_capacity(entries.len());
+        let started = std::time::Instant::now();
         for entry in entries {
             let prepared = self.prepare(&entry, &fields, limits, &searcher, &mut subjects);
             let (document, added) = match prepared {
@@ -337,7 +349,14 @@ impl IndexHandle {
         if fields.len() != known {
             self.save_fields(&fields)?;
         }
+        let prepared = started.elapsed();
         self.commit(writer)?;
+        tracing::debug!(
+            entries = outcomes.len(),
+            prepare_ms = prepared.as_millis() as u64,
+            commit_ms = (started.elapsed() - prepared).as_millis() as u64,
+            "tantivy ingest committed"
+        );
         *self.fields.write().map_err(engine)? = fields;
         Ok(outcomes)
     }
@@ -373,16 +392,49 @@ impl IndexHandle {
         ))
     }
 
+    /// Matches every entry of a subject: keys from `subject NUL` on.
+    fn subject_query(&self, subject: &str) -> InvertedIndexRangeQuery {
+        let start = EntryKey::new(subject, None).encode();
+        let end = format!("{start}{PREFIX_END}");
+        InvertedIndexRangeQuery::new(
+            Edge::Included(Term::from_field_text(self.tantivy_fields.key, &start)),
+            Edge::Excluded(Term::from_field_text(self.tantivy_fields.key, &end)),
+        )
+    }
+
+    /// Whether any segment's key dictionary has a term of the subject
+    /// (deleted entries included): when none does, the subject is new.
+    fn subject_may_exist(&self, searcher: &Searcher, subject: &str) -> Result<bool, SearchError> {
+        let start = EntryKey::new(subject, None).encode();
+        let end = format!("{start}{PREFIX_END}");
+        for segment in searcher.segment_readers() {
+            let inverted = segment.inverted_index(self.tantivy_fields.key)?;
+            let mut terms = inverted
+                .terms()
+                .range()
+                .ge(start.as_bytes())
+                .lt(end.as_bytes())
+                .into_stream()
+                .map_err(engine)?;
+            if terms.advance() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The entry ids a subject holds in the committed index.
     fn entry_ids(
         &self,
         searcher: &Searcher,
         subject: &str,
     ) -> Result<BTreeSet<Option<String>>, SearchError> {
-        let query = TermQuery::new(
-            Term::from_field_text(self.tantivy_fields.subject, subject),
-            IndexRecordOption::Basic,
-        );
+        // Most ingested subjects are new: a dictionary lookup answers those
+        // without running a query.
+        if !self.subject_may_exist(searcher, subject)? {
+            return Ok(BTreeSet::new());
+        }
+        let query = self.subject_query(subject);
         let (_, hits) = searcher.search(&query, &HitsCollector::by_key(usize::MAX))?;
         Ok(hits
             .iter()
@@ -407,9 +459,9 @@ impl IndexHandle {
             DeleteTarget::Subjects { subjects } => {
                 let unique: BTreeSet<&String> = subjects.iter().collect();
                 for subject in unique {
-                    let term = Term::from_field_text(self.tantivy_fields.subject, subject);
-                    removed += searcher.search(&term_query(term.clone()), &Count)? as u64;
-                    writer.delete_term(term);
+                    let query = self.subject_query(subject);
+                    removed += searcher.search(&query, &Count)? as u64;
+                    writer.delete_query(Box::new(query))?;
                 }
             }
             DeleteTarget::Entry { subject, entry_id } => {
@@ -505,23 +557,12 @@ impl IndexHandle {
         let fields = self.field_map()?;
         let plan = plan_scroll(request, &fields)?;
         let searcher = self.reader.searcher();
-        let mut query = self
+        let query = self
             .compiler(&searcher, &fields, &[])
             .visible(&plan.matching, visibility)?;
-        if let Some(after) = &plan.after {
-            let after = Term::from_field_text(self.tantivy_fields.key, &after.encode());
-            query = Box::new(BooleanQuery::new(vec![
-                (Occur::Must, query),
-                (
-                    Occur::Must,
-                    Box::new(InvertedIndexRangeQuery::new(
-                        Edge::Excluded(after),
-                        Edge::Unbounded,
-                    )),
-                ),
-            ]));
-        }
-        let (_, mut hits) = searcher.search(&*query, &HitsCollector::by_key(plan.limit + 1))?;
+        let collector =
+            HitsCollector::by_key(plan.limit + 1).after(plan.after.as_ref().map(EntryKey::encode));
+        let (_, mut hits) = searcher.search(&*query, &collector)?;
         let has_next_page = hits.len() > plan.limit;
         hits.truncate(plan.limit);
         let marker = match hits.last() {
@@ -548,11 +589,10 @@ impl IndexHandle {
         let searcher = self.reader.searcher();
         let fields = self.field_map()?;
         let compiler = self.compiler(&searcher, &fields, &[]);
-        let term = Term::from_field_text(self.tantivy_fields.subject, subject);
         let query = BooleanQuery::new(vec![
             (
                 Occur::Must,
-                Box::new(TermQuery::new(term, IndexRecordOption::Basic)) as Box<dyn Query>,
+                Box::new(self.subject_query(subject)) as Box<dyn Query>,
             ),
             (Occur::Must, compiler.visible(&Cond::All, visibility)?),
         ]);
