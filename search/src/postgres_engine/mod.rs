@@ -15,6 +15,8 @@
 //!   values, dates as epoch microseconds; GIN `jsonb_path_ops` for exact
 //!   matches) and `words` (a `tsvector` of [`crate::text::words`]; GIN).
 //!
+//! Needs PostgreSQL 12 or later (`WITH ... AS MATERIALIZED`).
+//!
 //! Request rules (what is invalid, limits, markers, grouping, how numbers
 //! and dates are shown) are [`crate::plan`]'s; this module only turns a
 //! plan into SQL, so both engines agree on them.
