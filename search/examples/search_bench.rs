@@ -45,9 +45,14 @@ const VOCABULARY: usize = 500;
 const OPERATORS: usize = 40;
 const GROUPS: usize = 50;
 const IDENTITIES: usize = 200;
-/// Queries per engine and query kind after the warm-up.
-const RUNS: usize = 60;
-const WARMUP: usize = 5;
+/// Queries per engine and query kind after the warm-up (`BENCH_RUNS`).
+fn runs() -> usize {
+    std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60)
+}
+const WARMUP: usize = 3;
 const INGEST_BATCH: usize = 10_000;
 
 /// A word of the description vocabulary: Zipf-like, so some words are
@@ -323,8 +328,8 @@ where
     for _ in 0..WARMUP {
         hits = once().await?;
     }
-    let mut latencies = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
+    let mut latencies = Vec::with_capacity(runs());
+    for _ in 0..runs() {
         let start = Instant::now();
         hits = once().await?;
         latencies.push(start.elapsed());
@@ -847,10 +852,22 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("unknown engine {other} (tantivy, postgres, sqlite-fts5, pg-fts)")
             }
         };
+        // Each engine's figures as soon as it is done, so that a run cut
+        // short by its time cap still reports the engines it finished.
+        eprintln!("{engine}: ingest {:.0} docs/s", result.0);
+        for (kind, m) in &result.1 {
+            eprintln!(
+                "{engine}: {}: {} hits, p50 {:.2} ms, p99 {:.2} ms",
+                kind.describe(),
+                m.hits,
+                percentile(&m.latencies, 0.5).as_secs_f64() * 1e3,
+                percentile(&m.latencies, 0.99).as_secs_f64() * 1e3,
+            );
+        }
         table.push((engine.clone(), result));
     }
 
-    println!("search benchmark: {n} records, {RUNS} runs per query after {WARMUP} warm-up runs, one caller (5 principals)");
+    println!("search benchmark: {n} records, {} runs per query after {WARMUP} warm-up runs, one caller (5 principals)", runs());
     println!();
     println!("| engine | ingest docs/s |");
     println!("|---|---:|");
