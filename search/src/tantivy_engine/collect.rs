@@ -5,10 +5,12 @@
 //! count by ordinals and only the survivors are turned into bytes to merge.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::StrColumn;
+use tantivy::index::SegmentId;
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyError};
 
 use super::doc::{decode_exact, typed_prefix};
@@ -358,12 +360,14 @@ impl FacetPartial {
 /// Every facet of a request over the matching documents.
 pub(crate) struct FacetsCollector {
     facets: Vec<FacetPlan>,
+    cache: Arc<ValueCache>,
 }
 
 impl FacetsCollector {
-    pub(crate) fn new(facets: &[FacetPlan]) -> Self {
+    pub(crate) fn new(facets: &[FacetPlan], cache: Arc<ValueCache>) -> Self {
         Self {
             facets: facets.to_vec(),
+            cache,
         }
     }
 }
@@ -381,10 +385,9 @@ pub(crate) struct FacetsSegment {
     facets: Vec<FacetPlan>,
     ranges: Vec<(u64, u64)>,
     states: Vec<FacetState>,
-    /// Decoded values of ordinals, per facet (ordinals repeat across docs).
-    decoded: Vec<HashMap<u64, Option<FieldValue>>>,
+    /// Decoded values of each facet's range, for the facets that need them.
+    values: Vec<Option<SegmentValues>>,
     ords: Vec<u64>,
-    buffer: Vec<u8>,
 }
 
 impl Collector for FacetsCollector {
@@ -420,14 +423,30 @@ impl Collector for FacetsCollector {
                 },
             })
             .collect();
+        let mut values = Vec::with_capacity(self.facets.len());
+        for (facet, &range) in self.facets.iter().zip(&ranges) {
+            let needs_values = !matches!(
+                facet.kind,
+                FacetPlanKind::Terms { .. } | FacetPlanKind::DistinctCount
+            );
+            values.push(match &exact {
+                Some(column) if needs_values && range.0 < range.1 => {
+                    let prefix = typed_prefix(&facet.field, facet.field_type);
+                    Some(
+                        self.cache
+                            .get_or_decode(reader.segment_id(), &prefix, column, range)?,
+                    )
+                }
+                _ => None,
+            });
+        }
         Ok(FacetsSegment {
             exact,
             facets: self.facets.clone(),
             ranges,
             states,
-            decoded: vec![HashMap::new(); self.facets.len()],
+            values,
             ords: Vec::new(),
-            buffer: Vec::new(),
         })
     }
 
@@ -464,24 +483,60 @@ pub(crate) fn empty_partial(facet: &FacetPlan) -> FacetPartial {
     }
 }
 
-/// The value of an ordinal of a facet's field, decoded once per segment.
-fn decode_ord(
-    exact: &StrColumn,
-    cache: &mut HashMap<u64, Option<FieldValue>>,
-    buffer: &mut Vec<u8>,
-    name_len: usize,
-    ord: u64,
-) -> Option<FieldValue> {
-    if let Some(value) = cache.get(&ord) {
-        return value.clone();
+/// The values of one field's ordinal range in one segment, by ordinal
+/// minus the range's start.
+type SegmentValues = Arc<Vec<Option<FieldValue>>>;
+
+/// Decoded values per segment and field, kept across queries. Looking
+/// values up by ordinal one at a time seeks into the dictionary for each;
+/// segments never change, so one sequential pass per segment and field
+/// serves every later facet over it. Entries of segments merged away are
+/// dropped by [`ValueCache::retain`] after each commit.
+#[derive(Default)]
+pub(crate) struct ValueCache {
+    values: Mutex<HashMap<(SegmentId, String), SegmentValues>>,
+}
+
+impl ValueCache {
+    fn get_or_decode(
+        &self,
+        segment: SegmentId,
+        prefix: &str,
+        exact: &StrColumn,
+        (start, end): (u64, u64),
+    ) -> tantivy::Result<SegmentValues> {
+        let key = (segment, prefix.to_string());
+        if let Some(values) = self.lock().get(&key) {
+            return Ok(values.clone());
+        }
+        // Decoded outside the lock; two queries may both decode, once.
+        let name_len = prefix.len() - 1;
+        let mut stream = exact.dictionary().range().ge(prefix).into_stream()?;
+        let mut values = Vec::with_capacity((end - start) as usize);
+        while stream.advance() && stream.term_ord() < end {
+            let term = stream.key();
+            values.push(if term.len() > name_len {
+                decode_exact(&term[name_len..])
+            } else {
+                None
+            });
+        }
+        let values = Arc::new(values);
+        self.lock().insert(key, values.clone());
+        Ok(values)
     }
-    buffer.clear();
-    let value = match exact.dictionary().ord_to_term(ord, buffer) {
-        Ok(true) if buffer.len() > name_len => decode_exact(&buffer[name_len..]),
-        _ => None,
-    };
-    cache.insert(ord, value.clone());
-    value
+
+    /// Forgets segments that are no longer live.
+    pub(crate) fn retain(&self, live: &HashSet<SegmentId>) {
+        self.lock().retain(|(segment, _), _| live.contains(segment));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(SegmentId, String), SegmentValues>> {
+        // A panic elsewhere cannot leave the map half-updated: use it anyway.
+        self.values
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl SegmentCollector for FacetsSegment {
@@ -493,9 +548,8 @@ impl SegmentCollector for FacetsSegment {
             facets,
             ranges,
             states,
-            decoded,
+            values,
             ords,
-            buffer,
         } = self;
         let Some(exact) = exact.as_ref() else {
             return;
@@ -514,9 +568,13 @@ impl SegmentCollector for FacetsSegment {
             if ords.is_empty() {
                 continue;
             }
-            let name_len = facet.field.len() + 1;
-            let cache = &mut decoded[i];
-            let mut value = |ord: u64| decode_ord(exact, cache, buffer, name_len, ord);
+            let decoded = values[i].as_deref();
+            let value = |ord: u64| {
+                decoded
+                    .and_then(|values| values.get((ord - start) as usize))
+                    .cloned()
+                    .flatten()
+            };
             match (&facet.kind, &mut states[i]) {
                 (
                     FacetPlanKind::Terms { .. } | FacetPlanKind::DistinctCount,

@@ -36,7 +36,7 @@ use tantivy::query::{BooleanQuery, InvertedIndexRangeQuery, Occur, Query, TermQu
 use tantivy::schema::{IndexRecordOption, Value as _};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 
-use self::collect::{FacetPartial, FacetsCollector, Hit, HitsCollector};
+use self::collect::{FacetPartial, FacetsCollector, Hit, HitsCollector, ValueCache};
 use self::compile::{engine, Compiler};
 use self::doc::{decode_exact, Fields, PREFIX_END};
 use crate::plan::{
@@ -237,6 +237,8 @@ struct IndexHandle {
     writer: Mutex<Option<IndexWriter>>,
     fields: RwLock<BTreeMap<String, FieldType>>,
     tantivy_fields: Fields,
+    /// Facet values decoded per segment (see [`ValueCache`]).
+    values: Arc<ValueCache>,
 }
 
 impl IndexHandle {
@@ -289,6 +291,7 @@ impl IndexHandle {
             writer: Mutex::new(Some(writer)),
             fields: RwLock::new(fields),
             tantivy_fields,
+            values: Arc::default(),
         })
     }
 
@@ -309,6 +312,14 @@ impl IndexHandle {
     fn commit(&self, writer: &mut IndexWriter) -> Result<(), SearchError> {
         writer.commit()?;
         self.reader.reload()?;
+        let live = self
+            .reader
+            .searcher()
+            .segment_readers()
+            .iter()
+            .map(|segment| segment.segment_id())
+            .collect();
+        self.values.retain(&live);
         Ok(())
     }
 
@@ -521,7 +532,10 @@ impl IndexHandle {
         let facet_results = if plan.facets.is_empty() {
             Vec::new()
         } else {
-            let partials = searcher.search(&*matching, &FacetsCollector::new(&plan.facets))?;
+            let partials = searcher.search(
+                &*matching,
+                &FacetsCollector::new(&plan.facets, self.values.clone()),
+            )?;
             shape_facets(&plan.facets, partials)
         };
         // Post-facet filters narrow the hits, not the facet counts above.
