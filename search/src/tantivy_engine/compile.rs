@@ -110,10 +110,24 @@ impl Compiler<'_> {
             }
             Cond::Exists { field } => {
                 let prefix = field_prefix(field);
-                Box::new(InvertedIndexRangeQuery::new(
-                    Edge::Included(self.exact(&prefix)),
-                    Edge::Excluded(self.exact(&format!("{prefix}{PREFIX_END}"))),
-                ))
+                let in_field = |tantivy_field| -> Box<dyn Query> {
+                    Box::new(InvertedIndexRangeQuery::new(
+                        Edge::Included(Term::from_field_text(tantivy_field, &prefix)),
+                        Edge::Excluded(Term::from_field_text(
+                            tantivy_field,
+                            &format!("{prefix}{PREFIX_END}"),
+                        )),
+                    ))
+                };
+                let exact = in_field(self.fields.exact);
+                if self.types.get(field) != Some(&FieldType::String) {
+                    return Ok(exact);
+                }
+                // String values too long for an exact term still have words.
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Should, exact),
+                    (Occur::Should, in_field(self.fields.text)),
+                ]))
             }
             Cond::Like { field, pattern } => self.expand(
                 self.fields.exact,
