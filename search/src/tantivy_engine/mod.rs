@@ -323,15 +323,39 @@ impl IndexHandle {
         Ok(())
     }
 
+    /// Runs one write call with the writer. If it fails, whatever it added
+    /// or deleted is rolled back, so that the next call does not commit it.
+    fn write<T>(
+        &self,
+        work: impl FnOnce(&mut IndexWriter) -> Result<T, SearchError>,
+    ) -> Result<T, SearchError> {
+        let mut guard = self.writer.lock().map_err(engine)?;
+        let writer = guard
+            .as_mut()
+            .ok_or_else(|| SearchError::Engine("the index was dropped".into()))?;
+        let result = work(writer);
+        if result.is_err() {
+            if let Err(err) = writer.rollback() {
+                tracing::error!(error = %err, dir = %self.dir.display(), "tantivy rollback failed");
+            }
+        }
+        result
+    }
+
     fn ingest(
         &self,
         entries: Vec<Entry>,
         limits: &Limits,
     ) -> Result<Vec<EntryOutcome>, SearchError> {
-        let mut guard = self.writer.lock().map_err(engine)?;
-        let writer = guard
-            .as_mut()
-            .ok_or_else(|| SearchError::Engine("the index was dropped".into()))?;
+        self.write(|writer| self.ingest_with(writer, entries, limits))
+    }
+
+    fn ingest_with(
+        &self,
+        writer: &mut IndexWriter,
+        entries: Vec<Entry>,
+        limits: &Limits,
+    ) -> Result<Vec<EntryOutcome>, SearchError> {
         let mut fields = self.field_map()?;
         let known = fields.len();
         let searcher = self.reader.searcher();
@@ -459,10 +483,14 @@ impl IndexHandle {
     }
 
     fn delete(&self, target: &DeleteTarget) -> Result<u64, SearchError> {
-        let mut guard = self.writer.lock().map_err(engine)?;
-        let writer = guard
-            .as_mut()
-            .ok_or_else(|| SearchError::Engine("the index was dropped".into()))?;
+        self.write(|writer| self.delete_with(writer, target))
+    }
+
+    fn delete_with(
+        &self,
+        writer: &mut IndexWriter,
+        target: &DeleteTarget,
+    ) -> Result<u64, SearchError> {
         let searcher = self.reader.searcher();
         let term_query = |term: Term| TermQuery::new(term, IndexRecordOption::Basic);
         let mut removed = 0;
