@@ -1,14 +1,16 @@
 //! Ingest throughput of the embedded engine, by hand:
 //!
 //! ```text
-//! cargo run --release -p lattice-search --example ingest -- [DOCS] [BATCH]
+//! cargo run --release -p lattice-search --example ingest -- [DOCS] [BATCH] [RUNS]
 //! ```
 //!
 //! Generates DOCS (default 100,000) dataset records like an instrument
 //! facility's (instrument, sample, dates, numbers, keywords, free-text
 //! description), ingests them BATCH (default 10,000) per call into a
-//! tantivy index in a temporary directory, and prints docs/s, then times a
-//! few queries on the result.
+//! tantivy index in a temporary directory, and prints docs/s and CPU time,
+//! then runs each of a few queries RUNS times (default 50) as a caller who
+//! sees three of the six visibility classes, and prints p50/p99 latency and
+//! CPU time per query.
 
 // A command-line tool: its output is the point.
 #![allow(clippy::print_stdout)]
@@ -146,6 +148,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(10_000);
+    let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(50);
 
     let dir = tempfile::tempdir()?;
     let engine = TantivyEngine::open(dir.path().to_path_buf())?;
@@ -229,18 +232,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("sorted range", sorted),
     ];
     for (name, request) in &queries {
+        // One untimed run: the first query over a segment decodes and
+        // caches what later ones reuse.
+        engine.search(index, request, &visibility).await?;
         let mut times = Vec::new();
         let mut total = 0;
-        for _ in 0..20 {
+        let cpu_before = cpu_seconds();
+        for _ in 0..runs.max(1) {
             let started = Instant::now();
             total = engine.search(index, request, &visibility).await?.total;
             times.push(started.elapsed().as_secs_f64() * 1000.0);
         }
+        let cpu = match (cpu_before, cpu_seconds()) {
+            (Some(before), Some(after)) => (after - before) * 1000.0 / times.len() as f64,
+            _ => f64::NAN,
+        };
         times.sort_by(f64::total_cmp);
+        let percentile = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
         println!(
-            "{name}: {total} hits, p50 {:.1} ms, max {:.1} ms",
-            times[times.len() / 2],
-            times[times.len() - 1]
+            "{name}: {total} hits, p50 {:.1} ms, p99 {:.1} ms, CPU {cpu:.1} ms per query",
+            percentile(50),
+            percentile(99),
         );
     }
     let started = Instant::now();
