@@ -284,30 +284,60 @@ impl SegmentCollector for HitsSegment {
         let total = self.matched + self.rows.len() as u64;
         self.prune();
         let rows = std::mem::take(&mut self.rows);
-        let bytes_of = |column: &StrColumn, ord: u64| -> Vec<u8> {
-            let mut buffer = Vec::new();
-            match column.dictionary().ord_to_term(ord, &mut buffer) {
-                Ok(true) => buffer,
-                _ => Vec::new(),
+        let keys = terms_of(&self.key, rows.iter().map(|row| Some(row.key)));
+        let mut sorts: Vec<Vec<Option<Vec<u8>>>> = rows.iter().map(|_| Vec::new()).collect();
+        for i in 0..self.ranges.len() {
+            let values = match &self.exact {
+                Some(exact) => terms_of(exact, rows.iter().map(|row| row.sort[i])),
+                None => vec![None; rows.len()],
+            };
+            for (sort, value) in sorts.iter_mut().zip(values) {
+                sort.push(value);
             }
-        };
+        }
         let hits = rows
             .into_iter()
-            .map(|row| Hit {
+            .zip(keys)
+            .zip(sorts)
+            .map(|((row, key), sort)| Hit {
                 score: row.score,
-                sort: row
-                    .sort
-                    .iter()
-                    .map(|ord| {
-                        ord.and_then(|ord| self.exact.as_ref().map(|column| bytes_of(column, ord)))
-                    })
-                    .collect(),
-                key: bytes_of(&self.key, row.key),
+                sort,
+                key: key.unwrap_or_default(),
                 address: DocAddress::new(self.segment, row.doc),
             })
             .collect();
         (total, hits)
     }
+}
+
+/// The terms of some ordinals of a column, in the order given. Looked up
+/// in ordinal order, so that the dictionary is read in one pass rather
+/// than searched once per ordinal.
+fn terms_of(column: &StrColumn, ords: impl Iterator<Item = Option<u64>>) -> Vec<Option<Vec<u8>>> {
+    let ords: Vec<Option<u64>> = ords.collect();
+    let mut order: Vec<(u64, usize)> = ords
+        .iter()
+        .enumerate()
+        .filter_map(|(at, ord)| ord.map(|ord| (ord, at)))
+        .collect();
+    order.sort_unstable();
+    let sorted: Vec<u64> = order.iter().map(|&(ord, _)| ord).collect();
+    let mut terms = vec![None; ords.len()];
+    let mut next = order.iter();
+    let found = column.dictionary().sorted_ords_to_term_cb(&sorted, |term| {
+        if let Some(&(_, at)) = next.next() {
+            terms[at] = Some(term.to_vec());
+        }
+    });
+    if !matches!(found, Ok(true)) {
+        // As before: a term that cannot be read is an empty one.
+        for (term, ord) in terms.iter_mut().zip(&ords) {
+            if ord.is_some() && term.is_none() {
+                *term = Some(Vec::new());
+            }
+        }
+    }
+    terms
 }
 
 /// A facet's counts or statistic from some segments, before it is shaped
@@ -374,10 +404,90 @@ impl FacetsCollector {
 
 /// Per-segment state of one facet.
 enum FacetState {
-    Ords(HashMap<u64, u64>),
-    Buckets(Vec<u64>),
-    Dates(HashMap<i64, u64>),
-    Stats { sum: f64, values: u64 },
+    /// Terms and distinct counts: entries per ordinal (minus the range's start).
+    Ords(Vec<u32>),
+    /// Histograms: entries per bucket, and which ordinals fall in which
+    /// bucket (see [`Runs`]).
+    Buckets(Runs),
+    Stats {
+        sum: f64,
+        values: u64,
+    },
+}
+
+/// A histogram's buckets in one segment, found as hits need them. Term
+/// order is value order and a bucket is a value interval, so the ordinals
+/// of one bucket are one run: a hit's bucket is a lookup among the runs
+/// found so far, and only a hit outside all of them computes a bucket
+/// (and finds its run by bisecting the segment's decoded values).
+struct Runs {
+    /// First ordinal (minus the range's start) of each run found: its end
+    /// and its slot in `keys` / `counts` (`None`: no bucket, out of range).
+    runs: BTreeMap<u64, (u64, Option<usize>)>,
+    /// Bucket of each slot: the histogram's index, or a date bucket's start.
+    keys: Vec<i64>,
+    counts: Vec<u64>,
+}
+
+impl Runs {
+    fn new() -> Self {
+        Self {
+            runs: BTreeMap::new(),
+            keys: Vec::new(),
+            counts: Vec::new(),
+        }
+    }
+
+    /// The slot of the bucket of ordinal `at` (minus the range's start).
+    fn slot(
+        &mut self,
+        at: u64,
+        values: &[Option<FieldValue>],
+        kind: &FacetPlanKind,
+    ) -> Option<usize> {
+        if let Some((_, &(end, slot))) = self.runs.range(..=at).next_back() {
+            if at < end {
+                return slot;
+            }
+        }
+        // The rank orders every value (out-of-range numbers below and above
+        // the buckets) and is the same for all values of one bucket.
+        let rank = |value: &Option<FieldValue>| -> Option<(i8, i64)> {
+            match (kind, value) {
+                (
+                    FacetPlanKind::NumericHistogram { size, low, high },
+                    Some(FieldValue::Number(n)),
+                ) => Some(match histogram_bucket(*n, *low, *high, *size) {
+                    Some(bucket) => (0, bucket as i64),
+                    None if *n < *low => (-1, 0),
+                    None => (1, 0),
+                }),
+                (FacetPlanKind::DateHistogram { interval }, Some(FieldValue::Date(d))) => {
+                    Some((0, date_bucket(*d, *interval).0.timestamp_micros()))
+                }
+                _ => None,
+            }
+        };
+        let value = values.get(at as usize)?;
+        // A value that does not decode (never written so) has no bucket.
+        let rank_here = rank(value)?;
+        let first = values.partition_point(|v| rank(v).is_some_and(|r| r < rank_here)) as u64;
+        let end = values.partition_point(|v| rank(v).is_some_and(|r| r <= rank_here)) as u64;
+        let slot = match rank_here {
+            (0, key) => {
+                self.keys.push(key);
+                self.counts.push(0);
+                Some(self.keys.len() - 1)
+            }
+            _ => None,
+        };
+        // Bisection assumed the ranks sorted; make sure `at` is in the run
+        // found before caching it.
+        if (first..end).contains(&at) {
+            self.runs.insert(first, (end, slot));
+        }
+        slot
+    }
 }
 
 pub(crate) struct FacetsSegment {
@@ -387,7 +497,9 @@ pub(crate) struct FacetsSegment {
     states: Vec<FacetState>,
     /// Decoded values of each facet's range, for the facets that need them.
     values: Vec<Option<SegmentValues>>,
+    /// The current document's `exact` ordinals, sorted.
     ords: Vec<u64>,
+    slots: Vec<usize>,
 }
 
 impl Collector for FacetsCollector {
@@ -400,7 +512,7 @@ impl Collector for FacetsCollector {
         reader: &SegmentReader,
     ) -> tantivy::Result<FacetsSegment> {
         let exact = str_column(reader, "exact")?;
-        let ranges = match &exact {
+        let ranges: Vec<(u64, u64)> = match &exact {
             Some(column) => self
                 .facets
                 .iter()
@@ -408,21 +520,22 @@ impl Collector for FacetsCollector {
                 .collect::<tantivy::Result<_>>()?,
             None => vec![(0, 0); self.facets.len()],
         };
-        let states = self
-            .facets
-            .iter()
-            .map(|facet| match facet.kind {
-                FacetPlanKind::Terms { .. } | FacetPlanKind::DistinctCount => {
-                    FacetState::Ords(HashMap::new())
-                }
-                FacetPlanKind::NumericHistogram { size, .. } => FacetState::Buckets(vec![0; size]),
-                FacetPlanKind::DateHistogram { .. } => FacetState::Dates(HashMap::new()),
-                FacetPlanKind::Sum | FacetPlanKind::Avg => FacetState::Stats {
-                    sum: 0.0,
-                    values: 0,
-                },
-            })
-            .collect();
+        let states =
+            self.facets
+                .iter()
+                .zip(&ranges)
+                .map(|(facet, &(start, end))| match facet.kind {
+                    FacetPlanKind::Terms { .. } | FacetPlanKind::DistinctCount => {
+                        FacetState::Ords(vec![0; (end - start) as usize])
+                    }
+                    FacetPlanKind::NumericHistogram { .. }
+                    | FacetPlanKind::DateHistogram { .. } => FacetState::Buckets(Runs::new()),
+                    FacetPlanKind::Sum | FacetPlanKind::Avg => FacetState::Stats {
+                        sum: 0.0,
+                        values: 0,
+                    },
+                })
+                .collect();
         let mut values = Vec::with_capacity(self.facets.len());
         for (facet, &range) in self.facets.iter().zip(&ranges) {
             let needs_values = !matches!(
@@ -447,6 +560,7 @@ impl Collector for FacetsCollector {
             states,
             values,
             ords: Vec::new(),
+            slots: Vec::new(),
         })
     }
 
@@ -550,113 +664,112 @@ impl SegmentCollector for FacetsSegment {
             states,
             values,
             ords,
+            slots,
         } = self;
         let Some(exact) = exact.as_ref() else {
             return;
         };
+        // One read of the document's values serves every facet: each
+        // facet's values are the slice of its ordinal range.
+        ords.clear();
+        ords.extend(exact.term_ords(doc));
+        ords.sort_unstable();
         for (i, facet) in facets.iter().enumerate() {
             let (start, end) = ranges[i];
-            if start == end {
+            let from = ords.partition_point(|&ord| ord < start);
+            let to = from + ords[from..].partition_point(|&ord| ord < end);
+            if from == to {
                 continue;
             }
-            ords.clear();
-            ords.extend(
-                exact
-                    .term_ords(doc)
-                    .filter(|ord| (start..end).contains(ord)),
-            );
-            if ords.is_empty() {
-                continue;
-            }
-            let decoded = values[i].as_deref();
-            let value = |ord: u64| {
-                decoded
-                    .and_then(|values| values.get((ord - start) as usize))
-                    .cloned()
-                    .flatten()
-            };
-            match (&facet.kind, &mut states[i]) {
-                (
-                    FacetPlanKind::Terms { .. } | FacetPlanKind::DistinctCount,
-                    FacetState::Ords(counts),
-                ) => {
+            let mine = &ords[from..to];
+            match &mut states[i] {
+                FacetState::Ords(counts) => {
                     // An entry counts once per value, however often it holds it.
-                    ords.sort_unstable();
-                    ords.dedup();
-                    for ord in ords.iter() {
-                        *counts.entry(*ord).or_default() += 1;
-                    }
-                }
-                (
-                    FacetPlanKind::NumericHistogram { size, low, high },
-                    FacetState::Buckets(counts),
-                ) => {
-                    let mut buckets: Vec<usize> = ords
-                        .iter()
-                        .filter_map(|&ord| match value(ord) {
-                            Some(FieldValue::Number(n)) => histogram_bucket(n, *low, *high, *size),
-                            _ => None,
-                        })
-                        .collect();
-                    buckets.sort_unstable();
-                    buckets.dedup();
-                    for bucket in buckets {
-                        counts[bucket] += 1;
-                    }
-                }
-                (FacetPlanKind::DateHistogram { interval }, FacetState::Dates(counts)) => {
-                    let mut starts: Vec<i64> = ords
-                        .iter()
-                        .filter_map(|&ord| match value(ord) {
-                            Some(FieldValue::Date(d)) => {
-                                Some(date_bucket(d, *interval).0.timestamp_micros())
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    starts.sort_unstable();
-                    starts.dedup();
-                    for start in starts {
-                        *counts.entry(start).or_default() += 1;
-                    }
-                }
-                (FacetPlanKind::Sum | FacetPlanKind::Avg, FacetState::Stats { sum, values }) => {
-                    for &ord in ords.iter() {
-                        if let Some(FieldValue::Number(n)) = value(ord) {
-                            *sum += n;
-                            *values += 1;
+                    let mut previous = None;
+                    for &ord in mine {
+                        if previous != Some(ord) {
+                            counts[(ord - start) as usize] += 1;
+                            previous = Some(ord);
                         }
                     }
                 }
-                _ => {}
+                FacetState::Buckets(runs) => {
+                    let Some(decoded) = values[i].as_deref() else {
+                        continue;
+                    };
+                    slots.clear();
+                    slots.extend(
+                        mine.iter()
+                            .filter_map(|&ord| runs.slot(ord - start, decoded, &facet.kind)),
+                    );
+                    slots.sort_unstable();
+                    slots.dedup();
+                    for &slot in slots.iter() {
+                        runs.counts[slot] += 1;
+                    }
+                }
+                // Sum and avg take every value, repeated ones too.
+                FacetState::Stats { sum, values: count } => {
+                    let Some(decoded) = values[i].as_deref() else {
+                        continue;
+                    };
+                    for &ord in mine {
+                        if let Some(Some(FieldValue::Number(n))) =
+                            decoded.get((ord - start) as usize)
+                        {
+                            *sum += n;
+                            *count += 1;
+                        }
+                    }
+                }
             }
         }
     }
 
     fn harvest(self) -> Vec<FacetPartial> {
-        let mut buffer = Vec::new();
         self.states
             .into_iter()
             .zip(&self.facets)
-            .map(|(state, facet)| match state {
-                FacetState::Ords(counts) => {
+            .zip(&self.ranges)
+            .map(|((state, facet), &(start, _))| match (state, &facet.kind) {
+                (FacetState::Ords(counts), _) => {
                     let name_len = facet.field.len() + 1;
                     let mut values = BTreeMap::new();
+                    let held: Vec<u64> = counts
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &count)| count > 0)
+                        .map(|(at, _)| start + at as u64)
+                        .collect();
                     if let Some(exact) = &self.exact {
-                        for (ord, count) in counts {
-                            buffer.clear();
-                            if let Ok(true) = exact.dictionary().ord_to_term(ord, &mut buffer) {
-                                if buffer.len() > name_len {
-                                    values.insert(buffer[name_len..].to_vec(), count);
-                                }
+                        // Ordinals in order: one pass over the dictionary.
+                        let mut counts_of = held.iter().map(|&ord| counts[(ord - start) as usize]);
+                        let _ = exact.dictionary().sorted_ords_to_term_cb(&held, |term| {
+                            let count = counts_of.next().unwrap_or(0);
+                            if term.len() > name_len {
+                                values.insert(term[name_len..].to_vec(), u64::from(count));
                             }
-                        }
+                        });
                     }
                     FacetPartial::Values(values)
                 }
-                FacetState::Buckets(counts) => FacetPartial::Buckets(counts),
-                FacetState::Dates(counts) => FacetPartial::Dates(counts.into_iter().collect()),
-                FacetState::Stats { sum, values } => FacetPartial::Stats { sum, values },
+                (FacetState::Buckets(runs), FacetPlanKind::NumericHistogram { size, .. }) => {
+                    let mut counts = vec![0; *size];
+                    for (key, count) in runs.keys.iter().zip(runs.counts) {
+                        counts[*key as usize] += count;
+                    }
+                    FacetPartial::Buckets(counts)
+                }
+                (FacetState::Buckets(runs), _) => {
+                    let mut dates = BTreeMap::new();
+                    for (key, count) in runs.keys.iter().zip(runs.counts) {
+                        if count > 0 {
+                            *dates.entry(*key).or_default() += count;
+                        }
+                    }
+                    FacetPartial::Dates(dates)
+                }
+                (FacetState::Stats { sum, values }, _) => FacetPartial::Stats { sum, values },
             })
             .collect()
     }

@@ -12,6 +12,12 @@
 //! shared; each open index keeps one `IndexWriter` (and its memory budget)
 //! and one reader. Every ingest or delete call is one tantivy commit, so
 //! its effects are durable and visible when the call returns.
+//!
+//! Tantivy is built with its `quickwit` feature for one reason: term
+//! dictionaries are then sstables rather than FSTs. Building FSTs of the
+//! many unique terms an index has (entry keys, exact values) was the
+//! largest cost of ingest. Indexes written with FST dictionaries (before
+//! this choice) do not open with it.
 
 mod collect;
 mod compile;
@@ -557,27 +563,34 @@ impl IndexHandle {
         let searcher = self.reader.searcher();
         let compiler = self.compiler(&searcher, &fields, &plan.boosts);
         let matching = compiler.visible(&plan.matching, visibility)?;
+        let window = plan.offset + plan.limit;
+        let hits_collector = HitsCollector::new(&plan.sort, window);
+        let facets_collector = FacetsCollector::new(&plan.facets, self.values.clone());
+        let (facet_partials, (total, hits)) = if plan.post_filter == Cond::All {
+            if plan.facets.is_empty() {
+                (Vec::new(), searcher.search(&*matching, &hits_collector)?)
+            } else {
+                // Facets and hits over the same documents: one pass.
+                searcher.search(&*matching, &(facets_collector, hits_collector))?
+            }
+        } else {
+            let partials = if plan.facets.is_empty() {
+                Vec::new()
+            } else {
+                searcher.search(&*matching, &facets_collector)?
+            };
+            // Post-facet filters narrow the hits, not the facet counts above.
+            let hits_query = BooleanQuery::new(vec![
+                (Occur::Must, matching),
+                (Occur::Must, compiler.compile(&plan.post_filter)?),
+            ]);
+            (partials, searcher.search(&hits_query, &hits_collector)?)
+        };
         let facet_results = if plan.facets.is_empty() {
             Vec::new()
         } else {
-            let partials = searcher.search(
-                &*matching,
-                &FacetsCollector::new(&plan.facets, self.values.clone()),
-            )?;
-            shape_facets(&plan.facets, partials)
+            shape_facets(&plan.facets, facet_partials)
         };
-        // Post-facet filters narrow the hits, not the facet counts above.
-        let hits_query: Box<dyn Query> = if plan.post_filter == Cond::All {
-            matching
-        } else {
-            Box::new(BooleanQuery::new(vec![
-                (Occur::Must, matching),
-                (Occur::Must, compiler.compile(&plan.post_filter)?),
-            ]))
-        };
-        let window = plan.offset + plan.limit;
-        let (total, hits) =
-            searcher.search(&*hits_query, &HitsCollector::new(&plan.sort, window))?;
         let page: Vec<Hit> = hits.into_iter().skip(plan.offset).collect();
         let entries = self.load(&searcher, &page)?;
         let count = entries.len();
