@@ -6,8 +6,8 @@ use std::ops::Bound as Edge;
 
 use lattice_protocol::search::FieldType;
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, EmptyQuery, InvertedIndexRangeQuery, Occur, PhraseQuery,
-    Query, TermQuery, TermSetQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, EmptyQuery, InvertedIndexRangeQuery,
+    Occur, PhraseQuery, Query, TermQuery, TermSetQuery,
 };
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{Searcher, Term};
@@ -39,13 +39,27 @@ impl Compiler<'_> {
         Ok(match visibility {
             Visibility::Bypass => query,
             Visibility::Principals(principals) => {
+                // A union of the principals' posting lists, scoring a
+                // constant 1 as a term set would. (A `TermSetQuery` builds
+                // an FST of its terms and a bitset of every visible document
+                // per segment on each query: fixed costs larger than the
+                // union for the few principals a caller has.)
                 let visible: Box<dyn Query> = if principals.is_empty() {
                     Box::new(EmptyQuery)
                 } else {
-                    Box::new(TermSetQuery::new(
-                        principals
-                            .iter()
-                            .map(|p| Term::from_field_text(self.fields.visible_to, p)),
+                    let unique: BTreeSet<&String> = principals.iter().collect();
+                    let terms: Vec<(Occur, Box<dyn Query>)> = unique
+                        .into_iter()
+                        .map(|p| {
+                            let term = Term::from_field_text(self.fields.visible_to, p);
+                            let query: Box<dyn Query> =
+                                Box::new(TermQuery::new(term, IndexRecordOption::Basic));
+                            (Occur::Should, query)
+                        })
+                        .collect();
+                    Box::new(ConstScoreQuery::new(
+                        Box::new(BooleanQuery::new(terms)),
+                        1.0,
                     ))
                 };
                 Box::new(BooleanQuery::new(vec![

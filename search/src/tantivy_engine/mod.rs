@@ -23,7 +23,7 @@ mod collect;
 mod compile;
 mod doc;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::Write as _;
 use std::ops::Bound as Edge;
@@ -369,8 +369,18 @@ impl IndexHandle {
         let mut subjects: HashMap<String, BTreeSet<Option<String>>> = HashMap::new();
         let mut outcomes = Vec::with_capacity(entries.len());
         let started = std::time::Instant::now();
-        for entry in entries {
-            let prepared = self.prepare(&entry, &fields, limits, &searcher, &mut subjects);
+        // If the keys cannot be read here, every subject is looked up (and
+        // an entry whose lookup fails is rejected, naming why).
+        let existing = self.subjects_in_index(&searcher, &entries).ok();
+        for entry in &entries {
+            let prepared = self.prepare(
+                entry,
+                &fields,
+                limits,
+                &searcher,
+                existing.as_ref(),
+                &mut subjects,
+            );
             let (document, added) = match prepared {
                 Ok(prepared) => prepared,
                 Err(reason) => {
@@ -409,14 +419,20 @@ impl IndexHandle {
         fields: &BTreeMap<String, FieldType>,
         limits: &Limits,
         searcher: &Searcher,
+        existing: Option<&HashSet<&str>>,
         subjects: &mut HashMap<String, BTreeSet<Option<String>>>,
     ) -> Result<(TantivyDocument, Vec<(String, FieldType)>), String> {
         let principals = check_entry(entry, limits)?;
         let (flat, added) = flatten(&entry.content, fields, limits)?;
         if !subjects.contains_key(&entry.subject) {
-            let ids = self
-                .entry_ids(searcher, &entry.subject)
-                .map_err(|err| format!("could not read the subject's entries: {err}"))?;
+            // Most ingested subjects are new: the index's keys say so
+            // without running a query.
+            let ids = if existing.is_none_or(|found| found.contains(entry.subject.as_str())) {
+                self.entry_ids(searcher, &entry.subject)
+                    .map_err(|err| format!("could not read the subject's entries: {err}"))?
+            } else {
+                BTreeSet::new()
+            };
             subjects.insert(entry.subject.clone(), ids);
         }
         let ids = subjects.get_mut(&entry.subject).expect("inserted above");
@@ -443,25 +459,63 @@ impl IndexHandle {
         )
     }
 
-    /// Whether any segment's key dictionary has a term of the subject
-    /// (deleted entries included): when none does, the subject is new.
-    fn subject_may_exist(&self, searcher: &Searcher, subject: &str) -> Result<bool, SearchError> {
-        let start = EntryKey::new(subject, None).encode();
-        let end = format!("{start}{PREFIX_END}");
+    /// The subjects of `entries` that some segment's key dictionary has a
+    /// term of (deleted entries included); the others are new. One merge
+    /// of the sorted subjects with each segment's keys between the first
+    /// and the last of them, rather than a dictionary lookup per subject
+    /// and segment (with many segments, those lookups were a large part of
+    /// ingest).
+    fn subjects_in_index<'e>(
+        &self,
+        searcher: &Searcher,
+        entries: &'e [Entry],
+    ) -> Result<HashSet<&'e str>, SearchError> {
+        // `subject NUL`: a subject's keys are those starting with it. No
+        // subject holds NUL (those entries are rejected anyway), so no
+        // prefix starts another and their key ranges are disjoint.
+        let prefixes: Vec<(String, &str)> = entries
+            .iter()
+            .map(|entry| entry.subject.as_str())
+            .filter(|subject| !subject.contains('\0'))
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .map(|subject| (EntryKey::new(subject, None).encode(), subject))
+            .collect();
+        let mut found = HashSet::new();
+        let (Some((first, _)), Some((last, _))) = (prefixes.first(), prefixes.last()) else {
+            return Ok(found);
+        };
+        let mut end = last.as_bytes().to_vec();
+        // No UTF-8 text holds 0xFF: past every key with the last prefix.
+        end.push(0xFF);
         for segment in searcher.segment_readers() {
             let inverted = segment.inverted_index(self.tantivy_fields.key)?;
             let mut terms = inverted
                 .terms()
                 .range()
-                .ge(start.as_bytes())
-                .lt(end.as_bytes())
+                .ge(first.as_bytes())
+                .lt(&end)
                 .into_stream()
                 .map_err(engine)?;
-            if terms.advance() {
-                return Ok(true);
+            let mut next = 0;
+            while next < prefixes.len() && terms.advance() {
+                let key = terms.key();
+                // Skip the subjects whose keys all sort before this key.
+                while next < prefixes.len()
+                    && key > prefixes[next].0.as_bytes()
+                    && !key.starts_with(prefixes[next].0.as_bytes())
+                {
+                    next += 1;
+                }
+                if let Some((prefix, subject)) = prefixes.get(next) {
+                    if key.starts_with(prefix.as_bytes()) {
+                        found.insert(*subject);
+                        next += 1;
+                    }
+                }
             }
         }
-        Ok(false)
+        Ok(found)
     }
 
     /// The entry ids a subject holds in the committed index.
@@ -470,11 +524,6 @@ impl IndexHandle {
         searcher: &Searcher,
         subject: &str,
     ) -> Result<BTreeSet<Option<String>>, SearchError> {
-        // Most ingested subjects are new: a dictionary lookup answers those
-        // without running a query.
-        if !self.subject_may_exist(searcher, subject)? {
-            return Ok(BTreeSet::new());
-        }
         let query = self.subject_query(subject);
         let (_, hits) = searcher.search(&query, &HitsCollector::by_key(usize::MAX))?;
         Ok(hits
