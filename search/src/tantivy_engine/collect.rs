@@ -129,8 +129,40 @@ impl HitsCollector {
 struct Row {
     doc: DocId,
     score: Score,
-    sort: Vec<Option<u64>>,
+    sort: SortOrds,
     key: u64,
+}
+
+/// How many sort fields a row keeps inline (without an allocation per hit).
+const INLINE_SORTS: usize = 2;
+
+/// A row's sort ordinals, one per sort field.
+enum SortOrds {
+    Inline([Option<u64>; INLINE_SORTS], usize),
+    Heap(Vec<Option<u64>>),
+}
+
+impl SortOrds {
+    fn new(ords: impl ExactSizeIterator<Item = Option<u64>>) -> Self {
+        if ords.len() <= INLINE_SORTS {
+            let mut inline = [None; INLINE_SORTS];
+            let mut len = 0;
+            for (slot, ord) in inline.iter_mut().zip(ords) {
+                *slot = ord;
+                len += 1;
+            }
+            SortOrds::Inline(inline, len)
+        } else {
+            SortOrds::Heap(ords.collect())
+        }
+    }
+
+    fn as_slice(&self) -> &[Option<u64>] {
+        match self {
+            SortOrds::Inline(inline, len) => &inline[..*len],
+            SortOrds::Heap(ords) => ords,
+        }
+    }
 }
 
 pub(crate) struct HitsSegment {
@@ -230,7 +262,7 @@ impl HitsSegment {
     }
 
     fn cmp_rows(&self, a: &Row, b: &Row) -> Ordering {
-        cmp_sort(&a.sort, &b.sort, &self.descending)
+        cmp_sort(a.sort.as_slice(), b.sort.as_slice(), &self.descending)
             .then_with(|| {
                 if self.by_relevance {
                     b.score.partial_cmp(&a.score).unwrap_or(Ordering::Equal)
@@ -250,24 +282,19 @@ impl SegmentCollector for HitsSegment {
         if key < self.first_key {
             return;
         }
-        let sort = match &self.exact {
-            Some(exact) => self
-                .ranges
-                .iter()
-                .zip(&self.descending)
-                .map(|(&(start, end), &desc)| {
-                    let values = exact
-                        .term_ords(doc)
-                        .filter(|ord| (start..end).contains(ord));
-                    if desc {
-                        values.max()
-                    } else {
-                        values.min()
-                    }
-                })
-                .collect(),
-            None => vec![None; self.ranges.len()],
-        };
+        let exact = self.exact.as_ref();
+        let sort = SortOrds::new(self.ranges.iter().zip(&self.descending).map(
+            |(&(start, end), &desc)| {
+                let values = exact?
+                    .term_ords(doc)
+                    .filter(|ord| (start..end).contains(ord));
+                if desc {
+                    values.max()
+                } else {
+                    values.min()
+                }
+            },
+        ));
         self.rows.push(Row {
             doc,
             score,
@@ -288,7 +315,7 @@ impl SegmentCollector for HitsSegment {
         let mut sorts: Vec<Vec<Option<Vec<u8>>>> = rows.iter().map(|_| Vec::new()).collect();
         for i in 0..self.ranges.len() {
             let values = match &self.exact {
-                Some(exact) => terms_of(exact, rows.iter().map(|row| row.sort[i])),
+                Some(exact) => terms_of(exact, rows.iter().map(|row| row.sort.as_slice()[i])),
                 None => vec![None; rows.len()],
             };
             for (sort, value) in sorts.iter_mut().zip(values) {
