@@ -40,7 +40,9 @@ use serde_json::Value;
 use tantivy::collector::Count;
 use tantivy::query::{BooleanQuery, InvertedIndexRangeQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value as _};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tantivy::{
+    Executor, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
+};
 
 use self::collect::{FacetPartial, FacetsCollector, Hit, HitsCollector, ValueCache};
 use self::compile::{engine, Compiler};
@@ -68,6 +70,8 @@ impl From<tantivy::TantivyError> for SearchError {
 /// The embedded engine. See the module documentation.
 pub struct TantivyEngine {
     root: PathBuf,
+    /// Searches every index's segments in parallel on one shared pool.
+    executor: Executor,
     indexes: RwLock<HashMap<SearchIndexId, Arc<IndexHandle>>>,
     /// Serializes index creation (two creators of one id would race on disk).
     creating: tokio::sync::Mutex<()>,
@@ -79,6 +83,7 @@ impl TantivyEngine {
     pub fn open(dir: PathBuf) -> Result<Self, SearchError> {
         fs::create_dir_all(&dir).map_err(engine)?;
         let mut indexes = HashMap::new();
+        let executor = search_executor()?;
         for item in fs::read_dir(&dir).map_err(engine)? {
             let item = item.map_err(engine)?;
             let Some(id) = item
@@ -88,12 +93,13 @@ impl TantivyEngine {
             else {
                 continue;
             };
-            let handle = IndexHandle::open(&item.path())?;
+            let handle = IndexHandle::open(&item.path(), &executor)?;
             indexes.insert(id, Arc::new(handle));
         }
         tracing::info!(dir = %dir.display(), indexes = indexes.len(), "tantivy search engine open");
         Ok(Self {
             root: dir,
+            executor,
             indexes: RwLock::new(indexes),
             creating: tokio::sync::Mutex::new(()),
         })
@@ -119,6 +125,18 @@ impl TantivyEngine {
     }
 }
 
+/// The pool searches run their segments on: one thread per core (at most
+/// four), shared by every index. The calling (blocking) thread waits for it.
+fn search_executor() -> Result<Executor, SearchError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    if threads == 1 {
+        return Ok(Executor::single_thread());
+    }
+    Ok(Executor::multi_thread(threads, "lattice-search-")?)
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, SearchError> + Send + 'static,
 ) -> Result<T, SearchError> {
@@ -137,7 +155,8 @@ impl SearchEngine for TantivyEngine {
             return Ok(());
         }
         let path = self.root.join(index.to_string());
-        let handle = blocking(move || IndexHandle::create(&path)).await?;
+        let executor = self.executor.clone();
+        let handle = blocking(move || IndexHandle::create(&path, &executor)).await?;
         self.indexes
             .write()
             .map_err(engine)?
@@ -248,18 +267,20 @@ struct IndexHandle {
 }
 
 impl IndexHandle {
-    fn create(dir: &Path) -> Result<Self, SearchError> {
+    fn create(dir: &Path, executor: &Executor) -> Result<Self, SearchError> {
         fs::create_dir_all(dir).map_err(engine)?;
         if dir.join("meta.json").exists() {
-            return Self::open(dir);
+            return Self::open(dir, executor);
         }
         let (schema, _) = doc::schema();
-        let index = Index::create_in_dir(dir, schema)?;
+        let mut index = Index::create_in_dir(dir, schema)?;
+        index.set_executor(executor.clone());
         Self::with_index(dir, index, BTreeMap::new())
     }
 
-    fn open(dir: &Path) -> Result<Self, SearchError> {
-        let index = Index::open_in_dir(dir)?;
+    fn open(dir: &Path, executor: &Executor) -> Result<Self, SearchError> {
+        let mut index = Index::open_in_dir(dir)?;
+        index.set_executor(executor.clone());
         let fields = match fs::read(dir.join(FIELDS_FILE)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(engine)?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
