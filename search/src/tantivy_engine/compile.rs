@@ -3,16 +3,18 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound as Edge;
+use std::sync::Arc;
 
 use lattice_protocol::search::FieldType;
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, EmptyQuery, InvertedIndexRangeQuery,
-    Occur, PhraseQuery, Query, TermQuery, TermSetQuery,
+    AllQuery, BooleanQuery, BoostQuery, EmptyQuery, InvertedIndexRangeQuery, Occur, PhraseQuery,
+    Query, TermQuery, TermSetQuery,
 };
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{Searcher, Term};
 
 use super::doc::{exact_term, field_prefix, typed_prefix, Fields, PREFIX_END};
+use super::visible::{VisibleCache, VisibleQuery};
 use crate::plan::{glob_match, glob_prefix, Bound, Cond};
 use crate::{SearchError, Visibility};
 
@@ -26,6 +28,7 @@ pub(crate) struct Compiler<'a> {
     pub(crate) types: &'a BTreeMap<String, FieldType>,
     /// Free-text weights per string field.
     pub(crate) boosts: HashMap<String, f32>,
+    pub(crate) visible: Arc<VisibleCache>,
 }
 
 impl Compiler<'_> {
@@ -39,27 +42,16 @@ impl Compiler<'_> {
         Ok(match visibility {
             Visibility::Bypass => query,
             Visibility::Principals(principals) => {
-                // A union of the principals' posting lists, scoring a
-                // constant 1 as a term set would. (A `TermSetQuery` builds
-                // an FST of its terms and a bitset of every visible document
-                // per segment on each query: fixed costs larger than the
-                // union for the few principals a caller has.)
+                // A bitset per segment and principal set, kept across
+                // queries (see `visible`), scoring a constant 1 as a term
+                // set would.
                 let visible: Box<dyn Query> = if principals.is_empty() {
                     Box::new(EmptyQuery)
                 } else {
-                    let unique: BTreeSet<&String> = principals.iter().collect();
-                    let terms: Vec<(Occur, Box<dyn Query>)> = unique
-                        .into_iter()
-                        .map(|p| {
-                            let term = Term::from_field_text(self.fields.visible_to, p);
-                            let query: Box<dyn Query> =
-                                Box::new(TermQuery::new(term, IndexRecordOption::Basic));
-                            (Occur::Should, query)
-                        })
-                        .collect();
-                    Box::new(ConstScoreQuery::new(
-                        Box::new(BooleanQuery::new(terms)),
-                        1.0,
+                    Box::new(VisibleQuery::new(
+                        self.fields.visible_to,
+                        principals,
+                        self.visible.clone(),
                     ))
                 };
                 Box::new(BooleanQuery::new(vec![

@@ -22,6 +22,7 @@
 mod collect;
 mod compile;
 mod doc;
+mod visible;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -47,6 +48,7 @@ use tantivy::{
 use self::collect::{FacetPartial, FacetsCollector, Hit, HitsCollector, ValueCache};
 use self::compile::{engine, Compiler};
 use self::doc::{decode_exact, Fields, PREFIX_END};
+use self::visible::VisibleCache;
 use crate::plan::{
     check_entry, date_bucket, format_date, group_by_subject, histogram_bound, number_value,
     plan_query, plan_scroll, plan_search, Cond, EntryKey, FacetPlan, FacetPlanKind,
@@ -264,6 +266,8 @@ struct IndexHandle {
     tantivy_fields: Fields,
     /// Facet values decoded per segment (see [`ValueCache`]).
     values: Arc<ValueCache>,
+    /// Visible documents per segment and principal set.
+    visible: Arc<VisibleCache>,
 }
 
 impl IndexHandle {
@@ -319,6 +323,7 @@ impl IndexHandle {
             fields: RwLock::new(fields),
             tantivy_fields,
             values: Arc::default(),
+            visible: Arc::default(),
         })
     }
 
@@ -347,6 +352,7 @@ impl IndexHandle {
             .map(|segment| segment.segment_id())
             .collect();
         self.values.retain(&live);
+        self.visible.retain(&live);
         Ok(())
     }
 
@@ -620,6 +626,7 @@ impl IndexHandle {
                 .iter()
                 .map(|(name, factor)| (name.clone(), *factor as f32))
                 .collect(),
+            visible: self.visible.clone(),
         }
     }
 
