@@ -432,7 +432,7 @@ impl FacetsCollector {
 /// Per-segment state of one facet.
 enum FacetState {
     /// Terms and distinct counts: entries per ordinal (minus the range's start).
-    Ords(Vec<u32>),
+    Ords(OrdCounts),
     /// Histograms: entries per bucket, and which ordinals fall in which
     /// bucket (see [`Runs`]).
     Buckets(Runs),
@@ -440,6 +440,50 @@ enum FacetState {
         sum: f64,
         values: u64,
     },
+}
+
+/// Ordinals over this many are counted in a map rather than an array:
+/// an array costs its size per segment and query, whatever the matches.
+const MAX_DENSE_ORDS: u64 = 1 << 16;
+
+/// Entries per ordinal (minus the range's start).
+enum OrdCounts {
+    Dense(Vec<u32>),
+    Sparse(HashMap<u64, u32>),
+}
+
+impl OrdCounts {
+    fn new(ords: u64) -> Self {
+        if ords <= MAX_DENSE_ORDS {
+            OrdCounts::Dense(vec![0; ords as usize])
+        } else {
+            OrdCounts::Sparse(HashMap::new())
+        }
+    }
+
+    fn add(&mut self, at: u64) {
+        match self {
+            OrdCounts::Dense(counts) => counts[at as usize] += 1,
+            OrdCounts::Sparse(counts) => *counts.entry(at).or_default() += 1,
+        }
+    }
+
+    /// The ordinals counted, in order, with their counts.
+    fn held(self) -> Vec<(u64, u32)> {
+        match self {
+            OrdCounts::Dense(counts) => counts
+                .into_iter()
+                .enumerate()
+                .filter(|&(_, count)| count > 0)
+                .map(|(at, count)| (at as u64, count))
+                .collect(),
+            OrdCounts::Sparse(counts) => {
+                let mut held: Vec<(u64, u32)> = counts.into_iter().collect();
+                held.sort_unstable();
+                held
+            }
+        }
+    }
 }
 
 /// A histogram's buckets in one segment, found as hits need them. Term
@@ -553,7 +597,7 @@ impl Collector for FacetsCollector {
                 .zip(&ranges)
                 .map(|(facet, &(start, end))| match facet.kind {
                     FacetPlanKind::Terms { .. } | FacetPlanKind::DistinctCount => {
-                        FacetState::Ords(vec![0; (end - start) as usize])
+                        FacetState::Ords(OrdCounts::new(end - start))
                     }
                     FacetPlanKind::NumericHistogram { .. }
                     | FacetPlanKind::DateHistogram { .. } => FacetState::Buckets(Runs::new()),
@@ -715,7 +759,7 @@ impl SegmentCollector for FacetsSegment {
                     let mut previous = None;
                     for &ord in mine {
                         if previous != Some(ord) {
-                            counts[(ord - start) as usize] += 1;
+                            counts.add(ord - start);
                             previous = Some(ord);
                         }
                     }
@@ -762,16 +806,12 @@ impl SegmentCollector for FacetsSegment {
                 (FacetState::Ords(counts), _) => {
                     let name_len = facet.field.len() + 1;
                     let mut values = BTreeMap::new();
-                    let held: Vec<u64> = counts
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, &count)| count > 0)
-                        .map(|(at, _)| start + at as u64)
-                        .collect();
+                    let held = counts.held();
+                    let ords: Vec<u64> = held.iter().map(|&(at, _)| start + at).collect();
                     if let Some(exact) = &self.exact {
                         // Ordinals in order: one pass over the dictionary.
-                        let mut counts_of = held.iter().map(|&ord| counts[(ord - start) as usize]);
-                        let _ = exact.dictionary().sorted_ords_to_term_cb(&held, |term| {
+                        let mut counts_of = held.iter().map(|&(_, count)| count);
+                        let _ = exact.dictionary().sorted_ords_to_term_cb(&ords, |term| {
                             let count = counts_of.next().unwrap_or(0);
                             if term.len() > name_len {
                                 values.insert(term[name_len..].to_vec(), u64::from(count));
@@ -799,5 +839,26 @@ impl SegmentCollector for FacetsSegment {
                 (FacetState::Stats { sum, values }, _) => FacetPartial::Stats { sum, values },
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_and_sparse_ordinal_counts_agree() {
+        let adds = [5, 3, 5, 0, 9, 3, 5];
+        let mut dense = OrdCounts::new(10);
+        let mut sparse = OrdCounts::new(MAX_DENSE_ORDS + 1);
+        assert!(matches!(dense, OrdCounts::Dense(_)));
+        assert!(matches!(sparse, OrdCounts::Sparse(_)));
+        for at in adds {
+            dense.add(at);
+            sparse.add(at);
+        }
+        let expected = vec![(0, 1), (3, 2), (5, 3), (9, 1)];
+        assert_eq!(dense.held(), expected);
+        assert_eq!(sparse.held(), expected);
     }
 }
