@@ -8,7 +8,8 @@
 //! facility's (instrument, sample, dates, numbers, keywords, free-text
 //! description), ingests them BATCH (default 10,000) per call into a
 //! tantivy index in a temporary directory, and prints docs/s and CPU time,
-//! then runs each of a few queries RUNS times (default 50) as a caller who
+//! then waits for background merges to finish and runs each of a few
+//! queries RUNS times (default 50) as a caller who
 //! sees three of the six visibility classes, and prints p50/p99 latency and
 //! CPU time per query.
 
@@ -135,6 +136,22 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// Waits until this process uses under a tenth of a core over half a
+/// second (at most 120 s), and answers how long it waited.
+fn settle() -> f64 {
+    let started = Instant::now();
+    let mut last = cpu_seconds();
+    while started.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = cpu_seconds();
+        match (last, now) {
+            (Some(before), Some(after)) if after - before >= 0.05 => last = now,
+            _ => break,
+        }
+    }
+    started.elapsed().as_secs_f64()
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -183,6 +200,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             applied as f64 / (after - before)
         );
     }
+
+    // tantivy merges segments on background threads after commits: wait
+    // until the process is nearly idle so the query timings below do not
+    // include (or compete with) that work.
+    let cpu_before = cpu_seconds();
+    let waited = settle();
+    let merge_cpu = match (cpu_before, cpu_seconds()) {
+        (Some(before), Some(after)) => after - before,
+        _ => f64::NAN,
+    };
+    println!("waited {waited:.1} s for background merges to finish ({merge_cpu:.2} CPU-s)");
 
     let visibility = Visibility::Principals(vec![
         "public".into(),
