@@ -1,14 +1,17 @@
 //! Ingest throughput of the embedded engine, by hand:
 //!
 //! ```text
-//! cargo run --release -p lattice-search --example ingest -- [DOCS] [BATCH]
+//! cargo run --release -p lattice-search --example ingest -- [DOCS] [BATCH] [RUNS]
 //! ```
 //!
 //! Generates DOCS (default 100,000) dataset records like an instrument
 //! facility's (instrument, sample, dates, numbers, keywords, free-text
 //! description), ingests them BATCH (default 10,000) per call into a
-//! tantivy index in a temporary directory, and prints docs/s, then times a
-//! few queries on the result.
+//! tantivy index in a temporary directory, and prints docs/s and CPU time,
+//! then waits for background merges to finish and runs each of a few
+//! queries RUNS times (default 50) as a caller who
+//! sees three of the six visibility classes, and prints p50/p99 latency and
+//! CPU time per query.
 
 // A command-line tool: its output is the point.
 #![allow(clippy::print_stdout)]
@@ -133,6 +136,22 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// Waits until this process uses under a tenth of a core over half a
+/// second (at most 120 s), and answers how long it waited.
+fn settle() -> f64 {
+    let started = Instant::now();
+    let mut last = cpu_seconds();
+    while started.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = cpu_seconds();
+        match (last, now) {
+            (Some(before), Some(after)) if after - before >= 0.05 => last = now,
+            _ => break,
+        }
+    }
+    started.elapsed().as_secs_f64()
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -146,6 +165,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(10_000);
+    let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(50);
 
     let dir = tempfile::tempdir()?;
     let engine = TantivyEngine::open(dir.path().to_path_buf())?;
@@ -180,6 +200,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             applied as f64 / (after - before)
         );
     }
+
+    // tantivy merges segments on background threads after commits: wait
+    // until the process is nearly idle so the query timings below do not
+    // include (or compete with) that work.
+    let cpu_before = cpu_seconds();
+    let waited = settle();
+    let merge_cpu = match (cpu_before, cpu_seconds()) {
+        (Some(before), Some(after)) => after - before,
+        _ => f64::NAN,
+    };
+    println!("waited {waited:.1} s for background merges to finish ({merge_cpu:.2} CPU-s)");
 
     let visibility = Visibility::Principals(vec![
         "public".into(),
@@ -229,18 +260,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("sorted range", sorted),
     ];
     for (name, request) in &queries {
+        // One untimed run: the first query over a segment decodes and
+        // caches what later ones reuse.
+        engine.search(index, request, &visibility).await?;
         let mut times = Vec::new();
         let mut total = 0;
-        for _ in 0..20 {
+        let cpu_before = cpu_seconds();
+        for _ in 0..runs.max(1) {
             let started = Instant::now();
             total = engine.search(index, request, &visibility).await?.total;
             times.push(started.elapsed().as_secs_f64() * 1000.0);
         }
+        let cpu = match (cpu_before, cpu_seconds()) {
+            (Some(before), Some(after)) => (after - before) * 1000.0 / times.len() as f64,
+            _ => f64::NAN,
+        };
         times.sort_by(f64::total_cmp);
+        let percentile = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
         println!(
-            "{name}: {total} hits, p50 {:.1} ms, max {:.1} ms",
-            times[times.len() / 2],
-            times[times.len() - 1]
+            "{name}: {total} hits, p50 {:.1} ms, p99 {:.1} ms, CPU {cpu:.1} ms per query",
+            percentile(50),
+            percentile(99),
         );
     }
     let started = Instant::now();

@@ -5,10 +5,12 @@
 //! count by ordinals and only the survivors are turned into bytes to merge.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::StrColumn;
+use tantivy::index::SegmentId;
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyError};
 
 use super::doc::{decode_exact, typed_prefix};
@@ -127,8 +129,40 @@ impl HitsCollector {
 struct Row {
     doc: DocId,
     score: Score,
-    sort: Vec<Option<u64>>,
+    sort: SortOrds,
     key: u64,
+}
+
+/// How many sort fields a row keeps inline (without an allocation per hit).
+const INLINE_SORTS: usize = 2;
+
+/// A row's sort ordinals, one per sort field.
+enum SortOrds {
+    Inline([Option<u64>; INLINE_SORTS], usize),
+    Heap(Vec<Option<u64>>),
+}
+
+impl SortOrds {
+    fn new(ords: impl ExactSizeIterator<Item = Option<u64>>) -> Self {
+        if ords.len() <= INLINE_SORTS {
+            let mut inline = [None; INLINE_SORTS];
+            let mut len = 0;
+            for (slot, ord) in inline.iter_mut().zip(ords) {
+                *slot = ord;
+                len += 1;
+            }
+            SortOrds::Inline(inline, len)
+        } else {
+            SortOrds::Heap(ords.collect())
+        }
+    }
+
+    fn as_slice(&self) -> &[Option<u64>] {
+        match self {
+            SortOrds::Inline(inline, len) => &inline[..*len],
+            SortOrds::Heap(ords) => ords,
+        }
+    }
 }
 
 pub(crate) struct HitsSegment {
@@ -228,7 +262,7 @@ impl HitsSegment {
     }
 
     fn cmp_rows(&self, a: &Row, b: &Row) -> Ordering {
-        cmp_sort(&a.sort, &b.sort, &self.descending)
+        cmp_sort(a.sort.as_slice(), b.sort.as_slice(), &self.descending)
             .then_with(|| {
                 if self.by_relevance {
                     b.score.partial_cmp(&a.score).unwrap_or(Ordering::Equal)
@@ -248,24 +282,19 @@ impl SegmentCollector for HitsSegment {
         if key < self.first_key {
             return;
         }
-        let sort = match &self.exact {
-            Some(exact) => self
-                .ranges
-                .iter()
-                .zip(&self.descending)
-                .map(|(&(start, end), &desc)| {
-                    let values = exact
-                        .term_ords(doc)
-                        .filter(|ord| (start..end).contains(ord));
-                    if desc {
-                        values.max()
-                    } else {
-                        values.min()
-                    }
-                })
-                .collect(),
-            None => vec![None; self.ranges.len()],
-        };
+        let exact = self.exact.as_ref();
+        let sort = SortOrds::new(self.ranges.iter().zip(&self.descending).map(
+            |(&(start, end), &desc)| {
+                let values = exact?
+                    .term_ords(doc)
+                    .filter(|ord| (start..end).contains(ord));
+                if desc {
+                    values.max()
+                } else {
+                    values.min()
+                }
+            },
+        ));
         self.rows.push(Row {
             doc,
             score,
@@ -282,30 +311,60 @@ impl SegmentCollector for HitsSegment {
         let total = self.matched + self.rows.len() as u64;
         self.prune();
         let rows = std::mem::take(&mut self.rows);
-        let bytes_of = |column: &StrColumn, ord: u64| -> Vec<u8> {
-            let mut buffer = Vec::new();
-            match column.dictionary().ord_to_term(ord, &mut buffer) {
-                Ok(true) => buffer,
-                _ => Vec::new(),
+        let keys = terms_of(&self.key, rows.iter().map(|row| Some(row.key)));
+        let mut sorts: Vec<Vec<Option<Vec<u8>>>> = rows.iter().map(|_| Vec::new()).collect();
+        for i in 0..self.ranges.len() {
+            let values = match &self.exact {
+                Some(exact) => terms_of(exact, rows.iter().map(|row| row.sort.as_slice()[i])),
+                None => vec![None; rows.len()],
+            };
+            for (sort, value) in sorts.iter_mut().zip(values) {
+                sort.push(value);
             }
-        };
+        }
         let hits = rows
             .into_iter()
-            .map(|row| Hit {
+            .zip(keys)
+            .zip(sorts)
+            .map(|((row, key), sort)| Hit {
                 score: row.score,
-                sort: row
-                    .sort
-                    .iter()
-                    .map(|ord| {
-                        ord.and_then(|ord| self.exact.as_ref().map(|column| bytes_of(column, ord)))
-                    })
-                    .collect(),
-                key: bytes_of(&self.key, row.key),
+                sort,
+                key: key.unwrap_or_default(),
                 address: DocAddress::new(self.segment, row.doc),
             })
             .collect();
         (total, hits)
     }
+}
+
+/// The terms of some ordinals of a column, in the order given. Looked up
+/// in ordinal order, so that the dictionary is read in one pass rather
+/// than searched once per ordinal.
+fn terms_of(column: &StrColumn, ords: impl Iterator<Item = Option<u64>>) -> Vec<Option<Vec<u8>>> {
+    let ords: Vec<Option<u64>> = ords.collect();
+    let mut order: Vec<(u64, usize)> = ords
+        .iter()
+        .enumerate()
+        .filter_map(|(at, ord)| ord.map(|ord| (ord, at)))
+        .collect();
+    order.sort_unstable();
+    let sorted: Vec<u64> = order.iter().map(|&(ord, _)| ord).collect();
+    let mut terms = vec![None; ords.len()];
+    let mut next = order.iter();
+    let found = column.dictionary().sorted_ords_to_term_cb(&sorted, |term| {
+        if let Some(&(_, at)) = next.next() {
+            terms[at] = Some(term.to_vec());
+        }
+    });
+    if !matches!(found, Ok(true)) {
+        // As before: a term that cannot be read is an empty one.
+        for (term, ord) in terms.iter_mut().zip(&ords) {
+            if ord.is_some() && term.is_none() {
+                *term = Some(Vec::new());
+            }
+        }
+    }
+    terms
 }
 
 /// A facet's counts or statistic from some segments, before it is shaped
@@ -358,22 +417,148 @@ impl FacetPartial {
 /// Every facet of a request over the matching documents.
 pub(crate) struct FacetsCollector {
     facets: Vec<FacetPlan>,
+    cache: Arc<ValueCache>,
 }
 
 impl FacetsCollector {
-    pub(crate) fn new(facets: &[FacetPlan]) -> Self {
+    pub(crate) fn new(facets: &[FacetPlan], cache: Arc<ValueCache>) -> Self {
         Self {
             facets: facets.to_vec(),
+            cache,
         }
     }
 }
 
 /// Per-segment state of one facet.
 enum FacetState {
-    Ords(HashMap<u64, u64>),
-    Buckets(Vec<u64>),
-    Dates(HashMap<i64, u64>),
-    Stats { sum: f64, values: u64 },
+    /// Terms and distinct counts: entries per ordinal (minus the range's start).
+    Ords(OrdCounts),
+    /// Histograms: entries per bucket, and which ordinals fall in which
+    /// bucket (see [`Runs`]).
+    Buckets(Runs),
+    Stats {
+        sum: f64,
+        values: u64,
+    },
+}
+
+/// Ordinals over this many are counted in a map rather than an array:
+/// an array costs its size per segment and query, whatever the matches.
+const MAX_DENSE_ORDS: u64 = 1 << 16;
+
+/// Entries per ordinal (minus the range's start).
+enum OrdCounts {
+    Dense(Vec<u32>),
+    Sparse(HashMap<u64, u32>),
+}
+
+impl OrdCounts {
+    fn new(ords: u64) -> Self {
+        if ords <= MAX_DENSE_ORDS {
+            OrdCounts::Dense(vec![0; ords as usize])
+        } else {
+            OrdCounts::Sparse(HashMap::new())
+        }
+    }
+
+    fn add(&mut self, at: u64) {
+        match self {
+            OrdCounts::Dense(counts) => counts[at as usize] += 1,
+            OrdCounts::Sparse(counts) => *counts.entry(at).or_default() += 1,
+        }
+    }
+
+    /// The ordinals counted, in order, with their counts.
+    fn held(self) -> Vec<(u64, u32)> {
+        match self {
+            OrdCounts::Dense(counts) => counts
+                .into_iter()
+                .enumerate()
+                .filter(|&(_, count)| count > 0)
+                .map(|(at, count)| (at as u64, count))
+                .collect(),
+            OrdCounts::Sparse(counts) => {
+                let mut held: Vec<(u64, u32)> = counts.into_iter().collect();
+                held.sort_unstable();
+                held
+            }
+        }
+    }
+}
+
+/// A histogram's buckets in one segment, found as hits need them. Term
+/// order is value order and a bucket is a value interval, so the ordinals
+/// of one bucket are one run: a hit's bucket is a lookup among the runs
+/// found so far, and only a hit outside all of them computes a bucket
+/// (and finds its run by bisecting the segment's decoded values).
+struct Runs {
+    /// First ordinal (minus the range's start) of each run found: its end
+    /// and its slot in `keys` / `counts` (`None`: no bucket, out of range).
+    runs: BTreeMap<u64, (u64, Option<usize>)>,
+    /// Bucket of each slot: the histogram's index, or a date bucket's start.
+    keys: Vec<i64>,
+    counts: Vec<u64>,
+}
+
+impl Runs {
+    fn new() -> Self {
+        Self {
+            runs: BTreeMap::new(),
+            keys: Vec::new(),
+            counts: Vec::new(),
+        }
+    }
+
+    /// The slot of the bucket of ordinal `at` (minus the range's start).
+    fn slot(
+        &mut self,
+        at: u64,
+        values: &[Option<FieldValue>],
+        kind: &FacetPlanKind,
+    ) -> Option<usize> {
+        if let Some((_, &(end, slot))) = self.runs.range(..=at).next_back() {
+            if at < end {
+                return slot;
+            }
+        }
+        // The rank orders every value (out-of-range numbers below and above
+        // the buckets) and is the same for all values of one bucket.
+        let rank = |value: &Option<FieldValue>| -> Option<(i8, i64)> {
+            match (kind, value) {
+                (
+                    FacetPlanKind::NumericHistogram { size, low, high },
+                    Some(FieldValue::Number(n)),
+                ) => Some(match histogram_bucket(*n, *low, *high, *size) {
+                    Some(bucket) => (0, bucket as i64),
+                    None if *n < *low => (-1, 0),
+                    None => (1, 0),
+                }),
+                (FacetPlanKind::DateHistogram { interval }, Some(FieldValue::Date(d))) => {
+                    Some((0, date_bucket(*d, *interval).0.timestamp_micros()))
+                }
+                _ => None,
+            }
+        };
+        let value = values.get(at as usize)?;
+        // A value that does not decode (never written so) has no bucket.
+        let rank_here = rank(value)?;
+        let first = values.partition_point(|v| rank(v).is_some_and(|r| r < rank_here)) as u64;
+        let end = values.partition_point(|v| rank(v).is_some_and(|r| r <= rank_here)) as u64;
+        let slot = match rank_here {
+            (0, key) => {
+                self.keys.push(key);
+                self.counts.push(0);
+                Some(self.keys.len() - 1)
+            }
+            _ => None,
+        };
+        // Bisection assumed the ranks sorted; make sure `at` is in the run
+        // found before caching it.
+        if (first..end).contains(&at) {
+            self.runs.insert(first, (end, slot));
+        }
+        slot
+    }
 }
 
 pub(crate) struct FacetsSegment {
@@ -381,10 +566,11 @@ pub(crate) struct FacetsSegment {
     facets: Vec<FacetPlan>,
     ranges: Vec<(u64, u64)>,
     states: Vec<FacetState>,
-    /// Decoded values of ordinals, per facet (ordinals repeat across docs).
-    decoded: Vec<HashMap<u64, Option<FieldValue>>>,
+    /// Decoded values of each facet's range, for the facets that need them.
+    values: Vec<Option<SegmentValues>>,
+    /// The current document's `exact` ordinals, sorted.
     ords: Vec<u64>,
-    buffer: Vec<u8>,
+    slots: Vec<usize>,
 }
 
 impl Collector for FacetsCollector {
@@ -397,7 +583,7 @@ impl Collector for FacetsCollector {
         reader: &SegmentReader,
     ) -> tantivy::Result<FacetsSegment> {
         let exact = str_column(reader, "exact")?;
-        let ranges = match &exact {
+        let ranges: Vec<(u64, u64)> = match &exact {
             Some(column) => self
                 .facets
                 .iter()
@@ -405,29 +591,47 @@ impl Collector for FacetsCollector {
                 .collect::<tantivy::Result<_>>()?,
             None => vec![(0, 0); self.facets.len()],
         };
-        let states = self
-            .facets
-            .iter()
-            .map(|facet| match facet.kind {
-                FacetPlanKind::Terms { .. } | FacetPlanKind::DistinctCount => {
-                    FacetState::Ords(HashMap::new())
+        let states =
+            self.facets
+                .iter()
+                .zip(&ranges)
+                .map(|(facet, &(start, end))| match facet.kind {
+                    FacetPlanKind::Terms { .. } | FacetPlanKind::DistinctCount => {
+                        FacetState::Ords(OrdCounts::new(end - start))
+                    }
+                    FacetPlanKind::NumericHistogram { .. }
+                    | FacetPlanKind::DateHistogram { .. } => FacetState::Buckets(Runs::new()),
+                    FacetPlanKind::Sum | FacetPlanKind::Avg => FacetState::Stats {
+                        sum: 0.0,
+                        values: 0,
+                    },
+                })
+                .collect();
+        let mut values = Vec::with_capacity(self.facets.len());
+        for (facet, &range) in self.facets.iter().zip(&ranges) {
+            let needs_values = !matches!(
+                facet.kind,
+                FacetPlanKind::Terms { .. } | FacetPlanKind::DistinctCount
+            );
+            values.push(match &exact {
+                Some(column) if needs_values && range.0 < range.1 => {
+                    let prefix = typed_prefix(&facet.field, facet.field_type);
+                    Some(
+                        self.cache
+                            .get_or_decode(reader.segment_id(), &prefix, column, range)?,
+                    )
                 }
-                FacetPlanKind::NumericHistogram { size, .. } => FacetState::Buckets(vec![0; size]),
-                FacetPlanKind::DateHistogram { .. } => FacetState::Dates(HashMap::new()),
-                FacetPlanKind::Sum | FacetPlanKind::Avg => FacetState::Stats {
-                    sum: 0.0,
-                    values: 0,
-                },
-            })
-            .collect();
+                _ => None,
+            });
+        }
         Ok(FacetsSegment {
             exact,
             facets: self.facets.clone(),
             ranges,
             states,
-            decoded: vec![HashMap::new(); self.facets.len()],
+            values,
             ords: Vec::new(),
-            buffer: Vec::new(),
+            slots: Vec::new(),
         })
     }
 
@@ -464,24 +668,60 @@ pub(crate) fn empty_partial(facet: &FacetPlan) -> FacetPartial {
     }
 }
 
-/// The value of an ordinal of a facet's field, decoded once per segment.
-fn decode_ord(
-    exact: &StrColumn,
-    cache: &mut HashMap<u64, Option<FieldValue>>,
-    buffer: &mut Vec<u8>,
-    name_len: usize,
-    ord: u64,
-) -> Option<FieldValue> {
-    if let Some(value) = cache.get(&ord) {
-        return value.clone();
+/// The values of one field's ordinal range in one segment, by ordinal
+/// minus the range's start.
+type SegmentValues = Arc<Vec<Option<FieldValue>>>;
+
+/// Decoded values per segment and field, kept across queries. Looking
+/// values up by ordinal one at a time seeks into the dictionary for each;
+/// segments never change, so one sequential pass per segment and field
+/// serves every later facet over it. Entries of segments merged away are
+/// dropped by [`ValueCache::retain`] after each commit.
+#[derive(Default)]
+pub(crate) struct ValueCache {
+    values: Mutex<HashMap<(SegmentId, String), SegmentValues>>,
+}
+
+impl ValueCache {
+    fn get_or_decode(
+        &self,
+        segment: SegmentId,
+        prefix: &str,
+        exact: &StrColumn,
+        (start, end): (u64, u64),
+    ) -> tantivy::Result<SegmentValues> {
+        let key = (segment, prefix.to_string());
+        if let Some(values) = self.lock().get(&key) {
+            return Ok(values.clone());
+        }
+        // Decoded outside the lock; two queries may both decode, once.
+        let name_len = prefix.len() - 1;
+        let mut stream = exact.dictionary().range().ge(prefix).into_stream()?;
+        let mut values = Vec::with_capacity((end - start) as usize);
+        while stream.advance() && stream.term_ord() < end {
+            let term = stream.key();
+            values.push(if term.len() > name_len {
+                decode_exact(&term[name_len..])
+            } else {
+                None
+            });
+        }
+        let values = Arc::new(values);
+        self.lock().insert(key, values.clone());
+        Ok(values)
     }
-    buffer.clear();
-    let value = match exact.dictionary().ord_to_term(ord, buffer) {
-        Ok(true) if buffer.len() > name_len => decode_exact(&buffer[name_len..]),
-        _ => None,
-    };
-    cache.insert(ord, value.clone());
-    value
+
+    /// Forgets segments that are no longer live.
+    pub(crate) fn retain(&self, live: &HashSet<SegmentId>) {
+        self.lock().retain(|(segment, _), _| live.contains(segment));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(SegmentId, String), SegmentValues>> {
+        // A panic elsewhere cannot leave the map half-updated: use it anyway.
+        self.values
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl SegmentCollector for FacetsSegment {
@@ -493,113 +733,132 @@ impl SegmentCollector for FacetsSegment {
             facets,
             ranges,
             states,
-            decoded,
+            values,
             ords,
-            buffer,
+            slots,
         } = self;
         let Some(exact) = exact.as_ref() else {
             return;
         };
+        // One read of the document's values serves every facet: each
+        // facet's values are the slice of its ordinal range.
+        ords.clear();
+        ords.extend(exact.term_ords(doc));
+        ords.sort_unstable();
         for (i, facet) in facets.iter().enumerate() {
             let (start, end) = ranges[i];
-            if start == end {
+            let from = ords.partition_point(|&ord| ord < start);
+            let to = from + ords[from..].partition_point(|&ord| ord < end);
+            if from == to {
                 continue;
             }
-            ords.clear();
-            ords.extend(
-                exact
-                    .term_ords(doc)
-                    .filter(|ord| (start..end).contains(ord)),
-            );
-            if ords.is_empty() {
-                continue;
-            }
-            let name_len = facet.field.len() + 1;
-            let cache = &mut decoded[i];
-            let mut value = |ord: u64| decode_ord(exact, cache, buffer, name_len, ord);
-            match (&facet.kind, &mut states[i]) {
-                (
-                    FacetPlanKind::Terms { .. } | FacetPlanKind::DistinctCount,
-                    FacetState::Ords(counts),
-                ) => {
+            let mine = &ords[from..to];
+            match &mut states[i] {
+                FacetState::Ords(counts) => {
                     // An entry counts once per value, however often it holds it.
-                    ords.sort_unstable();
-                    ords.dedup();
-                    for ord in ords.iter() {
-                        *counts.entry(*ord).or_default() += 1;
-                    }
-                }
-                (
-                    FacetPlanKind::NumericHistogram { size, low, high },
-                    FacetState::Buckets(counts),
-                ) => {
-                    let mut buckets: Vec<usize> = ords
-                        .iter()
-                        .filter_map(|&ord| match value(ord) {
-                            Some(FieldValue::Number(n)) => histogram_bucket(n, *low, *high, *size),
-                            _ => None,
-                        })
-                        .collect();
-                    buckets.sort_unstable();
-                    buckets.dedup();
-                    for bucket in buckets {
-                        counts[bucket] += 1;
-                    }
-                }
-                (FacetPlanKind::DateHistogram { interval }, FacetState::Dates(counts)) => {
-                    let mut starts: Vec<i64> = ords
-                        .iter()
-                        .filter_map(|&ord| match value(ord) {
-                            Some(FieldValue::Date(d)) => {
-                                Some(date_bucket(d, *interval).0.timestamp_micros())
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    starts.sort_unstable();
-                    starts.dedup();
-                    for start in starts {
-                        *counts.entry(start).or_default() += 1;
-                    }
-                }
-                (FacetPlanKind::Sum | FacetPlanKind::Avg, FacetState::Stats { sum, values }) => {
-                    for &ord in ords.iter() {
-                        if let Some(FieldValue::Number(n)) = value(ord) {
-                            *sum += n;
-                            *values += 1;
+                    let mut previous = None;
+                    for &ord in mine {
+                        if previous != Some(ord) {
+                            counts.add(ord - start);
+                            previous = Some(ord);
                         }
                     }
                 }
-                _ => {}
+                FacetState::Buckets(runs) => {
+                    let Some(decoded) = values[i].as_deref() else {
+                        continue;
+                    };
+                    slots.clear();
+                    slots.extend(
+                        mine.iter()
+                            .filter_map(|&ord| runs.slot(ord - start, decoded, &facet.kind)),
+                    );
+                    slots.sort_unstable();
+                    slots.dedup();
+                    for &slot in slots.iter() {
+                        runs.counts[slot] += 1;
+                    }
+                }
+                // Sum and avg take every value, repeated ones too.
+                FacetState::Stats { sum, values: count } => {
+                    let Some(decoded) = values[i].as_deref() else {
+                        continue;
+                    };
+                    for &ord in mine {
+                        if let Some(Some(FieldValue::Number(n))) =
+                            decoded.get((ord - start) as usize)
+                        {
+                            *sum += n;
+                            *count += 1;
+                        }
+                    }
+                }
             }
         }
     }
 
     fn harvest(self) -> Vec<FacetPartial> {
-        let mut buffer = Vec::new();
         self.states
             .into_iter()
             .zip(&self.facets)
-            .map(|(state, facet)| match state {
-                FacetState::Ords(counts) => {
+            .zip(&self.ranges)
+            .map(|((state, facet), &(start, _))| match (state, &facet.kind) {
+                (FacetState::Ords(counts), _) => {
                     let name_len = facet.field.len() + 1;
                     let mut values = BTreeMap::new();
+                    let held = counts.held();
+                    let ords: Vec<u64> = held.iter().map(|&(at, _)| start + at).collect();
                     if let Some(exact) = &self.exact {
-                        for (ord, count) in counts {
-                            buffer.clear();
-                            if let Ok(true) = exact.dictionary().ord_to_term(ord, &mut buffer) {
-                                if buffer.len() > name_len {
-                                    values.insert(buffer[name_len..].to_vec(), count);
-                                }
+                        // Ordinals in order: one pass over the dictionary.
+                        let mut counts_of = held.iter().map(|&(_, count)| count);
+                        let _ = exact.dictionary().sorted_ords_to_term_cb(&ords, |term| {
+                            let count = counts_of.next().unwrap_or(0);
+                            if term.len() > name_len {
+                                values.insert(term[name_len..].to_vec(), u64::from(count));
                             }
-                        }
+                        });
                     }
                     FacetPartial::Values(values)
                 }
-                FacetState::Buckets(counts) => FacetPartial::Buckets(counts),
-                FacetState::Dates(counts) => FacetPartial::Dates(counts.into_iter().collect()),
-                FacetState::Stats { sum, values } => FacetPartial::Stats { sum, values },
+                (FacetState::Buckets(runs), FacetPlanKind::NumericHistogram { size, .. }) => {
+                    let mut counts = vec![0; *size];
+                    for (key, count) in runs.keys.iter().zip(runs.counts) {
+                        counts[*key as usize] += count;
+                    }
+                    FacetPartial::Buckets(counts)
+                }
+                (FacetState::Buckets(runs), _) => {
+                    let mut dates = BTreeMap::new();
+                    for (key, count) in runs.keys.iter().zip(runs.counts) {
+                        if count > 0 {
+                            *dates.entry(*key).or_default() += count;
+                        }
+                    }
+                    FacetPartial::Dates(dates)
+                }
+                (FacetState::Stats { sum, values }, _) => FacetPartial::Stats { sum, values },
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_and_sparse_ordinal_counts_agree() {
+        let adds = [5, 3, 5, 0, 9, 3, 5];
+        let mut dense = OrdCounts::new(10);
+        let mut sparse = OrdCounts::new(MAX_DENSE_ORDS + 1);
+        assert!(matches!(dense, OrdCounts::Dense(_)));
+        assert!(matches!(sparse, OrdCounts::Sparse(_)));
+        for at in adds {
+            dense.add(at);
+            sparse.add(at);
+        }
+        let expected = vec![(0, 1), (3, 2), (5, 3), (9, 1)];
+        assert_eq!(dense.held(), expected);
+        assert_eq!(sparse.held(), expected);
     }
 }

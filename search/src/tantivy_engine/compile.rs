@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound as Edge;
+use std::sync::Arc;
 
 use lattice_protocol::search::FieldType;
 use tantivy::query::{
@@ -13,6 +14,7 @@ use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{Searcher, Term};
 
 use super::doc::{exact_term, field_prefix, typed_prefix, Fields, PREFIX_END};
+use super::visible::{VisibleCache, VisibleQuery};
 use crate::plan::{glob_match, glob_prefix, Bound, Cond};
 use crate::{SearchError, Visibility};
 
@@ -26,6 +28,7 @@ pub(crate) struct Compiler<'a> {
     pub(crate) types: &'a BTreeMap<String, FieldType>,
     /// Free-text weights per string field.
     pub(crate) boosts: HashMap<String, f32>,
+    pub(crate) visible: Arc<VisibleCache>,
 }
 
 impl Compiler<'_> {
@@ -39,13 +42,16 @@ impl Compiler<'_> {
         Ok(match visibility {
             Visibility::Bypass => query,
             Visibility::Principals(principals) => {
+                // A bitset per segment and principal set, kept across
+                // queries (see `visible`), scoring a constant 1 as a term
+                // set would.
                 let visible: Box<dyn Query> = if principals.is_empty() {
                     Box::new(EmptyQuery)
                 } else {
-                    Box::new(TermSetQuery::new(
-                        principals
-                            .iter()
-                            .map(|p| Term::from_field_text(self.fields.visible_to, p)),
+                    Box::new(VisibleQuery::new(
+                        self.fields.visible_to,
+                        principals,
+                        self.visible.clone(),
                     ))
                 };
                 Box::new(BooleanQuery::new(vec![
@@ -110,10 +116,24 @@ impl Compiler<'_> {
             }
             Cond::Exists { field } => {
                 let prefix = field_prefix(field);
-                Box::new(InvertedIndexRangeQuery::new(
-                    Edge::Included(self.exact(&prefix)),
-                    Edge::Excluded(self.exact(&format!("{prefix}{PREFIX_END}"))),
-                ))
+                let in_field = |tantivy_field| -> Box<dyn Query> {
+                    Box::new(InvertedIndexRangeQuery::new(
+                        Edge::Included(Term::from_field_text(tantivy_field, &prefix)),
+                        Edge::Excluded(Term::from_field_text(
+                            tantivy_field,
+                            &format!("{prefix}{PREFIX_END}"),
+                        )),
+                    ))
+                };
+                let exact = in_field(self.fields.exact);
+                if self.types.get(field) != Some(&FieldType::String) {
+                    return Ok(exact);
+                }
+                // String values too long for an exact term still have words.
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Should, exact),
+                    (Occur::Should, in_field(self.fields.text)),
+                ]))
             }
             Cond::Like { field, pattern } => self.expand(
                 self.fields.exact,

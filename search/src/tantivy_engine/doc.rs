@@ -14,8 +14,6 @@
 //! Words come from [`WordsTokenizer`], which splits exactly as
 //! `text::words` does (the PostgreSQL engine uses `text::words` itself).
 
-use std::fmt::Write as _;
-
 use chrono::{DateTime, Utc};
 use lattice_protocol::search::{Entry, FieldType};
 use tantivy::schema::{
@@ -120,11 +118,11 @@ pub(crate) fn exact_term(name: &str, value: &FieldValue) -> String {
         }
         FieldValue::Number(n) => {
             term.push('n');
-            let _ = write!(term, "{:016x}", sortable_f64(*n));
+            push_hex(&mut term, sortable_f64(*n));
         }
         FieldValue::Date(d) => {
             term.push('d');
-            let _ = write!(term, "{:016x}", sortable_i64(d.timestamp_micros()));
+            push_hex(&mut term, sortable_i64(d.timestamp_micros()));
         }
         FieldValue::Boolean(b) => {
             term.push('b');
@@ -132,6 +130,15 @@ pub(crate) fn exact_term(name: &str, value: &FieldValue) -> String {
         }
     }
     term
+}
+
+/// Appends `n` as 16 lowercase hex digits (`{:016x}` without the
+/// formatting machinery: this runs for every number and date ingested).
+fn push_hex(out: &mut String, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(char::from(DIGITS[((n >> (shift * 4)) & 0xF) as usize]));
+    }
 }
 
 /// Reads back the value of an `exact` term, given the bytes after `name NUL`.
@@ -206,7 +213,11 @@ pub(crate) fn build(
                 // Each value is its own text value: tantivy leaves a position
                 // gap between values, so a phrase never spans two.
                 out.add_text(fields.all_text, s);
-                out.add_text(fields.text, format!("{name}{SEP}{s}"));
+                let mut fielded = String::with_capacity(name.len() + SEP.len_utf8() + s.len());
+                fielded.push_str(name);
+                fielded.push(SEP);
+                fielded.push_str(s);
+                out.add_text(fields.text, fielded);
                 if s.len() > MAX_EXACT_BYTES {
                     continue;
                 }
@@ -282,16 +293,42 @@ impl Tokenizer for WordsTokenizer {
 
 impl TokenStream for WordStream<'_> {
     fn advance(&mut self) -> bool {
+        // Byte by byte with an ASCII fast path (most text is ASCII):
+        // `char::is_alphanumeric` is `is_ascii_alphanumeric` below 0x80.
+        let bytes = self.text.as_bytes();
+        // The length of the character at `at` if it is alphanumeric.
+        let alphanumeric_at = |at: usize| -> (bool, usize) {
+            let b = bytes[at];
+            if b < 0x80 {
+                (b.is_ascii_alphanumeric(), 1)
+            } else {
+                let c = self.text[at..].chars().next().unwrap_or(' ');
+                (c.is_alphanumeric(), c.len_utf8())
+            }
+        };
         loop {
-            let rest = &self.text[self.cursor..];
-            let Some(start) = rest.find(char::is_alphanumeric) else {
-                self.cursor = self.text.len();
-                return false;
-            };
-            let start = self.cursor + start;
-            let end = self.text[start..]
-                .find(|c: char| !c.is_alphanumeric())
-                .map_or(self.text.len(), |len| start + len);
+            let mut start = self.cursor;
+            loop {
+                if start >= bytes.len() {
+                    self.cursor = bytes.len();
+                    return false;
+                }
+                let (is_word, len) = alphanumeric_at(start);
+                if is_word {
+                    break;
+                }
+                start += len;
+            }
+            let mut end = start;
+            let mut ascii = true;
+            while end < bytes.len() {
+                let (is_word, len) = alphanumeric_at(end);
+                if !is_word {
+                    break;
+                }
+                ascii &= len == 1;
+                end += len;
+            }
             self.cursor = end;
             let word = &self.text[start..end];
             if word.len() > crate::text::MAX_WORD_BYTES {
@@ -300,10 +337,10 @@ impl TokenStream for WordStream<'_> {
             let token = &mut *self.token;
             token.text.clear();
             token.text.push_str(self.prefix);
-            if word.is_ascii() {
-                token
-                    .text
-                    .extend(word.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+            if ascii {
+                let at = token.text.len();
+                token.text.push_str(word);
+                token.text[at..].make_ascii_lowercase();
             } else {
                 token.text.push_str(&word.to_lowercase());
             }
@@ -349,6 +386,9 @@ mod tests {
             "ΣΑΣ and ὈΔΥΣΣΕΎΣ",
             &format!("a {long} b"),
             "ＦＵＬＬ width ＴＥＸＴ",
+            "MiXeD ascii-and-Ünïcödé_words, 42x ÅB9 ß",
+            "\u{2003}lead\u{00a0}and trail\u{2003}",
+            "x",
         ] {
             let expected: Vec<(String, usize)> = crate::text::words(text)
                 .enumerate()
@@ -360,6 +400,15 @@ mod tests {
                 .map(|(w, i)| (format!("a.b\0{w}"), i))
                 .collect();
             assert_eq!(tokens(true, &format!("a.b\0{text}")), fielded, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn hex_is_sixteen_lowercase_digits() {
+        for n in [0, 1, 0xabc, u64::MAX, 1 << 63, 0x0123_4567_89ab_cdef] {
+            let mut out = String::new();
+            push_hex(&mut out, n);
+            assert_eq!(out, format!("{n:016x}"));
         }
     }
 

@@ -12,12 +12,19 @@
 //! shared; each open index keeps one `IndexWriter` (and its memory budget)
 //! and one reader. Every ingest or delete call is one tantivy commit, so
 //! its effects are durable and visible when the call returns.
+//!
+//! Tantivy is built with its `quickwit` feature for one reason: term
+//! dictionaries are then sstables rather than FSTs. Building FSTs of the
+//! many unique terms an index has (entry keys, exact values) was the
+//! largest cost of ingest. Indexes written with FST dictionaries (before
+//! this choice) do not open with it.
 
 mod collect;
 mod compile;
 mod doc;
+mod visible;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::Write as _;
 use std::ops::Bound as Edge;
@@ -34,11 +41,14 @@ use serde_json::Value;
 use tantivy::collector::Count;
 use tantivy::query::{BooleanQuery, InvertedIndexRangeQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value as _};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tantivy::{
+    Executor, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
+};
 
-use self::collect::{FacetPartial, FacetsCollector, Hit, HitsCollector};
+use self::collect::{FacetPartial, FacetsCollector, Hit, HitsCollector, ValueCache};
 use self::compile::{engine, Compiler};
 use self::doc::{decode_exact, Fields, PREFIX_END};
+use self::visible::VisibleCache;
 use crate::plan::{
     check_entry, date_bucket, format_date, group_by_subject, histogram_bound, number_value,
     plan_query, plan_scroll, plan_search, Cond, EntryKey, FacetPlan, FacetPlanKind,
@@ -62,6 +72,8 @@ impl From<tantivy::TantivyError> for SearchError {
 /// The embedded engine. See the module documentation.
 pub struct TantivyEngine {
     root: PathBuf,
+    /// Searches every index's segments in parallel on one shared pool.
+    executor: Executor,
     indexes: RwLock<HashMap<SearchIndexId, Arc<IndexHandle>>>,
     /// Serializes index creation (two creators of one id would race on disk).
     creating: tokio::sync::Mutex<()>,
@@ -73,6 +85,7 @@ impl TantivyEngine {
     pub fn open(dir: PathBuf) -> Result<Self, SearchError> {
         fs::create_dir_all(&dir).map_err(engine)?;
         let mut indexes = HashMap::new();
+        let executor = search_executor()?;
         for item in fs::read_dir(&dir).map_err(engine)? {
             let item = item.map_err(engine)?;
             let Some(id) = item
@@ -82,12 +95,13 @@ impl TantivyEngine {
             else {
                 continue;
             };
-            let handle = IndexHandle::open(&item.path())?;
+            let handle = IndexHandle::open(&item.path(), &executor)?;
             indexes.insert(id, Arc::new(handle));
         }
         tracing::info!(dir = %dir.display(), indexes = indexes.len(), "tantivy search engine open");
         Ok(Self {
             root: dir,
+            executor,
             indexes: RwLock::new(indexes),
             creating: tokio::sync::Mutex::new(()),
         })
@@ -113,6 +127,18 @@ impl TantivyEngine {
     }
 }
 
+/// The pool searches run their segments on: one thread per core (at most
+/// four), shared by every index. The calling (blocking) thread waits for it.
+fn search_executor() -> Result<Executor, SearchError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    if threads == 1 {
+        return Ok(Executor::single_thread());
+    }
+    Ok(Executor::multi_thread(threads, "lattice-search-")?)
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, SearchError> + Send + 'static,
 ) -> Result<T, SearchError> {
@@ -131,7 +157,8 @@ impl SearchEngine for TantivyEngine {
             return Ok(());
         }
         let path = self.root.join(index.to_string());
-        let handle = blocking(move || IndexHandle::create(&path)).await?;
+        let executor = self.executor.clone();
+        let handle = blocking(move || IndexHandle::create(&path, &executor)).await?;
         self.indexes
             .write()
             .map_err(engine)?
@@ -237,21 +264,27 @@ struct IndexHandle {
     writer: Mutex<Option<IndexWriter>>,
     fields: RwLock<BTreeMap<String, FieldType>>,
     tantivy_fields: Fields,
+    /// Facet values decoded per segment (see [`ValueCache`]).
+    values: Arc<ValueCache>,
+    /// Visible documents per segment and principal set.
+    visible: Arc<VisibleCache>,
 }
 
 impl IndexHandle {
-    fn create(dir: &Path) -> Result<Self, SearchError> {
+    fn create(dir: &Path, executor: &Executor) -> Result<Self, SearchError> {
         fs::create_dir_all(dir).map_err(engine)?;
         if dir.join("meta.json").exists() {
-            return Self::open(dir);
+            return Self::open(dir, executor);
         }
         let (schema, _) = doc::schema();
-        let index = Index::create_in_dir(dir, schema)?;
+        let mut index = Index::create_in_dir(dir, schema)?;
+        index.set_executor(executor.clone());
         Self::with_index(dir, index, BTreeMap::new())
     }
 
-    fn open(dir: &Path) -> Result<Self, SearchError> {
-        let index = Index::open_in_dir(dir)?;
+    fn open(dir: &Path, executor: &Executor) -> Result<Self, SearchError> {
+        let mut index = Index::open_in_dir(dir)?;
+        index.set_executor(executor.clone());
         let fields = match fs::read(dir.join(FIELDS_FILE)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(engine)?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
@@ -289,6 +322,8 @@ impl IndexHandle {
             writer: Mutex::new(Some(writer)),
             fields: RwLock::new(fields),
             tantivy_fields,
+            values: Arc::default(),
+            visible: Arc::default(),
         })
     }
 
@@ -309,7 +344,35 @@ impl IndexHandle {
     fn commit(&self, writer: &mut IndexWriter) -> Result<(), SearchError> {
         writer.commit()?;
         self.reader.reload()?;
+        let live = self
+            .reader
+            .searcher()
+            .segment_readers()
+            .iter()
+            .map(|segment| segment.segment_id())
+            .collect();
+        self.values.retain(&live);
+        self.visible.retain(&live);
         Ok(())
+    }
+
+    /// Runs one write call with the writer. If it fails, whatever it added
+    /// or deleted is rolled back, so that the next call does not commit it.
+    fn write<T>(
+        &self,
+        work: impl FnOnce(&mut IndexWriter) -> Result<T, SearchError>,
+    ) -> Result<T, SearchError> {
+        let mut guard = self.writer.lock().map_err(engine)?;
+        let writer = guard
+            .as_mut()
+            .ok_or_else(|| SearchError::Engine("the index was dropped".into()))?;
+        let result = work(writer);
+        if result.is_err() {
+            if let Err(err) = writer.rollback() {
+                tracing::error!(error = %err, dir = %self.dir.display(), "tantivy rollback failed");
+            }
+        }
+        result
     }
 
     fn ingest(
@@ -317,10 +380,15 @@ impl IndexHandle {
         entries: Vec<Entry>,
         limits: &Limits,
     ) -> Result<Vec<EntryOutcome>, SearchError> {
-        let mut guard = self.writer.lock().map_err(engine)?;
-        let writer = guard
-            .as_mut()
-            .ok_or_else(|| SearchError::Engine("the index was dropped".into()))?;
+        self.write(|writer| self.ingest_with(writer, entries, limits))
+    }
+
+    fn ingest_with(
+        &self,
+        writer: &mut IndexWriter,
+        entries: Vec<Entry>,
+        limits: &Limits,
+    ) -> Result<Vec<EntryOutcome>, SearchError> {
         let mut fields = self.field_map()?;
         let known = fields.len();
         let searcher = self.reader.searcher();
@@ -328,8 +396,18 @@ impl IndexHandle {
         let mut subjects: HashMap<String, BTreeSet<Option<String>>> = HashMap::new();
         let mut outcomes = Vec::with_capacity(entries.len());
         let started = std::time::Instant::now();
-        for entry in entries {
-            let prepared = self.prepare(&entry, &fields, limits, &searcher, &mut subjects);
+        // If the keys cannot be read here, every subject is looked up (and
+        // an entry whose lookup fails is rejected, naming why).
+        let existing = self.subjects_in_index(&searcher, &entries).ok();
+        for entry in &entries {
+            let prepared = self.prepare(
+                entry,
+                &fields,
+                limits,
+                &searcher,
+                existing.as_ref(),
+                &mut subjects,
+            );
             let (document, added) = match prepared {
                 Ok(prepared) => prepared,
                 Err(reason) => {
@@ -368,14 +446,20 @@ impl IndexHandle {
         fields: &BTreeMap<String, FieldType>,
         limits: &Limits,
         searcher: &Searcher,
+        existing: Option<&HashSet<&str>>,
         subjects: &mut HashMap<String, BTreeSet<Option<String>>>,
     ) -> Result<(TantivyDocument, Vec<(String, FieldType)>), String> {
         let principals = check_entry(entry, limits)?;
         let (flat, added) = flatten(&entry.content, fields, limits)?;
         if !subjects.contains_key(&entry.subject) {
-            let ids = self
-                .entry_ids(searcher, &entry.subject)
-                .map_err(|err| format!("could not read the subject's entries: {err}"))?;
+            // Most ingested subjects are new: the index's keys say so
+            // without running a query.
+            let ids = if existing.is_none_or(|found| found.contains(entry.subject.as_str())) {
+                self.entry_ids(searcher, &entry.subject)
+                    .map_err(|err| format!("could not read the subject's entries: {err}"))?
+            } else {
+                BTreeSet::new()
+            };
             subjects.insert(entry.subject.clone(), ids);
         }
         let ids = subjects.get_mut(&entry.subject).expect("inserted above");
@@ -402,25 +486,63 @@ impl IndexHandle {
         )
     }
 
-    /// Whether any segment's key dictionary has a term of the subject
-    /// (deleted entries included): when none does, the subject is new.
-    fn subject_may_exist(&self, searcher: &Searcher, subject: &str) -> Result<bool, SearchError> {
-        let start = EntryKey::new(subject, None).encode();
-        let end = format!("{start}{PREFIX_END}");
+    /// The subjects of `entries` that some segment's key dictionary has a
+    /// term of (deleted entries included); the others are new. One merge
+    /// of the sorted subjects with each segment's keys between the first
+    /// and the last of them, rather than a dictionary lookup per subject
+    /// and segment (with many segments, those lookups were a large part of
+    /// ingest).
+    fn subjects_in_index<'e>(
+        &self,
+        searcher: &Searcher,
+        entries: &'e [Entry],
+    ) -> Result<HashSet<&'e str>, SearchError> {
+        // `subject NUL`: a subject's keys are those starting with it. No
+        // subject holds NUL (those entries are rejected anyway), so no
+        // prefix starts another and their key ranges are disjoint.
+        let prefixes: Vec<(String, &str)> = entries
+            .iter()
+            .map(|entry| entry.subject.as_str())
+            .filter(|subject| !subject.contains('\0'))
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .map(|subject| (EntryKey::new(subject, None).encode(), subject))
+            .collect();
+        let mut found = HashSet::new();
+        let (Some((first, _)), Some((last, _))) = (prefixes.first(), prefixes.last()) else {
+            return Ok(found);
+        };
+        let mut end = last.as_bytes().to_vec();
+        // No UTF-8 text holds 0xFF: past every key with the last prefix.
+        end.push(0xFF);
         for segment in searcher.segment_readers() {
             let inverted = segment.inverted_index(self.tantivy_fields.key)?;
             let mut terms = inverted
                 .terms()
                 .range()
-                .ge(start.as_bytes())
-                .lt(end.as_bytes())
+                .ge(first.as_bytes())
+                .lt(&end)
                 .into_stream()
                 .map_err(engine)?;
-            if terms.advance() {
-                return Ok(true);
+            let mut next = 0;
+            while next < prefixes.len() && terms.advance() {
+                let key = terms.key();
+                // Skip the subjects whose keys all sort before this key.
+                while next < prefixes.len()
+                    && key > prefixes[next].0.as_bytes()
+                    && !key.starts_with(prefixes[next].0.as_bytes())
+                {
+                    next += 1;
+                }
+                if let Some((prefix, subject)) = prefixes.get(next) {
+                    if key.starts_with(prefix.as_bytes()) {
+                        found.insert(*subject);
+                        next += 1;
+                    }
+                }
             }
         }
-        Ok(false)
+        Ok(found)
     }
 
     /// The entry ids a subject holds in the committed index.
@@ -429,11 +551,6 @@ impl IndexHandle {
         searcher: &Searcher,
         subject: &str,
     ) -> Result<BTreeSet<Option<String>>, SearchError> {
-        // Most ingested subjects are new: a dictionary lookup answers those
-        // without running a query.
-        if !self.subject_may_exist(searcher, subject)? {
-            return Ok(BTreeSet::new());
-        }
         let query = self.subject_query(subject);
         let (_, hits) = searcher.search(&query, &HitsCollector::by_key(usize::MAX))?;
         Ok(hits
@@ -448,10 +565,14 @@ impl IndexHandle {
     }
 
     fn delete(&self, target: &DeleteTarget) -> Result<u64, SearchError> {
-        let mut guard = self.writer.lock().map_err(engine)?;
-        let writer = guard
-            .as_mut()
-            .ok_or_else(|| SearchError::Engine("the index was dropped".into()))?;
+        self.write(|writer| self.delete_with(writer, target))
+    }
+
+    fn delete_with(
+        &self,
+        writer: &mut IndexWriter,
+        target: &DeleteTarget,
+    ) -> Result<u64, SearchError> {
         let searcher = self.reader.searcher();
         let term_query = |term: Term| TermQuery::new(term, IndexRecordOption::Basic);
         let mut removed = 0;
@@ -505,6 +626,7 @@ impl IndexHandle {
                 .iter()
                 .map(|(name, factor)| (name.clone(), *factor as f32))
                 .collect(),
+            visible: self.visible.clone(),
         }
     }
 
@@ -518,24 +640,34 @@ impl IndexHandle {
         let searcher = self.reader.searcher();
         let compiler = self.compiler(&searcher, &fields, &plan.boosts);
         let matching = compiler.visible(&plan.matching, visibility)?;
+        let window = plan.offset + plan.limit;
+        let hits_collector = HitsCollector::new(&plan.sort, window);
+        let facets_collector = FacetsCollector::new(&plan.facets, self.values.clone());
+        let (facet_partials, (total, hits)) = if plan.post_filter == Cond::All {
+            if plan.facets.is_empty() {
+                (Vec::new(), searcher.search(&*matching, &hits_collector)?)
+            } else {
+                // Facets and hits over the same documents: one pass.
+                searcher.search(&*matching, &(facets_collector, hits_collector))?
+            }
+        } else {
+            let partials = if plan.facets.is_empty() {
+                Vec::new()
+            } else {
+                searcher.search(&*matching, &facets_collector)?
+            };
+            // Post-facet filters narrow the hits, not the facet counts above.
+            let hits_query = BooleanQuery::new(vec![
+                (Occur::Must, matching),
+                (Occur::Must, compiler.compile(&plan.post_filter)?),
+            ]);
+            (partials, searcher.search(&hits_query, &hits_collector)?)
+        };
         let facet_results = if plan.facets.is_empty() {
             Vec::new()
         } else {
-            let partials = searcher.search(&*matching, &FacetsCollector::new(&plan.facets))?;
-            shape_facets(&plan.facets, partials)
+            shape_facets(&plan.facets, facet_partials)
         };
-        // Post-facet filters narrow the hits, not the facet counts above.
-        let hits_query: Box<dyn Query> = if plan.post_filter == Cond::All {
-            matching
-        } else {
-            Box::new(BooleanQuery::new(vec![
-                (Occur::Must, matching),
-                (Occur::Must, compiler.compile(&plan.post_filter)?),
-            ]))
-        };
-        let window = plan.offset + plan.limit;
-        let (total, hits) =
-            searcher.search(&*hits_query, &HitsCollector::new(&plan.sort, window))?;
         let page: Vec<Hit> = hits.into_iter().skip(plan.offset).collect();
         let entries = self.load(&searcher, &page)?;
         let count = entries.len();

@@ -55,7 +55,8 @@ macro_rules! conformance_tests {
             subject_lookup,
             fields_and_count,
             drop_and_unknown_index,
-            boosts_are_accepted
+            boosts_are_accepted,
+            long_strings_are_searchable_as_words
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -1685,4 +1686,33 @@ pub(crate) async fn boosts_are_accepted(engine: &dyn SearchEngine) {
         factor: 3.0,
     }];
     invalid(engine, index, &request).await;
+}
+
+pub(crate) async fn long_strings_are_searchable_as_words(engine: &dyn SearchEngine) {
+    // 10 KB of text in one value: engines may not index it as an exact
+    // value, but its words and its presence must be found.
+    let index = new_index(engine).await;
+    let long = format!("{} needle", "hay ".repeat(2_500));
+    let outcomes = engine
+        .ingest(
+            index,
+            vec![
+                entry("long", None, json!({"blob": long}), &["public"]),
+                entry("short", None, json!({"blob": "x", "other": 1}), &["public"]),
+                entry("none", None, json!({"other": 2}), &["public"]),
+            ],
+            &Limits::default(),
+        )
+        .await
+        .expect("ingest");
+    assert_eq!(outcomes, vec![EntryOutcome::Applied; 3]);
+    assert_eq!(found(engine, index, &query("needle")).await, set(&["long"]));
+    assert_eq!(
+        found(engine, index, &query("blob:needle")).await,
+        set(&["long"])
+    );
+    let exists = filtered(vec![Filter::Exists {
+        field_name: "blob".into(),
+    }]);
+    assert_eq!(found(engine, index, &exists).await, set(&["long", "short"]));
 }
