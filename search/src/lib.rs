@@ -4,8 +4,10 @@
 //! [`SearchEngine`] trait, the pieces every engine shares (flattening JSON
 //! content into typed fields and fixing each field's type per index:
 //! [`schema`]; the one word splitter: [`text`]; the advanced query syntax
-//! and its parser: [`query`]), and two engines that pass one conformance
-//! suite: the embedded `tantivy` engine and the PostgreSQL engine.
+//! and its parser: [`query`]; checking a request and planning it, entry
+//! checks, scroll markers and grouping by subject: [`plan`]), and two
+//! engines that pass one conformance suite (`tests/conformance`): the
+//! embedded [`TantivyEngine`] and the PostgreSQL engine.
 //!
 //! It must not know who is asking or why: the service resolves the caller
 //! into a [`Visibility`] (their principals, group memberships included) and
@@ -23,9 +25,13 @@ use lattice_protocol::search::{
 use lattice_protocol::SearchIndexId;
 use std::collections::BTreeMap;
 
+pub mod plan;
 pub mod query;
 pub mod schema;
 pub mod text;
+
+mod tantivy_engine;
+pub use tantivy_engine::TantivyEngine;
 
 /// Whose eyes a query runs for.
 #[derive(Clone, Debug, PartialEq, Eq)]
