@@ -26,11 +26,13 @@ use lattice_protocol::SearchIndexId;
 use std::collections::BTreeMap;
 
 pub mod plan;
+mod postgres_engine;
 pub mod query;
 pub mod schema;
+mod tantivy_engine;
 pub mod text;
 
-mod tantivy_engine;
+pub use postgres_engine::PostgresEngine;
 pub use tantivy_engine::TantivyEngine;
 
 /// Whose eyes a query runs for.
