@@ -93,14 +93,23 @@ async fn open_engine(
     });
     match kind {
         SearchEngineKind::Tantivy => {
-            let _ = &config.dir;
-            Err("the tantivy engine is not built into this service yet".to_owned())
+            let dir = config.dir.clone();
+            // Opening reads the index directories: off the async threads.
+            let engine =
+                tokio::task::spawn_blocking(move || lattice_search::TantivyEngine::open(dir))
+                    .await
+                    .map_err(|e| format!("opening the tantivy engine: {e}"))?
+                    .map_err(|e| format!("tantivy engine in {}: {e}", config.dir.display()))?;
+            Ok(Arc::new(engine))
         }
         SearchEngineKind::Postgres => {
-            let Some(_pool) = store.postgres_pool() else {
+            let Some(pool) = store.postgres_pool() else {
                 return Err("the postgres engine needs a PostgreSQL store".to_owned());
             };
-            Err("the postgres engine is not built into this service yet".to_owned())
+            let engine = lattice_search::PostgresEngine::open(pool)
+                .await
+                .map_err(|e| format!("postgres engine: {e}"))?;
+            Ok(Arc::new(engine))
         }
     }
 }
