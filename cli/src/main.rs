@@ -130,6 +130,11 @@ enum Command {
     /// path (`lattice acl add COLL:/path/ PRINCIPAL --permissions r`).
     #[command(subcommand)]
     Acl(commands::sharing::AclCommand),
+    /// Search indexes of metadata with per-entry visibility: create an
+    /// index, ingest entries, query with filters and facets
+    /// (`lattice search query INDEX "silicon" --facet instrument`).
+    #[command(subcommand)]
+    Search(commands::search::SearchCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -291,6 +296,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Acl(command) => {
             logging::init(Default::default(), "warn");
             commands::sharing::acl(&ctx, command).await
+        }
+        Command::Search(command) => {
+            logging::init(Default::default(), "warn");
+            commands::search::run(&ctx, command).await
         }
     }
 }

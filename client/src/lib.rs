@@ -37,6 +37,13 @@ use lattice_protocol::sharing::{
     RoleInfo, SharingPolicy,
 };
 
+use lattice_protocol::search::{
+    IndexCreate, IndexInfo, IndexRole, IndexRoleCreate, IndexUpdate, IngestDocument, ScrollRequest,
+    ScrollResult, SearchQuery, SearchRequest, SearchResult, SearchTaskInfo, SubjectResult,
+    TaskSubmitted,
+};
+use lattice_protocol::{SearchIndexId, SearchTaskId};
+
 pub use profile::Profile;
 pub use stream::BatchStream;
 
@@ -580,6 +587,151 @@ impl Client {
 
     pub async fn group_audit(&self, id: GroupId) -> ClientResult<Vec<AuditEntry>> {
         self.get(&format!("v1/groups/{id}/audit")).await
+    }
+
+    // ---- search ----------------------------------------------------------
+
+    pub async fn create_search_index(&self, request: &IndexCreate) -> ClientResult<IndexInfo> {
+        self.post("v1/search/indexes", request).await
+    }
+
+    /// Indexes on which the caller has a role.
+    pub async fn search_indexes(&self) -> ClientResult<Vec<IndexInfo>> {
+        self.get("v1/search/indexes").await
+    }
+
+    pub async fn search_index(&self, id: SearchIndexId) -> ClientResult<IndexInfo> {
+        self.get(&format!("v1/search/indexes/{id}")).await
+    }
+
+    pub async fn update_search_index(
+        &self,
+        id: SearchIndexId,
+        update: &IndexUpdate,
+    ) -> ClientResult<IndexInfo> {
+        self.request(
+            Method::PATCH,
+            &format!("v1/search/indexes/{id}"),
+            Some(update),
+        )
+        .await
+    }
+
+    pub async fn delete_search_index(&self, id: SearchIndexId) -> ClientResult<IndexInfo> {
+        self.request::<(), _>(Method::DELETE, &format!("v1/search/indexes/{id}"), None)
+            .await
+    }
+
+    pub async fn restore_search_index(&self, id: SearchIndexId) -> ClientResult<IndexInfo> {
+        self.post(&format!("v1/search/indexes/{id}/restore"), &())
+            .await
+    }
+
+    pub async fn search_index_roles(&self, id: SearchIndexId) -> ClientResult<Vec<IndexRole>> {
+        self.get(&format!("v1/search/indexes/{id}/roles")).await
+    }
+
+    pub async fn add_search_index_role(
+        &self,
+        id: SearchIndexId,
+        request: &IndexRoleCreate,
+    ) -> ClientResult<IndexRole> {
+        self.post(&format!("v1/search/indexes/{id}/roles"), request)
+            .await
+    }
+
+    pub async fn delete_search_index_role(
+        &self,
+        id: SearchIndexId,
+        role: uuid::Uuid,
+    ) -> ClientResult<()> {
+        self.request::<(), _>(
+            Method::DELETE,
+            &format!("v1/search/indexes/{id}/roles/{role}"),
+            None,
+        )
+        .await
+    }
+
+    /// Queues an ingest; the task says later what was applied.
+    pub async fn search_ingest(
+        &self,
+        id: SearchIndexId,
+        document: &IngestDocument,
+    ) -> ClientResult<TaskSubmitted> {
+        self.post(&format!("v1/search/indexes/{id}/ingest"), document)
+            .await
+    }
+
+    /// Queues the deletion of every entry of these subjects.
+    pub async fn search_delete_subjects(
+        &self,
+        id: SearchIndexId,
+        subjects: &[String],
+    ) -> ClientResult<TaskSubmitted> {
+        self.post(
+            &format!("v1/search/indexes/{id}/subjects/delete"),
+            &serde_json::json!({ "subjects": subjects }),
+        )
+        .await
+    }
+
+    pub async fn search_delete_by_query(
+        &self,
+        id: SearchIndexId,
+        query: &SearchQuery,
+    ) -> ClientResult<TaskSubmitted> {
+        self.post(&format!("v1/search/indexes/{id}/delete_by_query"), query)
+            .await
+    }
+
+    /// Every entry of `subject` the caller may see.
+    pub async fn search_subject(
+        &self,
+        id: SearchIndexId,
+        subject: &str,
+        bypass_visibility: bool,
+    ) -> ClientResult<SubjectResult> {
+        self.get(&format!(
+            "v1/search/indexes/{id}/subject?subject={}&bypass_visibility={bypass_visibility}",
+            segment(subject)
+        ))
+        .await
+    }
+
+    pub async fn search_query(
+        &self,
+        id: SearchIndexId,
+        request: &SearchRequest,
+    ) -> ClientResult<SearchResult> {
+        self.post(&format!("v1/search/indexes/{id}/query"), request)
+            .await
+    }
+
+    pub async fn search_scroll(
+        &self,
+        id: SearchIndexId,
+        request: &ScrollRequest,
+    ) -> ClientResult<ScrollResult> {
+        self.post(&format!("v1/search/indexes/{id}/scroll"), request)
+            .await
+    }
+
+    pub async fn search_task(&self, id: SearchTaskId) -> ClientResult<SearchTaskInfo> {
+        self.get(&format!("v1/search/tasks/{id}")).await
+    }
+
+    /// The newest tasks of an index.
+    pub async fn search_tasks(
+        &self,
+        id: SearchIndexId,
+        limit: Option<u32>,
+    ) -> ClientResult<Vec<SearchTaskInfo>> {
+        let path = match limit {
+            Some(limit) => format!("v1/search/indexes/{id}/tasks?limit={limit}"),
+            None => format!("v1/search/indexes/{id}/tasks"),
+        };
+        self.get(&path).await
     }
 
     /// The WebSocket URL agents connect to.

@@ -24,6 +24,9 @@ pub enum ErrorCode {
     Conflict,
     /// The body is larger than the configured limit (413).
     PayloadTooLarge,
+    /// Too many requests from this identity; retry after the `Retry-After`
+    /// header's seconds (429).
+    TooManyRequests,
     /// A dependency (store, queue, identity provider) is unavailable (503).
     Unavailable,
     /// A bug or an unexpected failure; details are in the service log (500).
@@ -41,6 +44,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::TooManyRequests => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -57,6 +61,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -72,6 +77,10 @@ pub struct ErrorBody {
     /// Set on internal errors so an admin can find the full error in the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Where in the request's text the problem is (a byte offset into a
+    /// search query's `q`, for a syntax error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
 }
 
 #[cfg(test)]
@@ -89,6 +98,7 @@ mod tests {
             ErrorCode::MethodNotAllowed,
             ErrorCode::Conflict,
             ErrorCode::PayloadTooLarge,
+            ErrorCode::TooManyRequests,
             ErrorCode::Unavailable,
             ErrorCode::Internal,
         ] {

@@ -299,7 +299,9 @@ pub struct SearchQuery {
 /// `YYYY-MM-DD` strings for dates, booleans for booleans.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// `no_recursion`: the schema refers to itself (not/and/or) instead of
+// expanding forever when the OpenAPI document is built.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(no_recursion))]
 pub enum Filter {
     /// Some value of the field equals one of `values`.
     MatchAny {

@@ -172,6 +172,97 @@ pub struct FileConfig {
     /// RabbitMQ); `--ca-file` and `LATTICE_CA_FILE` win over it.
     pub ca_file: Option<PathBuf>,
     pub oidc: Option<OidcFileConfig>,
+    pub search: Option<SearchFileConfig>,
+}
+
+/// The `[search]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchFileConfig {
+    /// `tantivy` or `postgres`.
+    pub engine: Option<SearchEngineKind>,
+    /// Directory of the tantivy engine's indexes.
+    pub dir: Option<PathBuf>,
+    /// Seconds a deleted index stays restorable.
+    pub deleted_index_grace_secs: Option<u64>,
+    /// Queries (and scrolls, subject lookups) per minute per identity.
+    pub queries_per_minute: Option<u32>,
+    /// Ingest and delete requests per minute per identity.
+    pub writes_per_minute: Option<u32>,
+}
+
+/// Which search engine holds the entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchEngineKind {
+    /// Embedded, in files under the data directory: one service replica.
+    Tantivy,
+    /// Tables in the store's PostgreSQL database: any number of replicas.
+    Postgres,
+}
+
+/// Default grace period of a deleted search index (7 days).
+pub const DEFAULT_DELETED_INDEX_GRACE_SECS: u64 = 7 * 24 * 3600;
+/// Default queries per minute per identity.
+pub const DEFAULT_SEARCH_QUERIES_PER_MINUTE: u32 = 3_000;
+/// Default ingest and delete requests per minute per identity.
+pub const DEFAULT_SEARCH_WRITES_PER_MINUTE: u32 = 600;
+
+/// The resolved `[search]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchConfig {
+    /// `None`: PostgreSQL when the store is PostgreSQL, else tantivy
+    /// (decided when the service opens, so a changed `database_url` counts).
+    pub engine: Option<SearchEngineKind>,
+    /// Where the tantivy engine keeps its files.
+    pub dir: PathBuf,
+    pub deleted_index_grace_secs: u64,
+    pub queries_per_minute: u32,
+    pub writes_per_minute: u32,
+}
+
+impl SearchConfig {
+    /// The settings of `file` over the defaults (tantivy's files in
+    /// `DATA_DIR/search`).
+    fn resolve(
+        file: Option<SearchFileConfig>,
+        database_url: &str,
+        data_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        let file = file.unwrap_or_default();
+        let store_is_postgres = !database_url.starts_with("sqlite:");
+        let engine = file.engine;
+        if engine == Some(SearchEngineKind::Postgres) && !store_is_postgres {
+            return Err(ConfigError::Invalid {
+                key: "search.engine",
+                message: "the postgres engine keeps its tables in the store's database; it needs database_url = postgres://...".into(),
+            });
+        }
+        let per_minute = |key, value: Option<u32>, default| match value {
+            Some(0) => Err(ConfigError::Invalid {
+                key,
+                message: "must be at least 1".into(),
+            }),
+            other => Ok(other.unwrap_or(default)),
+        };
+        Ok(Self {
+            engine,
+            dir: file.dir.unwrap_or_else(|| data_dir.join("search")),
+            deleted_index_grace_secs: file
+                .deleted_index_grace_secs
+                .unwrap_or(DEFAULT_DELETED_INDEX_GRACE_SECS),
+            queries_per_minute: per_minute(
+                "search.queries_per_minute",
+                file.queries_per_minute,
+                DEFAULT_SEARCH_QUERIES_PER_MINUTE,
+            )?,
+            writes_per_minute: per_minute(
+                "search.writes_per_minute",
+                file.writes_per_minute,
+                DEFAULT_SEARCH_WRITES_PER_MINUTE,
+            )?,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +302,7 @@ pub struct ServiceConfig {
     /// The config file's `ca_file` (the binary installs the process's trust
     /// from it when no flag or variable named one).
     pub ca_file: Option<PathBuf>,
+    pub search: SearchConfig,
 }
 
 /// A configuration problem, naming the key.
@@ -363,6 +455,7 @@ impl ServiceConfig {
                 })
             }
         };
+        let search = SearchConfig::resolve(file.search, &database_url, &data_dir)?;
         Ok(Self {
             listen,
             public_url,
@@ -379,6 +472,7 @@ impl ServiceConfig {
             oidc,
             tls,
             ca_file: file.ca_file,
+            search,
         })
     }
 
@@ -477,6 +571,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("access_token_ttl"), "{err}");
+    }
+
+    #[test]
+    fn search_settings_default_and_name_their_keys() {
+        let sqlite = ServiceConfig::from_layers(
+            ServiceArgs::default(),
+            FileConfig::default(),
+            PathBuf::from("/d"),
+        )
+        .unwrap();
+        assert_eq!(sqlite.search.engine, None, "follows the store");
+        assert_eq!(sqlite.search.dir, PathBuf::from("/d/search"));
+        assert_eq!(
+            sqlite.search.deleted_index_grace_secs,
+            DEFAULT_DELETED_INDEX_GRACE_SECS
+        );
+        let named = ServiceConfig::from_layers(
+            ServiceArgs::default(),
+            file("database_url = \"postgres://db/x\"\n[search]\nengine = \"tantivy\"\ndeleted_index_grace_secs = 60\n"),
+            PathBuf::from("/d"),
+        )
+        .unwrap();
+        assert_eq!(named.search.engine, Some(SearchEngineKind::Tantivy));
+        assert_eq!(named.search.deleted_index_grace_secs, 60);
+        let err = ServiceConfig::from_layers(
+            ServiceArgs::default(),
+            file("[search]\nengine = \"postgres\"\n"),
+            PathBuf::from("/d"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("search.engine"), "{err}");
     }
 
     #[test]

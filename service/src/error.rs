@@ -23,6 +23,10 @@ pub struct ApiError {
     pub message: String,
     /// For internal errors: what went wrong, for the log only.
     internal: Option<String>,
+    /// Where in the request's text the problem is (see `ErrorBody::position`).
+    position: Option<usize>,
+    /// For 429: seconds until a retry may succeed (the `Retry-After` header).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -31,6 +35,24 @@ impl ApiError {
             code,
             message: message.into(),
             internal: None,
+            position: None,
+            retry_after: None,
+        }
+    }
+
+    /// A 400 that names where in the request's text the problem is.
+    pub fn bad_request_at(message: impl Into<String>, position: Option<usize>) -> Self {
+        Self {
+            position,
+            ..Self::bad_request(message)
+        }
+    }
+
+    /// A 429 whose answer says when to retry.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(ErrorCode::TooManyRequests, message)
         }
     }
 
@@ -64,6 +86,8 @@ impl ApiError {
             code: ErrorCode::Internal,
             message: "internal error".to_owned(),
             internal: Some(detail.to_string()),
+            position: None,
+            retry_after: None,
         }
     }
 }
@@ -99,12 +123,19 @@ impl IntoResponse for ApiError {
             code: self.code,
             message: self.message,
             request_id: None,
+            position: self.position,
         };
         if let Some(detail) = &self.internal {
             tracing::error!(request_id = request_id.as_deref().unwrap_or("-"), error = %detail, "internal error");
             body.request_id = request_id;
         }
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        response
     }
 }
 

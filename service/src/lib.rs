@@ -16,6 +16,7 @@ mod error;
 mod https;
 mod openapi;
 mod routes;
+pub mod search;
 pub mod sharing;
 mod state;
 pub mod store;
@@ -81,7 +82,7 @@ pub fn app(state: AppState) -> Router {
 fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use routes::{
         access, auth, clients, collections, endpoints, functions, grants, groups, health,
-        identities, session, tasks, transfers,
+        identities, search, session, tasks, transfers,
     };
     use utoipa_axum::routes;
     utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
@@ -141,6 +142,24 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(grants::endpoint_grants, grants::share_endpoint))
         .routes(routes!(grants::unshare_endpoint))
         .routes(routes!(access::sharing_policy, access::set_sharing_policy))
+        .routes(routes!(search::create_index, search::list_indexes))
+        .routes(routes!(
+            search::show_index,
+            search::update_index,
+            search::delete_index
+        ))
+        .routes(routes!(search::restore_index))
+        .routes(routes!(search::list_roles, search::add_role))
+        .routes(routes!(search::delete_role))
+        .routes(routes!(search::ingest))
+        .routes(routes!(search::delete_by_query))
+        .routes(routes!(search::delete_subjects))
+        .routes(routes!(search::delete_entry))
+        .routes(routes!(search::show_subject, search::delete_subject))
+        .routes(routes!(search::query_get, search::query_post))
+        .routes(routes!(search::scroll))
+        .routes(routes!(search::list_tasks))
+        .routes(routes!(search::show_task))
         .split_for_parts()
 }
 
@@ -184,7 +203,8 @@ pub async fn open(config: ServiceConfig) -> Result<AppState, OpenError> {
         Some(url) => broker::rabbitmq::RabbitBroker::connect(url).await?,
         None => broker::embedded::EmbeddedBroker::open(store.clone()).await?,
     };
-    Ok(AppState::new(store, broker, config))
+    let search = search::SearchHub::open(&config.search, &store).await;
+    Ok(AppState::new(store, broker, config, search))
 }
 
 /// Why the service could not start.
@@ -205,6 +225,17 @@ pub async fn serve(
     if let Err(e) = transfers::resume_all(&state).await {
         tracing::error!(error = %e, "cannot resume unfinished transfers");
     }
+    let search_tasks = search::tasks::spawn_processor(state.store.clone(), state.search.clone());
+    let served = serve_http(listener, state, shutdown).await;
+    search_tasks.abort();
+    served
+}
+
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let Some(files) = state.config.tls.clone() else {
         use axum::serve::ListenerExt;
         // Small frames (task assignments, results) must not wait for Nagle's

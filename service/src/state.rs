@@ -30,10 +30,17 @@ pub struct AppState {
     pub(crate) functions: Arc<FunctionCache>,
     /// Collections, file operations and transfer runners (see `transfers`).
     pub(crate) data: Arc<crate::transfers::DataHub>,
+    /// The search engine, rate limits and the task processor's wake-up.
+    pub(crate) search: Arc<crate::search::SearchHub>,
 }
 
 impl AppState {
-    pub(crate) fn new(store: SharedStore, broker: SharedBroker, config: ServiceConfig) -> Self {
+    pub(crate) fn new(
+        store: SharedStore,
+        broker: SharedBroker,
+        config: ServiceConfig,
+        search: crate::search::SearchHub,
+    ) -> Self {
         let oidc = OidcLogin::new(config.oidc.clone(), &config.public_url);
         Self {
             store,
@@ -44,6 +51,7 @@ impl AppState {
             results: broadcast::channel(RESULT_BROADCAST_CAPACITY).0,
             functions: Arc::new(FunctionCache::default()),
             data: Arc::new(crate::transfers::DataHub::default()),
+            search: Arc::new(search),
         }
     }
 

@@ -78,4 +78,5 @@ mod blocks;
 mod data;
 mod login;
 mod multi_user;
+mod search;
 mod sharing;

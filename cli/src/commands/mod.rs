@@ -5,6 +5,7 @@ pub(crate) mod dev;
 pub(crate) mod endpoints;
 pub(crate) mod files;
 pub(crate) mod functions;
+pub(crate) mod search;
 pub(crate) mod service;
 pub(crate) mod sharing;
 pub(crate) mod tasks;

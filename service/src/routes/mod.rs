@@ -11,6 +11,7 @@ pub(crate) mod groups;
 pub(crate) mod health;
 pub(crate) mod identities;
 pub(crate) mod relay;
+pub(crate) mod search;
 pub(crate) mod session;
 pub(crate) mod tasks;
 pub(crate) mod transfers;

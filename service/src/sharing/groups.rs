@@ -354,6 +354,7 @@ pub async fn apply_batch(
                         code: api.code,
                         message: api.message,
                         request_id: None,
+                        position: None,
                     }),
                 }
             }

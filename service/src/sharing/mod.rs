@@ -108,7 +108,7 @@ async fn audit(
 
 /// Checks that the identity or group a grant names exists: a grant to an
 /// unknown principal would silently grant nothing.
-async fn check_principal_exists(
+pub(crate) async fn check_principal_exists(
     store: &SharedStore,
     principal: &lattice_protocol::sharing::Principal,
 ) -> SharingResult<()> {

@@ -6,6 +6,7 @@
 //! [`StoreError`] in one place ([`StoreError::from`]).
 
 pub mod compute;
+pub mod search;
 pub mod sharing;
 mod sql;
 #[cfg(any(test, feature = "testsuite"))]
@@ -25,6 +26,7 @@ use lattice_protocol::{ClientId, IdentityId, LoginId, TokenId};
 pub use compute::{
     AgentConnection, ComputeStore, DispatchedTask, EndpointRecord, QueuedMessage, Recorded,
 };
+pub use search::{SearchIndexRecord, SearchStore, SearchTaskOutcome, SearchTaskRecord};
 pub use sharing::{GroupRecord, MembershipRecord, NewAuditEntry, SharingStore};
 pub use sql::{PostgresStore, SqliteStore};
 pub use transfers::{
@@ -137,9 +139,14 @@ pub struct LoginRecord {
 /// own invariants (e.g. [`Store::mark_token_used`] succeeds once only), so
 /// concurrent replicas can share one database.
 #[async_trait]
-pub trait Store: ComputeStore + TransferStore + SharingStore + Send + Sync + 'static {
+pub trait Store:
+    ComputeStore + TransferStore + SharingStore + SearchStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
+    /// The connection pool of a PostgreSQL store (for the PostgreSQL
+    /// search engine, which keeps its tables in the same database).
+    fn postgres_pool(&self) -> Option<sqlx::PgPool>;
     /// A round trip to the database.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -80,6 +80,10 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    fn pg_pool(&self) -> Option<PgPool> {
+        None
+    }
 }
 
 /// The PostgreSQL back end.
@@ -112,6 +116,10 @@ impl PostgresStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn pg_pool(&self) -> Option<PgPool> {
+        Some(self.pool.clone())
     }
 }
 
@@ -295,6 +303,10 @@ macro_rules! impl_store {
         impl Store for $store {
             fn kind(&self) -> &'static str {
                 $kind
+            }
+
+            fn postgres_pool(&self) -> Option<PgPool> {
+                self.pg_pool()
             }
 
             async fn ping(&self) -> StoreResult<()> {

@@ -918,6 +918,178 @@ async fn rules_roles_grants_and_audit_round_trip(store: SharedStore) {
     assert!(store.identities_named("nobody").await.unwrap().is_empty());
 }
 
+async fn search_indexes_roles_and_tasks_round_trip(store: SharedStore) {
+    use lattice_protocol::search::{
+        IndexRole, IndexRoleName, IndexStatus, RejectedEntry, SearchTaskKind, SearchTaskState,
+    };
+    use lattice_protocol::{SearchIndexId, SearchTaskId};
+    let ada = identity("https://idp.example.org", "ada-search");
+    store.insert_identity(&ada).await.unwrap();
+    let now = from_millis(to_millis(Utc::now()));
+    let mut index = SearchIndexRecord {
+        id: SearchIndexId::new(),
+        display_name: "beamline".into(),
+        description: "datasets".into(),
+        owner: ada.id,
+        status: IndexStatus::Open,
+        created_at: now,
+        deleted_at: None,
+        purge_after: None,
+    };
+    let owner = IndexRole {
+        id: uuid::Uuid::new_v4(),
+        index_id: index.id,
+        principal: format!("identity:{}", ada.id),
+        role: IndexRoleName::Owner,
+        created_at: now,
+    };
+    store.insert_search_index(&index, &owner).await.unwrap();
+    assert_eq!(
+        store.search_index(index.id).await.unwrap(),
+        Some(index.clone())
+    );
+    let roles = store.search_roles(index.id).await.unwrap();
+    assert_eq!(
+        roles
+            .iter()
+            .map(|r| (r.id, r.principal.clone(), r.role, r.created_at))
+            .collect::<Vec<_>>(),
+        [(
+            owner.id,
+            owner.principal.clone(),
+            owner.role,
+            owner.created_at
+        )]
+    );
+    let writer = IndexRole {
+        id: uuid::Uuid::new_v4(),
+        principal: "group:0d6f6a3e-5c1b-4b7e-9a62-3f1c2d4e5f60".into(),
+        role: IndexRoleName::Writer,
+        ..owner.clone()
+    };
+    store.insert_search_role(&writer).await.unwrap();
+    let twice = IndexRole {
+        id: uuid::Uuid::new_v4(),
+        ..writer.clone()
+    };
+    assert!(matches!(
+        store.insert_search_role(&twice).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let listed = store
+        .search_indexes_with_role(std::slice::from_ref(&writer.principal))
+        .await
+        .unwrap();
+    assert_eq!(listed, [index.clone()]);
+    assert!(store
+        .search_indexes_with_role(&["identity:nobody".into()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.delete_search_role(index.id, writer.id).await.unwrap());
+    assert!(!store.delete_search_role(index.id, writer.id).await.unwrap());
+
+    // Tasks get increasing seqs and come back oldest first.
+    let task = |kind| SearchTaskRecord {
+        id: SearchTaskId::new(),
+        seq: 0,
+        index_id: index.id,
+        kind,
+        state: SearchTaskState::Pending,
+        submitted_by: ada.id,
+        payload: "[]".into(),
+        entries_total: 2,
+        entries_applied: 0,
+        rejected: Vec::new(),
+        message: None,
+        created_at: now,
+        started_at: None,
+        completed_at: None,
+    };
+    let first = store
+        .insert_search_task(&task(SearchTaskKind::Ingest))
+        .await
+        .unwrap();
+    let second = store
+        .insert_search_task(&task(SearchTaskKind::Delete))
+        .await
+        .unwrap();
+    assert!(second.seq > first.seq);
+    assert_eq!(
+        store.indexes_with_unfinished_tasks().await.unwrap(),
+        [index.id]
+    );
+    assert_eq!(
+        store.next_search_task(index.id).await.unwrap().unwrap().id,
+        first.id
+    );
+    assert!(store
+        .start_search_task(first.id, SearchTaskState::Pending, now)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .start_search_task(first.id, SearchTaskState::Pending, now)
+            .await
+            .unwrap(),
+        "claimed once"
+    );
+    let rejected = vec![RejectedEntry {
+        position: 1,
+        subject: "s".into(),
+        entry_id: None,
+        reason: "bad".into(),
+    }];
+    store
+        .finish_search_task(
+            first.id,
+            &SearchTaskOutcome {
+                state: SearchTaskState::Failed,
+                entries_applied: 1,
+                rejected: rejected.clone(),
+                message: Some("1 rejected".into()),
+                completed_at: now,
+            },
+        )
+        .await
+        .unwrap();
+    let done = store.search_task(first.id).await.unwrap().unwrap();
+    assert_eq!(done.state, SearchTaskState::Failed);
+    assert_eq!(done.rejected, rejected);
+    assert_eq!(done.entries_applied, 1);
+    assert_eq!(done.payload, "", "payload dropped once done");
+    assert_eq!(
+        store.next_search_task(index.id).await.unwrap().unwrap().id,
+        second.id
+    );
+    let listed = store.search_tasks(index.id, 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [second.id, first.id],
+        "newest first"
+    );
+
+    // Soft delete, then purge.
+    index.status = IndexStatus::Deleted;
+    index.deleted_at = Some(now);
+    index.purge_after = Some(now + Duration::seconds(1));
+    assert!(store.update_search_index(&index).await.unwrap());
+    assert!(store.search_indexes_to_purge(now).await.unwrap().is_empty());
+    let later = now + Duration::seconds(2);
+    assert_eq!(
+        store.search_indexes_to_purge(later).await.unwrap(),
+        [index.clone()]
+    );
+    assert!(store.delete_search_index(index.id).await.unwrap());
+    assert_eq!(store.search_index(index.id).await.unwrap(), None);
+    assert!(store.search_task(second.id).await.unwrap().is_none());
+    assert!(store
+        .indexes_with_unfinished_tasks()
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 store_suite!(
     identities_are_keyed_by_provider_and_subject,
     linked_identities_share_a_primary,
@@ -930,4 +1102,5 @@ store_suite!(
     transfers_keep_submission_ids_events_and_final_states,
     groups_memberships_and_effective_groups_through_subgroups,
     rules_roles_grants_and_audit_round_trip,
+    search_indexes_roles_and_tasks_round_trip,
 );
