@@ -69,11 +69,24 @@ impl Deployment {
         };
         let pki = TestPki::new().expect("test PKI");
         let dir = tempfile::tempdir().expect("temp dir");
-        let service_port = free_port();
-        let public_port = if behind_nginx {
-            free_port()
-        } else {
-            service_port
+        // nginx's port stays bound here until nginx starts: the identity
+        // provider and the service start first, and a port that was only
+        // probed free could be handed to either of them (nginx would then
+        // fail to bind while its readiness probe saw their listener).
+        let public_reservation = behind_nginx
+            .then(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"));
+        let service_port = loop {
+            let port = free_port();
+            if public_reservation
+                .as_ref()
+                .is_none_or(|r| r.local_addr().map(|a| a.port()).ok() != Some(port))
+            {
+                break port;
+            }
+        };
+        let public_port = match &public_reservation {
+            Some(reservation) => reservation.local_addr().expect("reserved port").port(),
+            None => service_port,
         };
         let url = Url::parse(&format!("https://127.0.0.1:{public_port}/")).unwrap();
         let provider =
@@ -118,6 +131,7 @@ impl Deployment {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start `lattice service`");
+        drop(public_reservation);
         let nginx = nginx_bin.map(|bin| {
             Nginx::start(
                 &bin,
