@@ -162,6 +162,7 @@ postgres_conformance!(
     fields_and_count,
     drop_and_unknown_index,
     boosts_are_accepted,
+    long_strings_are_searchable_as_words,
 );
 
 /// The suite's cases, read from its source: every
