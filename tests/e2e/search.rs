@@ -604,6 +604,9 @@ async fn bad_input_is_refused_clearly(scene: &Scene) {
         .post(ingest_url)
         .bearer_auth(&alice.token)
         .header("content-type", "application/json")
+        // The service answers 413 before it reads the whole body and then
+        // closes the connection: keep it out of the pool the next requests use.
+        .header("connection", "close")
         .body(vec![b' '; 11 * 1024 * 1024])
         .send()
         .await
