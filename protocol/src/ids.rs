@@ -108,6 +108,19 @@ id_type!(
     SearchTaskId
 );
 
+id_type!(
+    /// A flow: a stored definition that runs can be started from.
+    FlowId
+);
+id_type!(
+    /// One run of a flow.
+    FlowRunId
+);
+id_type!(
+    /// One action started at an action provider the service hosts.
+    ActionId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

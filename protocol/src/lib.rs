@@ -6,7 +6,8 @@
 //! channel (`frames`, `framing`), and the collection, file-operation and
 //! transfer shapes both of them carry (`transfer`), and the sharing
 //! vocabulary: principals, groups, access rules and roles (`sharing`), and
-//! the search vocabulary: indexes, entries, queries, facets (`search`).
+//! the search vocabulary: indexes, entries, queries, facets (`search`), and
+//! flows, runs and the action-provider API (`flows`).
 //!
 //! It must not know how anything is stored, queued, executed or served: no
 //! I/O, no async runtime, no database types. It depends on serde (plus uuid,
@@ -20,6 +21,7 @@ pub mod frames;
 pub mod framing;
 pub mod ids;
 pub mod names;
+pub mod flows;
 pub mod search;
 pub mod sharing;
 pub mod template;
