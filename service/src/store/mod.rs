@@ -6,6 +6,7 @@
 //! [`StoreError`] in one place ([`StoreError::from`]).
 
 pub mod compute;
+pub mod flows;
 pub mod search;
 pub mod sharing;
 mod sql;
@@ -26,6 +27,7 @@ use lattice_protocol::{ClientId, IdentityId, LoginId, TokenId};
 pub use compute::{
     AgentConnection, ComputeStore, DispatchedTask, EndpointRecord, QueuedMessage, Recorded,
 };
+pub use flows::{ActionRecord, FlowRecord, FlowStore, RunFilter, RunLogRecord, RunRecord};
 pub use search::{SearchIndexRecord, SearchStore, SearchTaskOutcome, SearchTaskRecord};
 pub use sharing::{GroupRecord, MembershipRecord, NewAuditEntry, SharingStore};
 pub use sql::{PostgresStore, SqliteStore};
