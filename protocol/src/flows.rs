@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{ActionId, FlowId, FlowRunId, IdentityId};
+use crate::{FlowId, FlowRunId, IdentityId};
 
 /// Largest flow document (definition plus schema and metadata), in bytes.
 pub const MAX_FLOW_BYTES: usize = 1024 * 1024;
