@@ -142,7 +142,7 @@ pub struct LoginRecord {
 /// concurrent replicas can share one database.
 #[async_trait]
 pub trait Store:
-    ComputeStore + TransferStore + SharingStore + SearchStore + Send + Sync + 'static
+    ComputeStore + TransferStore + SharingStore + SearchStore + FlowStore + Send + Sync + 'static
 {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;

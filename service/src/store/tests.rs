@@ -1090,6 +1090,735 @@ async fn search_indexes_roles_and_tasks_round_trip(store: SharedStore) {
         .is_empty());
 }
 
+mod flow_fixtures {
+    use chrono::{DateTime, Utc};
+    use lattice_protocol::flows::{ActionState, FlowRoleName, RunStatus};
+    use lattice_protocol::{ActionId, FlowId, FlowRunId, IdentityId};
+    use serde_json::json;
+
+    use super::super::{ActionRecord, FlowRecord, RunLogRecord, RunRecord};
+
+    pub(super) fn flow(
+        owner: IdentityId,
+        title: &str,
+        at: DateTime<Utc>,
+        roles: Vec<(FlowRoleName, String)>,
+    ) -> FlowRecord {
+        FlowRecord {
+            id: FlowId::new(),
+            owner,
+            title: title.into(),
+            subtitle: format!("{title} subtitle"),
+            description: format!("{title} description"),
+            keywords: vec!["beamline".into(), "nightly".into()],
+            definition: json!({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": true}}}),
+            input_schema: json!({"type": "object"}),
+            roles,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    pub(super) fn run(
+        flow: &FlowRecord,
+        starter: IdentityId,
+        request_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> RunRecord {
+        RunRecord {
+            id: FlowRunId::new(),
+            flow_id: flow.id,
+            flow_title: flow.title.clone(),
+            starter,
+            request_id: request_id.map(str::to_owned),
+            label: Some("a run".into()),
+            tags: vec!["t1".into()],
+            run_managers: Vec::new(),
+            run_monitors: Vec::new(),
+            status: RunStatus::Active,
+            transitions: 0,
+            machine: r#"{"state":"A"}"#.into(),
+            details: json!({"waiting_on": null}),
+            created_at: at,
+            updated_at: at,
+            completed_at: None,
+        }
+    }
+
+    pub(super) fn log(seq: u64, at: DateTime<Utc>) -> RunLogRecord {
+        RunLogRecord {
+            seq,
+            at,
+            state: "A".into(),
+            code: format!("Code{seq}"),
+            details: json!({"seq": seq}),
+        }
+    }
+
+    pub(super) fn action(
+        provider: &str,
+        creator: IdentityId,
+        request_id: &str,
+        run_id: Option<FlowRunId>,
+        at: DateTime<Utc>,
+    ) -> ActionRecord {
+        ActionRecord {
+            id: ActionId::new(),
+            provider: provider.into(),
+            request_id: request_id.into(),
+            creator,
+            run_id,
+            status: ActionState::Active,
+            label: Some("copy".into()),
+            monitor_by: vec![format!("identity:{creator}")],
+            manage_by: vec!["group:ops".into()],
+            body: json!({"source": "a", "destination": "b"}),
+            details: json!({}),
+            internal: json!({"task": 7}),
+            created_at: at,
+            completed_at: None,
+            release_after: Some(3600),
+        }
+    }
+}
+
+async fn flows_keep_their_roles_and_are_listed_for_owners_and_role_holders(store: SharedStore) {
+    use lattice_protocol::flows::FlowRoleName;
+    use lattice_protocol::FlowId;
+    let ada = identity("https://idp.example.org", "ada-flows");
+    let bob = identity("https://idp.example.org", "bob-flows");
+    for who in [&ada, &bob] {
+        store.insert_identity(who).await.unwrap();
+    }
+    let now = from_millis(to_millis(Utc::now()));
+    let carol = format!("identity:{}", IdentityId::new());
+    let mut first = flow_fixtures::flow(
+        ada.id,
+        "first",
+        now,
+        vec![
+            (FlowRoleName::Starter, "group:g1".into()),
+            (FlowRoleName::Viewer, format!("identity:{}", bob.id)),
+            // A repeated pair is kept once.
+            (FlowRoleName::Starter, "group:g1".into()),
+        ],
+    );
+    store.insert_flow(&first).await.unwrap();
+    first.roles.pop();
+    assert_eq!(store.flow(first.id).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.flow(FlowId::new()).await.unwrap(), None);
+    assert!(matches!(
+        store.insert_flow(&first).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // An update rewrites the fields and replaces every role.
+    first.title = "first, renamed".into();
+    first.keywords = vec!["renamed".into()];
+    first.definition = serde_json::json!({"StartAt": "B"});
+    first.updated_at = now + Duration::seconds(5);
+    first.roles = vec![(FlowRoleName::Administrator, carol.clone())];
+    assert!(store.update_flow(&first).await.unwrap());
+    assert_eq!(store.flow(first.id).await.unwrap(), Some(first.clone()));
+    let gone = flow_fixtures::flow(ada.id, "gone", now, Vec::new());
+    assert!(!store.update_flow(&gone).await.unwrap());
+
+    let second = flow_fixtures::flow(
+        bob.id,
+        "second",
+        now + Duration::seconds(1),
+        vec![
+            (FlowRoleName::Starter, carol.clone()),
+            (FlowRoleName::RunMonitor, "group:g2".into()),
+        ],
+    );
+    store.insert_flow(&second).await.unwrap();
+
+    // By owner.
+    let ada_p = format!("identity:{}", ada.id);
+    assert_eq!(
+        store
+            .flows_for(ada.id, std::slice::from_ref(&ada_p))
+            .await
+            .unwrap(),
+        vec![first.clone()]
+    );
+    // By a role (any role), newest first, roles loaded.
+    let stranger = IdentityId::new();
+    assert_eq!(
+        store
+            .flows_for(stranger, &[carol.clone(), "group:nobody".into()])
+            .await
+            .unwrap(),
+        vec![second.clone(), first.clone()]
+    );
+    assert_eq!(
+        store
+            .flows_for(stranger, &["group:g2".into()])
+            .await
+            .unwrap(),
+        vec![second.clone()]
+    );
+    // The old roles are gone: bob no longer sees the first flow by role.
+    let bob_p = format!("identity:{}", bob.id);
+    assert_eq!(
+        store
+            .flows_for(bob.id, std::slice::from_ref(&bob_p))
+            .await
+            .unwrap(),
+        vec![second.clone()]
+    );
+    // Invisible to others.
+    let stranger_p = format!("identity:{stranger}");
+    assert!(store
+        .flows_for(stranger, &[stranger_p, "group:g1".into()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.flows_for(stranger, &[]).await.unwrap().is_empty());
+
+    // Deleting a flow keeps its runs.
+    let run = flow_fixtures::run(&first, bob.id, Some("r"), now);
+    store
+        .insert_run(&run, &[], "replica-1", now + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert!(store.delete_flow(first.id).await.unwrap());
+    assert!(!store.delete_flow(first.id).await.unwrap());
+    assert_eq!(store.flow(first.id).await.unwrap(), None);
+    assert_eq!(store.run(run.id).await.unwrap(), Some(run));
+    assert!(store
+        .flows_for(stranger, std::slice::from_ref(&carol))
+        .await
+        .unwrap()
+        .iter()
+        .all(|f| f.id != first.id));
+}
+
+async fn runs_are_saved_only_by_the_holder_of_their_lease(store: SharedStore) {
+    use lattice_protocol::flows::RunStatus;
+    use lattice_protocol::{FlowId, FlowRunId};
+    let ada = identity("https://idp.example.org", "ada-runs");
+    store.insert_identity(&ada).await.unwrap();
+    let now = from_millis(to_millis(Utc::now()));
+    let flow = flow_fixtures::flow(ada.id, "runs", now, Vec::new());
+    store.insert_flow(&flow).await.unwrap();
+    let starter = IdentityId::new();
+    let mut run = flow_fixtures::run(&flow, starter, Some("req-1"), now);
+    let until = now + Duration::minutes(1);
+    store
+        .insert_run(
+            &run,
+            &[flow_fixtures::log(1, now), flow_fixtures::log(2, now)],
+            "replica-1",
+            until,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.run(run.id).await.unwrap(), Some(run.clone()));
+    assert_eq!(store.run(FlowRunId::new()).await.unwrap(), None);
+
+    // One run per (flow, starter, request id); without a request id, any number.
+    let again = flow_fixtures::run(&flow, starter, Some("req-1"), now);
+    assert!(matches!(
+        store.insert_run(&again, &[], "replica-1", until).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.run(again.id).await.unwrap(), None);
+    for _ in 0..2 {
+        let anonymous = flow_fixtures::run(&flow, starter, None, now);
+        store
+            .insert_run(&anonymous, &[], "replica-1", until)
+            .await
+            .unwrap();
+    }
+    let other_starter = flow_fixtures::run(&flow, IdentityId::new(), Some("req-1"), now);
+    store
+        .insert_run(&other_starter, &[], "replica-1", until)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .run_by_request(flow.id, starter, "req-1")
+            .await
+            .unwrap(),
+        Some(run.clone())
+    );
+    assert_eq!(
+        store
+            .run_by_request(flow.id, starter, "req-2")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .run_by_request(FlowId::new(), starter, "req-1")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Another replica's save changes nothing.
+    let before = run.clone();
+    run.status = RunStatus::Succeeded;
+    run.transitions = 3;
+    run.machine = r#"{"state":"done"}"#.into();
+    run.details = serde_json::json!({"output": {"x": 1}});
+    run.updated_at = now + Duration::seconds(2);
+    run.completed_at = Some(now + Duration::seconds(2));
+    assert!(!store
+        .save_run(
+            &run,
+            &[flow_fixtures::log(3, now)],
+            "replica-2",
+            now + Duration::minutes(5)
+        )
+        .await
+        .unwrap());
+    assert_eq!(store.run(run.id).await.unwrap(), Some(before));
+    assert_eq!(store.run_log(run.id, None, 100).await.unwrap().len(), 2);
+
+    // The holder's save lands with its log entries.
+    assert!(store
+        .save_run(
+            &run,
+            &[flow_fixtures::log(3, now), flow_fixtures::log(4, now)],
+            "replica-1",
+            now + Duration::minutes(5)
+        )
+        .await
+        .unwrap());
+    assert_eq!(store.run(run.id).await.unwrap(), Some(run.clone()));
+    let seqs = |log: Vec<RunLogRecord>| log.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let log = store.run_log(run.id, None, 100).await.unwrap();
+    assert_eq!(log[2], flow_fixtures::log(3, now));
+    assert_eq!(seqs(log), [1, 2, 3, 4]);
+    assert_eq!(seqs(store.run_log(run.id, None, 2).await.unwrap()), [1, 2]);
+    assert_eq!(
+        seqs(store.run_log(run.id, Some(2), 100).await.unwrap()),
+        [3, 4]
+    );
+    assert_eq!(
+        seqs(store.run_log(run.id, Some(1), 2).await.unwrap()),
+        [2, 3]
+    );
+    assert!(store
+        .run_log(run.id, Some(4), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    // A repeated log entry fails the whole save.
+    assert!(store
+        .save_run(&run, &[flow_fixtures::log(4, now)], "replica-1", until)
+        .await
+        .is_err());
+    assert_eq!(store.run_log(run.id, None, 100).await.unwrap().len(), 4);
+
+    // Metadata.
+    run.label = Some("relabelled".into());
+    run.tags = vec!["a".into(), "b".into()];
+    run.run_managers = vec!["group:managers".into()];
+    run.run_monitors = vec!["identity:someone".into()];
+    assert!(store.update_run_meta(&run).await.unwrap());
+    assert_eq!(store.run(run.id).await.unwrap(), Some(run.clone()));
+    let missing = flow_fixtures::run(&flow, starter, None, now);
+    assert!(!store.update_run_meta(&missing).await.unwrap());
+
+    assert!(store.delete_run(run.id).await.unwrap());
+    assert!(!store.delete_run(run.id).await.unwrap());
+    assert_eq!(store.run(run.id).await.unwrap(), None);
+    assert!(store.run_log(run.id, None, 100).await.unwrap().is_empty());
+    // The request id is free again.
+    store
+        .insert_run(&again, &[], "replica-1", until)
+        .await
+        .unwrap();
+}
+
+async fn run_leases_are_claimed_by_one_replica_at_a_time(store: SharedStore) {
+    use lattice_protocol::flows::RunStatus;
+    use std::collections::HashSet;
+    let ada = identity("https://idp.example.org", "ada-leases");
+    store.insert_identity(&ada).await.unwrap();
+    let now = from_millis(to_millis(Utc::now()));
+    let flow = flow_fixtures::flow(ada.id, "leases", now, Vec::new());
+    store.insert_flow(&flow).await.unwrap();
+    let expired = now - Duration::minutes(1);
+    let later = now + Duration::hours(1);
+    let insert = |status: RunStatus, age: i64, owner: &'static str, until| {
+        let mut run = flow_fixtures::run(&flow, ada.id, None, now - Duration::seconds(age));
+        run.status = status;
+        let store = store.clone();
+        async move {
+            store.insert_run(&run, &[], owner, until).await.unwrap();
+            run.id
+        }
+    };
+    let unleased = insert(RunStatus::Active, 50, "old", later).await;
+    store.release_run_lease(unleased, "old").await.unwrap();
+    let lapsed = insert(RunStatus::Inactive, 40, "old", expired).await;
+    let _held = insert(RunStatus::Active, 30, "other", later).await;
+    let _done = insert(RunStatus::Succeeded, 20, "old", expired).await;
+    let _failed = insert(RunStatus::Failed, 10, "old", expired).await;
+
+    // Oldest first, up to the limit.
+    assert_eq!(
+        store
+            .claim_runs("a", now, now + Duration::minutes(1), 1)
+            .await
+            .unwrap(),
+        [unleased]
+    );
+    assert_eq!(
+        store
+            .claim_runs("a", now, now + Duration::minutes(1), 10)
+            .await
+            .unwrap(),
+        [lapsed]
+    );
+    assert!(store
+        .claim_runs("b", now, now + Duration::minutes(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Renewal extends only the owner's leases; the owner may save.
+    assert_eq!(store.renew_run_leases("a", later).await.unwrap(), 2);
+    assert_eq!(store.renew_run_leases("nobody", later).await.unwrap(), 0);
+    let mut run = store.run(lapsed).await.unwrap().unwrap();
+    run.transitions = 1;
+    assert!(store.save_run(&run, &[], "a", later).await.unwrap());
+    assert!(!store.save_run(&run, &[], "old", later).await.unwrap());
+    // A lease renewed past `now + 30 min` is not taken then.
+    assert!(store
+        .claim_runs("b", now + Duration::minutes(30), later, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Only the owner releases.
+    store.release_run_lease(unleased, "b").await.unwrap();
+    assert!(store
+        .claim_runs("b", now, later, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    store.release_run_lease(unleased, "a").await.unwrap();
+    assert_eq!(
+        store.claim_runs("b", now, later, 10).await.unwrap(),
+        [unleased]
+    );
+    assert!(!store.save_run(&run, &[], "b", later).await.unwrap());
+
+    // Two replicas claiming at once never get the same run.
+    let mut free = HashSet::new();
+    for age in 0..12 {
+        let id = insert(RunStatus::Active, 100 + age, "gone", expired).await;
+        free.insert(id);
+    }
+    let (x, y) = tokio::join!(
+        store.claim_runs("x", now, later, 8),
+        store.claim_runs("y", now, later, 8)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let xs: HashSet<_> = x.iter().copied().collect();
+    let ys: HashSet<_> = y.iter().copied().collect();
+    assert_eq!(xs.len(), x.len());
+    assert_eq!(ys.len(), y.len());
+    assert!(xs.is_disjoint(&ys), "{x:?} and {y:?} overlap");
+    let taken: HashSet<_> = xs.union(&ys).copied().collect();
+    assert!(taken.is_subset(&free));
+    let rest = store.claim_runs("z", now, later, 100).await.unwrap();
+    assert_eq!(taken.len() + rest.len(), free.len());
+    assert!(rest
+        .iter()
+        .all(|id| free.contains(id) && !taken.contains(id)));
+}
+
+async fn runs_are_listed_for_each_kind_of_viewer(store: SharedStore) {
+    use lattice_protocol::flows::{FlowRoleName, RunStatus};
+    use lattice_protocol::FlowId;
+    let ada = identity("https://idp.example.org", "ada-listing");
+    let bob = identity("https://idp.example.org", "bob-listing");
+    for who in [&ada, &bob] {
+        store.insert_identity(who).await.unwrap();
+    }
+    let p = |id: IdentityId| format!("identity:{id}");
+    let (carol, dave, erin, vic, walt, stranger) = (
+        IdentityId::new(),
+        IdentityId::new(),
+        IdentityId::new(),
+        IdentityId::new(),
+        IdentityId::new(),
+        IdentityId::new(),
+    );
+    let now = from_millis(to_millis(Utc::now()));
+    // ada's flow: erin monitors its runs, vic may only view the flow.
+    let f1 = flow_fixtures::flow(
+        ada.id,
+        "f1",
+        now,
+        vec![
+            (FlowRoleName::RunMonitor, p(erin)),
+            (FlowRoleName::Viewer, p(vic)),
+            (FlowRoleName::Starter, p(vic)),
+        ],
+    );
+    // bob's flow: the group admins administers it.
+    let f2 = flow_fixtures::flow(
+        bob.id,
+        "f2",
+        now,
+        vec![(FlowRoleName::Administrator, "group:admins".into())],
+    );
+    store.insert_flow(&f1).await.unwrap();
+    store.insert_flow(&f2).await.unwrap();
+    let t0 = now;
+    let insert = |run: RunRecord| {
+        let store = store.clone();
+        async move {
+            store
+                .insert_run(&run, &[], "replica", now + Duration::minutes(1))
+                .await
+                .unwrap();
+            let mut listed = run;
+            listed.machine = String::new();
+            listed
+        }
+    };
+    // run1 and run4 share their creation time (paging breaks the tie by id).
+    let mut run1 = flow_fixtures::run(&f1, bob.id, None, t0);
+    run1.run_managers = vec![p(carol)];
+    let run1 = insert(run1).await;
+    let run4 = insert(flow_fixtures::run(&f1, bob.id, Some("r4"), t0)).await;
+    let mut run2 = flow_fixtures::run(&f2, bob.id, None, t0 + Duration::seconds(1));
+    run2.label = Some("nightly".into());
+    let run2 = insert(run2).await;
+    let mut run3 = flow_fixtures::run(&f1, ada.id, None, t0 + Duration::seconds(2));
+    run3.status = RunStatus::Succeeded;
+    run3.run_monitors = vec!["group:watchers".into()];
+    let run3 = insert(run3).await;
+    let (newer, older) = if run1.id > run4.id {
+        (run1.clone(), run4.clone())
+    } else {
+        (run4.clone(), run1.clone())
+    };
+
+    let all = RunFilter {
+        limit: 100,
+        ..RunFilter::default()
+    };
+    let ids = |runs: &[RunRecord]| runs.iter().map(|r| r.id).collect::<Vec<_>>();
+    let list = |viewer: IdentityId, principals: Vec<String>, filter: RunFilter| {
+        let store = store.clone();
+        async move { store.runs_for(viewer, &principals, &filter).await.unwrap() }
+    };
+
+    // Started by the viewer (machines left empty).
+    assert_eq!(
+        list(bob.id, vec![p(bob.id)], all.clone()).await,
+        vec![run2.clone(), newer.clone(), older.clone()]
+    );
+    // Of a flow the viewer owns.
+    assert_eq!(
+        ids(&list(ada.id, vec![p(ada.id)], all.clone()).await),
+        ids(&[run3.clone(), newer.clone(), older.clone()])
+    );
+    // Named among a run's managers or monitors (directly or by group).
+    assert_eq!(
+        ids(&list(carol, vec![p(carol)], all.clone()).await),
+        [run1.id]
+    );
+    assert_eq!(
+        ids(&list(walt, vec![p(walt), "group:watchers".into()], all.clone()).await),
+        [run3.id]
+    );
+    // A role on the flow: administrator (by group) or run monitor.
+    assert_eq!(
+        ids(&list(dave, vec![p(dave), "group:admins".into()], all.clone()).await),
+        [run2.id]
+    );
+    assert_eq!(
+        ids(&list(erin, vec![p(erin)], all.clone()).await),
+        ids(&[run3.clone(), newer.clone(), older.clone()])
+    );
+    // Viewer and starter roles do not show runs; strangers see nothing.
+    assert!(list(vic, vec![p(vic)], all.clone()).await.is_empty());
+    assert!(list(stranger, vec![p(stranger)], all.clone())
+        .await
+        .is_empty());
+    assert!(list(stranger, Vec::new(), all.clone()).await.is_empty());
+
+    // Filters.
+    let by_flow = RunFilter {
+        flow_id: Some(f1.id),
+        ..all.clone()
+    };
+    assert_eq!(
+        ids(&list(bob.id, vec![p(bob.id)], by_flow.clone()).await),
+        ids(&[newer.clone(), older.clone()])
+    );
+    let no_flow = RunFilter {
+        flow_id: Some(FlowId::new()),
+        ..all.clone()
+    };
+    assert!(list(bob.id, vec![p(bob.id)], no_flow).await.is_empty());
+    let succeeded = RunFilter {
+        statuses: vec![RunStatus::Succeeded, RunStatus::Failed],
+        ..by_flow.clone()
+    };
+    assert_eq!(
+        ids(&list(ada.id, vec![p(ada.id)], succeeded).await),
+        [run3.id]
+    );
+    let active = RunFilter {
+        statuses: vec![RunStatus::Active],
+        ..all.clone()
+    };
+    assert_eq!(
+        ids(&list(ada.id, vec![p(ada.id)], active).await),
+        ids(&[newer.clone(), older.clone()])
+    );
+    let nightly = RunFilter {
+        label: Some("nightly".into()),
+        ..all.clone()
+    };
+    assert_eq!(
+        ids(&list(bob.id, vec![p(bob.id)], nightly.clone()).await),
+        [run2.id]
+    );
+    assert!(list(ada.id, vec![p(ada.id)], nightly).await.is_empty());
+
+    // Keyset paging, one at a time, newest first.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = list(
+            erin,
+            vec![p(erin)],
+            RunFilter {
+                before,
+                limit: 1,
+                ..RunFilter::default()
+            },
+        )
+        .await;
+        let Some(last) = page.last() else { break };
+        assert_eq!(page.len(), 1);
+        before = Some((last.created_at, last.id));
+        seen.push(last.id);
+    }
+    assert_eq!(seen, ids(&[run3.clone(), newer.clone(), older.clone()]));
+    let two = RunFilter {
+        limit: 2,
+        ..all.clone()
+    };
+    assert_eq!(
+        ids(&list(bob.id, vec![p(bob.id)], two).await),
+        ids(&[run2.clone(), newer.clone()])
+    );
+
+    // Run managers changed later change who sees the run.
+    let mut moved = store.run(run1.id).await.unwrap().unwrap();
+    moved.run_managers = vec![p(dave)];
+    assert!(store.update_run_meta(&moved).await.unwrap());
+    assert!(list(carol, vec![p(carol)], all.clone()).await.is_empty());
+    assert_eq!(
+        ids(&list(dave, vec![p(dave)], all.clone()).await),
+        [run1.id]
+    );
+    // The starter still sees it (its principal row is kept).
+    assert_eq!(
+        ids(&list(IdentityId::new(), vec![p(bob.id)], by_flow).await),
+        ids(&[newer, older])
+    );
+}
+
+async fn actions_are_keyed_by_provider_creator_and_request(store: SharedStore) {
+    use lattice_protocol::flows::ActionState;
+    use lattice_protocol::{ActionId, FlowRunId};
+    let now = from_millis(to_millis(Utc::now()));
+    let creator = IdentityId::new();
+    let run = FlowRunId::new();
+    let mut first = flow_fixtures::action("transfer", creator, "req-1", Some(run), now);
+    store.insert_action(&first).await.unwrap();
+    assert_eq!(store.action(first.id).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.action(ActionId::new()).await.unwrap(), None);
+    let twice = flow_fixtures::action("transfer", creator, "req-1", None, now);
+    assert!(matches!(
+        store.insert_action(&twice).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let other_provider = flow_fixtures::action(
+        "compute",
+        creator,
+        "req-1",
+        Some(run),
+        now + Duration::seconds(1),
+    );
+    store.insert_action(&other_provider).await.unwrap();
+    let mut unattached = flow_fixtures::action("approval", IdentityId::new(), "req-1", None, now);
+    unattached.label = None;
+    unattached.release_after = None;
+    store.insert_action(&unattached).await.unwrap();
+    assert_eq!(
+        store.action(unattached.id).await.unwrap(),
+        Some(unattached.clone())
+    );
+
+    assert_eq!(
+        store
+            .action_by_request("transfer", creator, "req-1")
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store
+            .action_by_request("transfer", creator, "req-2")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .action_by_request("transfer", IdentityId::new(), "req-1")
+            .await
+            .unwrap(),
+        None
+    );
+
+    first.status = ActionState::Succeeded;
+    first.details = serde_json::json!({"files": 3});
+    first.internal = serde_json::json!({"task": 7, "done": true});
+    first.completed_at = Some(now + Duration::seconds(9));
+    assert!(store.update_action(&first).await.unwrap());
+    assert_eq!(store.action(first.id).await.unwrap(), Some(first.clone()));
+    assert!(!store
+        .update_action(&flow_fixtures::action("transfer", creator, "x", None, now))
+        .await
+        .unwrap());
+
+    assert_eq!(
+        store.actions_of_run(run).await.unwrap(),
+        vec![first.clone(), other_provider.clone()]
+    );
+    assert!(store
+        .actions_of_run(FlowRunId::new())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.delete_action(first.id).await.unwrap());
+    assert!(!store.delete_action(first.id).await.unwrap());
+    assert_eq!(
+        store.actions_of_run(run).await.unwrap(),
+        vec![other_provider]
+    );
+    // The request id is free again.
+    store.insert_action(&twice).await.unwrap();
+}
+
 store_suite!(
     identities_are_keyed_by_provider_and_subject,
     linked_identities_share_a_primary,
@@ -1103,4 +1832,9 @@ store_suite!(
     groups_memberships_and_effective_groups_through_subgroups,
     rules_roles_grants_and_audit_round_trip,
     search_indexes_roles_and_tasks_round_trip,
+    flows_keep_their_roles_and_are_listed_for_owners_and_role_holders,
+    runs_are_saved_only_by_the_holder_of_their_lease,
+    run_leases_are_claimed_by_one_replica_at_a_time,
+    runs_are_listed_for_each_kind_of_viewer,
+    actions_are_keyed_by_provider_creator_and_request,
 );
