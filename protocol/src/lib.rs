@@ -17,11 +17,11 @@
 pub mod api;
 pub mod compute;
 pub mod error;
+pub mod flows;
 pub mod frames;
 pub mod framing;
 pub mod ids;
 pub mod names;
-pub mod flows;
 pub mod search;
 pub mod sharing;
 pub mod template;

@@ -173,6 +173,90 @@ pub struct FileConfig {
     pub ca_file: Option<PathBuf>,
     pub oidc: Option<OidcFileConfig>,
     pub search: Option<SearchFileConfig>,
+    pub flows: Option<FlowsFileConfig>,
+}
+
+/// The `[flows]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowsFileConfig {
+    /// Seconds a replica holds a run without renewing; another replica
+    /// takes over a dead one's runs after this.
+    pub lease_secs: Option<u64>,
+    /// Hosts external action providers may be on (`*.example.org` for a
+    /// domain); empty or absent: any host.
+    pub action_hosts: Option<Vec<String>>,
+    /// State entries per run.
+    pub max_transitions: Option<u64>,
+    /// Largest state data, in bytes.
+    pub max_state_bytes: Option<usize>,
+    /// Most items one `Map` state may fan out to.
+    pub max_map_items: Option<usize>,
+    /// Seconds a run may live.
+    pub max_run_seconds: Option<u64>,
+}
+
+/// The resolved `[flows]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowsConfig {
+    pub lease_secs: u64,
+    pub action_hosts: Vec<String>,
+    pub max_transitions: u64,
+    pub max_state_bytes: usize,
+    pub max_map_items: usize,
+    pub max_run_seconds: u64,
+}
+
+/// Default lease of a run, in seconds.
+pub const DEFAULT_RUN_LEASE_SECS: u64 = 10;
+
+impl FlowsConfig {
+    fn resolve(file: Option<FlowsFileConfig>) -> Result<Self, ConfigError> {
+        let file = file.unwrap_or_default();
+        let defaults = lattice_flows::Limits::default();
+        let at_least_one = |key, v: Option<u64>, default: u64| match v {
+            Some(0) => Err(ConfigError::Invalid {
+                key,
+                message: "must be at least 1".into(),
+            }),
+            other => Ok(other.unwrap_or(default)),
+        };
+        Ok(Self {
+            lease_secs: at_least_one("flows.lease_secs", file.lease_secs, DEFAULT_RUN_LEASE_SECS)?,
+            action_hosts: file.action_hosts.unwrap_or_default(),
+            max_transitions: at_least_one(
+                "flows.max_transitions",
+                file.max_transitions,
+                defaults.max_transitions,
+            )?,
+            max_state_bytes: at_least_one(
+                "flows.max_state_bytes",
+                file.max_state_bytes.map(|v| v as u64),
+                defaults.max_state_bytes as u64,
+            )? as usize,
+            max_map_items: at_least_one(
+                "flows.max_map_items",
+                file.max_map_items.map(|v| v as u64),
+                defaults.max_map_items as u64,
+            )? as usize,
+            max_run_seconds: at_least_one(
+                "flows.max_run_seconds",
+                file.max_run_seconds,
+                defaults.max_lifetime_seconds,
+            )?,
+        })
+    }
+
+    /// The run limits these settings give.
+    pub fn limits(&self) -> lattice_flows::Limits {
+        lattice_flows::Limits {
+            max_transitions: self.max_transitions,
+            max_state_bytes: self.max_state_bytes,
+            max_map_items: self.max_map_items,
+            max_lifetime_seconds: self.max_run_seconds,
+            ..lattice_flows::Limits::default()
+        }
+    }
 }
 
 /// The `[search]` section.
@@ -303,6 +387,7 @@ pub struct ServiceConfig {
     /// from it when no flag or variable named one).
     pub ca_file: Option<PathBuf>,
     pub search: SearchConfig,
+    pub flows: FlowsConfig,
 }
 
 /// A configuration problem, naming the key.
@@ -456,6 +541,7 @@ impl ServiceConfig {
             }
         };
         let search = SearchConfig::resolve(file.search, &database_url, &data_dir)?;
+        let flows = FlowsConfig::resolve(file.flows)?;
         Ok(Self {
             listen,
             public_url,
@@ -473,6 +559,7 @@ impl ServiceConfig {
             tls,
             ca_file: file.ca_file,
             search,
+            flows,
         })
     }
 

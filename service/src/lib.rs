@@ -13,6 +13,7 @@ mod broker;
 pub mod compute;
 pub mod config;
 mod error;
+pub mod flows;
 mod https;
 mod openapi;
 mod routes;
@@ -81,8 +82,8 @@ pub fn app(state: AppState) -> Router {
 /// but not served. Handlers of one path share a `routes!`.
 fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use routes::{
-        access, auth, clients, collections, endpoints, functions, grants, groups, health,
-        identities, search, session, tasks, transfers,
+        access, actions, auth, clients, collections, endpoints, flows, functions, grants, groups,
+        health, identities, search, session, tasks, transfers,
     };
     use utoipa_axum::routes;
     utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
@@ -160,6 +161,24 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(search::scroll))
         .routes(routes!(search::list_tasks))
         .routes(routes!(search::show_task))
+        .routes(routes!(flows::create, flows::list))
+        .routes(routes!(flows::validate))
+        .routes(routes!(flows::show, flows::update, flows::delete))
+        .routes(routes!(flows::start))
+        .routes(routes!(flows::run_status))
+        .routes(routes!(flows::list_runs))
+        .routes(routes!(flows::show_run, flows::update_run))
+        .routes(routes!(flows::run_log))
+        .routes(routes!(flows::cancel_run))
+        .routes(routes!(flows::resume_run))
+        .routes(routes!(flows::release_run))
+        .routes(routes!(flows::approve_run))
+        .routes(routes!(actions::introspect))
+        .routes(routes!(actions::run))
+        .routes(routes!(actions::status))
+        .routes(routes!(actions::cancel))
+        .routes(routes!(actions::release))
+        .routes(routes!(actions::resume))
         .split_for_parts()
 }
 
@@ -226,8 +245,14 @@ pub async fn serve(
         tracing::error!(error = %e, "cannot resume unfinished transfers");
     }
     let search_tasks = search::tasks::spawn_processor(state.store.clone(), state.search.clone());
+    let (stop_flows, flows_stopped) = tokio::sync::oneshot::channel::<()>();
+    let flow_driver = flows::driver::spawn(state.clone(), async move {
+        let _ = flows_stopped.await;
+    });
     let served = serve_http(listener, state, shutdown).await;
     search_tasks.abort();
+    let _ = stop_flows.send(());
+    let _ = flow_driver.await;
     served
 }
 

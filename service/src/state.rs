@@ -32,6 +32,8 @@ pub struct AppState {
     pub(crate) data: Arc<crate::transfers::DataHub>,
     /// The search engine, rate limits and the task processor's wake-up.
     pub(crate) search: Arc<crate::search::SearchHub>,
+    /// The runs this replica drives and what they wait on (see `flows`).
+    pub(crate) flows: Arc<crate::flows::FlowHub>,
 }
 
 impl AppState {
@@ -42,6 +44,11 @@ impl AppState {
         search: crate::search::SearchHub,
     ) -> Self {
         let oidc = OidcLogin::new(config.oidc.clone(), &config.public_url);
+        let flows = crate::flows::FlowHub::new(
+            config.flows.limits(),
+            std::time::Duration::from_secs(config.flows.lease_secs),
+            config.flows.action_hosts.clone(),
+        );
         Self {
             store,
             broker,
@@ -52,6 +59,7 @@ impl AppState {
             functions: Arc::new(FunctionCache::default()),
             data: Arc::new(crate::transfers::DataHub::default()),
             search: Arc::new(search),
+            flows: Arc::new(flows),
         }
     }
 

@@ -232,6 +232,7 @@ impl Session {
                             max_retries: batch.max_retries,
                             user_endpoint_config: batch.user_endpoint_config,
                             caller: &caller,
+                            ids: None,
                         },
                     )
                     .await

@@ -35,6 +35,10 @@ pub(crate) struct Submission<'a> {
     pub(crate) max_retries: Option<u32>,
     pub(crate) user_endpoint_config: Option<serde_json::Value>,
     pub(crate) caller: &'a Caller,
+    /// Ids chosen beforehand (one per task), so a caller that recorded
+    /// them first can tell after a crash whether the batch was stored
+    /// (the flows' compute action); `None` draws fresh ids.
+    pub(crate) ids: Option<(BatchId, Vec<TaskId>)>,
 }
 
 /// Largest `user_endpoint_config`, as JSON text.
@@ -111,13 +115,27 @@ pub(crate) async fn submit(state: &AppState, s: Submission<'_>) -> ComputeResult
             }
         })?;
     }
-    let batch_id = BatchId::new();
+    let (batch_id, mut ids) = match s.ids {
+        Some((batch_id, ids)) if ids.len() == s.tasks.len() => (batch_id, ids.into_iter()),
+        Some(_) => {
+            return Err(ComputeError::Invalid(
+                "one id per task is needed when ids are chosen beforehand".into(),
+            ))
+        }
+        None => (
+            BatchId::new(),
+            (0..s.tasks.len())
+                .map(|_| TaskId::new())
+                .collect::<Vec<_>>()
+                .into_iter(),
+        ),
+    };
     let now = Utc::now();
     let tasks: Vec<TaskInfo> = s
         .tasks
         .into_iter()
         .map(|args| TaskInfo {
-            id: TaskId::new(),
+            id: ids.next().unwrap_or_default(),
             state: TaskState::Waiting,
             function_id: function.id,
             endpoint_id: endpoint.id,

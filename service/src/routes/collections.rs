@@ -15,8 +15,7 @@ use crate::auth::{Authorized, MaybeAuthorized, Transfer};
 use crate::error::{ApiError, Json, Path};
 use crate::sharing::{access, Viewer};
 use crate::state::AppState;
-use crate::store::CollectionRecord;
-use lattice_protocol::sharing::Permissions;
+use crate::transfers::files;
 
 /// Deepest listing one request may ask for.
 const MAX_DEPTH: u32 = 64;
@@ -84,31 +83,7 @@ pub(crate) async fn delete_guest(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
-/// Checks the viewer's access for `op`, then relays it to the agent.
-async fn run(
-    state: &AppState,
-    viewer: &Viewer,
-    collection: &str,
-    op: FileOp,
-) -> Result<(CollectionRecord, FileOpOutcome), ApiError> {
-    let record = access::usable_collection(&state.store, viewer, collection).await?;
-    let needs: Vec<(&str, Permissions)> = match &op {
-        FileOp::List { path, .. } | FileOp::Stat { path } => vec![(path, Permissions::Read)],
-        FileOp::Mkdir { path, .. } | FileOp::Delete { path, .. } => {
-            vec![(path, Permissions::ReadWrite)]
-        }
-        FileOp::Rename { from, to } => {
-            vec![(from, Permissions::ReadWrite), (to, Permissions::ReadWrite)]
-        }
-    };
-    for (path, need) in needs {
-        access::check(&state.store, viewer, &record, path, need).await?;
-    }
-    let outcome = crate::transfers::file_op(state, &record, op).await?;
-    Ok((record, outcome))
-}
-
-/// [`run`] for an authenticated caller: the outcome alone.
+/// [`files::checked`] for an authenticated caller: the outcome alone.
 async fn run_for(
     state: &AppState,
     auth: &Authorized<Transfer>,
@@ -116,7 +91,7 @@ async fn run_for(
     op: FileOp,
 ) -> Result<FileOpOutcome, ApiError> {
     let viewer = Viewer::of(&state.store, auth.identity_id).await?;
-    let (_, outcome) = run(state, &viewer, collection, op).await?;
+    let (_, outcome) = files::checked(state, &viewer, collection, op).await?;
     Ok(outcome)
 }
 
@@ -150,7 +125,7 @@ pub(crate) async fn ls(
         .unwrap_or(MAX_ENTRIES)
         .clamp(1, MAX_ENTRIES);
     let viewer = viewer_of(&state, &auth).await?;
-    let (record, outcome) = run(
+    let (record, outcome) = files::checked(
         &state,
         &viewer,
         &collection,
@@ -183,7 +158,7 @@ pub(crate) async fn stat(
     Json(request): Json<StatRequest>,
 ) -> Result<Json<FileEntry>, ApiError> {
     let viewer = viewer_of(&state, &auth).await?;
-    let (_, outcome) = run(
+    let (_, outcome) = files::checked(
         &state,
         &viewer,
         &collection,

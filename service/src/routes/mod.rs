@@ -1,10 +1,12 @@
 //! The REST API under `/v1`: one module per resource.
 
 pub(crate) mod access;
+pub(crate) mod actions;
 pub(crate) mod auth;
 pub(crate) mod clients;
 pub(crate) mod collections;
 pub(crate) mod endpoints;
+pub(crate) mod flows;
 pub(crate) mod functions;
 pub(crate) mod grants;
 pub(crate) mod groups;

@@ -36,6 +36,7 @@ pub(crate) async fn submit_one(
             max_retries: request.max_retries,
             user_endpoint_config: request.user_endpoint_config,
             caller: &auth,
+            ids: None,
         },
     )
     .await?;
@@ -61,6 +62,7 @@ pub(crate) async fn submit_batch(
             max_retries: request.max_retries,
             user_endpoint_config: request.user_endpoint_config,
             caller: &auth,
+            ids: None,
         },
     )
     .await?;

@@ -18,8 +18,10 @@
 //! The relay calls [`agent_frame`] for the data-plane frames and
 //! [`agent_gone`] when an agent's last session ends.
 
+pub(crate) mod files;
 pub mod runner;
 pub mod submission;
+pub(crate) mod tasks;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
