@@ -76,6 +76,7 @@ macro_rules! backend_suite {
 
 mod blocks;
 mod data;
+mod flows;
 mod login;
 mod multi_user;
 mod search;

@@ -187,6 +187,17 @@ fn check_metadata(
     Ok(())
 }
 
+/// Refuses a flow document over [`MAX_FLOW_BYTES`] (413).
+fn check_size(document: &impl serde::Serialize) -> FlowResult<()> {
+    let size = serde_json::to_vec(document).map(|v| v.len()).unwrap_or(0);
+    if size > MAX_FLOW_BYTES {
+        return Err(FlowError::TooLarge(format!(
+            "the flow document is {size} bytes, over the limit of {MAX_FLOW_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
 /// Creates a flow owned by `viewer`'s identity.
 pub async fn create(
     store: &SharedStore,
@@ -196,6 +207,7 @@ pub async fn create(
     let owner = viewer
         .identity
         .ok_or_else(|| FlowError::Denied("creating a flow needs a token".into()))?;
+    check_size(&request)?;
     let warnings = checked(&request.definition, &request.input_schema)?;
     check_metadata(
         &request.title,
@@ -317,6 +329,7 @@ pub async fn update(
     id: FlowId,
     update: FlowUpdate,
 ) -> FlowResult<FlowInfo> {
+    check_size(&update)?;
     let (mut flow, _) = with_role(
         store,
         viewer,
@@ -419,4 +432,55 @@ pub async fn delete(store: &SharedStore, viewer: &Viewer, id: FlowId) -> FlowRes
     store.delete_flow(id).await?;
     tracing::info!(flow_id = %id, "flow deleted");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn check_reports_every_problem_with_its_state() {
+        let broken = json!({"StartAt": "A", "States": {
+            "A": {"Type": "Pass", "Next": "Nowhere"},
+            "B": {"Type": "Pass", "End": true}}});
+        let (parsed, report) = check(&broken, &json!({"type": "nonsense"}));
+        assert!(parsed.is_none() && !report.valid);
+        let where_: Vec<(&str, &str)> = report
+            .errors
+            .iter()
+            .map(|p| (p.state.as_str(), p.field.as_str()))
+            .collect();
+        assert!(where_.contains(&("A", "Next")), "{where_:?}");
+        assert!(where_.iter().any(|(s, _)| *s == "B"), "{where_:?}");
+        assert!(where_.contains(&("", "input_schema")), "{where_:?}");
+
+        let good = json!({"StartAt": "A", "States": {"A": {"Type": "Succeed"}}});
+        let (parsed, report) = check(&good, &json!({}));
+        assert!(parsed.is_some() && report.valid && report.errors.is_empty());
+
+        let (_, report) = check(&json!({"States": {}}), &json!({}));
+        assert_eq!(report.errors[0].field, "definition");
+    }
+
+    #[test]
+    fn oversized_documents_and_fields_are_refused() {
+        let big = FlowCreate {
+            definition: json!({"StartAt": "A", "States": {"A": {"Type": "Succeed"}}}),
+            input_schema: json!({}),
+            title: String::new(),
+            subtitle: String::new(),
+            description: "x".repeat(MAX_FLOW_BYTES),
+            keywords: vec![],
+            flow_administrators: vec![],
+            flow_starters: vec![],
+            flow_viewers: vec![],
+            run_managers: vec![],
+            run_monitors: vec![],
+        };
+        assert!(matches!(check_size(&big), Err(FlowError::TooLarge(_))));
+        assert!(check_metadata(&"t".repeat(MAX_TEXT + 1), "", "", &[]).is_err());
+        assert!(check_metadata("t", "", "", &["\0".into()]).is_err());
+        assert!(check_metadata("t", "s", "d", &["k".into()]).is_ok());
+    }
 }

@@ -591,3 +591,48 @@ pub async fn approve(
     run.machine.clear();
     Ok(info(run, &roles))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use lattice_flows::model::LogEvent;
+
+    #[test]
+    fn log_entries_keep_their_code_apart_from_their_details() {
+        let record = log_record(LogEntry {
+            seq: 3,
+            time: Utc::now(),
+            state: "Move".into(),
+            event: LogEvent::ActionStarted {
+                request_id: "r".into(),
+                action_url: "/v1/actions/transfer".into(),
+                body: json!({"a": 1}),
+            },
+        });
+        assert_eq!((record.seq, record.code.as_str()), (3, "action_started"));
+        assert_eq!(record.details["request_id"], json!("r"));
+        assert!(record.details.get("code").is_none());
+    }
+
+    #[test]
+    fn labels_and_tags_are_bounded() {
+        assert!(check_label_and_tags(Some("nightly"), &["a".into()]).is_ok());
+        assert!(check_label_and_tags(Some(&"x".repeat(MAX_LABEL_CHARS + 1)), &[]).is_err());
+        assert!(check_label_and_tags(None, &[String::new()]).is_err());
+        let many: Vec<String> = (0..=MAX_RUN_TAGS).map(|i| i.to_string()).collect();
+        assert!(check_label_and_tags(None, &many).is_err());
+    }
+
+    #[test]
+    fn the_scopes_a_run_needs_come_from_its_builtin_actions() {
+        let definition = FlowDefinition::from_value(json!({"StartAt": "M", "States": {
+            "M": {"Type": "Map", "ItemsPath": "$.xs", "Iterator": {"StartAt": "C", "States": {
+                "C": {"Type": "Action", "ActionUrl": "/v1/actions/compute", "End": true}}}, "Next": "T"},
+            "T": {"Type": "Action", "ActionUrl": "https://svc.example.org/v1/actions/transfer", "Next": "E"},
+            "E": {"Type": "Action", "ActionUrl": "https://elsewhere.example.org/run", "End": true}}}))
+        .unwrap();
+        let scopes = scopes_needed(&definition, "https://svc.example.org/");
+        assert_eq!(scopes, vec![Scope::Compute, Scope::Transfer]);
+    }
+}
