@@ -15,73 +15,39 @@ use std::time::Duration;
 use axum::extract::{Path as AxPath, State as AxState};
 use axum::routing::{get, post};
 use axum::Json as AxJson;
-use lattice_tests::{Answer, LoginPlatform};
+use lattice_tests::Answer;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::{Backend, Store};
-
-struct Person {
-    token: String,
-    id: String,
-}
+use crate::scene::{Person, Trio};
+use crate::Backend;
 
 struct Scene {
-    platform: LoginPlatform,
-    alice: Person,
-    bob: Person,
-    carol: Person,
-    store: Store,
+    trio: Trio,
     provider: Provider,
+}
+
+impl std::ops::Deref for Scene {
+    type Target = Trio;
+    fn deref(&self) -> &Trio {
+        &self.trio
+    }
 }
 
 impl Scene {
     async fn start(backend: Backend, test: &str) -> Option<Self> {
-        let store = Store::open(backend, test).await?;
-        let platform = LoginPlatform::start_with(test, |config| {
-            store.configure(config);
+        let trio = Trio::start(backend, test, |config| {
             config.flows.max_transitions = 500;
             config.flows.max_state_bytes = 64 * 1024;
             config.search.dir = config.data_dir.join("search");
         })
         .await?;
-        let alice = login(&platform, "alice").await;
-        let bob = login(&platform, "bob").await;
-        let carol = login(&platform, "carol").await;
         let provider = Provider::start().await;
-        Some(Self {
-            platform,
-            alice,
-            bob,
-            carol,
-            store,
-            provider,
-        })
+        Some(Self { trio, provider })
     }
 
     async fn cleanup(self) {
-        self.store.close_after(self.platform).await;
-    }
-
-    async fn call(
-        &self,
-        who: Option<&Person>,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Answer {
-        self.platform
-            .service
-            .send(method, path, who.map(|p| p.token.as_str()), body.as_ref())
-            .await
-    }
-
-    async fn get(&self, who: Option<&Person>, path: &str) -> Answer {
-        self.call(who, Method::GET, path, None).await
-    }
-
-    async fn post(&self, who: Option<&Person>, path: &str, body: Value) -> Answer {
-        self.call(who, Method::POST, path, Some(body)).await
+        self.trio.cleanup().await;
     }
 
     /// `who` creates a flow from `definition` plus extra fields; its id.
@@ -137,13 +103,6 @@ impl Scene {
     }
 }
 
-async fn login(platform: &LoginPlatform, name: &str) -> Person {
-    let token = platform.service.login_as(name).await.access_token;
-    let id = platform.service.whoami(&token).await.body["identity"]["id"]
-        .as_str()
-        .expect("identity id")
-        .to_owned();
-    Person { token, id }
 }
 
 // ---------------------------------------------------- the external provider

@@ -79,5 +79,6 @@ mod data;
 mod flows;
 mod login;
 mod multi_user;
+mod scene;
 mod search;
 mod sharing;

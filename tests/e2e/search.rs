@@ -8,31 +8,25 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use lattice_tests::{Answer, LoginPlatform};
+use lattice_tests::Answer;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::{Backend, Store};
+use crate::scene::{Person, Trio};
+use crate::Backend;
 
-/// Someone logged in: token and identity id.
-struct Person {
-    token: String,
-    id: String,
-}
+struct Scene(Trio);
 
-struct Scene {
-    platform: LoginPlatform,
-    alice: Person,
-    bob: Person,
-    carol: Person,
-    store: Store,
+impl std::ops::Deref for Scene {
+    type Target = Trio;
+    fn deref(&self) -> &Trio {
+        &self.0
+    }
 }
 
 impl Scene {
     async fn start(backend: Backend, test: &str) -> Option<Self> {
-        let store = Store::open(backend, test).await?;
-        let platform = LoginPlatform::start_with(test, |config| {
-            store.configure(config);
+        Trio::start(backend, test, |config| {
             // The engine follows the store: tantivy with SQLite,
             // PostgreSQL with PostgreSQL.
             config.search.engine = Some(match backend {
@@ -41,42 +35,12 @@ impl Scene {
             });
             config.search.dir = config.data_dir.join("search");
         })
-        .await?;
-        let alice = login(&platform, "alice").await;
-        let bob = login(&platform, "bob").await;
-        let carol = login(&platform, "carol").await;
-        Some(Self {
-            platform,
-            alice,
-            bob,
-            carol,
-            store,
-        })
+        .await
+        .map(Self)
     }
 
     async fn cleanup(self) {
-        self.store.close_after(self.platform).await;
-    }
-
-    async fn call(
-        &self,
-        who: Option<&Person>,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Answer {
-        self.platform
-            .service
-            .send(method, path, who.map(|p| p.token.as_str()), body.as_ref())
-            .await
-    }
-
-    async fn get(&self, who: Option<&Person>, path: &str) -> Answer {
-        self.call(who, Method::GET, path, None).await
-    }
-
-    async fn post(&self, who: Option<&Person>, path: &str, body: Value) -> Answer {
-        self.call(who, Method::POST, path, Some(body)).await
+        self.0.cleanup().await;
     }
 
     /// `who` creates an index; returns its id.
@@ -132,13 +96,6 @@ impl Scene {
     }
 }
 
-async fn login(platform: &LoginPlatform, name: &str) -> Person {
-    let token = platform.service.login_as(name).await.access_token;
-    let id = platform.service.whoami(&token).await.body["identity"]["id"]
-        .as_str()
-        .expect("identity id")
-        .to_owned();
-    Person { token, id }
 }
 
 fn entry(subject: &str, content: Value, visible_to: &[&str]) -> Value {

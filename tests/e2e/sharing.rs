@@ -15,66 +15,26 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::data::{start_agent, wait_for, write, Agent};
-use crate::{Backend, Store};
+use crate::scene::{login, Person, Trio};
+use crate::Backend;
 
-/// Someone logged in: token and identity id.
-struct Person {
-    token: String,
-    id: String,
-}
+struct Scene(Trio);
 
-struct Scene {
-    platform: LoginPlatform,
-    alice: Person,
-    bob: Person,
-    carol: Person,
-    store: Store,
+impl std::ops::Deref for Scene {
+    type Target = Trio;
+    fn deref(&self) -> &Trio {
+        &self.0
+    }
 }
 
 impl Scene {
     async fn start(backend: Backend, test: &str) -> Option<Self> {
-        let store = Store::open(backend, test).await?;
-        let platform = LoginPlatform::start_with(test, |config| store.configure(config)).await?;
-        let alice = login(&platform, "alice").await;
-        let bob = login(&platform, "bob").await;
-        // carol logs in later in some scenarios (email invitations).
-        let carol = login(&platform, "carol").await;
-        Some(Self {
-            platform,
-            alice,
-            bob,
-            carol,
-            store,
-        })
+        // carol logs in too; some scenarios add dave later (email invitations).
+        Trio::start(backend, test, |_| {}).await.map(Self)
     }
 
     async fn cleanup(self) {
-        self.store.close_after(self.platform).await;
-    }
-
-    async fn call(
-        &self,
-        who: Option<&Person>,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Answer {
-        self.platform
-            .service
-            .send(method, path, who.map(|p| p.token.as_str()), body.as_ref())
-            .await
-    }
-
-    async fn get(&self, who: Option<&Person>, path: &str) -> Answer {
-        self.call(who, Method::GET, path, None).await
-    }
-
-    async fn delete(&self, who: Option<&Person>, path: &str) -> Answer {
-        self.call(who, Method::DELETE, path, None).await
-    }
-
-    async fn post(&self, who: Option<&Person>, path: &str, body: Value) -> Answer {
-        self.call(who, Method::POST, path, Some(body)).await
+        self.0.cleanup().await;
     }
 
     async fn ls(&self, who: Option<&Person>, collection: &str, path: &str) -> Answer {
@@ -152,13 +112,6 @@ impl Scene {
     }
 }
 
-async fn login(platform: &LoginPlatform, name: &str) -> Person {
-    let token = platform.service.login_as(name).await.access_token;
-    let id = platform.service.whoami(&token).await.body["identity"]["id"]
-        .as_str()
-        .expect("identity id")
-        .to_owned();
-    Person { token, id }
 }
 
 fn ok(result: &Value) -> bool {
