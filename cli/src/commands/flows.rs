@@ -425,14 +425,13 @@ async fn runs(ctx: &Context, client: &Client, command: RunCommand) -> anyhow::Re
                 marker: None,
             };
             let mut list = client.runs(&filter).await?;
-            while all {
-                let Some(marker) = list.marker.take() else {
-                    break;
-                };
-                filter.marker = Some(marker);
-                let page = client.runs(&filter).await?;
-                list.runs.extend(page.runs);
-                list.marker = page.marker;
+            if all {
+                while let Some(marker) = list.marker.take() {
+                    filter.marker = Some(marker);
+                    let page = client.runs(&filter).await?;
+                    list.runs.extend(page.runs);
+                    list.marker = page.marker;
+                }
             }
             ctx.output.emit(&list, run_table)
         }
