@@ -135,6 +135,12 @@ enum Command {
     /// (`lattice search query INDEX "silicon" --facet instrument`).
     #[command(subcommand)]
     Search(commands::search::SearchCommand),
+    /// Flows: durable multi-step automation (transfers, compute, search,
+    /// approvals) defined in the Globus Flows language. Create a flow from
+    /// a JSON or YAML file, start runs and follow them
+    /// (`lattice flow start NAME --input '{"n": 1}' --wait`).
+    #[command(subcommand)]
+    Flow(commands::flows::FlowCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -300,6 +306,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Search(command) => {
             logging::init(Default::default(), "warn");
             commands::search::run(&ctx, command).await
+        }
+        Command::Flow(command) => {
+            logging::init(Default::default(), "warn");
+            commands::flows::run(&ctx, command).await
         }
     }
 }

@@ -6,6 +6,7 @@
 //! writing the profile file (mode 0600). It must not print, prompt or decide
 //! exit codes; that is the CLI's job.
 
+pub mod flows;
 pub mod profile;
 pub mod stream;
 pub mod websocket;
@@ -44,6 +45,7 @@ use lattice_protocol::search::{
 };
 use lattice_protocol::{SearchIndexId, SearchTaskId};
 
+pub use flows::RunFilter;
 pub use profile::Profile;
 pub use stream::BatchStream;
 

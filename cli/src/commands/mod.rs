@@ -4,6 +4,7 @@ pub(crate) mod clients;
 pub(crate) mod dev;
 pub(crate) mod endpoints;
 pub(crate) mod files;
+pub(crate) mod flows;
 pub(crate) mod functions;
 pub(crate) mod search;
 pub(crate) mod service;
