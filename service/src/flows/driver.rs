@@ -480,8 +480,8 @@ impl Driver {
                 let action_id = status.action_id.parse().unwrap_or_default();
                 Started::Running(Target::Builtin { action_id }, status)
             }
-            Err(e) if e.is_permanent() => Started::Refused(message(&e)),
-            Err(e) => Started::Later(message(&e)),
+            Err(e) if e.is_permanent() => Started::Refused(e.client_message()),
+            Err(e) => Started::Later(e.client_message()),
         }
     }
 
@@ -526,8 +526,8 @@ impl Driver {
                     status,
                 )
             }
-            Err(e) if e.is_permanent() => Started::Refused(message(&e)),
-            Err(e) => Started::Later(message(&e)),
+            Err(e) if e.is_permanent() => Started::Refused(e.client_message()),
+            Err(e) => Started::Later(e.client_message()),
         }
     }
 
@@ -644,7 +644,7 @@ impl Driver {
             .ok_or_else(|| format!("action {id} is gone"))?;
         let record = actions::refreshed(&self.state, record)
             .await
-            .map_err(|e| message(&e))?;
+            .map_err(|e| e.client_message())?;
         Ok(actions::status_of(&record))
     }
 
@@ -690,13 +690,6 @@ enum Started {
     Running(Target, ActionStatus),
     Refused(String),
     Later(String),
-}
-
-fn message(e: &FlowError) -> String {
-    match e {
-        FlowError::Api(api) => api.message.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// The flow an `ActionUrl` names: `/v1/flows/<id>` (or under the public URL).

@@ -65,6 +65,14 @@ impl From<crate::compute::ComputeError> for FlowError {
 }
 
 impl FlowError {
+    /// What a client is told (another domain's message as it wrote it).
+    pub fn client_message(&self) -> String {
+        match self {
+            FlowError::Api(api) => api.message.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// True for refusals a retry will not change (4xx): an action that
     /// fails this way is `ActionUnableToRun`; anything else is retried.
     pub fn is_permanent(&self) -> bool {

@@ -384,7 +384,7 @@ async fn settle(state: &AppState, caller: &Caller, record: &mut ActionRecord) ->
     match begin(state, caller, record).await {
         Ok(progress) => apply(state, record, progress).await,
         Err(e) if e.is_permanent() => {
-            let message = ApiMessage::of(&e);
+            let message = e.client_message();
             set_begun(&mut record.internal);
             apply(
                 state,
@@ -395,18 +395,6 @@ async fn settle(state: &AppState, caller: &Caller, record: &mut ActionRecord) ->
             Err(e)
         }
         Err(e) => Err(e),
-    }
-}
-
-/// The client-facing message of an error.
-struct ApiMessage;
-
-impl ApiMessage {
-    fn of(e: &FlowError) -> String {
-        match e {
-            FlowError::Api(api) => api.message.clone(),
-            other => other.to_string(),
-        }
     }
 }
 
