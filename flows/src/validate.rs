@@ -154,7 +154,10 @@ impl Validator {
 
     fn transition(&mut self, m: &FlowDefinition, path: &str, t: &Transition) {
         match (&t.next, t.end) {
-            (Some(_), Some(true)) => self.error(path, "End", "has both Next and End"),
+            (Some(next), Some(true)) => {
+                self.error(path, "End", "has both Next and End");
+                self.target(m, path, "Next", next);
+            }
             (None, None | Some(false)) => self.error(path, "Next", "needs Next or \"End\": true"),
             (Some(next), _) => self.target(m, path, "Next", next),
             (None, Some(true)) => {}

@@ -225,6 +225,8 @@ pub struct RunStart {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunInfo {
+    /// The run's id (also `run_id`, and `action_id` as an action).
+    pub id: FlowRunId,
     pub run_id: FlowRunId,
     pub action_id: FlowRunId,
     pub flow_id: FlowId,

@@ -103,8 +103,6 @@ impl Scene {
     }
 }
 
-}
-
 // ---------------------------------------------------- the external provider
 
 #[derive(Default)]
@@ -329,11 +327,10 @@ async fn roles_and_refusals(scene: &Scene) {
         json!(["flow_starter", "flow_viewer"])
     );
     let change = scene
-        .call(
+        .put(
             Some(bob),
-            Method::PUT,
             &format!("/v1/flows/{flow}"),
-            Some(json!({"title": "mine"})),
+            json!({"title": "mine"}),
         )
         .await;
     change.assert_error(403, "forbidden");
@@ -458,11 +455,10 @@ async fn roles_and_refusals(scene: &Scene) {
 
     // A public viewer role: anyone may read the flow, still not start it.
     let shared = scene
-        .call(
+        .put(
             Some(alice),
-            Method::PUT,
             &format!("/v1/flows/{flow}"),
-            Some(json!({"flow_viewers": ["public"]})),
+            json!({"flow_viewers": ["public"]}),
         )
         .await;
     assert_eq!(shared.status, 200, "{shared:?}");
@@ -476,11 +472,10 @@ async fn roles_and_refusals(scene: &Scene) {
         .assert_error(403, "forbidden");
     // `public` may only view.
     let bad_role = scene
-        .call(
+        .put(
             Some(alice),
-            Method::PUT,
             &format!("/v1/flows/{flow}"),
-            Some(json!({"flow_starters": ["public"]})),
+            json!({"flow_starters": ["public"]}),
         )
         .await;
     assert!(bad_role
@@ -694,10 +689,24 @@ async fn external_action_providers(scene: &Scene) {
     let run = started.str("run_id").to_owned();
     let waiting = scene.wait_run(alice, &run, &["INACTIVE", "FAILED"]).await;
     assert_eq!(waiting["status"], json!("INACTIVE"), "{waiting}");
+    assert_eq!(waiting["details"]["waiting_on"][0]["state"], json!("Wait"));
+    // What it waits on, as the provider's latest status says, once the
+    // driver has looked again.
+    let mut seen = waiting;
+    for _ in 0..200 {
+        if seen["details"]["waiting_on"][0]["waiting_for"] == json!("a person") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = scene
+            .get(Some(alice), &format!("/v1/runs/{run}"))
+            .await
+            .body;
+    }
     assert_eq!(
-        waiting["details"]["waiting_on"][0]["waiting_for"],
+        seen["details"]["waiting_on"][0]["waiting_for"],
         json!("a person"),
-        "{waiting}"
+        "{seen}"
     );
     scene.provider.release_all();
     let resumed = scene

@@ -96,8 +96,6 @@ impl Scene {
     }
 }
 
-}
-
 fn entry(subject: &str, content: Value, visible_to: &[&str]) -> Value {
     json!({"subject": subject, "content": content, "visible_to": visible_to})
 }

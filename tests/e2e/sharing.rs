@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_data_plane::TestHooks;
-use lattice_tests::{Answer, LoginPlatform};
+use lattice_tests::Answer;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -110,8 +110,6 @@ impl Scene {
     async fn agent(&self, who: &Person, name: &str, hooks: TestHooks) -> Agent {
         start_agent(&self.platform.service, &who.token, name, hooks).await
     }
-}
-
 }
 
 fn ok(result: &Value) -> bool {

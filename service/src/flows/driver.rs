@@ -558,6 +558,7 @@ impl Driver {
             return;
         };
         let previous = a.reported;
+        let details_changed = a.details != status.details;
         a.reported = status.status;
         a.details = status.details.clone();
         let request_id = request_id.to_owned();
@@ -589,6 +590,8 @@ impl Driver {
             ActionState::Active if previous == ActionState::Inactive => {
                 self.events.push(Event::ActionActive { request_id });
             }
+            // Still INACTIVE, waiting on something else now: show it.
+            ActionState::Inactive if details_changed => self.dirty = true,
             _ => {}
         }
     }

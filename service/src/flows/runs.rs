@@ -82,6 +82,7 @@ fn display_status(record: &RunRecord) -> String {
 pub(crate) fn info(record: RunRecord, roles: &RunRoles) -> RunInfo {
     RunInfo {
         display_status: display_status(&record),
+        id: record.id,
         run_id: record.id,
         action_id: record.id,
         flow_id: record.flow_id,
