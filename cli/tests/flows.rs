@@ -209,7 +209,7 @@ fn an_approval_step_waits_for_run_approve() {
         serde_json::json!({
             "definition": {"StartAt": "Ask", "States": {"Ask": {
                 "Type": "Action", "ActionUrl": "/v1/actions/approval",
-                "Parameters": {"message": "publish?"},
+                "Parameters": {"message": "publish?", "options": ["yes", "no"]},
                 "ResultPath": "$.approval", "End": true
             }}},
             "title": "publish",

@@ -6,7 +6,9 @@
 //! same flow with the service killed (SIGKILL) mid-`Map` and restarted, on
 //! SQLite and on PostgreSQL with RabbitMQ: the run finishes once and each
 //! file was processed exactly once (the function appends each file's name
-//! to a ledger outside the service's reach).
+//! to a ledger outside the service's reach). The tasks run on an agent
+//! process of their own, as on a real site; `lattice dev`'s own endpoint
+//! would die with the service and rerun the tasks it was running.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -43,7 +45,7 @@ fn definition() -> Value {
                 "Parameters": {"endpoint_id": "cluster", "path": "/in/run1/"},
                 "ResultPath": "$.listing", "Next": "Analyse"},
             "Analyse": {"Type": "Map", "ItemsPath": "$.listing.details.DATA", "MaxConcurrency": 2,
-                "Parameters": {"name.$": "$.name", "root.$": "$._context.flow_id"},
+                "Parameters": {"name.$": "$.item.name"},
                 "Iterator": {"StartAt": "Run", "States": {
                     "Run": {"Type": "Action", "ActionUrl": "/v1/actions/compute",
                         "Parameters": {"endpoint_id": "@ENDPOINT", "function_id": "@FUNCTION",
@@ -114,6 +116,11 @@ fn pipeline(mut platform: DevPlatform, kill_mid_map: bool) {
         std::fs::write(source.join(format!("f{i}.dat")), format!("sample {i}\n")).unwrap();
     }
     let _cluster = platform.agent_with_collection("cluster", &cluster_root);
+    // The tasks run on an agent of their own, which outlives the service:
+    // `lattice dev`'s own endpoint dies with it, and a task whose worker
+    // dies is run again (at least once), which is compute's contract, not
+    // the flow's.
+    let _workers = platform.agent("workers", 2);
     let client = platform.client();
     let (run, function) = rt.block_on(async {
         // Each task: note the file in the ledger, then take a moment.
@@ -131,14 +138,17 @@ fn pipeline(mut platform: DevPlatform, kill_mid_map: bool) {
             .await
             .unwrap()
             .id;
-        let endpoint = client
-            .endpoints()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|e| e.name == "local")
-            .expect("the local endpoint")
-            .id;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let endpoint = loop {
+            let online = client.endpoints().await.unwrap().into_iter().find(|e| {
+                e.name == "workers" && serde_json::to_value(&e.status).unwrap() == json!("online")
+            });
+            if let Some(e) = online {
+                break e.id;
+            }
+            assert!(Instant::now() < deadline, "the workers endpoint never came online");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let group: Value = client
             .post("/v1/groups", &json!({"name": "project"}))
             .await
