@@ -141,12 +141,15 @@ fn pipeline(mut platform: DevPlatform, kill_mid_map: bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let endpoint = loop {
             let online = client.endpoints().await.unwrap().into_iter().find(|e| {
-                e.name == "workers" && serde_json::to_value(&e.status).unwrap() == json!("online")
+                e.name == "workers" && serde_json::to_value(e.status).unwrap() == json!("online")
             });
             if let Some(e) = online {
                 break e.id;
             }
-            assert!(Instant::now() < deadline, "the workers endpoint never came online");
+            assert!(
+                Instant::now() < deadline,
+                "the workers endpoint never came online"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let group: Value = client

@@ -261,6 +261,11 @@ impl Driver {
                             a.next_look = now;
                         }
                     }
+                    Some(Nudge::LookAt(request_id)) => {
+                        if let Some(a) = self.inflight.get_mut(&request_id) {
+                            a.next_look = tokio::time::Instant::now();
+                        }
+                    }
                     Some(Nudge::Cancel) => self.events.push(Event::CancelRequested),
                     None => return,
                 },
@@ -465,32 +470,41 @@ impl Driver {
                 inflight.max_backoff = max;
                 inflight.next_look = tokio::time::Instant::now() + first;
                 self.inflight.insert(request_id.clone(), inflight);
-                self.report(request_id, status);
+                self.report(request_id, *status);
             }
         }
     }
 
     async fn start_builtin(&mut self, provider: Provider, request: ActionRequest) -> Started {
         let caller = actions::acting_as(self.starter(), provider.scope());
+        let request_id = request.request_id.clone();
         match actions::run(&self.state, &caller, provider, request, Some(self.id())).await {
             Ok((_, status)) => {
                 if provider == Provider::Compute {
-                    self.watch_tasks(&status);
+                    self.watch_tasks(&request_id, &status);
                 }
                 let action_id = status.action_id.parse().unwrap_or_default();
-                Started::Running(Target::Builtin { action_id }, status)
+                Started::Running(Target::Builtin { action_id }, Box::new(status))
             }
             Err(e) if e.is_permanent() => Started::Refused(e.client_message()),
             Err(e) => Started::Later(e.client_message()),
         }
     }
 
-    fn watch_tasks(&self, status: &ActionStatus) {
-        if let Some(results) = status.details.get("results").and_then(Value::as_array) {
-            for r in results {
-                if let Some(task) = r.get("task_id").and_then(Value::as_str) {
-                    self.state.flows.watch(format!("task:{task}"), self.id());
-                }
+    /// Asks to be nudged when the action's unfinished tasks end.
+    fn watch_tasks(&self, request_id: &str, status: &ActionStatus) {
+        let Some(results) = status.details.get("results").and_then(Value::as_array) else {
+            return;
+        };
+        for r in results {
+            let state = r.get("state").and_then(Value::as_str).unwrap_or_default();
+            if matches!(state, "success" | "failed" | "cancelled") {
+                continue;
+            }
+            if let Some(task) = r.get("task_id").and_then(Value::as_str) {
+                self.state
+                    .flows
+                    .watch(format!("task:{task}"), self.id(), request_id);
             }
         }
     }
@@ -505,6 +519,7 @@ impl Driver {
         };
         let mut caller = actions::acting_as(self.starter(), None);
         caller.scopes = scopes;
+        let start_request_id = request.request_id.clone();
         let start = RunStart {
             body: request.body,
             request_id: Some(request.request_id),
@@ -515,15 +530,17 @@ impl Driver {
         };
         match super::runs::start(&self.state, &caller, flow, start).await {
             Ok((_, info)) => {
-                self.state
-                    .flows
-                    .watch(format!("run:{}", info.run_id), self.id());
+                self.state.flows.watch(
+                    format!("run:{}", info.run_id),
+                    self.id(),
+                    &start_request_id,
+                );
                 let status = super::runs::as_action_status(&info);
                 Started::Running(
                     Target::Flow {
                         run_id: info.run_id,
                     },
-                    status,
+                    Box::new(status),
                 )
             }
             Err(e) if e.is_permanent() => Started::Refused(e.client_message()),
@@ -544,7 +561,7 @@ impl Driver {
         match external::run(&self.state.flows.http, url, request).await {
             Ok((api, status)) => {
                 let action_id = status.action_id.clone();
-                Started::Running(Target::External { api, action_id }, status)
+                Started::Running(Target::External { api, action_id }, Box::new(status))
             }
             Err(ExternalError::Refused(e)) => Started::Refused(e),
             Err(ExternalError::Transient(e)) => Started::Later(e),
@@ -690,7 +707,7 @@ impl Driver {
 }
 
 enum Started {
-    Running(Target, ActionStatus),
+    Running(Target, Box<ActionStatus>),
     Refused(String),
     Later(String),
 }

@@ -49,6 +49,8 @@ use tokio::sync::{mpsc, Notify};
 pub(crate) enum Nudge {
     /// Something it waits on may have changed: look at its actions now.
     Look,
+    /// The work of one action (by request id) may have ended: look at it.
+    LookAt(String),
     /// Cancel the run.
     Cancel,
 }
@@ -65,8 +67,9 @@ pub struct FlowHub {
     pub(crate) http: reqwest::Client,
     /// The runs this replica drives now, and how to reach their tasks.
     pub(crate) running: Mutex<HashMap<FlowRunId, mpsc::UnboundedSender<Nudge>>>,
-    /// What a driven run waits on (`task:<id>`, `run:<id>`) -> the run.
-    pub(crate) watches: Mutex<HashMap<String, FlowRunId>>,
+    /// What a driven run waits on (`task:<id>`, `run:<id>`) -> the run
+    /// and the request id of the action that waits.
+    pub(crate) watches: Mutex<HashMap<String, (FlowRunId, String)>>,
     /// Wakes the lease sweeper (a run was started here).
     pub(crate) wake: Notify,
 }
@@ -91,27 +94,26 @@ impl FlowHub {
         running.get(&run).is_some_and(|tx| tx.send(nudge).is_ok())
     }
 
-    /// Nudges the run that waits on `key`, if one is driven here.
+    /// Nudges the run that waits on `key`, if one is driven here, to look
+    /// at the one action that waits on it.
     pub(crate) fn nudge_watcher(&self, key: &str) {
-        let run = self
-            .watches
-            .lock()
-            .expect("flows watches")
-            .get(key)
-            .copied();
-        if let Some(run) = run {
-            self.nudge(run, Nudge::Look);
+        let watcher = self.watches.lock().expect("flows watches").remove(key);
+        if let Some((run, request_id)) = watcher {
+            self.nudge(run, Nudge::LookAt(request_id));
         }
     }
 
-    pub(crate) fn watch(&self, key: String, run: FlowRunId) {
-        self.watches.lock().expect("flows watches").insert(key, run);
+    pub(crate) fn watch(&self, key: String, run: FlowRunId, request_id: &str) {
+        self.watches
+            .lock()
+            .expect("flows watches")
+            .insert(key, (run, request_id.to_owned()));
     }
 
     pub(crate) fn unwatch_run(&self, run: FlowRunId) {
         self.watches
             .lock()
             .expect("flows watches")
-            .retain(|_, r| *r != run);
+            .retain(|_, (r, _)| *r != run);
     }
 }

@@ -219,7 +219,7 @@ pub async fn start(
         definition,
         request.body,
         context,
-        state.flows.limits.clone(),
+        state.flows.limits,
         now,
     );
     let log: Vec<RunLogRecord> = run.drain_log().into_iter().map(log_record).collect();
@@ -393,8 +393,8 @@ pub async fn list(state: &AppState, viewer: &Viewer, query: ListQuery) -> FlowRe
     let mut flows = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(runs.len());
     for run in runs {
-        if !flows.contains_key(&run.flow_id) {
-            flows.insert(run.flow_id, state.store.flow(run.flow_id).await?);
+        if let std::collections::hash_map::Entry::Vacant(slot) = flows.entry(run.flow_id) {
+            slot.insert(state.store.flow(run.flow_id).await?);
         }
         let roles = RunRoles::of(viewer, &run, flows[&run.flow_id].as_ref());
         out.push(info(run, &roles));
