@@ -41,6 +41,8 @@ const FIRST_EXTERNAL_LOOK: Duration = Duration::from_secs(1);
 const MAX_EXTERNAL_LOOK: Duration = Duration::from_secs(60);
 /// Longest wait before starting an action again after a transient failure.
 const MAX_RETRY: Duration = Duration::from_secs(60);
+/// Most action starts in flight at once for one run (a Map's items).
+const MAX_CONCURRENT_STARTS: usize = 32;
 /// Longest wait to save a step again after a store error.
 const MAX_SAVE_RETRY: Duration = Duration::from_secs(10);
 
@@ -239,6 +241,16 @@ impl Driver {
                 self.finished().await;
                 return;
             }
+            if matches!(self.pending.front(), Some(Command::StartAction { .. })) {
+                let mut starts = Vec::new();
+                while starts.len() < MAX_CONCURRENT_STARTS
+                    && matches!(self.pending.front(), Some(Command::StartAction { .. }))
+                {
+                    starts.extend(self.pending.pop_front());
+                }
+                self.start_many(starts).await;
+                continue;
+            }
             if let Some(command) = self.pending.pop_front() {
                 self.carry_out(command).await;
                 continue;
@@ -410,16 +422,30 @@ impl Driver {
     }
 
     async fn start(&mut self, command: Command) {
+        let started = self.launch(&command).await;
+        self.settle(command, started);
+    }
+
+    /// Starts several actions at once (a Map's or a Parallel's items),
+    /// then records each outcome in order.
+    async fn start_many(&mut self, commands: Vec<Command>) {
+        let started = futures::future::join_all(commands.iter().map(|c| self.launch(c))).await;
+        for (command, started) in commands.into_iter().zip(started) {
+            self.settle(command, started);
+        }
+    }
+
+    /// Asks the action's provider to start it.
+    async fn launch(&self, command: &Command) -> Started {
         let Command::StartAction {
             request_id,
-            state,
             action_url,
             body,
             deadline,
             ..
-        } = &command
+        } = command
         else {
-            return;
+            return Started::Refused("not an action start".into());
         };
         let request = ActionRequest {
             request_id: request_id.clone(),
@@ -431,12 +457,25 @@ impl Driver {
             release_after: None,
         };
         let public_url = self.state.config.public_url.as_str().to_owned();
-        let started = if let Some(provider) = Provider::of_url(action_url, &public_url) {
+        if let Some(provider) = Provider::of_url(action_url, &public_url) {
             self.start_builtin(provider, request).await
         } else if let Some(flow) = flow_of_url(action_url, &public_url) {
             self.start_flow(flow, request).await
         } else {
             self.start_external(action_url, &request).await
+        }
+    }
+
+    /// Records what starting an action did.
+    fn settle(&mut self, command: Command, started: Started) {
+        let Command::StartAction {
+            request_id,
+            state,
+            action_url,
+            ..
+        } = &command
+        else {
+            return;
         };
         let mut inflight = Inflight {
             url: action_url.clone(),
@@ -475,7 +514,7 @@ impl Driver {
         }
     }
 
-    async fn start_builtin(&mut self, provider: Provider, request: ActionRequest) -> Started {
+    async fn start_builtin(&self, provider: Provider, request: ActionRequest) -> Started {
         let caller = actions::acting_as(self.starter(), provider.scope());
         let request_id = request.request_id.clone();
         match actions::run(&self.state, &caller, provider, request, Some(self.id())).await {
@@ -509,7 +548,7 @@ impl Driver {
         }
     }
 
-    async fn start_flow(&mut self, flow: FlowId, request: ActionRequest) -> Started {
+    async fn start_flow(&self, flow: FlowId, request: ActionRequest) -> Started {
         // The child acts with the scopes its own actions need.
         let scopes = match self.state.store.flow(flow).await {
             Ok(Some(f)) => lattice_flows::FlowDefinition::from_value(f.definition)
@@ -548,7 +587,7 @@ impl Driver {
         }
     }
 
-    async fn start_external(&mut self, url: &str, request: &ActionRequest) -> Started {
+    async fn start_external(&self, url: &str, request: &ActionRequest) -> Started {
         if let Err(e) = external::check_url(url, &self.state.flows.action_hosts) {
             return Started::Refused(if url.starts_with('/') {
                 format!(
