@@ -418,11 +418,6 @@ pub const BUILTIN_ACTIONS: &[&str] = &[
     "echo",
 ];
 
-/// `/v1/actions/<name>` of a built-in, as an `ActionUrl` names it.
-pub fn builtin_action_url(name: &str) -> String {
-    format!("/v1/actions/{name}")
-}
-
 /// `/v1/flows/<id>`: a flow used as an action of another flow.
 pub fn flow_action_url(id: FlowId) -> String {
     format!("/v1/flows/{id}")

@@ -217,12 +217,12 @@ fn delete_submission(body: &Value, submission_id: String) -> FlowResult<DeleteSu
 
 /// Checks a transfer body; the plan carries the submission (with a fresh
 /// submission id, which makes beginning it again harmless).
-pub(crate) fn plan_transfer(body: &Value, _request_id: &str) -> FlowResult<Value> {
+pub(crate) fn plan_transfer(body: &Value) -> FlowResult<Value> {
     let submission = transfer_submission(body, uuid::Uuid::new_v4().to_string())?;
     Ok(json!({"kind": "transfer", "submit": submission}))
 }
 
-pub(crate) fn plan_delete(body: &Value, _request_id: &str) -> FlowResult<Value> {
+pub(crate) fn plan_delete(body: &Value) -> FlowResult<Value> {
     let submission = delete_submission(body, uuid::Uuid::new_v4().to_string())?;
     Ok(json!({"kind": "delete", "submit": submission}))
 }

@@ -188,13 +188,12 @@ async fn plan(
     state: &AppState,
     caller: &Caller,
     provider: Provider,
-    request_id: &str,
     body: &Value,
 ) -> FlowResult<Value> {
     match provider {
         Provider::Compute => compute::plan(body),
-        Provider::Transfer => data::plan_transfer(body, request_id),
-        Provider::Delete => data::plan_delete(body, request_id),
+        Provider::Transfer => data::plan_transfer(body),
+        Provider::Delete => data::plan_delete(body),
         Provider::Ls | Provider::Mkdir => Ok(json!({})),
         Provider::Approval => other::plan_approval(state, caller, body).await,
         _ => Ok(json!({})),
@@ -344,7 +343,7 @@ pub async fn run(
         }
         return Ok((false, status_of(&existing)));
     }
-    let internal = plan(state, caller, provider, &request.request_id, &request.body).await?;
+    let internal = plan(state, caller, provider, &request.body).await?;
     let mut record = ActionRecord {
         id: ActionId::new(),
         provider: provider.name().to_owned(),
