@@ -141,6 +141,10 @@ enum Command {
     /// (`lattice flow start NAME --input '{"n": 1}' --wait`).
     #[command(subcommand)]
     Flow(commands::flows::FlowCommand),
+    /// Timers: start a transfer, a task or a flow run once or every
+    /// interval, as you (`lattice timer create transfer SRC:/d/ DST:/d/ -r --interval 1d`).
+    #[command(subcommand)]
+    Timer(commands::timers::TimerCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -310,6 +314,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Flow(command) => {
             logging::init(Default::default(), "warn");
             commands::flows::run(&ctx, command).await
+        }
+        Command::Timer(command) => {
+            logging::init(Default::default(), "warn");
+            commands::timers::run(&ctx, command).await
         }
     }
 }

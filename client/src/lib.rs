@@ -9,6 +9,7 @@
 pub mod flows;
 pub mod profile;
 pub mod stream;
+pub mod timers;
 pub mod websocket;
 
 use lattice_protocol::api::{

@@ -120,6 +120,10 @@ id_type!(
     /// One action started at an action provider the service hosts.
     ActionId
 );
+id_type!(
+    /// A timer: starts a transfer, a task batch or a flow run on a schedule.
+    TimerId
+);
 
 #[cfg(test)]
 mod tests {

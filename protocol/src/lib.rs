@@ -25,6 +25,7 @@ pub mod names;
 pub mod search;
 pub mod sharing;
 pub mod template;
+pub mod timers;
 pub mod transfer;
 
 pub use error::{ErrorBody, ErrorCode};

@@ -174,6 +174,40 @@ pub struct FileConfig {
     pub oidc: Option<OidcFileConfig>,
     pub search: Option<SearchFileConfig>,
     pub flows: Option<FlowsFileConfig>,
+    pub timers: Option<TimersFileConfig>,
+}
+
+/// The `[timers]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimersFileConfig {
+    /// Shortest interval of a recurring timer, in seconds (default 60;
+    /// `lattice dev` allows 1).
+    pub min_interval_secs: Option<u64>,
+}
+
+/// The resolved `[timers]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimersConfig {
+    pub min_interval_secs: u64,
+}
+
+/// Default shortest interval of a recurring timer, in seconds.
+pub const DEFAULT_MIN_TIMER_INTERVAL_SECS: u64 = 60;
+
+impl TimersConfig {
+    fn resolve(file: Option<TimersFileConfig>) -> Result<Self, ConfigError> {
+        let file = file.unwrap_or_default();
+        match file.min_interval_secs {
+            Some(0) => Err(ConfigError::Invalid {
+                key: "timers.min_interval_secs",
+                message: "must be at least 1".into(),
+            }),
+            other => Ok(Self {
+                min_interval_secs: other.unwrap_or(DEFAULT_MIN_TIMER_INTERVAL_SECS),
+            }),
+        }
+    }
 }
 
 /// The `[flows]` section.
@@ -388,6 +422,7 @@ pub struct ServiceConfig {
     pub ca_file: Option<PathBuf>,
     pub search: SearchConfig,
     pub flows: FlowsConfig,
+    pub timers: TimersConfig,
 }
 
 /// A configuration problem, naming the key.
@@ -542,6 +577,7 @@ impl ServiceConfig {
         };
         let search = SearchConfig::resolve(file.search, &database_url, &data_dir)?;
         let flows = FlowsConfig::resolve(file.flows)?;
+        let timers = TimersConfig::resolve(file.timers)?;
         Ok(Self {
             listen,
             public_url,
@@ -560,6 +596,7 @@ impl ServiceConfig {
             ca_file: file.ca_file,
             search,
             flows,
+            timers,
         })
     }
 

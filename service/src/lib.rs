@@ -23,6 +23,7 @@ mod state;
 pub mod store;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testing;
+pub mod timers;
 pub mod transfers;
 
 use std::future::Future;
@@ -83,7 +84,7 @@ pub fn app(state: AppState) -> Router {
 fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use routes::{
         access, actions, auth, clients, collections, endpoints, flows, functions, grants, groups,
-        health, identities, search, session, tasks, transfers,
+        health, identities, search, session, tasks, timers, transfers,
     };
     use utoipa_axum::routes;
     utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
@@ -173,6 +174,11 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(flows::resume_run))
         .routes(routes!(flows::release_run))
         .routes(routes!(flows::approve_run))
+        .routes(routes!(timers::create, timers::list))
+        .routes(routes!(timers::show, timers::update, timers::delete))
+        .routes(routes!(timers::pause))
+        .routes(routes!(timers::resume))
+        .routes(routes!(timers::runs))
         .routes(routes!(actions::introspect))
         .routes(routes!(actions::run))
         .routes(routes!(actions::status))
@@ -249,10 +255,16 @@ pub async fn serve(
     let flow_driver = flows::driver::spawn(state.clone(), async move {
         let _ = flows_stopped.await;
     });
+    let (stop_timers, timers_stopped) = tokio::sync::oneshot::channel::<()>();
+    let timer_driver = timers::driver::spawn(state.clone(), async move {
+        let _ = timers_stopped.await;
+    });
     let served = serve_http(listener, state, shutdown).await;
     search_tasks.abort();
     let _ = stop_flows.send(());
+    let _ = stop_timers.send(());
     let _ = flow_driver.await;
+    let _ = timer_driver.await;
     served
 }
 

@@ -34,6 +34,8 @@ pub struct AppState {
     pub(crate) search: Arc<crate::search::SearchHub>,
     /// The runs this replica drives and what they wait on (see `flows`).
     pub(crate) flows: Arc<crate::flows::FlowHub>,
+    /// Wakes this replica's timer driver (see `timers`).
+    pub(crate) timers: Arc<crate::timers::TimerHub>,
 }
 
 impl AppState {
@@ -60,6 +62,7 @@ impl AppState {
             data: Arc::new(crate::transfers::DataHub::default()),
             search: Arc::new(search),
             flows: Arc::new(flows),
+            timers: Arc::new(crate::timers::TimerHub::default()),
         }
     }
 

@@ -82,3 +82,4 @@ mod multi_user;
 mod scene;
 mod search;
 mod sharing;
+mod timers;

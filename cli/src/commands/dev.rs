@@ -87,6 +87,8 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     config.amqp_url = args.amqp_url;
     config.listen = address;
     config.public_url = url::Url::parse(&format!("http://{address}"))?;
+    // For trying timers out: a recurring timer may tick every second.
+    config.timers.min_interval_secs = 1;
     let state = lattice_service::open(config)
         .await
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;

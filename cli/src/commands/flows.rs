@@ -569,7 +569,7 @@ async fn log(ctx: &Context, client: &Client, run: FlowRunId, follow: bool) -> an
 // ---- naming --------------------------------------------------------------
 
 /// A flow by id, or by title among the flows you can see.
-async fn flow_id(client: &Client, given: &str) -> anyhow::Result<FlowId> {
+pub(crate) async fn flow_id(client: &Client, given: &str) -> anyhow::Result<FlowId> {
     if let Ok(id) = given.parse::<FlowId>() {
         return Ok(id);
     }

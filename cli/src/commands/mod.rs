@@ -10,5 +10,6 @@ pub(crate) mod search;
 pub(crate) mod service;
 pub(crate) mod sharing;
 pub(crate) mod tasks;
+pub(crate) mod timers;
 pub(crate) mod transfers;
 pub(crate) mod worker;

@@ -113,15 +113,15 @@ pub(crate) enum TaskCommand {
 pub(crate) struct Limits {
     /// Seconds the task may run [default: the service's default].
     #[arg(long, value_name = "SECS")]
-    walltime: Option<u32>,
+    pub(crate) walltime: Option<u32>,
     /// Retries when the task's worker or agent is lost [default: 2].
     #[arg(long, value_name = "N")]
-    max_retries: Option<u32>,
+    pub(crate) max_retries: Option<u32>,
     /// For a multi-user endpoint: variables of its per-user config template,
     /// as a JSON object (e.g. '{"account": "p42", "walltime": 600}'); the
     /// agent checks them against the admin's schema.
     #[arg(long, value_name = "JSON", value_parser = parse_user_endpoint_config)]
-    user_endpoint_config: Option<serde_json::Value>,
+    pub(crate) user_endpoint_config: Option<serde_json::Value>,
 }
 
 fn parse_user_endpoint_config(text: &str) -> Result<serde_json::Value, String> {
@@ -132,7 +132,7 @@ fn parse_user_endpoint_config(text: &str) -> Result<serde_json::Value, String> {
     }
 }
 
-fn parse_arg(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_arg(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once('=')
         .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;

@@ -135,11 +135,11 @@ pub(crate) struct SubmitArgs {
     /// Stop retrying at this time: RFC 3339 (2026-11-24T08:00:00Z) or a
     /// duration from now (90s, 30m, 12h, 2d).
     #[arg(long, value_name = "TIME", value_parser = parse_deadline)]
-    deadline: Option<chrono::DateTime<chrono::Utc>>,
+    pub(crate) deadline: Option<chrono::DateTime<chrono::Utc>>,
     /// Resubmitting with the same id returns the first transfer instead of
     /// starting another (safe retries of the submission itself).
     #[arg(long, value_name = "ID")]
-    submission_id: Option<String>,
+    pub(crate) submission_id: Option<String>,
     /// QUIC connections between the two agents, 1-16 [default: 2]. Raise it
     /// on a long fat link, where one congestion window limits throughput.
     #[arg(long, value_name = "N", help_heading = "Tuning")]
@@ -360,6 +360,14 @@ fn kind_name(kind: TaskKind) -> &'static str {
 }
 
 async fn submit(ctx: &Context, client: &Client, args: SubmitArgs) -> anyhow::Result<()> {
+    let request = submission(args)?;
+    let info = client.submit_transfer(&request).await?;
+    ctx.output.emit(&info, |t| t.id.to_string())
+}
+
+/// The transfer document the arguments describe (also what a transfer
+/// timer starts at every tick).
+pub(crate) fn submission(args: SubmitArgs) -> anyhow::Result<TransferSubmit> {
     let (source_collection, destination_collection, items) = match &args.batch {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -414,8 +422,7 @@ async fn submit(ctx: &Context, client: &Client, args: SubmitArgs) -> anyhow::Res
         deadline: args.deadline,
         submission_id: args.submission_id,
     };
-    let info = client.submit_transfer(&request).await?;
-    ctx.output.emit(&info, |t| t.id.to_string())
+    Ok(request)
 }
 
 fn human_bytes(n: u64) -> String {

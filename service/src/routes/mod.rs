@@ -16,6 +16,7 @@ pub(crate) mod relay;
 pub(crate) mod search;
 pub(crate) mod session;
 pub(crate) mod tasks;
+pub(crate) mod timers;
 pub(crate) mod transfers;
 
 use serde::Deserialize;

@@ -14,6 +14,7 @@ mod sql;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+pub mod timers;
 pub mod transfers;
 
 use std::path::Path;
@@ -31,6 +32,7 @@ pub use flows::{ActionRecord, FlowRecord, FlowStore, RunFilter, RunLogRecord, Ru
 pub use search::{SearchIndexRecord, SearchStore, SearchTaskOutcome, SearchTaskRecord};
 pub use sharing::{GroupRecord, MembershipRecord, NewAuditEntry, SharingStore};
 pub use sql::{PostgresStore, SqliteStore};
+pub use timers::{TimerRecord, TimerRunRecord, TimerStore};
 pub use transfers::{
     CollectionRecord, GuestOf, NewTransferEvent, TransferProgress, TransferRecord, TransferStore,
 };
@@ -142,7 +144,15 @@ pub struct LoginRecord {
 /// concurrent replicas can share one database.
 #[async_trait]
 pub trait Store:
-    ComputeStore + TransferStore + SharingStore + SearchStore + FlowStore + Send + Sync + 'static
+    ComputeStore
+    + TransferStore
+    + SharingStore
+    + SearchStore
+    + FlowStore
+    + TimerStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;

@@ -158,26 +158,38 @@ fn transfer_submission(body: &Value, submission_id: String) -> FlowResult<Transf
         });
     }
     let defaults = TransferOptions::default();
-    let options = TransferOptions {
-        sync_level: sync_level(body)?,
-        verify_checksum: flag(W, body, &["verify_checksum"])?.unwrap_or(defaults.verify_checksum),
-        preserve_mtime: flag(W, body, &["preserve_timestamp", "preserve_mtime"])?
-            .unwrap_or(defaults.preserve_mtime),
-        delete_extraneous: flag(W, body, &["delete_destination_extra", "delete_extraneous"])?
-            .unwrap_or(defaults.delete_extraneous),
-        skip_source_errors: flag(W, body, &["skip_source_errors"])?
-            .unwrap_or(defaults.skip_source_errors),
-        fail_on_quota: flag(W, body, &["fail_on_quota_errors", "fail_on_quota"])?
-            .unwrap_or(defaults.fail_on_quota),
-        include: defaults.include,
-        exclude: defaults.exclude,
+    // Lattice's own submission document carries its options (and tuning)
+    // nested, as `lattice transfer` and `lattice timer create transfer`
+    // write them; the anchor's document has them at the top level.
+    let nested = |name: &str| body.get(name).filter(|v| !v.is_null()).cloned();
+    let tuning = match nested("tuning") {
+        Some(v) => serde_json::from_value(v).map_err(|e| invalid(W, format!("tuning: {e}")))?,
+        None => Default::default(),
+    };
+    let options = match nested("options") {
+        Some(v) => serde_json::from_value(v).map_err(|e| invalid(W, format!("options: {e}")))?,
+        None => TransferOptions {
+            sync_level: sync_level(body)?,
+            verify_checksum: flag(W, body, &["verify_checksum"])?
+                .unwrap_or(defaults.verify_checksum),
+            preserve_mtime: flag(W, body, &["preserve_timestamp", "preserve_mtime"])?
+                .unwrap_or(defaults.preserve_mtime),
+            delete_extraneous: flag(W, body, &["delete_destination_extra", "delete_extraneous"])?
+                .unwrap_or(defaults.delete_extraneous),
+            skip_source_errors: flag(W, body, &["skip_source_errors"])?
+                .unwrap_or(defaults.skip_source_errors),
+            fail_on_quota: flag(W, body, &["fail_on_quota_errors", "fail_on_quota"])?
+                .unwrap_or(defaults.fail_on_quota),
+            include: defaults.include,
+            exclude: defaults.exclude,
+        },
     };
     Ok(TransferSubmit {
         source_collection: source,
         destination_collection: destination,
         items,
         options,
-        tuning: Default::default(),
+        tuning,
         label: text(W, body, &["label"])?,
         deadline: deadline(W, body)?,
         submission_id: Some(submission_id),
