@@ -5,25 +5,9 @@
 //! Error and Cause on stderr), the run list and log, the graph `flow show`
 //! draws, an approval step answered with `run approve`, and delete.
 
-use std::process::Output;
-
-use lattice_tests::platform::{eventually, succeeded, DevOptions, DevPlatform};
+use lattice_tests::platform::{eventually, failed, succeeded, DevOptions, DevPlatform};
 
 const LATTICE: &str = env!("CARGO_BIN_EXE_lattice");
-
-/// The exit code and stderr of a command that must have failed.
-#[track_caller]
-fn failed(output: Output) -> (i32, String) {
-    assert!(
-        !output.status.success(),
-        "expected a failure, got: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))

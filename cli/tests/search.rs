@@ -3,25 +3,9 @@
 //! that succeed and fail (`--wait` exit codes and messages), queries in
 //! text and JSON with a facet, and `--all` scrolling past one page.
 
-use std::process::Output;
-
-use lattice_tests::platform::{succeeded, DevOptions, DevPlatform};
+use lattice_tests::platform::{failed, succeeded, DevOptions, DevPlatform};
 
 const LATTICE: &str = env!("CARGO_BIN_EXE_lattice");
-
-/// The exit code and stderr of a command that must have failed.
-#[track_caller]
-fn failed(output: Output) -> (i32, String) {
-    assert!(
-        !output.status.success(),
-        "expected a failure, got: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn index_ingest_and_query_through_the_cli() {

@@ -3,26 +3,10 @@
 //! (a second principal) through a group, by name, and takes it back; and
 //! a function and the endpoint by grant.
 
-use std::process::Output;
-
 use lattice_protocol::api::{TokenRequest, WhoAmI};
-use lattice_tests::platform::{succeeded, DevOptions, DevPlatform};
+use lattice_tests::platform::{failed, succeeded, DevOptions, DevPlatform};
 
 const LATTICE: &str = env!("CARGO_BIN_EXE_lattice");
-
-/// The exit code and stderr of a command that must have failed.
-#[track_caller]
-fn failed(output: Output) -> (i32, String) {
-    assert!(
-        !output.status.success(),
-        "expected a failure, got: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 /// A client application of the dev identity, and a token of its own.
 fn robot(platform: &DevPlatform) -> (String, String) {

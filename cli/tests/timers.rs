@@ -4,31 +4,16 @@
 //! the problem named, and the service killed (SIGKILL) across two due
 //! times and started again: exactly one catch-up run, no tick twice.
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use lattice_tests::platform::{eventually, succeeded, DevOptions, DevPlatform};
+use lattice_tests::platform::{eventually, failed, succeeded, DevOptions, DevPlatform};
 use serde_json::Value;
 
 const LATTICE: &str = env!("CARGO_BIN_EXE_lattice");
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// The exit code and stderr of a command that must have failed.
-#[track_caller]
-fn failed(output: Output) -> (i32, String) {
-    assert!(
-        !output.status.success(),
-        "expected a failure, got: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 fn timer(platform: &DevPlatform, name: &str) -> Value {

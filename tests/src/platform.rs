@@ -322,6 +322,21 @@ pub fn succeeded(output: Output) -> String {
     stdout
 }
 
+/// The exit code and stderr of a command that must have failed; otherwise
+/// fails the test with its stdout.
+#[track_caller]
+pub fn failed(output: Output) -> (i32, String) {
+    assert!(
+        !output.status.success(),
+        "expected a failure, got: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Polls `condition` every 100 ms until it holds; fails the test naming
 /// `what` after two minutes. For processes and services of other
 /// threads, where a fixed sleep would be either too short or too long.

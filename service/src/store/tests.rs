@@ -1819,6 +1819,131 @@ async fn actions_are_keyed_by_provider_creator_and_request(store: SharedStore) {
     store.insert_action(&twice).await.unwrap();
 }
 
+async fn timer_writes_are_compare_and_set_and_runs_final_once(store: SharedStore) {
+    use lattice_protocol::timers::{Schedule, TimerKind, TimerRunStatus, TimerStatus};
+    use lattice_protocol::TimerId;
+    let ada = identity("https://idp.example.org", "ada-timers");
+    store.insert_identity(&ada).await.unwrap();
+    let now = from_millis(to_millis(Utc::now()));
+    let timer = TimerRecord {
+        id: TimerId::new(),
+        owner: ada.id,
+        name: "nightly".into(),
+        kind: TimerKind::Flow,
+        schedule: Schedule::Recurring {
+            interval_seconds: 60,
+            start: Some(now),
+            end: None,
+        },
+        flow_id: Some(lattice_protocol::FlowId::new()),
+        body: serde_json::json!({"body": {"n": 1}}),
+        status: TimerStatus::Active,
+        inactive_reason: None,
+        next_due: Some(now),
+        ticks: 0,
+        runs: 0,
+        errors: 0,
+        skips: 0,
+        last_error: None,
+        last_ran_at: None,
+        version: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert_timer(&timer).await.unwrap();
+    assert_eq!(store.timer(timer.id).await.unwrap(), Some(timer.clone()));
+    assert_eq!(store.earliest_due().await.unwrap(), Some(now));
+    assert_eq!(
+        store.due_timers(now, 10).await.unwrap(),
+        vec![timer.clone()]
+    );
+    assert!(store
+        .due_timers(now - Duration::seconds(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Two replicas claim the same tick from version 0: one wins.
+    let mut claimed = timer.clone();
+    claimed.ticks = 1;
+    claimed.runs = 1;
+    claimed.next_due = Some(now + Duration::seconds(60));
+    let run = TimerRunRecord {
+        timer_id: timer.id,
+        seq: 1,
+        due_at: now,
+        ran_at: None,
+        status: TimerRunStatus::Pending,
+        resource_id: None,
+        details: serde_json::json!({}),
+        error: None,
+        attempts: 0,
+        next_check_at: Some(now),
+        completed_at: None,
+    };
+    assert!(store.save_timer(&claimed, 0, Some(&run)).await.unwrap());
+    assert!(!store.save_timer(&claimed, 0, Some(&run)).await.unwrap());
+    let stored = store.timer(timer.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(stored.ticks, 1);
+    assert_eq!(
+        store.timer_run(timer.id, 1).await.unwrap(),
+        Some(run.clone())
+    );
+    assert_eq!(
+        store.open_runs_of_timer(timer.id).await.unwrap(),
+        vec![run.clone()]
+    );
+    assert_eq!(
+        store.open_timer_runs(now, 10).await.unwrap(),
+        vec![run.clone()]
+    );
+    assert_eq!(store.earliest_check().await.unwrap(), Some(now));
+
+    // A run ends once: a later update of a final run changes nothing.
+    let mut done = run.clone();
+    done.status = TimerRunStatus::Succeeded;
+    done.ran_at = Some(now);
+    done.resource_id = Some("run:x".into());
+    done.completed_at = Some(now);
+    done.next_check_at = None;
+    assert!(store.update_timer_run(&done).await.unwrap());
+    let mut late = done.clone();
+    late.status = TimerRunStatus::Failed;
+    assert!(!store.update_timer_run(&late).await.unwrap());
+    assert_eq!(
+        store.timer_run(timer.id, 1).await.unwrap(),
+        Some(done.clone())
+    );
+    assert!(store.open_runs_of_timer(timer.id).await.unwrap().is_empty());
+    assert_eq!(store.earliest_check().await.unwrap(), None);
+
+    // Listed for its owner only; deleted ones only when asked.
+    let mut deleted = stored.clone();
+    deleted.status = TimerStatus::Deleted;
+    deleted.next_due = None;
+    assert!(store.save_timer(&deleted, 1, None).await.unwrap());
+    assert!(store.timers_of(&[ada.id], false).await.unwrap().is_empty());
+    assert_eq!(store.timers_of(&[ada.id], true).await.unwrap().len(), 1);
+    assert!(store
+        .timers_of(&[IdentityId::new()], true)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .due_timers(now + Duration::days(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let page = store.timer_runs(timer.id, None, 10).await.unwrap();
+    assert_eq!(page, vec![done]);
+    assert!(store
+        .timer_runs(timer.id, Some(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 store_suite!(
     identities_are_keyed_by_provider_and_subject,
     linked_identities_share_a_primary,
@@ -1837,4 +1962,5 @@ store_suite!(
     run_leases_are_claimed_by_one_replica_at_a_time,
     runs_are_listed_for_each_kind_of_viewer,
     actions_are_keyed_by_provider_creator_and_request,
+    timer_writes_are_compare_and_set_and_runs_final_once,
 );

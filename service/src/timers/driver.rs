@@ -118,13 +118,12 @@ async fn tick(
     let Some(due) = timer.next_due else {
         return Ok(None);
     };
-    let previous_open = match timer.ticks {
-        0 => false,
-        seq => match state.store.timer_run(timer.id, seq).await? {
-            Some(run) if !run.status.is_final() => !look(state, run).await?.status.is_final(),
-            _ => false,
-        },
-    };
+    // The run of an earlier tick (not necessarily the last tick: that may
+    // have been skipped) that is still going holds this one back.
+    let mut previous_open = false;
+    for run in state.store.open_runs_of_timer(timer.id).await? {
+        previous_open |= !look(state, run).await?.status.is_final();
+    }
     let seq = timer.ticks + 1;
     let mut next = timer.clone();
     next.ticks = seq;

@@ -23,6 +23,9 @@ pub(crate) fn normalize(
     now: DateTime<Utc>,
     min_interval_secs: u64,
 ) -> Result<Schedule, String> {
+    // The store keeps milliseconds: a schedule finer than that would not
+    // line up with the due times recorded from it.
+    let now = whole_millis(now);
     let check_time = |field: &str, at: DateTime<Utc>| -> Result<(), String> {
         if at < now - Duration::seconds(PAST_GRACE_SECS) {
             return Err(format!("{field}: {at} is in the past"));
@@ -36,7 +39,7 @@ pub(crate) fn normalize(
     };
     match schedule {
         Schedule::Once { datetime } => {
-            let at = datetime.unwrap_or(now);
+            let at = whole_millis(datetime.unwrap_or(now));
             check_time("schedule.datetime", at)?;
             Ok(Schedule::Once { datetime: Some(at) })
         }
@@ -55,7 +58,7 @@ pub(crate) fn normalize(
                     "schedule.interval_seconds: at most {MAX_INTERVAL_SECONDS} (one year)"
                 ));
             }
-            let start = start.unwrap_or(now);
+            let start = whole_millis(start.unwrap_or(now));
             check_time("schedule.start", start)?;
             match &end {
                 Some(ScheduleEnd::Time { datetime }) if *datetime <= start => {
@@ -75,6 +78,10 @@ pub(crate) fn normalize(
             })
         }
     }
+}
+
+fn whole_millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)
 }
 
 /// When a normalized schedule first ticks.

@@ -104,6 +104,8 @@ pub trait TimerStore: Send + Sync + 'static {
         before: Option<u64>,
         limit: u32,
     ) -> StoreResult<Vec<TimerRunRecord>>;
+    /// The pending or active runs of one timer, oldest first.
+    async fn open_runs_of_timer(&self, timer: TimerId) -> StoreResult<Vec<TimerRunRecord>>;
     /// Pending or active runs (of any timer) to look at by `now`.
     async fn open_timer_runs(
         &self,
@@ -338,6 +340,21 @@ macro_rules! impl_timer_store {
                 .bind(timer.to_string())
                 .bind(before.map(bigint).unwrap_or(i64::MAX))
                 .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TimerRunRow::into_record).collect()
+            }
+
+            async fn open_runs_of_timer(
+                &self,
+                timer: TimerId,
+            ) -> StoreResult<Vec<TimerRunRecord>> {
+                let rows: Vec<TimerRunRow> = sqlx::query_as(&format!(
+                    "SELECT {RUN_COLUMNS} FROM timer_runs WHERE timer_id = $1 AND status IN ({})
+                     ORDER BY seq",
+                    open_statuses()
+                ))
+                .bind(timer.to_string())
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter().map(TimerRunRow::into_record).collect()
