@@ -33,6 +33,29 @@ fn ticks(platform: &DevPlatform, name: &str) -> Vec<Value> {
     list
 }
 
+/// Waits until the timer's ticks satisfy `condition`; fails showing them.
+#[track_caller]
+fn wait_ticks(
+    platform: &DevPlatform,
+    name: &str,
+    what: &str,
+    condition: impl Fn(&[Value]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = ticks(platform, name);
+        if condition(&list) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not within 120 s: {what}; ticks: {list:#?}; timer: {:#}",
+            timer(platform, name)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn time(v: &Value) -> DateTime<Utc> {
     v.as_str()
         .and_then(|s| s.parse().ok())
@@ -48,6 +71,10 @@ fn transfer_timer_mirrors_a_directory() {
             ..Default::default()
         },
     );
+    // The `local` collection exists once the dev agent announced it.
+    eventually("the local collection is announced", || {
+        succeeded(platform.cli(&["collection", "list"])).contains("local")
+    });
     let root = platform.local_collection_root();
     std::fs::create_dir_all(root.join("instrument")).unwrap();
     std::fs::write(root.join("instrument/a.dat"), "first\n").unwrap();
@@ -78,11 +105,12 @@ fn transfer_timer_mirrors_a_directory() {
     );
 
     // The first tick copies what is there.
-    eventually("the first tick's transfer succeeded", || {
-        ticks(&platform, "mirror")
-            .first()
-            .is_some_and(|t| t["status"] == "succeeded")
-    });
+    wait_ticks(
+        &platform,
+        "mirror",
+        "the first tick's transfer succeeded",
+        |list| list.first().is_some_and(|t| t["status"] == "succeeded"),
+    );
     assert_eq!(
         std::fs::read_to_string(root.join("mirror/a.dat")).unwrap(),
         "first\n"
@@ -92,11 +120,12 @@ fn transfer_timer_mirrors_a_directory() {
     eventually("the timer ended after two runs", || {
         timer(&platform, "mirror")["status"] == "ended"
     });
-    eventually("the second tick's transfer succeeded", || {
-        ticks(&platform, "mirror")
-            .get(1)
-            .is_some_and(|t| t["status"] == "succeeded")
-    });
+    wait_ticks(
+        &platform,
+        "mirror",
+        "the second tick's transfer succeeded",
+        |list| list.get(1).is_some_and(|t| t["status"] == "succeeded"),
+    );
     assert_eq!(
         std::fs::read_to_string(root.join("mirror/b.dat")).unwrap(),
         "second\n"
@@ -111,7 +140,7 @@ fn transfer_timer_mirrors_a_directory() {
         let shown = json(&succeeded(
             platform.cli(&["transfer", "show", task, "--format", "json"]),
         ));
-        assert_eq!(shown["status"], "SUCCEEDED", "{shown}");
+        assert_eq!(shown["status"], "succeeded", "{shown}");
         assert_eq!(shown["label"], "mirror");
     }
     let shown = succeeded(platform.cli(&["timer", "show", "mirror"]));

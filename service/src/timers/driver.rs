@@ -221,9 +221,14 @@ async fn begin(state: &AppState, timer: &TimerRecord, seq: u64) -> Result<Starte
                 Provider::Compute
             };
             let caller = acting_as(timer.owner, provider.scope());
+            let mut body = timer.body.clone();
+            // A transfer says which timer started it, unless labelled already.
+            if timer.kind == TimerKind::Transfer && body.get("label").is_none_or(Value::is_null) {
+                body["label"] = json!(timer.name.chars().take(128).collect::<String>());
+            }
             let request = ActionRequest {
                 request_id,
-                body: timer.body.clone(),
+                body,
                 label: Some(timer.name.clone()),
                 monitor_by: Vec::new(),
                 manage_by: Vec::new(),
