@@ -37,7 +37,7 @@ Examples:
 pub(crate) enum TimerCommand {
     /// Create a timer (transfer, task or flow); prints its id.
     #[command(subcommand)]
-    Create(CreateCommand),
+    Create(Box<CreateCommand>),
     /// Your timers (not the deleted ones, unless asked with --status).
     List {
         /// Only these statuses (comma-separated: active, inactive, ended, deleted).
@@ -288,7 +288,7 @@ pub(crate) async fn run(ctx: &Context, command: TimerCommand) -> anyhow::Result<
     let client = ctx.client().await?;
     match command {
         TimerCommand::Create(command) => {
-            let timer = create(&client, command).await?;
+            let timer = create(&client, *command).await?;
             ctx.output.emit(&timer, |t| t.id.to_string())
         }
         TimerCommand::List { status, name } => {
