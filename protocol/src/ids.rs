@@ -120,6 +120,18 @@ id_type!(
     /// One action started at an action provider the service hosts.
     ActionId
 );
+id_type!(
+    /// A webhook: a URL that receives signed notification events.
+    WebhookId
+);
+id_type!(
+    /// One event's delivery to one webhook (retried until it succeeds or gives up).
+    DeliveryId
+);
+id_type!(
+    /// One notification event (the same id on every webhook it goes to).
+    EventId
+);
 
 #[cfg(test)]
 mod tests {

@@ -34,6 +34,9 @@ pub struct AppState {
     pub(crate) search: Arc<crate::search::SearchHub>,
     /// The runs this replica drives and what they wait on (see `flows`).
     pub(crate) flows: Arc<crate::flows::FlowHub>,
+    /// The SMTP client, the webhook client and the delivery worker's
+    /// wake-up (see `notify`).
+    pub(crate) notify: Arc<crate::notify::NotifyHub>,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
             std::time::Duration::from_secs(config.flows.lease_secs),
             config.flows.action_hosts.clone(),
         );
+        let notify = crate::notify::NotifyHub::new(&config.notify);
         Self {
             store,
             broker,
@@ -60,6 +64,7 @@ impl AppState {
             data: Arc::new(crate::transfers::DataHub::default()),
             search: Arc::new(search),
             flows: Arc::new(flows),
+            notify: Arc::new(notify),
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod compute;
 pub mod flows;
+pub mod notify;
 pub mod search;
 pub mod sharing;
 mod sql;
@@ -28,6 +29,7 @@ pub use compute::{
     AgentConnection, ComputeStore, DispatchedTask, EndpointRecord, QueuedMessage, Recorded,
 };
 pub use flows::{ActionRecord, FlowRecord, FlowStore, RunFilter, RunLogRecord, RunRecord};
+pub use notify::{AttemptRecord, DeliveryOutcome, DeliveryRecord, NotifyStore, WebhookRecord};
 pub use search::{SearchIndexRecord, SearchStore, SearchTaskOutcome, SearchTaskRecord};
 pub use sharing::{GroupRecord, MembershipRecord, NewAuditEntry, SharingStore};
 pub use sql::{PostgresStore, SqliteStore};
@@ -142,7 +144,15 @@ pub struct LoginRecord {
 /// concurrent replicas can share one database.
 #[async_trait]
 pub trait Store:
-    ComputeStore + TransferStore + SharingStore + SearchStore + FlowStore + Send + Sync + 'static
+    ComputeStore
+    + TransferStore
+    + SharingStore
+    + SearchStore
+    + FlowStore
+    + NotifyStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
