@@ -141,6 +141,14 @@ enum Command {
     /// (`lattice flow start NAME --input '{"n": 1}' --wait`).
     #[command(subcommand)]
     Flow(commands::flows::FlowCommand),
+    /// Notifications: which events reach you by email
+    /// (`lattice notify prefs --add-email flow_run.failed`).
+    #[command(subcommand)]
+    Notify(commands::notify::NotifyCommand),
+    /// Webhooks: signed JSON events POSTed to your URL
+    /// (`lattice webhook create https://example.org/hook --events transfer.failed`).
+    #[command(subcommand)]
+    Webhook(commands::notify::WebhookCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -310,6 +318,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Flow(command) => {
             logging::init(Default::default(), "warn");
             commands::flows::run(&ctx, command).await
+        }
+        Command::Notify(command) => {
+            logging::init(Default::default(), "warn");
+            commands::notify::notify(&ctx, command).await
+        }
+        Command::Webhook(command) => {
+            logging::init(Default::default(), "warn");
+            commands::notify::webhook(&ctx, command).await
         }
     }
 }
