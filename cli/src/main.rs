@@ -145,6 +145,14 @@ enum Command {
     /// interval, as you (`lattice timer create transfer SRC:/d/ DST:/d/ -r --interval 1d`).
     #[command(subcommand)]
     Timer(commands::timers::TimerCommand),
+    /// Notifications: which events reach you by email
+    /// (`lattice notify prefs --add-email flow_run.failed`).
+    #[command(subcommand)]
+    Notify(commands::notify::NotifyCommand),
+    /// Webhooks: signed JSON events POSTed to your URL
+    /// (`lattice webhook create https://example.org/hook --events transfer.failed`).
+    #[command(subcommand)]
+    Webhook(commands::notify::WebhookCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,6 +322,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Flow(command) => {
             logging::init(Default::default(), "warn");
             commands::flows::run(&ctx, command).await
+        }
+        Command::Notify(command) => {
+            logging::init(Default::default(), "warn");
+            commands::notify::notify(&ctx, command).await
+        }
+        Command::Webhook(command) => {
+            logging::init(Default::default(), "warn");
+            commands::notify::webhook(&ctx, command).await
         }
         Command::Timer(command) => {
             logging::init(Default::default(), "warn");

@@ -7,6 +7,7 @@
 //! exit codes; that is the CLI's job.
 
 pub mod flows;
+pub mod notify;
 pub mod profile;
 pub mod stream;
 pub mod timers;

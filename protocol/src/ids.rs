@@ -124,6 +124,18 @@ id_type!(
     /// A timer: starts a transfer, a task batch or a flow run on a schedule.
     TimerId
 );
+id_type!(
+    /// A webhook: a URL that receives signed notification events.
+    WebhookId
+);
+id_type!(
+    /// One event's delivery to one webhook (retried until it succeeds or gives up).
+    DeliveryId
+);
+id_type!(
+    /// One notification event (the same id on every webhook it goes to).
+    EventId
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,8 @@
 //! transfer shapes both of them carry (`transfer`), and the sharing
 //! vocabulary: principals, groups, access rules and roles (`sharing`), and
 //! the search vocabulary: indexes, entries, queries, facets (`search`), and
-//! flows, runs and the action-provider API (`flows`).
+//! flows, runs and the action-provider API (`flows`), and notifications:
+//! event kinds, preferences, webhooks and their deliveries (`notify`).
 //!
 //! It must not know how anything is stored, queued, executed or served: no
 //! I/O, no async runtime, no database types. It depends on serde (plus uuid,
@@ -22,6 +23,7 @@ pub mod frames;
 pub mod framing;
 pub mod ids;
 pub mod names;
+pub mod notify;
 pub mod search;
 pub mod sharing;
 pub mod template;

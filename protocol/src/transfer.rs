@@ -393,6 +393,54 @@ pub struct TransferSubmit {
     /// Resubmitting with the same id returns the first task instead of a new one.
     #[serde(default)]
     pub submission_id: Option<String>,
+    /// Tell the owner when the task succeeds (by their notification
+    /// preferences) [default: true].
+    #[serde(default = "yes")]
+    pub notify_on_succeeded: bool,
+    /// Tell the owner when the task fails [default: true].
+    #[serde(default = "yes")]
+    pub notify_on_failed: bool,
+    /// Tell the owner when the task pauses (an endpoint offline) [default: true].
+    #[serde(default = "yes")]
+    pub notify_on_inactive: bool,
+}
+
+impl TransferSubmit {
+    /// The submission's `notify_on_*` flags.
+    pub fn notify_on(&self) -> TransferNotifyOn {
+        TransferNotifyOn {
+            succeeded: self.notify_on_succeeded,
+            failed: self.notify_on_failed,
+            inactive: self.notify_on_inactive,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Which ends of a transfer its owner is told about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TransferNotifyOn {
+    #[serde(default = "yes")]
+    pub succeeded: bool,
+    #[serde(default = "yes")]
+    pub failed: bool,
+    #[serde(default = "yes")]
+    pub inactive: bool,
+}
+
+impl Default for TransferNotifyOn {
+    /// All three, as the anchor.
+    fn default() -> Self {
+        TransferNotifyOn {
+            succeeded: true,
+            failed: true,
+            inactive: true,
+        }
+    }
 }
 
 /// What a task does: copy between two collections, or delete paths in one.

@@ -141,6 +141,26 @@ pub struct ServiceArgs {
         hide_env_values = true
     )]
     pub oidc_client_secret: Option<String>,
+
+    /// SMTP server for notification email: `smtp://HOST:PORT` (plain),
+    /// `smtp://HOST:587?tls=required` (STARTTLS) or `smtps://HOST:465`,
+    /// with optional `USER:PASSWORD@` [default: no email].
+    #[arg(
+        long,
+        env = "LATTICE_SMTP_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub smtp_url: Option<String>,
+
+    /// Sender of notification email, e.g. `Lattice <lattice@example.org>`.
+    #[arg(long, env = "LATTICE_MAIL_FROM", value_name = "ADDRESS")]
+    pub mail_from: Option<String>,
+
+    /// Let webhooks target loopback and private addresses (for trying
+    /// things on one machine; `lattice dev` allows them).
+    #[arg(long, env = "LATTICE_ALLOW_PRIVATE_WEBHOOKS", value_name = "BOOL")]
+    pub allow_private_webhooks: Option<bool>,
 }
 
 /// The certificate and key the service serves HTTPS with.
@@ -175,6 +195,7 @@ pub struct FileConfig {
     pub search: Option<SearchFileConfig>,
     pub flows: Option<FlowsFileConfig>,
     pub timers: Option<TimersFileConfig>,
+    pub notify: Option<NotifyFileConfig>,
 }
 
 /// The `[timers]` section.
@@ -207,6 +228,111 @@ impl TimersConfig {
                 min_interval_secs: other.unwrap_or(DEFAULT_MIN_TIMER_INTERVAL_SECS),
             }),
         }
+    }
+}
+
+/// The `[notify]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFileConfig {
+    /// `smtp://`, `smtp://...?tls=required` or `smtps://`, with optional
+    /// credentials; absent: no email.
+    pub smtp_url: Option<String>,
+    /// The sender of notification email.
+    pub mail_from: Option<String>,
+    /// Let webhooks target loopback and private addresses.
+    pub allow_private_webhooks: Option<bool>,
+    /// Seconds a webhook receiver has to answer one attempt.
+    pub webhook_timeout_secs: Option<u64>,
+    /// Attempts per delivery before it is given up.
+    pub webhook_max_attempts: Option<u32>,
+    /// Milliseconds before the first retry; each next retry waits four
+    /// times longer (capped at an hour).
+    pub webhook_retry_base_ms: Option<u64>,
+}
+
+/// The resolved `[notify]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// `None`: email is off.
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub allow_private_webhooks: bool,
+    pub webhook_timeout_secs: u64,
+    pub webhook_max_attempts: u32,
+    pub webhook_retry_base_ms: u64,
+}
+
+/// Default sender of notification email.
+pub const DEFAULT_MAIL_FROM: &str = "Lattice <lattice@localhost>";
+/// Default seconds a webhook receiver has to answer.
+pub const DEFAULT_WEBHOOK_TIMEOUT_SECS: u64 = 10;
+/// Default attempts per webhook delivery.
+pub const DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 8;
+/// Default wait before a webhook's first retry (5 s; then 20 s, 80 s, ...).
+pub const DEFAULT_WEBHOOK_RETRY_BASE_MS: u64 = 5_000;
+
+impl NotifyConfig {
+    fn resolve(args: &ServiceArgs, file: Option<NotifyFileConfig>) -> Result<Self, ConfigError> {
+        let file = file.unwrap_or_default();
+        let smtp_url = args.smtp_url.clone().or(file.smtp_url);
+        if let Some(text) = &smtp_url {
+            let url = url::Url::parse(text).map_err(|e| ConfigError::Invalid {
+                key: "notify.smtp_url",
+                message: e.to_string(),
+            })?;
+            if !matches!(url.scheme(), "smtp" | "smtps") || url.host_str().is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "notify.smtp_url",
+                    message: "expected smtp://HOST:PORT, smtp://HOST:PORT?tls=required or smtps://HOST:PORT".into(),
+                });
+            }
+        }
+        let mail_from = args
+            .mail_from
+            .clone()
+            .or(file.mail_from)
+            .unwrap_or_else(|| DEFAULT_MAIL_FROM.to_owned());
+        if mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError::Invalid {
+                key: "notify.mail_from",
+                message: format!(
+                    "`{mail_from}` is not an address like `Lattice <lattice@example.org>`"
+                ),
+            });
+        }
+        let webhook_max_attempts = file
+            .webhook_max_attempts
+            .unwrap_or(DEFAULT_WEBHOOK_MAX_ATTEMPTS);
+        if !(1..=20).contains(&webhook_max_attempts) {
+            return Err(ConfigError::Invalid {
+                key: "notify.webhook_max_attempts",
+                message: "must be 1 to 20".into(),
+            });
+        }
+        let webhook_timeout_secs = file
+            .webhook_timeout_secs
+            .unwrap_or(DEFAULT_WEBHOOK_TIMEOUT_SECS);
+        if webhook_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "notify.webhook_timeout_secs",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            smtp_url,
+            mail_from,
+            allow_private_webhooks: args
+                .allow_private_webhooks
+                .or(file.allow_private_webhooks)
+                .unwrap_or(false),
+            webhook_timeout_secs,
+            webhook_max_attempts,
+            webhook_retry_base_ms: file
+                .webhook_retry_base_ms
+                .unwrap_or(DEFAULT_WEBHOOK_RETRY_BASE_MS)
+                .max(1),
+        })
     }
 }
 
@@ -423,6 +549,7 @@ pub struct ServiceConfig {
     pub search: SearchConfig,
     pub flows: FlowsConfig,
     pub timers: TimersConfig,
+    pub notify: NotifyConfig,
 }
 
 /// A configuration problem, naming the key.
@@ -462,6 +589,7 @@ impl ServiceConfig {
         file: FileConfig,
         default_data_dir: PathBuf,
     ) -> Result<Self, ConfigError> {
+        let notify = NotifyConfig::resolve(&args, file.notify)?;
         let listen = args
             .listen
             .or(file.listen)
@@ -597,6 +725,7 @@ impl ServiceConfig {
             search,
             flows,
             timers,
+            notify,
         })
     }
 
@@ -742,5 +871,45 @@ mod tests {
         let oidc = config.oidc.unwrap();
         assert_eq!(oidc.client_secret, "from-env");
         assert_eq!(oidc.client_id, "lattice");
+    }
+
+    #[test]
+    fn notify_settings_default_to_no_email_and_name_their_keys() {
+        let config = ServiceConfig::from_layers(
+            ServiceArgs::default(),
+            FileConfig::default(),
+            PathBuf::from("/d"),
+        )
+        .unwrap();
+        assert_eq!(config.notify.smtp_url, None);
+        assert!(!config.notify.allow_private_webhooks);
+        let config = ServiceConfig::from_layers(
+            ServiceArgs {
+                smtp_url: Some("smtps://u:p@mail.example.org".into()),
+                ..Default::default()
+            },
+            file("[notify]\nsmtp_url = \"smtp://127.0.0.1:2525\"\nmail_from = \"Lab <lab@example.org>\"\nallow_private_webhooks = true\n"),
+            PathBuf::from("/d"),
+        )
+        .unwrap();
+        assert_eq!(
+            config.notify.smtp_url.as_deref(),
+            Some("smtps://u:p@mail.example.org")
+        );
+        assert_eq!(config.notify.mail_from, "Lab <lab@example.org>");
+        assert!(config.notify.allow_private_webhooks);
+        for (text, key) in [
+            ("[notify]\nsmtp_url = \"http://mail\"\n", "notify.smtp_url"),
+            ("[notify]\nmail_from = \"nobody\"\n", "notify.mail_from"),
+            (
+                "[notify]\nwebhook_max_attempts = 0\n",
+                "notify.webhook_max_attempts",
+            ),
+        ] {
+            let err =
+                ServiceConfig::from_layers(ServiceArgs::default(), file(text), PathBuf::from("/d"))
+                    .unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 }

@@ -15,6 +15,7 @@ pub mod config;
 mod error;
 pub mod flows;
 mod https;
+pub mod notify;
 mod openapi;
 mod routes;
 pub mod search;
@@ -84,7 +85,7 @@ pub fn app(state: AppState) -> Router {
 fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use routes::{
         access, actions, auth, clients, collections, endpoints, flows, functions, grants, groups,
-        health, identities, search, session, tasks, timers, transfers,
+        health, identities, notify, search, session, tasks, timers, transfers,
     };
     use utoipa_axum::routes;
     utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
@@ -185,6 +186,14 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(actions::cancel))
         .routes(routes!(actions::release))
         .routes(routes!(actions::resume))
+        .routes(routes!(
+            notify::show_preferences,
+            notify::update_preferences
+        ))
+        .routes(routes!(notify::create_webhook, notify::list_webhooks))
+        .routes(routes!(notify::show_webhook, notify::delete_webhook))
+        .routes(routes!(notify::webhook_deliveries))
+        .routes(routes!(notify::test_webhook))
         .split_for_parts()
 }
 
@@ -259,7 +268,9 @@ pub async fn serve(
     let timer_driver = timers::driver::spawn(state.clone(), async move {
         let _ = timers_stopped.await;
     });
+    let deliveries = notify::spawn_worker(state.clone());
     let served = serve_http(listener, state, shutdown).await;
+    deliveries.abort();
     search_tasks.abort();
     let _ = stop_flows.send(());
     let _ = stop_timers.send(());

@@ -9,7 +9,8 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "Lattice API", description = "Federated research computing: identities, functions, endpoints, tasks, collections and transfers."),
     components(schemas(lattice_protocol::ErrorBody, lattice_protocol::ErrorCode, lattice_protocol::compute::StreamEvent,
-        lattice_protocol::compute::SessionRequest, lattice_protocol::compute::SessionEvent)),
+        lattice_protocol::compute::SessionRequest, lattice_protocol::compute::SessionEvent,
+        lattice_protocol::notify::EventBody)),
     modifiers(&BearerAuth),
 )]
 pub(crate) struct ApiDoc;

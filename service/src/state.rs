@@ -36,6 +36,9 @@ pub struct AppState {
     pub(crate) flows: Arc<crate::flows::FlowHub>,
     /// Wakes this replica's timer driver (see `timers`).
     pub(crate) timers: Arc<crate::timers::TimerHub>,
+    /// The SMTP client, the webhook client and the delivery worker's
+    /// wake-up (see `notify`).
+    pub(crate) notify: Arc<crate::notify::NotifyHub>,
 }
 
 impl AppState {
@@ -51,6 +54,7 @@ impl AppState {
             std::time::Duration::from_secs(config.flows.lease_secs),
             config.flows.action_hosts.clone(),
         );
+        let notify = crate::notify::NotifyHub::new(&config.notify);
         Self {
             store,
             broker,
@@ -63,6 +67,7 @@ impl AppState {
             search: Arc::new(search),
             flows: Arc::new(flows),
             timers: Arc::new(crate::timers::TimerHub::default()),
+            notify: Arc::new(notify),
         }
     }
 

@@ -916,3 +916,44 @@ async fn expired_refresh_token_is_401() {
     let message = assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(message.contains("expired"), "{message}");
 }
+
+#[tokio::test]
+async fn loopback_and_private_webhooks_are_refused_by_default() {
+    // The production default: no private targets.
+    let service = service().await;
+    let (_, token) = service.user("hooks").await;
+    for url in [
+        "http://127.0.0.1:9000/hook",
+        "http://localhost:9000/hook",
+        "https://10.0.0.7/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest/meta-data",
+    ] {
+        let answer = service
+            .post_json(
+                "/v1/webhooks",
+                Some(&token),
+                json!({"url": url, "events": ["transfer.failed"]}),
+            )
+            .await;
+        let message = assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+        assert!(
+            message.starts_with("url: ") && message.contains("loopback or private"),
+            "{url}: {message}"
+        );
+    }
+    let allowed = service_with(|config| config.notify.allow_private_webhooks = true).await;
+    let (_, token) = allowed.user("hooks").await;
+    let answer = allowed
+        .post_json(
+            "/v1/webhooks",
+            Some(&token),
+            json!({"url": "http://127.0.0.1:9000/hook", "events": ["transfer.failed"]}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    assert!(
+        str_field(&answer.body, "secret").starts_with("whsec_"),
+        "{answer:?}"
+    );
+}

@@ -51,7 +51,7 @@ impl Agent {
     }
 
     /// Stops the agent cleanly and waits for it.
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -242,7 +242,12 @@ pub(crate) async fn start_agent(
 }
 
 /// Waits until `token`'s identity sees `collection` as `online` (or not).
-async fn until_online(service: &TestService, token: &str, collection: &str, online: bool) {
+pub(crate) async fn until_online(
+    service: &TestService,
+    token: &str,
+    collection: &str,
+    online: bool,
+) {
     let path = format!("/v1/collections/{collection}");
     wait_for(&format!("{collection} online={online}"), || async {
         let answer = service.get(&path, Some(token)).await;

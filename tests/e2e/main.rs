@@ -79,6 +79,7 @@ mod data;
 mod flows;
 mod login;
 mod multi_user;
+mod notify;
 mod scene;
 mod search;
 mod sharing;

@@ -89,6 +89,8 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     config.public_url = url::Url::parse(&format!("http://{address}"))?;
     // For trying timers out: a recurring timer may tick every second.
     config.timers.min_interval_secs = 1;
+    // Trying webhooks on one machine means a receiver on loopback.
+    config.notify.allow_private_webhooks = true;
     let state = lattice_service::open(config)
         .await
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;

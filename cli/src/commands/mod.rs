@@ -6,6 +6,7 @@ pub(crate) mod endpoints;
 pub(crate) mod files;
 pub(crate) mod flows;
 pub(crate) mod functions;
+pub(crate) mod notify;
 pub(crate) mod search;
 pub(crate) mod service;
 pub(crate) mod sharing;

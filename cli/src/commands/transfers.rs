@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use lattice_client::Client;
 use lattice_protocol::transfer::{
     SyncLevel, TaskKind, TransferEventInfo, TransferInfo, TransferItem, TransferOptions,
@@ -33,6 +33,19 @@ disk unless --fail-on-quota) with backoff until the transfer succeeds, is
 cancelled or passes its --deadline; an endpoint going offline pauses the task
 and it resumes when the endpoint returns. Every file is verified with blake3
 on both sides.";
+
+/// One end of a transfer `--notify-on` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum NotifyOn {
+    /// It succeeded.
+    Succeeded,
+    /// It failed.
+    Failed,
+    /// It paused (an endpoint offline).
+    Inactive,
+    /// Never tell me.
+    None,
+}
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true, after_help = TRANSFER_HELP)]
@@ -140,6 +153,16 @@ pub(crate) struct SubmitArgs {
     /// starting another (safe retries of the submission itself).
     #[arg(long, value_name = "ID")]
     pub(crate) submission_id: Option<String>,
+    /// Which ends of the transfer to be told about (by your notification
+    /// preferences: `lattice notify prefs`), comma-separated; `none` for none.
+    #[arg(
+        long,
+        value_name = "WHEN",
+        value_enum,
+        value_delimiter = ',',
+        default_values = ["succeeded", "failed", "inactive"]
+    )]
+    notify_on: Vec<NotifyOn>,
     /// QUIC connections between the two agents, 1-16 [default: 2]. Raise it
     /// on a long fat link, where one congestion window limits throughput.
     #[arg(long, value_name = "N", help_heading = "Tuning")]
@@ -421,6 +444,9 @@ pub(crate) fn submission(args: SubmitArgs) -> anyhow::Result<TransferSubmit> {
         label: args.label,
         deadline: args.deadline,
         submission_id: args.submission_id,
+        notify_on_succeeded: args.notify_on.contains(&NotifyOn::Succeeded),
+        notify_on_failed: args.notify_on.contains(&NotifyOn::Failed),
+        notify_on_inactive: args.notify_on.contains(&NotifyOn::Inactive),
     };
     Ok(request)
 }

@@ -325,6 +325,7 @@ impl Driver {
         self.unsaved
             .extend(self.run.drain_log().into_iter().map(log_record));
         let now = Utc::now();
+        let before = self.record.status;
         self.record.status = status_of(self.run.status);
         self.record.transitions = self.run.transitions;
         self.record.details = details_of(&self.run, self.waiting_on());
@@ -347,6 +348,15 @@ impl Driver {
                 Ok(saved) => {
                     if saved {
                         self.unsaved.clear();
+                        if before != RunStatus::Inactive && record.status == RunStatus::Inactive {
+                            crate::notify::hooks::run_changed(
+                                &self.state,
+                                &record,
+                                Some(
+                                    "it waits on an action (an approval, or an action that paused)",
+                                ),
+                            );
+                        }
                     }
                     return Ok(saved);
                 }
@@ -394,6 +404,12 @@ impl Driver {
 
     async fn finished(&mut self) {
         let id = self.id();
+        let reason = self
+            .run
+            .error
+            .as_ref()
+            .map(|e| format!("{}: {}", e.error, e.cause));
+        crate::notify::hooks::run_changed(&self.state, &self.record, reason.as_deref());
         match self.record.status {
             RunStatus::Succeeded => tracing::info!(run_id = %id, "run succeeded"),
             _ => tracing::info!(run_id = %id, error = ?self.run.error, "run failed"),

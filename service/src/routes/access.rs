@@ -55,7 +55,7 @@ pub(crate) async fn create_rule(
     Json(request): Json<AclRuleCreate>,
 ) -> Result<(StatusCode, Json<AclRuleInfo>), ApiError> {
     let (actor, record) = load(&state, &auth, &collection).await?;
-    let rule = access::create_rule(&state.store, &actor, &record, request).await?;
+    let rule = access::create_rule(&state, &actor, &record, request).await?;
     Ok((StatusCode::CREATED, Json(rule)))
 }
 

@@ -101,7 +101,7 @@ pub(crate) async fn members(
 ) -> Result<Json<MembershipBatchResult>, ApiError> {
     let actor = Actor::of(&state.store, &auth).await?;
     Ok(Json(
-        groups::apply_batch(&state.store, &actor, id, batch.actions).await?,
+        groups::apply_batch(&state, &actor, id, batch.actions).await?,
     ))
 }
 

@@ -12,6 +12,7 @@ pub(crate) mod grants;
 pub(crate) mod groups;
 pub(crate) mod health;
 pub(crate) mod identities;
+pub(crate) mod notify;
 pub(crate) mod relay;
 pub(crate) mod search;
 pub(crate) mod session;

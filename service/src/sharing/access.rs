@@ -396,11 +396,12 @@ pub async fn list_rules(
 }
 
 pub async fn create_rule(
-    store: &SharedStore,
+    state: &crate::AppState,
     actor: &Actor,
     collection: &CollectionRecord,
     request: AclRuleCreate,
 ) -> SharingResult<AclRuleInfo> {
+    let store = &state.store;
     require(store, &actor.viewer, collection, Capability::ManageRules).await?;
     let path = RulePath::parse(&request.path).map_err(SharingError::Invalid)?;
     let expires_at = check_expiry(request.expires_at)?;
@@ -425,6 +426,7 @@ pub async fn create_rule(
         )));
     }
     audit(store, actor, subject(collection), "acl.create", json!(rule)).await?;
+    crate::notify::hooks::access_granted(state, actor.identity, collection, &rule);
     Ok(rule)
 }
 

@@ -317,7 +317,7 @@ pub async fn delete(store: &SharedStore, actor: &Actor, id: GroupId) -> SharingR
 
 /// Applies each action on its own and says, per action, what became of it.
 pub async fn apply_batch(
-    store: &SharedStore,
+    state: &crate::AppState,
     actor: &Actor,
     id: GroupId,
     actions: Vec<MembershipAction>,
@@ -329,19 +329,25 @@ pub async fn apply_batch(
     }
     // The group must be visible to the actor at all; each action then
     // succeeds or fails on its own.
+    let store = &state.store;
     let (group, _) = visible_group(store, &actor.viewer, id).await?;
     let mut results = Vec::with_capacity(actions.len());
     for (index, action) in actions.into_iter().enumerate() {
         let name = action.name().to_owned();
         let result = apply_one(store, actor, &group, &action).await;
         results.push(match result {
-            Ok(member) => MembershipResult {
-                index,
-                action: name,
-                ok: true,
-                member: Some(member),
-                error: None,
-            },
+            Ok(member) => {
+                if matches!(action, MembershipAction::Invite { .. }) {
+                    crate::notify::hooks::group_invited(state, actor.identity, &group, &member);
+                }
+                MembershipResult {
+                    index,
+                    action: name,
+                    ok: true,
+                    member: Some(member),
+                    error: None,
+                }
+            }
             Err(SharingError::Store(e)) => return Err(SharingError::Store(e)),
             Err(e) => {
                 let api: ApiError = e.into();

@@ -7,6 +7,7 @@
 
 pub mod compute;
 pub mod flows;
+pub mod notify;
 pub mod search;
 pub mod sharing;
 mod sql;
@@ -29,6 +30,7 @@ pub use compute::{
     AgentConnection, ComputeStore, DispatchedTask, EndpointRecord, QueuedMessage, Recorded,
 };
 pub use flows::{ActionRecord, FlowRecord, FlowStore, RunFilter, RunLogRecord, RunRecord};
+pub use notify::{AttemptRecord, DeliveryOutcome, DeliveryRecord, NotifyStore, WebhookRecord};
 pub use search::{SearchIndexRecord, SearchStore, SearchTaskOutcome, SearchTaskRecord};
 pub use sharing::{GroupRecord, MembershipRecord, NewAuditEntry, SharingStore};
 pub use sql::{PostgresStore, SqliteStore};
@@ -150,6 +152,7 @@ pub trait Store:
     + SearchStore
     + FlowStore
     + TimerStore
+    + NotifyStore
     + Send
     + Sync
     + 'static

@@ -459,6 +459,11 @@ async fn transfers_keep_submission_ids_events_and_final_states(store: SharedStor
         items_done: 0,
         attempts: 0,
         counters: TransferCounters::default(),
+        notify_on: lattice_protocol::transfer::TransferNotifyOn {
+            succeeded: false,
+            failed: true,
+            inactive: false,
+        },
     };
     store.insert_transfer(&record).await.unwrap();
     assert_eq!(
@@ -1819,6 +1824,142 @@ async fn actions_are_keyed_by_provider_creator_and_request(store: SharedStore) {
     store.insert_action(&twice).await.unwrap();
 }
 
+async fn webhooks_deliveries_and_preferences_round_trip(store: SharedStore) {
+    use lattice_protocol::notify::{DeliveryStatus, EventKind};
+    use lattice_protocol::{DeliveryId, EventId, WebhookId};
+    let now = from_millis(to_millis(Utc::now()));
+    let ada = IdentityId::new();
+    assert_eq!(store.email_preferences(ada).await.unwrap(), None);
+    store
+        .set_email_preferences(ada, &[EventKind::TransferFailed], now)
+        .await
+        .unwrap();
+    store
+        .set_email_preferences(
+            ada,
+            &[EventKind::GroupInvited, EventKind::TimerInactive],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.email_preferences(ada).await.unwrap(),
+        Some(vec![EventKind::GroupInvited, EventKind::TimerInactive]),
+        "the second write replaces the first"
+    );
+
+    let hook = WebhookRecord {
+        id: WebhookId::new(),
+        owner: ada,
+        url: "https://hooks.example.org/x".into(),
+        events: vec![EventKind::TransferFailed, EventKind::FlowRunFailed],
+        secret: "whsec_1".into(),
+        description: Some("lab".into()),
+        created_at: now,
+    };
+    store.insert_webhook(&hook).await.unwrap();
+    assert_eq!(store.webhook(hook.id).await.unwrap(), Some(hook.clone()));
+    assert_eq!(store.webhooks_of(ada).await.unwrap(), vec![hook.clone()]);
+    assert!(store
+        .webhooks_of(IdentityId::new())
+        .await
+        .unwrap()
+        .is_empty());
+
+    let delivery = |due: chrono::DateTime<Utc>| DeliveryRecord {
+        id: DeliveryId::new(),
+        webhook_id: hook.id,
+        event_id: EventId::new(),
+        event: EventKind::TransferFailed,
+        body: "{\"kind\":\"transfer.failed\"}".into(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_attempt_at: Some(due),
+        created_at: due,
+        completed_at: None,
+    };
+    let due = delivery(now);
+    let later = delivery(now + Duration::hours(1));
+    store
+        .insert_deliveries(&[due.clone(), later.clone()])
+        .await
+        .unwrap();
+    let lease = now + Duration::seconds(40);
+    let claimed = store.claim_deliveries(now, lease, 10).await.unwrap();
+    assert_eq!(claimed, vec![due.clone()], "only the due one");
+    assert!(
+        store
+            .claim_deliveries(now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a leased delivery is not claimed twice"
+    );
+    let retry_at = now + Duration::seconds(5);
+    store
+        .record_attempt(
+            &AttemptRecord {
+                delivery_id: due.id,
+                attempt: 1,
+                at: now,
+                status_code: Some(500),
+                error: None,
+                duration_ms: 12,
+            },
+            DeliveryOutcome {
+                status: DeliveryStatus::Pending,
+                next_attempt_at: Some(retry_at),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(store
+        .claim_deliveries(now, lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = store.claim_deliveries(retry_at, lease, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1);
+    store
+        .record_attempt(
+            &AttemptRecord {
+                delivery_id: due.id,
+                attempt: 2,
+                at: retry_at,
+                status_code: None,
+                error: Some("no answer within 10 s".into()),
+                duration_ms: 10_000,
+            },
+            DeliveryOutcome {
+                status: DeliveryStatus::Succeeded,
+                next_attempt_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let log = store.deliveries_of(hook.id, 10).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].0.id, later.id, "newest first");
+    let (done, attempts) = &log[1];
+    assert_eq!(done.status, DeliveryStatus::Succeeded);
+    assert_eq!(done.completed_at, Some(retry_at));
+    assert_eq!(
+        attempts.iter().map(|a| a.status_code).collect::<Vec<_>>(),
+        vec![Some(500), None]
+    );
+    assert_eq!(attempts[1].error.as_deref(), Some("no answer within 10 s"));
+
+    assert!(store.delete_webhook(hook.id).await.unwrap());
+    assert!(!store.delete_webhook(hook.id).await.unwrap());
+    assert!(store.deliveries_of(hook.id, 10).await.unwrap().is_empty());
+    assert!(store
+        .claim_deliveries(now + Duration::days(1), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn timer_writes_are_compare_and_set_and_runs_final_once(store: SharedStore) {
     use lattice_protocol::timers::{Schedule, TimerKind, TimerRunStatus, TimerStatus};
     use lattice_protocol::TimerId;
@@ -1962,5 +2103,6 @@ store_suite!(
     run_leases_are_claimed_by_one_replica_at_a_time,
     runs_are_listed_for_each_kind_of_viewer,
     actions_are_keyed_by_provider_creator_and_request,
+    webhooks_deliveries_and_preferences_round_trip,
     timer_writes_are_compare_and_set_and_runs_final_once,
 );

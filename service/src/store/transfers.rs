@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use lattice_protocol::sharing::SharingPolicy;
 use lattice_protocol::transfer::{
     CollectionAnnounce, FileChecksum, Side, TaskKind, TransferCounters, TransferEventInfo,
-    TransferItem, TransferOptions, TransferStatus, TransferTuning,
+    TransferItem, TransferNotifyOn, TransferOptions, TransferStatus, TransferTuning,
 };
 use lattice_protocol::{CollectionId, EndpointId, IdentityId, TransferId};
 
@@ -63,6 +63,8 @@ pub struct TransferRecord {
     pub items_done: u32,
     pub attempts: u32,
     pub counters: TransferCounters,
+    /// Which ends of the task its owner is told about.
+    pub notify_on: TransferNotifyOn,
 }
 
 /// The mutable state of a transfer, as its runner (or a cancel) writes it.
@@ -201,7 +203,7 @@ impl CollectionRow {
     }
 }
 
-const TRANSFER_COLUMNS: &str = "id, kind, owner_id, label, status, status_message, source_collection, destination_collection, items, options, deadline, submission_id, submitted_at, completed_at, items_done, attempts, counters, tuning";
+const TRANSFER_COLUMNS: &str = "id, kind, owner_id, label, status, status_message, source_collection, destination_collection, items, options, deadline, submission_id, submitted_at, completed_at, items_done, attempts, counters, tuning, notify_on";
 
 #[derive(sqlx::FromRow)]
 struct TransferRow {
@@ -223,6 +225,7 @@ struct TransferRow {
     attempts: i64,
     counters: String,
     tuning: String,
+    notify_on: String,
 }
 
 impl TransferRow {
@@ -248,6 +251,12 @@ impl TransferRow {
             items_done: self.items_done.max(0) as u32,
             attempts: self.attempts.max(0) as u32,
             counters: serde_json::from_str(&self.counters).map_err(|e| corrupt(T, e))?,
+            // Rows from before migration 0013 hold '': the default.
+            notify_on: if self.notify_on.is_empty() {
+                TransferNotifyOn::default()
+            } else {
+                serde_json::from_str(&self.notify_on).map_err(|e| corrupt(T, e))?
+            },
         })
     }
 }
@@ -402,7 +411,7 @@ macro_rules! impl_transfer_store {
 
             async fn insert_transfer(&self, t: &TransferRecord) -> StoreResult<()> {
                 sqlx::query(&format!(
-                    "INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+                    "INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
                 ))
                 .bind(t.id.to_string())
                 .bind(serde_json::to_string(&t.kind).expect("kind serializes"))
@@ -422,6 +431,7 @@ macro_rules! impl_transfer_store {
                 .bind(i64::from(t.attempts))
                 .bind(serde_json::to_string(&t.counters).expect("counters serialize"))
                 .bind(serde_json::to_string(&t.tuning).expect("tuning serializes"))
+                .bind(serde_json::to_string(&t.notify_on).expect("notify_on serializes"))
                 .execute(&self.pool)
                 .await?;
                 Ok(())

@@ -420,10 +420,14 @@ async fn note_failure(
     access: bool,
 ) -> Result<(), FlowError> {
     let id = timer.id;
+    // Whether this failure (not an earlier pause) made the timer inactive.
+    let paused_now = std::sync::atomic::AtomicBool::new(false);
     let changed = api::change(state, timer, |t| {
         t.errors += 1;
         t.last_error = Some(format!("run {seq}: {message}"));
+        paused_now.store(false, std::sync::atomic::Ordering::Relaxed);
         if access && t.status == TimerStatus::Active {
+            paused_now.store(true, std::sync::atomic::Ordering::Relaxed);
             t.status = TimerStatus::Inactive;
             t.inactive_reason = Some(InactiveReason {
                 cause: "access".into(),
@@ -434,8 +438,17 @@ async fn note_failure(
     })
     .await;
     match changed {
-        Ok(t) if t.status == TimerStatus::Inactive && access => {
+        Ok(t) if paused_now.load(std::sync::atomic::Ordering::Relaxed) => {
             tracing::warn!(timer = %id, error = message, "timer paused: its owner may no longer start its work");
+            crate::notify::notify(
+                state,
+                t.owner,
+                crate::notify::Event::TimerInactive {
+                    timer_id: id,
+                    name: t.name.clone(),
+                    reason: message.to_owned(),
+                },
+            );
             Ok(())
         }
         Ok(_) => Ok(()),

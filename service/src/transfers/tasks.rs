@@ -307,6 +307,7 @@ fn new_record(
         items_done: 0,
         attempts: 0,
         counters: TransferCounters::default(),
+        notify_on: Default::default(),
     }
 }
 
@@ -338,6 +339,7 @@ pub(crate) async fn submit(
     check_globs("options.include", &request.options.include)?;
     check_globs("options.exclude", &request.options.exclude)?;
     request.tuning.validate().map_err(ApiError::bad_request)?;
+    let notify_on = request.notify_on();
     let viewer = Viewer::of(&state.store, auth.identity_id).await?;
     let source =
         access::usable_collection(&state.store, &viewer, &request.source_collection).await?;
@@ -372,7 +374,7 @@ pub(crate) async fn submit(
         source.name,
         destination.name
     );
-    let record = new_record(
+    let mut record = new_record(
         auth,
         TaskKind::Transfer,
         &source,
@@ -381,6 +383,7 @@ pub(crate) async fn submit(
         (request.options, request.tuning),
         (request.label, request.deadline, request.submission_id),
     );
+    record.notify_on = notify_on;
     create(state, record, submitted).await
 }
 

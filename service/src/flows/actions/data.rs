@@ -193,6 +193,9 @@ fn transfer_submission(body: &Value, submission_id: String) -> FlowResult<Transf
         label: text(W, body, &["label"])?,
         deadline: deadline(W, body)?,
         submission_id: Some(submission_id),
+        notify_on_succeeded: flag(W, body, &["notify_on_succeeded"])?.unwrap_or(true),
+        notify_on_failed: flag(W, body, &["notify_on_failed"])?.unwrap_or(true),
+        notify_on_inactive: flag(W, body, &["notify_on_inactive"])?.unwrap_or(true),
     })
 }
 

@@ -221,7 +221,10 @@ async fn begin(
             other::search_delete(state, caller, &body, &mut record.internal).await?
         }
         Provider::SetAccessRule => other::set_access_rule(state, caller, &body).await?,
-        Provider::Approval => other::approval_waiting(&record.internal),
+        Provider::Approval => {
+            crate::notify::hooks::approval_requested(state, record);
+            other::approval_waiting(&record.internal)
+        }
         Provider::ExpressionEval | Provider::Echo => Progress::done(body),
     };
     set_begun(&mut record.internal);

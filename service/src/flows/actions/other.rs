@@ -180,7 +180,7 @@ pub(crate) async fn set_access_rule(
     let actor = Actor::of(&state.store, caller).await?;
     let record = access::usable_collection(&state.store, &actor.viewer, collection).await?;
     let rule = access::create_rule(
-        &state.store,
+        state,
         &actor,
         &record,
         AclRuleCreate {

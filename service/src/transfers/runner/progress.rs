@@ -151,6 +151,7 @@ impl Runner {
             )
             .await?;
             tracing::info!(transfer_id = %self.id, status = status.as_str(), message, "transfer finished");
+            crate::notify::hooks::transfer_changed(&self.state, self.id, status, &message);
         }
         Ok(())
     }

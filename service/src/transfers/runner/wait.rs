@@ -80,6 +80,12 @@ impl Runner {
                 &message,
             )
             .await?;
+            crate::notify::hooks::transfer_changed(
+                &self.state,
+                self.id,
+                TransferStatus::Paused,
+                &message,
+            );
         }
         progress.status = TransferStatus::Paused;
         progress.message = Some(message);
