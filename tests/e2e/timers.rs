@@ -7,6 +7,7 @@
 //! schema with one timer. Transfer timers and a restart across a due time
 //! run on `lattice dev` in `cli/tests/timers.rs`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -30,6 +31,8 @@ impl Scene {
     async fn start(backend: Backend, test: &str) -> Option<Self> {
         let trio = Trio::start(backend, test, |config| {
             config.timers.min_interval_secs = 1;
+            // The webhook receiver of `lost_access_pauses_the_timer`.
+            config.notify.allow_private_webhooks = true;
         })
         .await?;
         Some(Self { trio })
@@ -360,10 +363,42 @@ async fn skips_pauses_and_resumes(scene: &Scene) {
     assert_eq!(pause_deleted.status, 409, "{pause_deleted:?}");
 }
 
+/// A webhook receiver on a loopback port: the bodies POSTed to it.
+async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            |axum::extract::State(b): axum::extract::State<Arc<Mutex<Vec<Value>>>>,
+             axum::Json(body): axum::Json<Value>| async move {
+                b.lock().unwrap().push(body);
+                axum::http::StatusCode::NO_CONTENT
+            },
+        )
+        .with_state(bodies.clone()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, bodies)
+}
+
 /// Bob may start alice's flow and makes a timer of it; when alice takes
 /// the starter role away, the next tick fails and the service pauses the
-/// timer (cause `access`) instead of failing at every tick.
+/// timer (cause `access`) instead of failing at every tick, and tells bob
+/// (his webhook for `timer.inactive` gets the event).
 async fn lost_access_pauses_the_timer(scene: &Scene) {
+    let (hook_url, received) = receiver().await;
+    let hook = scene
+        .post(
+            Some(&scene.bob),
+            "/v1/webhooks",
+            json!({"url": hook_url, "events": ["timer.inactive"]}),
+        )
+        .await;
+    assert_eq!(hook.status, 201, "{hook:?}");
     let bob_principal = format!("identity:{}", scene.bob.id);
     let flow = flow(
         scene,
@@ -419,6 +454,21 @@ async fn lost_access_pauses_the_timer(scene: &Scene) {
     let failed: Vec<&Value> = list.iter().filter(|r| r["status"] == "failed").collect();
     assert_eq!(failed.len(), 1, "{list:?}");
     assert!(failed[0]["error"].is_string());
+    for _ in 0..200 {
+        if !received.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = received.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["kind"], "timer.inactive", "{events:?}");
+    assert_eq!(events[0]["data"]["timer_id"], id.as_str(), "{events:?}");
+    assert_eq!(events[0]["data"]["name"], "every second", "{events:?}");
+    assert!(
+        events[0]["link"].as_str().unwrap().contains(&id),
+        "{events:?}"
+    );
     // Alice owns the flow, not the timer: she does not see it.
     let alice_sees = scene
         .get(Some(&scene.alice), &format!("/v1/timers/{id}"))
