@@ -32,6 +32,8 @@ const POLL: Duration = Duration::from_secs(1);
 /// How long a replica that claimed a tick has to start it before another
 /// replica may (the start is idempotent either way).
 const CLAIM_SECS: i64 = 30;
+/// The wait before looking again at a run whose last look failed.
+const RETRY_LOOK: chrono::Duration = chrono::Duration::seconds(10);
 /// Most ticks or open runs one pass takes.
 const BATCH: u32 = 256;
 
@@ -101,9 +103,25 @@ fn spawn_work(state: &AppState, in_flight: &InFlight, run: TimerRunRecord) {
     tokio::spawn(async move {
         if let Err(e) = look(&state, run).await {
             tracing::warn!(timer = %key.0, seq = key.1, error = %e, "timer run: trying again later");
+            // Not at every pass: a lasting error would spin (and fill the log).
+            if let Err(e) = look_later(&state, key).await {
+                tracing::warn!(timer = %key.0, seq = key.1, error = %e, "timer run: cannot postpone");
+            }
         }
         in_flight.lock().expect("timer in-flight set").remove(&key);
     });
+}
+
+/// Moves an open run's next look [`RETRY_LOOK`] ahead, as stored now
+/// (the failed look may have recorded progress first).
+async fn look_later(state: &AppState, (timer, seq): (TimerId, u64)) -> Result<(), FlowError> {
+    if let Some(mut run) = state.store.timer_run(timer, seq).await? {
+        if !run.status.is_final() {
+            run.next_check_at = Some(Utc::now() + RETRY_LOOK);
+            state.store.update_timer_run(&run).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Claims the due tick of `timer`: records it as a pending run (or as
