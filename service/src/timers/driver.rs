@@ -32,6 +32,8 @@ const POLL: Duration = Duration::from_secs(1);
 /// How long a replica that claimed a tick has to start it before another
 /// replica may (the start is idempotent either way).
 const CLAIM_SECS: i64 = 30;
+/// The shortest sleep between passes.
+const BUSY_WAIT: Duration = Duration::from_millis(20);
 /// The wait before looking again at a run whose last look failed.
 const RETRY_LOOK: chrono::Duration = chrono::Duration::seconds(10);
 /// Most ticks or open runs one pass takes.
@@ -85,7 +87,10 @@ async fn pass(state: &AppState, in_flight: &InFlight) -> Result<Duration, FlowEr
     .min();
     let now = Utc::now();
     Ok(match next {
-        Some(at) if at <= now => Duration::ZERO,
+        // Overdue still: a run a task of this replica is looking at (its
+        // next check is written when the look ends), or a tick another
+        // replica is claiming. Soon, but not in a spin.
+        Some(at) if at <= now => BUSY_WAIT,
         Some(at) => (at - now).to_std().unwrap_or(POLL).min(POLL),
         None => POLL,
     })
