@@ -229,20 +229,32 @@ impl Scene {
 
 /// What a receiver got: each request's headers and body.
 #[derive(Clone, Default)]
-struct Inbox(Arc<Mutex<Vec<(HeaderMap, Bytes, Instant)>>>);
+pub(crate) struct Inbox(Arc<Mutex<Vec<(HeaderMap, Bytes, Instant)>>>);
+
+impl Inbox {
+    /// The JSON bodies received so far, in order.
+    pub(crate) fn bodies(&self) -> Vec<Value> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body, _)| serde_json::from_slice(body).unwrap_or(Value::Null))
+            .collect()
+    }
+}
 
 /// Webhook receivers on one loopback port: `/ok` answers 204, `/flaky`
 /// answers 500 the first time and 204 after, `/hang` never answers.
-struct Receiver {
-    base: String,
-    ok: Inbox,
+pub(crate) struct Receiver {
+    pub(crate) base: String,
+    pub(crate) ok: Inbox,
     flaky: Inbox,
     hang: Inbox,
     _server: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let (ok, flaky, hang) = (Inbox::default(), Inbox::default(), Inbox::default());
         async fn record(inbox: &Inbox, headers: HeaderMap, body: Bytes) -> usize {
             let mut list = inbox.0.lock().unwrap();

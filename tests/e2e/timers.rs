@@ -7,7 +7,6 @@
 //! schema with one timer. Transfer timers and a restart across a due time
 //! run on `lattice dev` in `cli/tests/timers.rs`.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -363,34 +362,13 @@ async fn skips_pauses_and_resumes(scene: &Scene) {
     assert_eq!(pause_deleted.status, 409, "{pause_deleted:?}");
 }
 
-/// A webhook receiver on a loopback port: the bodies POSTed to it.
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(
-            |axum::extract::State(b): axum::extract::State<Arc<Mutex<Vec<Value>>>>,
-             axum::Json(body): axum::Json<Value>| async move {
-                b.lock().unwrap().push(body);
-                axum::http::StatusCode::NO_CONTENT
-            },
-        )
-        .with_state(bodies.clone()),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, bodies)
-}
-
 /// Bob may start alice's flow and makes a timer of it; when alice takes
 /// the starter role away, the next tick fails and the service pauses the
 /// timer (cause `access`) instead of failing at every tick, and tells bob
 /// (his webhook for `timer.inactive` gets the event).
 async fn lost_access_pauses_the_timer(scene: &Scene) {
-    let (hook_url, received) = receiver().await;
+    let receiver = crate::notify::Receiver::start().await;
+    let hook_url = format!("{}/ok", receiver.base);
     let hook = scene
         .post(
             Some(&scene.bob),
@@ -455,12 +433,12 @@ async fn lost_access_pauses_the_timer(scene: &Scene) {
     assert_eq!(failed.len(), 1, "{list:?}");
     assert!(failed[0]["error"].is_string());
     for _ in 0..200 {
-        if !received.lock().unwrap().is_empty() {
+        if !receiver.ok.bodies().is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let events = received.lock().unwrap().clone();
+    let events = receiver.ok.bodies();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["kind"], "timer.inactive", "{events:?}");
     assert_eq!(events[0]["data"]["timer_id"], id.as_str(), "{events:?}");
